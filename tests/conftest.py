@@ -1,0 +1,46 @@
+"""Shared fixtures: the real bundled models, loaded once per session, and the real audio in tests/data."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+SAMPLE = Path(__file__).parents[1] / "src" / "asrflow" / "samples" / "jfk.flac"
+JFK_TEXT = "And so, my fellow Americans, ask not what your country can do for you; ask what you can do for your country."
+
+
+@pytest.fixture(scope="session", autouse=True)
+def asrflow_home(tmp_path_factory):
+    """Keep converted models and MLflow stores of the test run out of the user's home."""
+    home = os.environ.get("ASRFLOW_TEST_HOME") or str(tmp_path_factory.mktemp("asrflow-home"))
+    os.environ["ASRFLOW_HOME"] = home
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    return Path(home)
+
+
+@pytest.fixture(scope="session")
+def corpus():
+    """The dev corpus: (path, reference text) pairs."""
+    rows = [json.loads(line) for line in (DATA / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    return [(DATA / r["audio"], r["text"]) for r in rows]
+
+
+@pytest.fixture(scope="session")
+def ct2_transcriber():
+    from asrflow import load_transcriber
+
+    return load_transcriber("bundled:tiny.en", backend="ctranslate2")
+
+
+@pytest.fixture(scope="session")
+def hf_transcriber():
+    from asrflow import load_transcriber
+
+    return load_transcriber("bundled:tiny.en", backend="transformers")
+
+
+@pytest.fixture(scope="session", params=["ctranslate2", "transformers"])
+def transcriber(request):
+    return request.getfixturevalue("ct2_transcriber" if request.param == "ctranslate2" else "hf_transcriber")

@@ -1,0 +1,79 @@
+import io
+
+import numpy as np
+import pytest
+
+from asrflow import AudioDecodeError, decode_audio
+from conftest import DATA, SAMPLE
+
+
+@pytest.mark.parametrize("name", ["dev000.wav", "dev001.mp3", "dev002.flac", "dev003.ogg"])
+def test_decodes_each_format_to_16k_mono_float32(name):
+    samples = decode_audio(DATA / name)
+    assert samples.dtype == np.float32 and samples.ndim == 1
+    assert 4.0 < len(samples) / 16000 < 8.0
+    assert 0.01 < np.abs(samples).max() <= 1.0
+
+
+def test_bytes_path_and_file_objects_agree():
+    data = SAMPLE.read_bytes()
+    from_path = decode_audio(SAMPLE)
+    assert np.array_equal(decode_audio(data), from_path)
+    assert np.array_equal(decode_audio(io.BytesIO(data)), from_path)
+    assert np.array_equal(decode_audio(str(SAMPLE)), from_path)
+
+
+def test_arrays_are_resampled_and_downmixed():
+    t = np.arange(44100) / 44100
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t)] * 2).astype(np.float32)
+    samples = decode_audio(stereo, sample_rate=44100)
+    assert abs(len(samples) - 16000) < 50
+    assert decode_audio((stereo[0] * 32767).astype(np.int16), sample_rate=44100).max() > 0.9
+
+
+def test_m4a_and_webm_decode(tmp_path):
+    import av
+
+    source = decode_audio(DATA / "dev000.wav")
+    for ext, codec in (("m4a", "aac"), ("webm", "libopus")):
+        path = tmp_path / f"x.{ext}"
+        with av.open(str(path), "w") as out:
+            stream = out.add_stream(codec, rate=48000 if codec == "libopus" else 16000, layout="mono")
+            frame = av.AudioFrame.from_ndarray(source[np.newaxis, :], format="flt", layout="mono")
+            frame.sample_rate = 16000
+            resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=stream.rate)
+            for f in resampler.resample(frame) + resampler.resample(None):
+                for packet in stream.encode(f):
+                    out.mux(packet)
+            for packet in stream.encode(None):
+                out.mux(packet)
+        assert abs(len(decode_audio(path)) - len(source)) < 0.2 * 16000
+
+
+BAD_INPUTS = {
+    "empty bytes": (b"", "empty"),
+    "text": (b"this is certainly not audio " * 20, "not audio"),
+    "truncated header": (SAMPLE.read_bytes()[:40], "not audio"),
+    "truncated wav": ((DATA / "dev000.wav").read_bytes()[:60000], "truncated"),
+    "missing file": ("/nonexistent/x.wav", "no audio file"),
+    "url while disabled": ("https://example.com/a.wav", "URL inputs are disabled"),
+    "nan samples": (np.array([0.1, np.nan], dtype=np.float32), "NaN"),
+    "empty array": (np.zeros(0, dtype=np.float32), "empty"),
+    "wrong type": (12345, "cannot read audio"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_INPUTS)
+def test_bad_input_raises_a_clear_error(name):
+    value, message = BAD_INPUTS[name]
+    with pytest.raises(AudioDecodeError, match=message):
+        decode_audio(value)
+
+
+def test_empty_and_text_files(tmp_path):
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "notes.mp3").write_text("hello")
+    with pytest.raises(AudioDecodeError, match="empty"):
+        decode_audio(tmp_path / "empty.wav")
+    with pytest.raises(AudioDecodeError, match="notes.mp3"):
+        decode_audio(tmp_path / "notes.mp3")

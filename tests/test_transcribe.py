@@ -1,0 +1,97 @@
+import json
+
+import numpy as np
+import pytest
+
+from asrflow import InvalidOptionError, Transcript, TranscribeOptions
+from asrflow.metrics import word_error_rate
+from conftest import JFK_TEXT, SAMPLE
+
+
+def test_corpus_wer_under_15_percent(transcriber, corpus):
+    hypotheses = [transcriber.transcribe(path, language="en").text for path, _ in corpus]
+    wer = word_error_rate([text for _, text in corpus], hypotheses)
+    print(f"{transcriber.backend.name}: WER {wer:.3f} on {len(corpus)} utterances")
+    assert wer < 0.15
+
+
+def test_sample_transcript_and_word_timestamps(transcriber):
+    result = transcriber.transcribe(SAMPLE, word_timestamps=True)
+    assert word_error_rate([JFK_TEXT], [result.text]) < 0.1
+    assert result.language == "en" and abs(result.duration - 11.0) < 0.1
+    words = [w for s in result.segments for w in s.words]
+    assert len(words) >= 20
+    starts = [w.start for w in words]
+    assert starts == sorted(starts)
+    assert all(0 <= w.start <= w.end <= result.duration + 0.01 for w in words)
+    assert all(s.start <= s.end <= result.duration + 0.01 for s in result.segments)
+
+
+def test_segments_cover_the_text(transcriber):
+    result = transcriber.transcribe(SAMPLE)
+    assert result.segments and " ".join(s.text for s in result.segments) == result.text
+    assert [s.start for s in result.segments] == sorted(s.start for s in result.segments)
+
+
+def test_vad_keeps_the_speech(transcriber):
+    padded = np.concatenate([np.zeros(16000 * 5, np.float32), transcriber_sample(), np.zeros(16000 * 5, np.float32)])
+    result = transcriber.transcribe(padded, vad_filter=True)
+    assert word_error_rate([JFK_TEXT], [result.text]) < 0.2
+    assert result.segments[0].start >= 4.0
+
+
+def transcriber_sample():
+    from asrflow import decode_audio
+
+    return decode_audio(SAMPLE)
+
+
+def test_silence_gives_an_empty_transcript(transcriber):
+    result = transcriber.transcribe(np.zeros(16000 * 10, dtype=np.float32))
+    assert result.text == "" and result.segments == []
+    quiet_noise = np.random.default_rng(0).normal(0, 0.0003, 16000 * 5).astype(np.float32)
+    assert transcriber.transcribe(quiet_noise).text == ""
+
+
+def test_long_audio_batched_with_vad(ct2_transcriber):
+    sample = transcriber_sample()
+    gap = np.zeros(16000, np.float32)
+    long = np.concatenate([sample, gap] * 6)  # 72 s
+    result = ct2_transcriber.transcribe(long, vad_filter=True, batch_size=4)
+    assert word_error_rate([JFK_TEXT] * 1, [result.text[: len(result.text) // 6 + 20]]) < 0.5
+    assert result.text.lower().count("country") >= 10
+    assert result.segments[-1].end <= result.duration + 0.01
+
+
+def test_transcript_json_round_trip(ct2_transcriber):
+    result = ct2_transcriber.transcribe(SAMPLE, word_timestamps=True)
+    again = Transcript.from_json(result.to_json())
+    assert again == result
+    assert json.loads(result.to_json())["segments"][0]["words"][0]["word"]
+
+
+def test_english_only_model_refuses_other_languages(ct2_transcriber):
+    with pytest.raises(InvalidOptionError, match="English-only"):
+        ct2_transcriber.transcribe(SAMPLE, language="fr")
+    with pytest.raises(InvalidOptionError, match="translate"):
+        ct2_transcriber.transcribe(SAMPLE, task="translate")
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"task": "summarize"}, "task"),
+        ({"beam_size": 0}, "beam_size"),
+        ({"chunk_length_s": 60}, "chunk_length_s"),
+        ({"stride_length_s": [15, 10], "chunk_length_s": 20}, "stride_length_s"),
+        ({"colour": "blue"}, "unknown option"),
+    ],
+)
+def test_invalid_options_name_the_problem(changes, message):
+    with pytest.raises(InvalidOptionError, match=message):
+        TranscribeOptions().updated(**changes)
+
+
+def test_tutorial_chunking_params_on_the_transformers_backend(hf_transcriber):
+    result = hf_transcriber.transcribe(SAMPLE, chunk_length_s=20, stride_length_s=(5, 3))
+    assert word_error_rate([JFK_TEXT], [result.text]) < 0.1
