@@ -132,6 +132,22 @@ def info(model: str = typer.Argument(DEFAULT_MODEL), as_json: bool = typer.Optio
     typer.echo(json.dumps(details) if as_json else "\n".join(f"{k}: {v}" for k, v in details.items()))
 
 
+@app.command()
+@friendly_errors
+def demo(model: str = typer.Option(DEFAULT_MODEL, "--model", "-m")):
+    """Transcribe the bundled speech sample and print it with timestamps."""
+    from importlib.resources import files
+
+    from asrflow.transcriber import load_transcriber
+    from asrflow.writers import format_timestamp
+
+    sample = files("asrflow") / "samples" / "jfk.flac"
+    result = load_transcriber(model).transcribe(sample.read_bytes(), word_timestamps=True)
+    typer.echo(f"{sample.name} ({result.duration:.1f} s, language {result.language}):")
+    for segment in result.segments:
+        typer.echo(f"[{format_timestamp(segment.start)} --> {format_timestamp(segment.end)}] {segment.text}")
+
+
 def main():
     app()
 

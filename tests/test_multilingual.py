@@ -1,0 +1,26 @@
+"""bundled:base (multilingual): language detection and translation on both backends."""
+
+import pytest
+
+from asrflow import load_transcriber
+from conftest import DATA
+
+
+@pytest.fixture(scope="module", params=["ctranslate2", "transformers"])
+def base(request):
+    return load_transcriber("bundled:base", backend=request.param)
+
+
+def test_detects_the_language(base):
+    spanish = base.transcribe(DATA / "spanish.ogg")
+    german = base.transcribe(DATA / "german.mp3")
+    assert (spanish.language, german.language) == ("es", "de")
+    assert spanish.language_probability > 0.5
+    assert "familia" in spanish.text and "Berlin" in german.text
+
+
+def test_translates_to_english(base):
+    result = base.transcribe(DATA / "spanish.ogg", task="translate")
+    assert result.language == "es"
+    text = result.text.lower()
+    assert "family" in text and "music" in text
