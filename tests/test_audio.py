@@ -31,23 +31,12 @@ def test_arrays_are_resampled_and_downmixed():
     assert decode_audio((stereo[0] * 32767).astype(np.int16), sample_rate=44100).max() > 0.9
 
 
-def test_m4a_and_webm_decode(tmp_path):
-    import av
+def test_m4a_and_webm_decode():
+    from asrflow.audio import encode_audio
 
     source = decode_audio(DATA / "dev000.wav")
-    for ext, codec in (("m4a", "aac"), ("webm", "libopus")):
-        path = tmp_path / f"x.{ext}"
-        with av.open(str(path), "w") as out:
-            stream = out.add_stream(codec, rate=48000 if codec == "libopus" else 16000, layout="mono")
-            frame = av.AudioFrame.from_ndarray(source[np.newaxis, :], format="flt", layout="mono")
-            frame.sample_rate = 16000
-            resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=stream.rate)
-            for f in resampler.resample(frame) + resampler.resample(None):
-                for packet in stream.encode(f):
-                    out.mux(packet)
-            for packet in stream.encode(None):
-                out.mux(packet)
-        assert abs(len(decode_audio(path)) - len(source)) < 0.2 * 16000
+    for format in ("mp4", "webm", "ogg"):
+        assert abs(len(decode_audio(encode_audio(source, format))) - len(source)) < 0.2 * 16000
 
 
 BAD_INPUTS = {

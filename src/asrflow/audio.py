@@ -150,3 +150,23 @@ def _from_samples(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
     out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
     return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
+
+
+def encode_audio(samples: np.ndarray, format: str = "ogg", bitrate: int = 24000) -> bytes:
+    """Encode 16 kHz mono samples compactly (Opus in Ogg by default), e.g. for input examples."""
+    codec = {"ogg": "libopus", "webm": "libopus", "flac": "flac", "wav": "pcm_s16le", "mp4": "aac"}[format]
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format=format) as out:
+        rate = 48000 if codec == "libopus" else SAMPLE_RATE
+        stream = out.add_stream(codec, rate=rate, layout="mono")
+        if codec == "libopus":
+            stream.bit_rate = bitrate
+        frame = av.AudioFrame.from_ndarray(samples[np.newaxis, :].astype(np.float32), format="flt", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=rate)
+        for resampled in resampler.resample(frame) + resampler.resample(None):
+            for packet in stream.encode(resampled):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buffer.getvalue()

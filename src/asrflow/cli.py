@@ -16,6 +16,24 @@ from asrflow.models import DEFAULT_MODEL
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Whisper speech recognition, managed with MLflow.")
 
 
+@app.callback()
+def quiet_libraries(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the libraries' own logs.")):
+    """Whisper speech recognition, managed with MLflow."""
+    if verbose:
+        return
+    import logging
+    import os
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        os.environ.setdefault(name, "false" if name.startswith("MLFLOW") else "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    for name in ("mlflow", "transformers", "faster_whisper", "alembic", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def friendly_errors(command):
     """Turn AsrflowError into 'error: ...' on stderr and its exit code, never a traceback."""
 
@@ -134,18 +152,48 @@ def info(model: str = typer.Argument(DEFAULT_MODEL), as_json: bool = typer.Optio
 
 @app.command()
 @friendly_errors
-def demo(model: str = typer.Option(DEFAULT_MODEL, "--model", "-m")):
-    """Transcribe the bundled speech sample and print it with timestamps."""
-    from importlib.resources import files
+def log(
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"),
+    flavor: str = typer.Option("asrflow", help="asrflow (pyfunc around either backend) or transformers (the tutorial's)."),
+    backend: str = typer.Option("ctranslate2", help="Backend of the asrflow flavor."),
+    reference_only: bool = typer.Option(False, "--reference-only", help="Record where the weights are instead of copying them."),
+    experiment: str = typer.Option("Whisper Transcription ASR"),
+    register_as: Optional[str] = typer.Option(None, "--register", help="Also register as this model name."),
+    alias: Optional[str] = typer.Option(None, help="Alias to point at the registered version."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Log a Whisper model to MLflow (and optionally register it); prints its model URI."""
+    from dataclasses import asdict
 
-    from asrflow.transcriber import load_transcriber
-    from asrflow.writers import format_timestamp
+    from asrflow.lifecycle import log as log_model
 
-    sample = files("asrflow") / "samples" / "jfk.flac"
-    result = load_transcriber(model).transcribe(sample.read_bytes(), word_timestamps=True)
-    typer.echo(f"{sample.name} ({result.duration:.1f} s, language {result.language}):")
-    for segment in result.segments:
-        typer.echo(f"[{format_timestamp(segment.start)} --> {format_timestamp(segment.end)}] {segment.text}")
+    logged = log_model(model, flavor, backend, reference_only, experiment, register_as, alias)
+    typer.echo(json.dumps(asdict(logged)) if as_json else logged.registered or logged.model_uri)
+
+
+@app.command()
+@friendly_errors
+def register(
+    name: str = typer.Argument(..., help="Registered model name."),
+    model_uri: Optional[str] = typer.Option(None, "--model-uri", help="Model to register; default: the last one logged."),
+    alias: Optional[str] = typer.Option(None, help="Alias to point at the new version, e.g. champion."),
+    experiment: str = typer.Option("Whisper Transcription ASR"),
+):
+    """Register a logged model as a new version of NAME; prints models:/NAME/VERSION."""
+    from asrflow.lifecycle import latest_logged_model
+    from asrflow.registry import register as register_model
+
+    version = register_model(model_uri or latest_logged_model(experiment), name, alias)
+    typer.echo(f"models:/{name}/{version.version}")
+
+
+@app.command()
+@friendly_errors
+def demo():
+    """MLflow's Whisper tutorial end to end, offline, on the bundled model and sample."""
+    from asrflow.demo import run_demo
+
+    run_demo(typer.echo)
 
 
 def main():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 from asrflow.audio import SAMPLE_RATE, AudioInput, decode_audio
@@ -57,11 +58,23 @@ class Transcriber:
 
 def load_transcriber(
     model: str = DEFAULT_MODEL,
-    backend: str = "ctranslate2",
+    backend: str | None = None,
     device: str = "cpu",
     compute_type: str = "default",
     options: TranscribeOptions | None = None,
 ) -> Transcriber:
-    """Load `model` (bundled name, local directory or hub id) with `backend`."""
+    """Load `model` with `backend` (ctranslate2 unless the model says otherwise).
+
+    `model` is a bundled name, a local model directory, a hub id, or an MLflow model URI
+    (models:/NAME@alias, models:/NAME/VERSION, runs:/RUN/PATH) or local MLflow model directory.
+    """
+    from asrflow.registry import is_model_uri
+
+    if is_model_uri(model) or (Path(model) / "MLmodel").is_file():
+        from asrflow.flavor import transcriber_from_dir
+        from asrflow.registry import download_model
+
+        path = Path(model) if (Path(model) / "MLmodel").is_file() else download_model(model)
+        return transcriber_from_dir(path, model, backend)
     source = resolve_model(model)
-    return Transcriber(load_backend(backend, source, device, compute_type), source, options)
+    return Transcriber(load_backend(backend or "ctranslate2", source, device, compute_type), source, options)

@@ -1,0 +1,76 @@
+"""Tracking and registry: the default store, experiments, registering, aliases, model URIs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from asrflow.errors import ModelNotFoundError
+from asrflow.models import home_dir
+
+DEFAULT_EXPERIMENT = "Whisper Transcription ASR"
+MODEL_URI_PREFIXES = ("models:/", "runs:/", "m-")
+
+
+def embedded_store_uri() -> str:
+    return f"sqlite:///{home_dir() / 'mlflow.db'}"
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI if set, else an embedded SQLite store in asrflow's data directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or embedded_store_uri()
+
+
+def use_tracking() -> str:
+    import mlflow
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def set_experiment(name: str = DEFAULT_EXPERIMENT) -> str:
+    """Create (or reuse) the experiment; with the embedded store, artifacts go beside the database."""
+    import mlflow
+
+    embedded = use_tracking() == embedded_store_uri()
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        location = (home_dir() / "mlartifacts").as_uri() if embedded else None
+        experiment_id = mlflow.create_experiment(name, artifact_location=location)
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def is_model_uri(name: str) -> bool:
+    return name.startswith(MODEL_URI_PREFIXES)
+
+
+def register(model_uri: str, name: str, alias: str | None = None, tags: dict | None = None):
+    """Register `model_uri` as a new version of `name`, optionally pointing `alias` at it."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    use_tracking()
+    version = mlflow.register_model(model_uri, name, tags=tags)
+    if alias:
+        MlflowClient().set_registered_model_alias(name, alias, version.version)
+    return version
+
+
+def download_model(uri: str) -> Path:
+    """Fetch a logged or registered model's files; say clearly when it does not exist."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    use_tracking()
+    try:
+        return Path(mlflow.artifacts.download_artifacts(uri))
+    except MlflowException as e:
+        raise ModelNotFoundError(
+            f"no model at {uri} in the tracking store {tracking_uri()} ({e.message.splitlines()[0]}): "
+            "check the name, version or alias with `mlflow ui`, or set MLFLOW_TRACKING_URI."
+        ) from None
