@@ -19,11 +19,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Whisper spee
 @app.callback()
 def quiet_libraries(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the libraries' own logs.")):
     """Whisper speech recognition, managed with MLflow."""
-    if verbose:
-        return
     import logging
     import os
     import warnings
+
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout is ours: results only
+    if verbose:
+        return
 
     warnings.filterwarnings("ignore")
     for name in ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "HF_HUB_DISABLE_PROGRESS_BARS"):

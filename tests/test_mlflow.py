@@ -1,0 +1,235 @@
+"""The MLflow lifecycle on the real bundled model: the tutorial's steps, both flavors, registry, serving."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import mlflow
+import pytest
+from mlflow.exceptions import MlflowException
+
+from asrflow import flavor, load_transcriber, registry, tutorial
+from asrflow.lifecycle import log
+from asrflow.metrics import word_error_rate
+from asrflow.models import resolve_model
+from conftest import JFK_TEXT, SAMPLE
+
+BIN = Path(sys.executable).parent
+AUDIO = SAMPLE.read_bytes()
+CHECKPOINT_BYTES = (Path(resolve_model("bundled:tiny.en").location) / "model.bin").stat().st_size
+
+
+def artifacts_size(model_uri: str) -> int:
+    path = Path(mlflow.artifacts.download_artifacts(model_uri))
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def assert_jfk(text: str, bound: float = 0.1):
+    assert word_error_rate([JFK_TEXT], [text]) < bound, text
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return tutorial.transcription_pipeline()
+
+
+@pytest.fixture(scope="module")
+def experiment():
+    return registry.set_experiment()
+
+
+@pytest.fixture(scope="module")
+def transformers_model(pipeline, experiment):
+    signature = tutorial.tutorial_signature(pipeline, AUDIO)
+    with mlflow.start_run():
+        return tutorial.log_transformers_model(pipeline, audio=AUDIO, signature=signature)
+
+
+@pytest.fixture(scope="module")
+def asrflow_model(experiment):
+    with mlflow.start_run():
+        return flavor.log_model(input_example=AUDIO)
+
+
+def test_pipeline_and_signature(pipeline):
+    assert_jfk(tutorial.check_pipeline(pipeline, AUDIO))
+    assert list(pipeline.model.generation_config.alignment_heads)
+    signature = tutorial.tutorial_signature(pipeline, AUDIO)
+    assert signature.inputs.to_dict() == [{"type": "binary", "required": True}]
+    assert signature.outputs.to_dict() == [{"type": "string", "required": True}]
+    params = {p.name: p.default for p in signature.params.params}
+    assert params["chunk_length_s"] == 20 and list(params["stride_length_s"]) == [5, 3]
+
+
+def test_experiment_is_created_once(experiment):
+    assert registry.set_experiment() == experiment
+    assert mlflow.get_experiment(experiment).name == "Whisper Transcription ASR"
+
+
+def test_transformers_flavor_logs_fp16_without_torchvision(transformers_model):
+    assert artifacts_size(transformers_model.model_uri) <= 1.1 * CHECKPOINT_BYTES
+    local = Path(mlflow.artifacts.download_artifacts(transformers_model.model_uri))
+    requirements = (local / "requirements.txt").read_text()
+    assert "torchvision" not in requirements and "transformers==" in requirements
+    assert "\n" not in json.loads((local / "serving_input_example.json").read_text())["inputs"]
+
+
+def test_transformers_flavor_loads_natively_and_as_pyfunc(transformers_model):
+    native = mlflow.transformers.load_model(transformers_model.model_uri)
+    from asrflow import decode_audio
+
+    assert_jfk(native(decode_audio(AUDIO))["text"])
+    model = mlflow.pyfunc.load_model(transformers_model.model_uri)
+    texts = model.predict([AUDIO])
+    assert isinstance(texts, list) and isinstance(texts[0], str)
+    assert_jfk(texts[0])
+    assert_jfk(model.predict([AUDIO], params={"chunk_length_s": 10, "stride_length_s": [2, 2]})[0], 0.25)
+    with pytest.raises(MlflowException, match="chunk_length_s"):
+        model.predict([AUDIO], params={"chunk_length_s": "long"})
+
+
+def test_reference_only_logs_stay_small(pipeline, experiment):
+    with mlflow.start_run():
+        info = tutorial.log_transformers_model(pipeline, audio=AUDIO, reference_only=True)
+        ours = flavor.log_model(input_example=AUDIO, reference_only=True)
+    assert artifacts_size(info.model_uri) < 1_000_000
+    local = Path(mlflow.artifacts.download_artifacts(info.model_uri))
+    assert "source_model_name: openai/whisper-tiny.en" in (local / "MLmodel").read_text()
+    assert artifacts_size(ours.model_uri) < 1_000_000
+    assert_jfk(mlflow.pyfunc.load_model(ours.model_uri).predict([AUDIO])[0])  # the bundled package is the reference
+
+
+def test_asrflow_flavor_pyfunc(asrflow_model):
+    assert artifacts_size(asrflow_model.model_uri) <= 1.1 * CHECKPOINT_BYTES
+    model = mlflow.pyfunc.load_model(asrflow_model.model_uri)
+    texts = model.predict([AUDIO, AUDIO])
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+    assert_jfk(texts[0])
+    [structured] = model.predict([AUDIO], params={"return_timestamps": True, "word_timestamps": True})
+    assert isinstance(structured, dict) and structured["segments"][0]["words"][0]["end"] > 0
+    [srt] = model.predict([AUDIO], params={"response_format": "srt"})
+    assert srt.startswith("1\n00:00:00,000 --> ")
+    with pytest.raises(MlflowException, match="task"):
+        model.predict([AUDIO], params={"task": "summarize"})
+    with pytest.raises(MlflowException, match="beam_size"):
+        model.predict([AUDIO], params={"beam_size": "wide"})
+    with pytest.raises(MlflowException, match="response_format"):
+        model.predict([AUDIO], params={"response_format": "docx"})
+
+
+def test_logged_model_records_what_reproduces_it(asrflow_model):
+    config = Path(mlflow.artifacts.download_artifacts(asrflow_model.model_uri), "MLmodel").read_text()
+    for needle in ("sha256:", "backend: ctranslate2", "compute_type:", "faster-whisper:", "mlflow:"):
+        assert needle in config
+
+
+def test_register_alias_and_model_uris(asrflow_model, transformers_model):
+    version = registry.register(asrflow_model.model_uri, "whisper-test", alias="champion")
+    assert_jfk(load_transcriber("models:/whisper-test@champion").transcribe(AUDIO).text)
+    assert_jfk(load_transcriber(f"models:/whisper-test/{version.version}").transcribe(AUDIO).text)
+    registry.register(transformers_model.model_uri, "whisper-test-hf", alias="champion")
+    hf = load_transcriber("models:/whisper-test-hf@champion")
+    assert hf.backend.name == "transformers"
+    assert_jfk(hf.transcribe(AUDIO).text)
+
+
+def test_missing_model_uri_is_a_clear_error():
+    from asrflow import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="no model at models:/nope@champion"):
+        load_transcriber("models:/nope@champion")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 120):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    raise TimeoutError(url)
+
+
+def start(args: list, url: str, env: dict) -> subprocess.Popen:
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until_up(url, process)
+    except Exception:
+        process.kill()
+        raise
+    return process
+
+
+def stop(process: subprocess.Popen):
+    os.killpg(process.pid, 15)
+    process.wait(timeout=30)
+
+
+def environment(**extra) -> dict:
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **extra}
+
+
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory):
+    """A real `mlflow server` process with a SQLite backend, on loopback."""
+    root = tmp_path_factory.mktemp("server")
+    port = free_port()
+    process = start(
+        [BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")],
+        f"http://127.0.0.1:{port}/health",
+        environment(),
+    )
+    yield f"http://127.0.0.1:{port}"
+    stop(process)
+
+
+def test_cli_against_a_tracking_server(tracking_server):
+    env = environment(MLFLOW_TRACKING_URI=tracking_server)
+    run = lambda *a: subprocess.run([BIN / "asrflow", *a], env=env, capture_output=True, text=True, timeout=300)  # noqa: E731
+    logged = run("log", "--register", "whisper-remote", "--alias", "champion", "--json")
+    assert logged.returncode == 0, logged.stderr
+    assert json.loads(logged.stdout)["registered"] == "models:/whisper-remote/1"
+    again = run("log", "--flavor", "transformers")
+    assert again.returncode == 0, again.stderr
+    assert run("register", "whisper-remote", "--alias", "challenger").stdout.strip() == "models:/whisper-remote/2"
+    out = run("transcribe", SAMPLE, "--model", "models:/whisper-remote@champion")
+    assert out.returncode == 0, out.stderr
+    assert_jfk(out.stdout)
+    versions = httpx.get(f"{tracking_server}/api/2.0/mlflow/registered-models/get", params={"name": "whisper-remote"}).json()
+    assert {a["alias"] for a in versions["registered_model"]["aliases"]} == {"champion", "challenger"}
+
+
+@pytest.mark.parametrize("name", ["whisper-test", "whisper-test-hf"])
+def test_mlflow_models_serve_accepts_the_logged_example(name, asrflow_model, transformers_model):
+    """Stock `mlflow models serve`; the logged serving_input_example.json, posted unchanged."""
+    if name not in {m.name for m in mlflow.search_registered_models()}:
+        registry.register((asrflow_model if name == "whisper-test" else transformers_model).model_uri, name, alias="champion")
+    uri = f"models:/{name}@champion"
+    example = Path(mlflow.artifacts.download_artifacts(uri), "serving_input_example.json").read_bytes()
+    port = free_port()
+    process = start(
+        [BIN / "mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        f"http://127.0.0.1:{port}/ping",
+        environment(MLFLOW_TRACKING_URI=registry.tracking_uri()),
+    )
+    try:
+        response = httpx.post(f"http://127.0.0.1:{port}/invocations", content=example, headers={"Content-Type": "application/json"}, timeout=120)
+        assert response.status_code == 200, response.text
+        assert_jfk(response.json()["predictions"][0], 0.15)
+    finally:
+        stop(process)
