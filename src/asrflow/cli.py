@@ -198,6 +198,87 @@ def demo():
     run_demo(typer.echo)
 
 
+def _print_evaluations(results, as_json: bool):
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in results] if len(results) > 1 else results[0].to_dict()))
+        return
+    names = ["wer", "cer", "substitutions", "deletions", "insertions", "real_time_factor", "latency_p50",
+             "latency_p95", "load_seconds", "peak_rss_mb"]
+    width = max(14, *(len(r.model) + 2 for r in results))
+    header = f"{'metric':18}" + "".join(f"{r.model:>{width}}" for r in results)
+    if len(results) == 2:
+        header += f"{'difference':>14}"
+    typer.echo(header)
+    for name in names:
+        values = [r.metrics()[name] for r in results]
+        line = f"{name:18}" + "".join(f"{v:>{width}.4g}" for v in values)
+        if len(values) == 2:
+            line += f"{values[1] - values[0]:>+14.4g}"
+        typer.echo(line)
+    worst = results[0].rows[:3]
+    if worst and worst[0]["wer"] > 0:
+        typer.echo("worst utterances:")
+        for row in worst:
+            typer.echo(f"  {row['audio']}: WER {row['wer']:.2f}  ref: {row['reference']}  hyp: {row['hypothesis']}")
+
+
+@app.command()
+@friendly_errors
+def evaluate(
+    model_uri: str = typer.Argument(..., help="models:/NAME@alias, models:/NAME/VERSION, or any model name."),
+    dataset: Path = typer.Argument(..., help="manifest.jsonl / .csv, or a folder of audio with .txt references."),
+    language: Optional[str] = typer.Option(None),
+    limit: Optional[int] = typer.Option(None, help="Only the first N utterances."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """WER, CER, speed and memory of a model on a dataset, logged to MLflow."""
+    from asrflow.evaluate import run_evaluation
+
+    _print_evaluations([run_evaluation(model_uri, dataset, language, limit)], as_json)
+
+
+@app.command()
+@friendly_errors
+def compare(
+    model_a: str = typer.Argument(...),
+    model_b: str = typer.Argument(...),
+    dataset: Path = typer.Argument(...),
+    language: Optional[str] = typer.Option(None),
+    limit: Optional[int] = typer.Option(None),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Evaluate two models on the same audio in one MLflow run and print the differences."""
+    from asrflow.evaluate import compare as compare_models
+
+    _print_evaluations(list(compare_models(model_a, model_b, dataset, language, limit)), as_json)
+
+
+@app.command()
+@friendly_errors
+def promote(
+    name: str = typer.Argument(..., help="Registered model name."),
+    candidate: str = typer.Option(..., help="Candidate version."),
+    dataset: Path = typer.Option(..., help="Evaluation dataset."),
+    alias: str = typer.Option("champion"),
+    tolerance: float = typer.Option(0.0, help="How much worse (absolute WER) the candidate may be."),
+    language: Optional[str] = typer.Option(None),
+    limit: Optional[int] = typer.Option(None),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Move ALIAS to the candidate only if its WER is not worse than the current holder's."""
+    from dataclasses import asdict
+
+    from asrflow.evaluate import promote as promote_version
+
+    decision = promote_version(name, alias, candidate, dataset, tolerance, language, limit)
+    if as_json:
+        typer.echo(json.dumps(asdict(decision)))
+    else:
+        typer.echo(("promoted: " if decision.promoted else "refused: ") + decision.reason)
+    if not decision.promoted:
+        raise typer.Exit(1)
+
+
 def main():
     app()
 

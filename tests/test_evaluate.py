@@ -1,0 +1,89 @@
+"""Evaluation logged to a real MLflow store, checked against an independent jiwer computation; promotion."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jiwer
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from asrflow import registry
+from asrflow.evaluate import load_dataset, promote, run_evaluation
+from asrflow.lifecycle import log
+from conftest import DATA
+
+ASRFLOW = str(Path(sys.executable).with_name("asrflow"))
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    """Four utterances of the dev corpus, as a JSONL manifest elsewhere (paths relative to it)."""
+    root = tmp_path_factory.mktemp("dataset")
+    rows = [json.loads(line) for line in (DATA / "manifest.jsonl").read_text().splitlines()][:4]
+    for row in rows:
+        (root / row["audio"]).write_bytes((DATA / row["audio"]).read_bytes())
+    path = root / "manifest.jsonl"
+    path.write_text("".join(json.dumps({"audio": r["audio"], "text": r["text"]}) + "\n" for r in rows))
+    return path
+
+
+def test_dataset_formats(manifest, tmp_path):
+    assert len(load_dataset(manifest)) == 4
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_text("audio,text\n" + "".join(f"{manifest.parent / u.audio.name},{u.text.replace(',', '')}\n" for u in load_dataset(manifest)))
+    assert len(load_dataset(csv_path, limit=2)) == 2
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for u in load_dataset(manifest):
+        (folder / u.audio.name).write_bytes(u.audio.read_bytes())
+        (folder / u.audio.name).with_suffix(".txt").write_text(u.text)
+    assert [u.text for u in load_dataset(folder)] == [u.text for u in load_dataset(manifest)]
+
+
+def test_evaluate_logs_metrics_matching_jiwer(manifest):
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    result = run_evaluation("bundled:tiny.en", manifest)
+    run = MlflowClient().get_run(result.run_id)
+    normalizer = EnglishTextNormalizer()
+    by_audio = {r["audio"]: r for r in result.rows}
+    refs = [normalizer(u.text) for u in load_dataset(manifest)]
+    hyps = [normalizer(by_audio[u.audio.name]["hypothesis"]) for u in load_dataset(manifest)]
+    expected = jiwer.wer(refs, hyps)
+    assert run.data.metrics["wer"] == pytest.approx(expected, abs=1e-4)
+    assert run.data.metrics["real_time_factor"] > 1 and run.data.metrics["peak_rss_mb"] > 100
+    assert run.data.metrics["latency_p95"] >= run.data.metrics["latency_p50"] > 0
+    table = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="per_utterance.json")).read_text())
+    wers = [row[table["columns"].index("wer")] for row in table["data"]]
+    assert wers == sorted(wers, reverse=True) and len(wers) == 4
+
+
+def test_promote_refuses_worse_and_accepts_better(manifest):
+    name = "whisper-promotion"
+    tiny = log("bundled:tiny.en", register_as=name, alias="champion")  # v1 holds champion
+    base = log("bundled:base", register_as=name)  # v2: multilingual base, better WER
+    tiny_again = log("bundled:tiny.en", register_as=name)  # v3
+    assert (tiny.registered, base.registered, tiny_again.registered) == tuple(f"models:/{name}/{v}" for v in (1, 2, 3))
+
+    better = promote(name, "champion", "2", manifest, language="en")
+    assert better.promoted and better.candidate_wer < better.champion_wer
+    assert str(MlflowClient().get_model_version_by_alias(name, "champion").version) == "2"
+
+    result = subprocess.run([ASRFLOW, "promote", name, "--candidate", "3", "--dataset", str(manifest), "--language", "en"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1 and result.stdout.startswith("refused: "), result.stdout + result.stderr
+    client = MlflowClient(registry.tracking_uri())
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
+    tags = client.get_model_version(name, "3").tags
+    assert tags["asrflow.promotion.champion"] == "refused" and float(tags["asrflow.wer"]) > float(client.get_model_version(name, "2").tags["asrflow.wer"])
+
+
+def test_evaluate_cli_json(manifest):
+    result = subprocess.run([ASRFLOW, "evaluate", "bundled:tiny.en", str(manifest), "--limit", "2", "--json"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["utterances"] == 2 and 0 <= data["wer"] < 0.5
