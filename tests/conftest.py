@@ -2,10 +2,17 @@
 
 import json
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+import httpx
 
 import pytest
 
+BIN = Path(sys.executable).parent
 DATA = Path(__file__).parent / "data"
 SAMPLE = Path(__file__).parents[1] / "src" / "asrflow" / "samples" / "jfk.flac"
 JFK_TEXT = "And so, my fellow Americans, ask not what your country can do for you; ask what you can do for your country."
@@ -44,3 +51,43 @@ def hf_transcriber():
 @pytest.fixture(scope="session", params=["ctranslate2", "transformers"])
 def transcriber(request):
     return request.getfixturevalue("ct2_transcriber" if request.param == "ctranslate2" else "hf_transcriber")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 120):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    raise TimeoutError(url)
+
+
+def start(args: list, url: str, env: dict) -> subprocess.Popen:
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until_up(url, process)
+    except Exception:
+        process.kill()
+        raise
+    return process
+
+
+def stop(process: subprocess.Popen):
+    os.killpg(process.pid, 15)
+    process.wait(timeout=30)
+
+
+def environment(**extra) -> dict:
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **extra}
+
+

@@ -1,11 +1,7 @@
 """The MLflow lifecycle on the real bundled model: the tutorial's steps, both flavors, registry, serving."""
 
 import json
-import os
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -14,12 +10,10 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from asrflow import flavor, load_transcriber, registry, tutorial
-from asrflow.lifecycle import log
 from asrflow.metrics import word_error_rate
 from asrflow.models import resolve_model
-from conftest import JFK_TEXT, SAMPLE
+from conftest import BIN, JFK_TEXT, SAMPLE, environment, free_port, start, stop
 
-BIN = Path(sys.executable).parent
 AUDIO = SAMPLE.read_bytes()
 CHECKPOINT_BYTES = (Path(resolve_model("bundled:tiny.en").location) / "model.bin").stat().st_size
 
@@ -143,44 +137,6 @@ def test_missing_model_uri_is_a_clear_error():
 
     with pytest.raises(ModelNotFoundError, match="no model at models:/nope@champion"):
         load_transcriber("models:/nope@champion")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 120):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args} exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    raise TimeoutError(url)
-
-
-def start(args: list, url: str, env: dict) -> subprocess.Popen:
-    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_until_up(url, process)
-    except Exception:
-        process.kill()
-        raise
-    return process
-
-
-def stop(process: subprocess.Popen):
-    os.killpg(process.pid, 15)
-    process.wait(timeout=30)
-
-
-def environment(**extra) -> dict:
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **extra}
 
 
 @pytest.fixture(scope="module")

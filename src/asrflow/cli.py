@@ -105,7 +105,7 @@ def transcribe(
     with _progress_bar(total, show, "transcribing") as bar:
         done = 0.0
         for name, samples in audio.items():
-            result = transcriber.transcribe(samples, progress=lambda t: bar.update(round(done + t - bar.n, 1)))
+            result = transcriber.transcribe(samples, progress=lambda seg: bar.update(round(done + seg.end - bar.n, 1)))
             done += len(samples) / SAMPLE_RATE
             bar.update(round(done - bar.n, 1))
             if output_dir is None:
@@ -196,6 +196,30 @@ def demo():
     from asrflow.demo import run_demo
 
     run_demo(typer.echo)
+
+
+@app.command()
+@friendly_errors
+def serve(
+    model_uri: str = typer.Argument(DEFAULT_MODEL, help="models:/NAME@alias, models:/NAME/VERSION, or any model name."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback by default)."),
+    port: int = typer.Option(8000),
+    backend: Optional[str] = typer.Option(None, help="ctranslate2 or transformers (default: the model's own)."),
+    api_key: Optional[str] = typer.Option(None, envvar="ASRFLOW_API_KEY", help="Require 'Authorization: Bearer KEY'."),
+    max_batch_size: int = typer.Option(8, help="Requests decoded together."),
+    max_wait_ms: float = typer.Option(15.0, help="How long the first request waits for others to batch with."),
+    queue_size: int = typer.Option(64, help="Requests waiting beyond this get 503 with Retry-After."),
+    timeout: float = typer.Option(300.0, help="Per-request timeout in seconds (504)."),
+    max_upload_mb: float = typer.Option(25.0, help="Larger uploads get 413."),
+    allow_url_host: List[str] = typer.Option([], help="Host that URL inputs may fetch from (repeatable); none by default."),
+):
+    """Serve OpenAI's audio API, MLflow's scoring protocol and a web page for one model."""
+    import uvicorn
+
+    from asrflow.server import ServerConfig, create_app
+
+    config = ServerConfig(model_uri, backend, api_key, max_batch_size, max_wait_ms, queue_size, timeout, max_upload_mb, tuple(allow_url_host))
+    uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
 
 
 def _print_evaluations(results, as_json: bool):

@@ -109,6 +109,16 @@ class WhisperPyfunc(mlflow.pyfunc.PythonModel):
 
 
 def predict(transcriber: Transcriber, model_input, params: dict[str, Any] | None = None) -> list:
+    options, response = parse_params(transcriber.options, params)
+    try:
+        results = [transcriber.transcribe(audio, options) for audio in audio_inputs(model_input)]
+    except AsrflowError as e:
+        raise MlflowException(str(e), INVALID_PARAMETER_VALUE) from None
+    return format_results(results, *response)
+
+
+def parse_params(base: TranscribeOptions, params: dict[str, Any] | None) -> tuple[TranscribeOptions, tuple[str, bool]]:
+    """pyfunc params -> options plus how to shape the output; bad names or values name themselves."""
     params = dict(params or {})
     response_format = params.pop("response_format", "text") or "text"
     timestamps = bool(params.pop("return_timestamps", False))
@@ -117,12 +127,15 @@ def predict(transcriber: Transcriber, model_input, params: dict[str, Any] | None
             f"Invalid param response_format={response_format!r}: use one of {', '.join(RESPONSE_FORMATS)}.",
             INVALID_PARAMETER_VALUE,
         )
-    changes = {k: (None if v == "" else v) for k, v in params.items()}
     try:
-        options = transcriber.options.updated(**changes)
-        results = [transcriber.transcribe(audio, options) for audio in audio_inputs(model_input)]
+        options = base.updated(**{k: (None if v == "" else v) for k, v in params.items()})
     except AsrflowError as e:
         raise MlflowException(str(e), INVALID_PARAMETER_VALUE) from None
+    return options, (response_format, timestamps)
+
+
+def format_results(results: list, response_format: str = "text", timestamps: bool = False) -> list:
+    """Text per input by default; structured transcripts (not JSON strings) with timestamps."""
     if timestamps or response_format == "verbose_json":
         return [r.to_dict() for r in results]
     if response_format == "json":
@@ -156,7 +169,7 @@ def _unwrap(item):
     """Serving sends base64 text, with or without line breaks; paths and raw bytes pass through."""
     if isinstance(item, np.bytes_):
         item = bytes(item)
-    if isinstance(item, str) and not Path(item).exists() and not item.startswith(("http://", "https://")):
+    if isinstance(item, str) and not _is_file(item) and not item.startswith(("http://", "https://")):
         try:
             return base64.b64decode("".join(item.split()), validate=True)
         except (binascii.Error, ValueError):
@@ -167,6 +180,13 @@ def _unwrap(item):
         except (binascii.Error, ValueError):
             return bytes(item)
     return item
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return len(text) < 4096 and Path(text).is_file()
+    except OSError:
+        return False
 
 
 def _package_code(tmp: Path) -> Path:

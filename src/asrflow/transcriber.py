@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from asrflow.audio import SAMPLE_RATE, AudioInput, decode_audio
 from asrflow.backends import Backend, load_backend
 from asrflow.errors import InvalidOptionError
 from asrflow.models import DEFAULT_MODEL, ModelSource, resolve_model
 from asrflow.options import TranscribeOptions
-from asrflow.transcript import Transcript
+from asrflow.transcript import Segment, Transcript
 from asrflow.vad import is_silent
 
 
@@ -32,7 +34,7 @@ class Transcriber:
         options: TranscribeOptions | None = None,
         sample_rate: int = SAMPLE_RATE,
         allow_urls: bool = False,
-        progress: Callable[[float], None] | None = None,
+        progress: Callable[[Segment], None] | None = None,
         **changes,
     ) -> Transcript:
         options = (options or self.options).updated(**changes)
@@ -41,6 +43,23 @@ class Transcriber:
         if is_silent(samples):
             return Transcript("", options.language or ("en" if not self.multilingual else None), None, len(samples) / SAMPLE_RATE)
         return self.backend.transcribe(samples, options, progress)
+
+    def transcribe_batch(self, samples: list[np.ndarray], options: TranscribeOptions | None = None) -> list[Transcript]:
+        """Several decoded clips with the same options, in one model call where the backend can."""
+        options = options or self.options
+        self.check(options)
+        results: list[Transcript | None] = [
+            Transcript("", options.language or "en", None, len(s) / SAMPLE_RATE) if is_silent(s) else None for s in samples
+        ]
+        todo = [i for i, r in enumerate(results) if r is None]
+        batch = getattr(self.backend, "transcribe_batch", None)
+        if batch and len(todo) > 1:
+            done = batch([samples[i] for i in todo], options)
+        else:
+            done = [self.backend.transcribe(samples[i], options) for i in todo]
+        for i, transcript in zip(todo, done):
+            results[i] = transcript
+        return results
 
     def check(self, options: TranscribeOptions) -> None:
         if self.multilingual:

@@ -10,7 +10,7 @@ import numpy as np
 from asrflow.errors import InvalidOptionError
 from asrflow.models import ModelSource
 from asrflow.options import TranscribeOptions
-from asrflow.transcript import Transcript
+from asrflow.transcript import Segment, Transcript
 
 # name -> "module:class"; a new backend is one new file and one line here
 BACKENDS = {
@@ -26,9 +26,9 @@ class Backend(Protocol):
     def __init__(self, source: ModelSource, device: str, compute_type: str) -> None: ...
 
     def transcribe(
-        self, audio: np.ndarray, options: TranscribeOptions, progress: Callable[[float], None] | None = None
+        self, audio: np.ndarray, options: TranscribeOptions, progress: Callable[[Segment], None] | None = None
     ) -> Transcript:
-        """`progress(seconds)` is called with the audio time decoded so far, for long work."""
+        """`progress(segment)` is called with each segment as it is decoded, for long work and streaming."""
 
 
 def load_backend(name: str, source: ModelSource, device: str = "cpu", compute_type: str = "default") -> Backend:

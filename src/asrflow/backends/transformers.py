@@ -58,9 +58,10 @@ class TransformersBackend:
             pieces = [(start / SAMPLE_RATE, audio[start:end]) for start, end in speech_regions(audio)]
         segments: list[Segment] = []
         for offset, samples in pieces:
-            segments += self._transcribe_piece(samples, offset, duration, language, options)
-            if progress:
-                progress(offset + len(samples) / SAMPLE_RATE)
+            found = self._transcribe_piece(samples, offset, duration, language, options)
+            segments += found
+            for segment in found if progress else []:
+                progress(segment)
         return Transcript.from_segments(segments, language, probability, duration)
 
     def detect_language(self, audio: np.ndarray) -> tuple[str, float]:

@@ -1,0 +1,196 @@
+"""`make bench`: asrflow against its peers on the same audio, in one run; prints ratios, writes JSON.
+
+Each system runs in its own child process (so peak RSS is its own), on the bundled tiny.en:
+  asrflow-pyfunc      mlflow.pyfunc.load_model(...).predict, CTranslate2 backend, VAD batching
+  fw-sequential       faster-whisper WhisperModel.transcribe, used directly
+  fw-batched          faster-whisper BatchedInferencePipeline, used directly
+  tutorial-pipeline   MLflow's tutorial: transformers pipeline, chunk_length_s=20, stride_length_s=[5, 3]
+  asrflow-transformers asrflow's transformers backend
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = Path(os.environ.get("BENCH_CORPUS", ROOT.parent / "shared" / "data" / "dev"))
+if not (CORPUS / "manifest.jsonl").is_file():
+    CORPUS = ROOT / "tests" / "data"
+MIN_SECONDS = 180
+BATCH = 8
+BEAM = 5
+
+
+def corpus():
+    from asrflow.audio import decode_audio
+
+    rows = [json.loads(line) for line in (CORPUS / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    return [(decode_audio(CORPUS / r["audio"]), r["text"]) for r in rows]
+
+
+def long_audio(items):
+    """The corpus concatenated (0.6 s gaps) and repeated until it lasts at least MIN_SECONDS."""
+    gap = np.zeros(int(0.6 * 16000), np.float32)
+    pieces, texts = [], []
+    while sum(len(p) for p in pieces) < MIN_SECONDS * 16000:
+        for samples, text in items:
+            pieces += [samples, gap]
+            texts.append(text)
+    return np.concatenate(pieces), " ".join(texts)
+
+
+def system(name: str):
+    """Return transcribe(samples) -> text for a system, after loading it."""
+    if name == "asrflow-pyfunc":
+        import mlflow
+
+        from asrflow import flavor, registry
+
+        os.environ["ASRFLOW_HOME"] = tempfile.mkdtemp()
+        registry.set_experiment("bench")
+        with mlflow.start_run():
+            info = flavor.log_model()
+        from asrflow.audio import encode_audio
+
+        model = mlflow.pyfunc.load_model(info.model_uri)
+        params = {"vad_filter": True, "batch_size": BATCH, "beam_size": BEAM, "language": "en"}
+        # pyfunc's input is binary audio: callers send encoded files, so the bench does too (WAV)
+        return lambda samples: model.predict([encode_audio(samples, "wav")], params=params)[0]
+    if name.startswith("fw-"):
+        from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+        from asrflow.models import resolve_model
+
+        model = WhisperModel(resolve_model("bundled:tiny.en").location, device="cpu", compute_type="int8", cpu_threads=os.cpu_count())
+        if name == "fw-batched":
+            batched = BatchedInferencePipeline(model)
+            return lambda s: " ".join(seg.text.strip() for seg in batched.transcribe(s, batch_size=BATCH, beam_size=BEAM, language="en")[0])
+        return lambda s: " ".join(seg.text.strip() for seg in model.transcribe(s, beam_size=BEAM, language="en")[0])
+    if name == "tutorial-pipeline":
+        import transformers
+
+        from asrflow.models import resolve_model, transformers_dir
+
+        path = transformers_dir(resolve_model("bundled:tiny.en"))
+        pipe = transformers.pipeline(
+            task="automatic-speech-recognition",
+            model=transformers.WhisperForConditionalGeneration.from_pretrained(path),
+            tokenizer=transformers.WhisperTokenizer.from_pretrained(path),
+            feature_extractor=transformers.WhisperFeatureExtractor.from_pretrained(path),
+        )
+        return lambda s: pipe(s.copy(), chunk_length_s=20, stride_length_s=[5, 3])["text"].strip()
+    if name == "asrflow-transformers":
+        from asrflow import load_transcriber
+
+        transcriber = load_transcriber("bundled:tiny.en", backend="transformers")
+        return lambda s: transcriber.transcribe(s, language="en", beam_size=1, batch_size=BATCH).text
+    raise ValueError(name)
+
+
+def measure(name: str, queue):
+    from asrflow.metrics import word_error_rate
+
+    items = corpus()
+    audio, reference = long_audio(items)
+    started = time.perf_counter()
+    transcribe = system(name)
+    load = time.perf_counter() - started
+    transcribe(items[0][0])  # warm-up
+    t0 = time.perf_counter()
+    text = transcribe(audio)
+    long_wall = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    per_file = [transcribe(samples) for samples, _ in items]
+    files_wall = time.perf_counter() - t0
+    queue.put({
+        "system": name,
+        "load_s": round(load, 2),
+        "long_audio_s": round(len(audio) / 16000, 1),
+        "long_wall_s": round(long_wall, 2),
+        "long_rtf": round(len(audio) / 16000 / long_wall, 2),
+        "long_wer": round(word_error_rate([reference], [text]), 4),
+        "files_audio_s": round(sum(len(s) for s, _ in items) / 16000, 1),
+        "files_wall_s": round(files_wall, 2),
+        "files_rtf": round(sum(len(s) for s, _ in items) / 16000 / files_wall, 2),
+        "files_wer": round(word_error_rate([t for _, t in items], per_file), 4),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    })
+
+
+def cold_start(queue):
+    """Load a registered model and transcribe a 5 s clip, in a fresh process."""
+    t_import = time.perf_counter()
+    import mlflow
+
+    from asrflow import flavor, load_transcriber, registry
+
+    os.environ["ASRFLOW_HOME"] = tempfile.mkdtemp()
+    registry.set_experiment("bench")
+    with mlflow.start_run():
+        info = flavor.log_model()
+    registry.register(info.model_uri, "bench-cold", alias="champion")
+    clip = corpus()[0][0][: 5 * 16000]
+    t0 = time.perf_counter()
+    text = load_transcriber("models:/bench-cold@champion").transcribe(clip).text
+    queue.put({"cold_start_s": round(time.perf_counter() - t0, 2), "imports_s": round(t0 - t_import, 2), "text": text,
+               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
+
+
+def in_child(target, *args):
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    process = ctx.Process(target=target, args=(*args, queue))
+    process.start()
+    result = queue.get(timeout=1800)
+    process.join()
+    return result
+
+
+def main(names: list[str]):
+    results = {}
+    for name in names:
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        results[name] = in_child(measure, name)
+    cold = in_child(cold_start)
+    throughput = {n: r["long_rtf"] for n, r in results.items()}
+    ratios = {}
+
+    def ratio(a, b):
+        if a in throughput and b in throughput:
+            ratios[f"{a} / {b}"] = round(throughput[a] / throughput[b], 2)
+
+    ratio("asrflow-pyfunc", "fw-batched")
+    ratio("asrflow-pyfunc", "fw-sequential")
+    ratio("asrflow-pyfunc", "tutorial-pipeline")
+    ratio("asrflow-transformers", "tutorial-pipeline")
+    ratio("fw-batched", "tutorial-pipeline")
+
+    cols = ["system", "load_s", "long_wall_s", "long_rtf", "long_wer", "files_wall_s", "files_rtf", "files_wer", "peak_rss_mb"]
+    print(" ".join(f"{c:>21}" if i == 0 else f"{c:>12}" for i, c in enumerate(cols)))
+    for r in results.values():
+        print(" ".join(f"{str(r[c]):>21}" if i == 0 else f"{r[c]:>12}" for i, c in enumerate(cols)))
+    print(f"\nlong audio: {next(iter(results.values()))['long_audio_s']} s; throughput ratios (real-time factor, higher is faster):")
+    for k, v in ratios.items():
+        print(f"  {k:45} {v:>6.2f}x")
+    print(f"cold start (load registered tiny.en + transcribe 5 s): {cold['cold_start_s']} s "
+          f"(+{cold['imports_s']} s imports and logging), peak RSS {cold['peak_rss_mb']} MB")
+    out = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+           "corpus": str(CORPUS), "batch_size": BATCH, "beam_size": BEAM, "results": results, "ratios": ratios, "cold_start": cold,
+           "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    path = ROOT / "bench" / "results" / "bench.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"\nwritten to {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or ["asrflow-pyfunc", "fw-batched", "fw-sequential", "tutorial-pipeline", "asrflow-transformers"])

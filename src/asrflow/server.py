@@ -1,0 +1,405 @@
+"""The HTTP server: OpenAI's audio API and MLflow's scoring protocol over one model, batched."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+import queue
+import socket
+import threading
+import time
+import urllib.parse
+from collections import defaultdict
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from importlib.metadata import version
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.concurrency import run_in_threadpool
+
+from asrflow.audio import SAMPLE_RATE, decode_audio
+from asrflow.errors import AsrflowError, AudioDecodeError
+from asrflow.options import TranscribeOptions
+from asrflow.transcript import Segment, Transcript
+from asrflow.writers import WRITERS
+
+AUDIO_EXTENSIONS = {"flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "oga", "opus", "wav", "webm", "aac"}
+OPENAI_FIELDS = {"file", "model", "language", "prompt", "temperature", "response_format", "timestamp_granularities[]",
+                 "timestamp_granularities", "stream"}
+OPENAI_FORMATS = {"json", "text", "srt", "vtt", "verbose_json"}
+OPEN_PATHS = {"/health", "/ready", "/ping", "/"}
+
+
+@dataclass
+class ServerConfig:
+    model: str = "bundled:tiny.en"
+    backend: str | None = None
+    api_key: str | None = None
+    max_batch_size: int = 8
+    max_wait_ms: float = 15.0
+    queue_size: int = 64
+    timeout_s: float = 300.0
+    max_upload_mb: float = 25.0
+    allowed_url_hosts: tuple[str, ...] = field(default_factory=tuple)
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.headers = status, message, param, headers or {}
+
+
+class Batcher:
+    """Requests that arrive together go to the model in one call (up to a batch size, within a short wait)."""
+
+    def __init__(self, transcriber, max_batch_size: int, max_wait_s: float, queue_size: int):
+        self.transcriber = transcriber
+        self.max_batch_size, self.max_wait_s = max_batch_size, max_wait_s
+        self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        threading.Thread(target=self._run, name="asrflow-batcher", daemon=True).start()
+
+    def submit(self, samples: np.ndarray, options: TranscribeOptions, on_segment=None) -> Future:
+        future: Future = Future()
+        try:
+            self.queue.put_nowait((samples, options, on_segment, future))
+        except queue.Full:
+            raise HTTPError(503, "the server is at capacity: retry shortly.", headers={"Retry-After": "2"}) from None
+        return future
+
+    def _run(self):
+        while True:
+            batch = [self.queue.get()]
+            deadline = time.monotonic() + self.max_wait_s
+            while len(batch) < self.max_batch_size and (left := deadline - time.monotonic()) > 0:
+                try:
+                    batch.append(self.queue.get(timeout=left))
+                except queue.Empty:
+                    break
+            groups = defaultdict(list)
+            for item in batch:
+                if item[3].set_running_or_notify_cancel():  # skip requests that timed out while queued
+                    groups[(item[1], item[2] is None)].append(item)
+            for (options, _), items in groups.items():
+                self._serve(items, options)
+
+    def _serve(self, items, options):
+        try:
+            if len(items) == 1:
+                samples, _, on_segment, future = items[0]
+                results = [self.transcriber.transcribe(samples, options, progress=on_segment)]
+            else:
+                results = self.transcriber.transcribe_batch([item[0] for item in items], options)
+        except Exception as e:  # noqa: BLE001 - every caller must hear back
+            for item in items:
+                item[3].set_exception(e)
+            return
+        for item, result in zip(items, results):
+            item[3].set_result(result)
+
+
+def _metrics(registry: CollectorRegistry):
+    return {
+        "requests": Counter("asrflow_requests_total", "HTTP requests", ["endpoint", "status"], registry=registry),
+        "errors": Counter("asrflow_errors_total", "Failed requests", ["endpoint", "status"], registry=registry),
+        "latency": Histogram("asrflow_request_seconds", "Request latency", ["endpoint"], registry=registry,
+                             buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)),
+        "audio": Counter("asrflow_audio_seconds_total", "Audio seconds transcribed", registry=registry),
+        "queue": Gauge("asrflow_queue_depth", "Requests waiting for the model", registry=registry),
+    }
+
+
+def check_url(url: str, allowed_hosts: tuple[str, ...]) -> str:
+    """Only http(s) URLs to allowed hosts that resolve to public addresses (no loopback, private, link-local)."""
+    parsed = urllib.parse.urlparse(url)
+    if not allowed_hosts:
+        raise HTTPError(400, "URL inputs are disabled on this server: send the audio itself (start it with --allow-url-host to enable).")
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise HTTPError(400, f"only http(s) URLs are accepted, not {url!r}.")
+    if parsed.hostname not in allowed_hosts:
+        raise HTTPError(400, f"host {parsed.hostname!r} is not in the server's allowed URL hosts.")
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(parsed.hostname, parsed.port or 443)}
+    except OSError:
+        raise HTTPError(400, f"host {parsed.hostname!r} does not resolve.") from None
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%")[0])
+        if not ip.is_global:
+            raise HTTPError(400, f"host {parsed.hostname!r} resolves to a non-public address ({ip}): refused.")
+    return url
+
+
+def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
+    """The ASGI app. The model loads in the background: /health answers at once, /ready once loaded."""
+    app = FastAPI(title="asrflow", version=version("asrflow"), docs_url="/docs")
+    state: dict = {"transcriber": transcriber, "batcher": None, "error": None}
+    registry = CollectorRegistry()
+    metrics = _metrics(registry)
+    max_bytes = int(config.max_upload_mb * 1024 * 1024)
+
+    def load():
+        try:
+            from asrflow.transcriber import load_transcriber
+
+            state["transcriber"] = state["transcriber"] or load_transcriber(config.model, backend=config.backend)
+            state["batcher"] = Batcher(state["transcriber"], config.max_batch_size, config.max_wait_ms / 1000, config.queue_size)
+            metrics["queue"].set_function(lambda: state["batcher"].queue.qsize())
+        except Exception as e:  # noqa: BLE001 - reported by /ready
+            state["error"] = str(e)
+
+    threading.Thread(target=load, daemon=True).start()
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        started = time.perf_counter()
+        endpoint = request.url.path
+        try:
+            if config.api_key and endpoint not in OPEN_PATHS and not endpoint.startswith("/static"):
+                given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+                if not hmac.compare_digest(given.encode(), config.api_key.encode()):
+                    raise HTTPError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'.")
+            length = request.headers.get("content-length")
+            if length and length.isdigit() and int(length) > max_bytes + 64 * 1024:
+                raise HTTPError(413, f"the request is larger than the {config.max_upload_mb:g} MB limit.")
+            response = await call_next(request)
+        except HTTPError as e:
+            response = _error(e)
+        metrics["requests"].labels(endpoint, response.status_code).inc()
+        if response.status_code >= 400:
+            metrics["errors"].labels(endpoint, response.status_code).inc()
+        metrics["latency"].labels(endpoint).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(HTTPError)
+    async def http_error(request: Request, e: HTTPError):
+        return _error(e)
+
+    def ready_batcher() -> Batcher:
+        if state["batcher"] is None:
+            raise HTTPError(503, f"the model is not loaded{': ' + state['error'] if state['error'] else ' yet'}.", headers={"Retry-After": "5"})
+        return state["batcher"]
+
+    async def run(samples: np.ndarray, options: TranscribeOptions) -> Transcript:
+        future = ready_batcher().submit(samples, options)
+        try:
+            result = await asyncio.wait_for(asyncio.wrap_future(future), config.timeout_s)
+        except asyncio.TimeoutError:
+            future.cancel()
+            raise HTTPError(504, f"transcription took longer than {config.timeout_s:g} s.") from None
+        except AsrflowError as e:
+            raise HTTPError(e.http_status if e.http_status < 500 else 400, str(e)) from None
+        metrics["audio"].inc(len(samples) / SAMPLE_RATE)
+        return result
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready():
+        ready_batcher()
+        t = state["transcriber"]
+        return {"status": "ready", "model": config.model, "backend": t.backend.name}
+
+    @app.get("/ping")
+    async def ping():
+        ready_batcher()
+        return PlainTextResponse("\n")
+
+    @app.get("/version")
+    async def mlflow_version():
+        return PlainTextResponse(version("mlflow"))
+
+    @app.get("/metrics")
+    async def prometheus():
+        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcriptions(request: Request):
+        return await openai_audio(request, "transcribe")
+
+    @app.post("/v1/audio/translations")
+    async def translations(request: Request):
+        return await openai_audio(request, "translate")
+
+    async def openai_audio(request: Request, task: str):
+        form = await _read_form(request, max_bytes)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise HTTPError(400, "no audio: send the file as multipart field 'file'.", "file")
+        extension = (upload.filename or "").rsplit(".", 1)[-1].lower() if "." in (upload.filename or "") else ""
+        if extension and extension not in AUDIO_EXTENSIONS:
+            raise HTTPError(415, f"unsupported file type .{extension}: send one of {', '.join(sorted(AUDIO_EXTENSIONS))}.", "file")
+        data = await upload.read()
+        if len(data) > max_bytes:
+            raise HTTPError(413, f"the file is larger than the {config.max_upload_mb:g} MB limit.", "file")
+        response_format = form.get("response_format") or "json"
+        if response_format not in OPENAI_FORMATS:
+            raise HTTPError(400, f"response_format must be one of {', '.join(sorted(OPENAI_FORMATS))}.", "response_format")
+        granularities = set(form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities"))
+        if granularities - {"word", "segment"}:
+            raise HTTPError(400, "timestamp_granularities[] takes 'word' and/or 'segment'.", "timestamp_granularities[]")
+        try:
+            options = state["transcriber"].options if state["transcriber"] else TranscribeOptions()
+            options = options.updated(
+                task=task,
+                language=form.get("language") or None,
+                initial_prompt=form.get("prompt") or None,
+                temperature=float(form.get("temperature") or 0.0),
+                word_timestamps="word" in granularities,
+            )
+            ready_batcher().transcriber.check(options)
+        except (AsrflowError, ValueError) as e:
+            raise HTTPError(400, str(e)) from None
+        samples = await _decode(data)
+        if str(form.get("stream", "")).lower() == "true":
+            return stream_segments(samples, options)
+        result = await run(samples, options)
+        return _openai_response(result, response_format, task, granularities)
+
+    def stream_segments(samples: np.ndarray, options: TranscribeOptions) -> StreamingResponse:
+        """Server-sent events: a transcript.text.delta per segment as decoded, then transcript.text.done."""
+        loop = asyncio.get_running_loop()
+        segments: asyncio.Queue = asyncio.Queue()
+        future = ready_batcher().submit(samples, options, lambda s: loop.call_soon_threadsafe(segments.put_nowait, s))
+        done = asyncio.wrap_future(future)
+
+        async def events():
+            sent = 0
+            while True:
+                getter = asyncio.ensure_future(segments.get())
+                await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED, timeout=config.timeout_s)
+                if getter.done():
+                    segment: Segment = getter.result()
+                    sent += 1
+                    yield _sse({"type": "transcript.text.delta", "delta": (" " if sent > 1 else "") + segment.text,
+                                "segment": {"start": segment.start, "end": segment.end, "text": segment.text}})
+                    continue
+                getter.cancel()
+                if not done.done():
+                    yield _sse({"type": "error", "error": {"message": "transcription timed out"}})
+                    return
+                if done.exception():
+                    yield _sse({"type": "error", "error": {"message": str(done.exception())}})
+                    return
+                result = done.result()
+                for segment in result.segments[sent:]:
+                    yield _sse({"type": "transcript.text.delta", "delta": " " + segment.text})
+                metrics["audio"].inc(len(samples) / SAMPLE_RATE)
+                yield _sse({"type": "transcript.text.done", "text": result.text})
+                return
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.post("/invocations")
+    async def invocations(request: Request):
+        """MLflow's scoring protocol: inputs / instances / dataframe_split / dataframe_records, plus params."""
+        from mlflow.exceptions import MlflowException
+
+        from asrflow.flavor import _unwrap, format_results, parse_params
+
+        body = await request.body()
+        if len(body) > max_bytes * 4 // 3 + 1024:
+            raise HTTPError(413, f"the request is larger than the {config.max_upload_mb:g} MB limit.")
+        try:
+            payload = json.loads(body)
+            items = _scoring_items(payload)
+        except (ValueError, KeyError, TypeError, IndexError) as e:
+            return _mlflow_error(f"Invalid input. Send JSON with 'inputs', 'instances', 'dataframe_split' or 'dataframe_records' ({e}).")
+        transcriber = ready_batcher().transcriber
+        try:
+            options, response = parse_params(transcriber.options, payload.get("params"))
+            transcriber.check(options)
+        except (MlflowException, AsrflowError) as e:
+            return _mlflow_error(getattr(e, "message", str(e)))
+        audios = []
+        for item in items:
+            item = _unwrap(item)
+            if isinstance(item, str) and item.startswith(("http://", "https://")):
+                check_url(item, config.allowed_url_hosts)
+                audios.append(await run_in_threadpool(decode_audio, item, allow_urls=True))
+            elif isinstance(item, str):
+                return _mlflow_error("each input must be base64-encoded audio (or an allowed http(s) URL).")
+            else:
+                audios.append(await _decode(item))
+        results = await asyncio.gather(*(run(a, options) for a in audios))
+        return JSONResponse({"predictions": format_results(list(results), *response)})
+
+    return app
+
+
+def _scoring_items(payload: dict) -> list:
+    if "inputs" in payload:
+        inputs = payload["inputs"]
+    elif "instances" in payload:
+        inputs = payload["instances"]
+    elif "dataframe_split" in payload:
+        inputs = [row[0] for row in payload["dataframe_split"]["data"]]
+    elif "dataframe_records" in payload:
+        inputs = [next(iter(record.values())) for record in payload["dataframe_records"]]
+    else:
+        raise KeyError("no 'inputs'")
+    if isinstance(inputs, dict):
+        inputs = next(iter(inputs.values()))
+    items = inputs if isinstance(inputs, list) else [inputs]
+    if not items:
+        raise ValueError("no inputs")
+    return items
+
+
+async def _read_form(request: Request, max_bytes: int):
+    try:
+        form = await request.form(max_files=1, max_fields=32, max_part_size=max_bytes)
+    except Exception as e:  # noqa: BLE001 - a malformed body is the client's error
+        raise HTTPError(400, f"expected a multipart/form-data body with a 'file' field ({e}).") from None
+    unknown = sorted(set(form.keys()) - OPENAI_FIELDS)
+    if unknown:
+        raise HTTPError(400, f"unknown parameter(s): {', '.join(unknown)}.", unknown[0])
+    return form
+
+
+async def _decode(data: bytes) -> np.ndarray:
+    try:
+        return await run_in_threadpool(decode_audio, data)
+    except AudioDecodeError as e:
+        raise HTTPError(400, str(e), "file") from None
+
+
+def _openai_response(result: Transcript, response_format: str, task: str, granularities: set[str]):
+    if response_format == "json":
+        return {"text": result.text}
+    if response_format == "text":
+        return PlainTextResponse(result.text)
+    if response_format in ("srt", "vtt"):
+        return PlainTextResponse(WRITERS[response_format](result))
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    body = {"task": task, "language": LANGUAGES.get(result.language or "", result.language), "duration": result.duration,
+            "text": result.text}
+    if "segment" in granularities or not granularities:
+        body["segments"] = [
+            {"id": i, "seek": 0, "start": s.start, "end": s.end, "text": s.text, "tokens": [], "temperature": 0.0,
+             "avg_logprob": 0.0, "compression_ratio": 0.0, "no_speech_prob": 0.0}
+            for i, s in enumerate(result.segments)
+        ]
+    if "word" in granularities:
+        body["words"] = [{"word": w.word, "start": w.start, "end": w.end} for s in result.segments for w in s.words]
+    return body
+
+
+def _sse(event: dict) -> str:
+    return f"data: {json.dumps(event)}\n\n"
+
+
+def _error(e: HTTPError) -> JSONResponse:
+    kind = "invalid_request_error" if e.status < 500 else "server_error"
+    body = {"error": {"message": e.message, "type": kind, "param": e.param, "code": e.status}}
+    return JSONResponse(body, status_code=e.status, headers=e.headers)
+
+
+def _mlflow_error(message: str) -> JSONResponse:
+    return JSONResponse({"error_code": "BAD_REQUEST", "message": message}, status_code=400)

@@ -1,0 +1,177 @@
+"""The server as clients use it: a real `asrflow serve` process, the real openai client, real HTTP."""
+
+import asyncio
+import base64
+import json
+
+import httpx
+import openai
+import pytest
+
+from asrflow.metrics import word_error_rate
+from conftest import BIN, DATA, JFK_TEXT, SAMPLE, environment, free_port, start, stop
+
+AUDIO = SAMPLE.read_bytes()
+
+
+def serve(*args):
+    port = free_port()
+    process = start([BIN / "asrflow", "serve", "bundled:tiny.en", "--port", str(port), *args],
+                    f"http://127.0.0.1:{port}/ready", environment())
+    return process, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def server():
+    process, url = serve("--max-upload-mb", "2")
+    yield url
+    stop(process)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
+
+
+def assert_jfk(text: str, bound: float = 0.1):
+    assert word_error_rate([JFK_TEXT], [text]) < bound, text
+
+
+def test_openai_client_json_and_text(client):
+    result = client.audio.transcriptions.create(model="whisper-1", file=("jfk.flac", AUDIO))
+    assert_jfk(result.text)
+    text = client.audio.transcriptions.create(model="whisper-1", file=("jfk.flac", AUDIO), response_format="text")
+    assert_jfk(text)
+
+
+def test_openai_client_subtitles(client):
+    srt = client.audio.transcriptions.create(model="whisper-1", file=SAMPLE.open("rb"), response_format="srt")
+    assert srt.startswith("1\n00:00:00,000 --> ") and "country" in srt
+    vtt = client.audio.transcriptions.create(model="whisper-1", file=SAMPLE.open("rb"), response_format="vtt")
+    assert vtt.startswith("WEBVTT") and "-->" in vtt
+
+
+def test_openai_client_verbose_json_with_words(client):
+    result = client.audio.transcriptions.create(
+        model="whisper-1", file=("jfk.flac", AUDIO), response_format="verbose_json",
+        timestamp_granularities=["word", "segment"], language="en", prompt="Kennedy", temperature=0.0,
+    )
+    assert result.language == "english" and abs(result.duration - 11.0) < 0.1
+    assert result.segments and result.words and result.words[0].end > result.words[0].start
+    starts = [w.start for w in result.words]
+    assert starts == sorted(starts) and result.words[-1].end <= result.duration + 0.01
+
+
+def test_openai_client_streaming(client):
+    stream = client.audio.transcriptions.create(model="whisper-1", file=("jfk.flac", AUDIO), stream=True)
+    events = list(stream)
+    assert events[-1].type == "transcript.text.done"
+    assert_jfk(events[-1].text)
+    assert any(e.type == "transcript.text.delta" for e in events)
+
+
+def test_invocations_with_mlflows_documented_formats(server):
+    encoded = base64.b64encode(AUDIO).decode()
+    for body in ({"inputs": [encoded]}, {"dataframe_split": {"columns": ["audio"], "data": [[encoded]]}},
+                 {"inputs": [encoded], "params": {"return_timestamps": True}}):
+        response = httpx.post(f"{server}/invocations", json=body, timeout=120)
+        assert response.status_code == 200, response.text
+        prediction = response.json()["predictions"][0]
+        assert_jfk(prediction if isinstance(prediction, str) else prediction["text"])
+    assert isinstance(prediction["segments"], list)
+    assert httpx.get(f"{server}/ping").status_code == 200
+    assert httpx.get(f"{server}/version").text
+
+
+def test_concurrent_requests_are_batched(server):
+    async def burst():
+        async with httpx.AsyncClient(timeout=120) as http:
+            files = [(DATA / f"dev00{i}.wav") for i in (0, 4, 8)] * 2
+            return await asyncio.gather(*(
+                http.post(f"{server}/v1/audio/transcriptions", files={"file": (f.name, f.read_bytes())}) for f in files))
+
+    responses = asyncio.run(burst())
+    assert all(r.status_code == 200 for r in responses)
+    assert "committee" in responses[0].json()["text"].lower()
+    assert responses[0].json()["text"] == responses[3].json()["text"]
+
+
+def bad_then_good(server, files, data=None, status=400, match=""):
+    response = httpx.post(f"{server}/v1/audio/transcriptions", files=files, data=data or {}, timeout=60)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert match in error["message"]
+    good = httpx.post(f"{server}/v1/audio/transcriptions", files={"file": ("jfk.flac", AUDIO)}, timeout=60)
+    assert good.status_code == 200
+    return error
+
+
+@pytest.mark.parametrize("name, files, data, status, match", [
+    ("corrupt", {"file": ("x.wav", b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk" * 50)}, None, 400, "not audio"),
+    ("empty", {"file": ("x.mp3", b"")}, None, 400, "empty"),
+    ("truncated", {"file": ("x.wav", (DATA / "dev000.wav").read_bytes()[:50000])}, None, 400, "truncated"),
+    ("text file", {"file": ("notes.txt", b"hello")}, None, 415, "unsupported file type"),
+    ("too large", {"file": ("big.wav", b"\x00" * 2_300_000)}, None, 413, "limit"),
+    ("unknown param", {"file": ("jfk.flac", AUDIO)}, {"colour": "blue"}, 400, "colour"),
+    ("bad format", {"file": ("jfk.flac", AUDIO)}, {"response_format": "docx"}, 400, "response_format"),
+    ("no file", {"other": ("jfk.flac", AUDIO)}, None, 400, "other"),
+])
+def test_bad_input_gets_its_status_and_the_server_survives(server, name, files, data, status, match):
+    bad_then_good(server, files, data, status, match)
+
+
+def test_translation_needs_a_multilingual_model(server):
+    response = httpx.post(f"{server}/v1/audio/translations", files={"file": ("jfk.flac", AUDIO)})
+    assert response.status_code == 400 and "English-only" in response.json()["error"]["message"]
+
+
+def test_urls_are_refused_unless_allowed(server):
+    from asrflow.server import HTTPError, check_url
+
+    response = httpx.post(f"{server}/invocations", json={"inputs": ["http://127.0.0.1:9/a.wav"]})
+    assert response.status_code == 400 and "disabled" in response.text
+    with pytest.raises(HTTPError, match="non-public"):
+        check_url("http://localhost/a.wav", ("localhost",))
+    with pytest.raises(HTTPError, match="not in the server's allowed"):
+        check_url("http://example.com/a.wav", ("other.org",))
+
+
+def test_health_ready_and_metrics(server):
+    assert httpx.get(f"{server}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{server}/ready").json()["status"] == "ready"
+    metrics = httpx.get(f"{server}/metrics").text
+    for name in ("asrflow_requests_total", "asrflow_errors_total", "asrflow_request_seconds_bucket",
+                 "asrflow_audio_seconds_total", "asrflow_queue_depth"):
+        assert name in metrics
+
+
+def test_api_key():
+    process, url = serve("--api-key", "s3cret")
+    try:
+        assert httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("jfk.flac", AUDIO)}).status_code == 401
+        wrong = openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            wrong.audio.transcriptions.create(model="whisper-1", file=("jfk.flac", AUDIO))
+        right = openai.OpenAI(base_url=f"{url}/v1", api_key="s3cret", max_retries=0)
+        assert_jfk(right.audio.transcriptions.create(model="whisper-1", file=("jfk.flac", AUDIO)).text)
+        assert httpx.get(f"{url}/health").status_code == 200
+    finally:
+        stop(process)
+
+
+def test_overload_gives_503_then_recovers():
+    process, url = serve("--queue-size", "1", "--max-batch-size", "1", "--max-wait-ms", "0")
+
+    async def flood():
+        async with httpx.AsyncClient(timeout=120) as http:
+            return await asyncio.gather(*(
+                http.post(f"{url}/v1/audio/transcriptions", files={"file": ("jfk.flac", AUDIO)}) for _ in range(10)))
+
+    try:
+        statuses = [r.status_code for r in asyncio.run(flood())]
+        assert 503 in statuses and 200 in statuses and set(statuses) <= {200, 503}
+        rejected = next(r for r in asyncio.run(flood()) if r.status_code == 503)
+        assert rejected.headers["retry-after"]
+        assert httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("jfk.flac", AUDIO)}, timeout=60).status_code == 200
+    finally:
+        stop(process)
