@@ -222,6 +222,41 @@ def serve(
     uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
 
 
+@app.command()
+@friendly_errors
+def batch(
+    source: Path = typer.Argument(..., help="A folder of audio (recursive) or a .jsonl/.csv manifest with an 'audio' column."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="models:/NAME@alias, or any model name."),
+    output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Outputs mirror the input tree here."),
+    format: str = typer.Option("json,srt,txt", "--format", "-f", help="Comma-separated: txt, json, srt, vtt, tsv."),
+    engine: str = typer.Option("local", help="local (one process) or spark."),
+    master: str = typer.Option("local[2]", help="Spark master, with --engine spark."),
+    language: Optional[str] = typer.Option(None),
+    task: str = typer.Option("transcribe"),
+    word_timestamps: bool = typer.Option(False, "--word-timestamps"),
+    vad: bool = typer.Option(False, "--vad"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+):
+    """Transcribe a collection; re-runs skip finished files; failures go to OUT/errors.jsonl (exit 1)."""
+    from asrflow.batch import run_batch
+    from asrflow.options import TranscribeOptions
+
+    options = TranscribeOptions(language=language, task=task, word_timestamps=word_timestamps, vad_filter=vad)
+    formats = [f.strip() for f in format.split(",") if f.strip()]
+    summary = run_batch(source, model, output_dir, formats, options, engine, master, show_progress=not quiet and sys.stderr.isatty())
+    if as_json:
+        typer.echo(json.dumps(summary.to_dict()))
+    else:
+        typer.echo(f"{summary.transcribed} transcribed, {summary.skipped} already done, {summary.failed} failed "
+                   f"of {summary.files} files; {summary.audio_seconds / 60:.1f} min of audio in {summary.wall_seconds:.1f} s "
+                   f"({summary.real_time_factor}x real time) -> {output_dir}")
+        if summary.failed:
+            typer.echo(f"failures are listed in {output_dir / 'errors.jsonl'}", err=True)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
 def _print_evaluations(results, as_json: bool):
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in results] if len(results) > 1 else results[0].to_dict()))

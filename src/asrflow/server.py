@@ -15,10 +15,11 @@ from collections import defaultdict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from importlib.metadata import version
+from pathlib import Path
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.concurrency import run_in_threadpool
 
@@ -32,7 +33,8 @@ AUDIO_EXTENSIONS = {"flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "oga", "
 OPENAI_FIELDS = {"file", "model", "language", "prompt", "temperature", "response_format", "timestamp_granularities[]",
                  "timestamp_granularities", "stream"}
 OPENAI_FORMATS = {"json", "text", "srt", "vtt", "verbose_json"}
-OPEN_PATHS = {"/health", "/ready", "/ping", "/"}
+OPEN_PATHS = {"/health", "/ready", "/ping", "/", "/info"}
+PAGE = Path(__file__).parent / "static" / "index.html"
 
 
 @dataclass
@@ -136,7 +138,7 @@ def check_url(url: str, allowed_hosts: tuple[str, ...]) -> str:
 def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
     """The ASGI app. The model loads in the background: /health answers at once, /ready once loaded."""
     app = FastAPI(title="asrflow", version=version("asrflow"), docs_url="/docs")
-    state: dict = {"transcriber": transcriber, "batcher": None, "error": None}
+    state: dict = {"transcriber": transcriber, "batcher": None, "error": None, "info": {"model": config.model}}
     registry = CollectorRegistry()
     metrics = _metrics(registry)
     max_bytes = int(config.max_upload_mb * 1024 * 1024)
@@ -146,6 +148,7 @@ def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
             from asrflow.transcriber import load_transcriber
 
             state["transcriber"] = state["transcriber"] or load_transcriber(config.model, backend=config.backend)
+            state["info"] = model_identity(config.model) | {"backend": state["transcriber"].backend.name}
             state["batcher"] = Batcher(state["transcriber"], config.max_batch_size, config.max_wait_ms / 1000, config.queue_size)
             metrics["queue"].set_function(lambda: state["batcher"].queue.qsize())
         except Exception as e:  # noqa: BLE001 - reported by /ready
@@ -194,6 +197,26 @@ def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
             raise HTTPError(e.http_status if e.http_status < 500 else 400, str(e)) from None
         metrics["audio"].inc(len(samples) / SAMPLE_RATE)
         return result
+
+    @app.get("/")
+    async def page():
+        return FileResponse(PAGE, media_type="text/html")
+
+    @app.get("/info")
+    async def info():
+        return state["info"]
+
+    @app.post("/render/{format}")
+    async def render(format: str, request: Request):
+        """A (possibly corrected) transcript as txt/srt/vtt/json, with the same writers as the CLI."""
+        if format not in WRITERS:
+            raise HTTPError(400, f"format must be one of {', '.join(WRITERS)}.", "format")
+        try:
+            transcript = Transcript.from_dict(await request.json())
+        except (ValueError, KeyError, TypeError) as e:
+            raise HTTPError(400, f"expected a transcript as JSON ({e}).") from None
+        media = "application/json" if format == "json" else "text/plain; charset=utf-8"
+        return Response(WRITERS[format](transcript), media_type=media)
 
     @app.get("/health")
     async def health():
@@ -330,6 +353,26 @@ def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
         return JSONResponse({"predictions": format_results(list(results), *response)})
 
     return app
+
+
+def model_identity(model: str) -> dict:
+    """Registered name, version and alias behind a models:/ URI, for people to see what answered."""
+    identity = {"model": model}
+    if not model.startswith("models:/") or model.startswith("models:/m-"):
+        return identity
+    from mlflow import MlflowClient
+
+    ref = model.removeprefix("models:/")
+    try:
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            identity |= {"name": name, "alias": alias, "version": str(MlflowClient().get_model_version_by_alias(name, alias).version)}
+        else:
+            name, number = ref.rsplit("/", 1)
+            identity |= {"name": name, "version": number}
+    except Exception:  # noqa: BLE001 - identity is informative only
+        pass
+    return identity
 
 
 def _scoring_items(payload: dict) -> list:

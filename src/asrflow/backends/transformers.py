@@ -82,14 +82,14 @@ class TransformersBackend:
             kwargs = {"chunk_length_s": options.chunk_length_s, "batch_size": options.batch_size}
             if options.stride_length_s is not None:
                 kwargs["stride_length_s"] = list(options.stride_length_s)
+        # One window without word timings needs no timestamp tokens, which tiny models transcribe worse.
+        timestamps = "word" if options.word_timestamps else bool(kwargs)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out = self.pipeline(
-                audio.copy(),
-                return_timestamps="word" if options.word_timestamps else True,
-                generate_kwargs=generate_kwargs,
-                **kwargs,
-            )
+            out = self.pipeline(audio.copy(), return_timestamps=timestamps, generate_kwargs=generate_kwargs, **kwargs)
+        if not timestamps:
+            text = out["text"].strip()
+            return [Segment(round(offset, 3), round(offset + len(audio) / SAMPLE_RATE, 3), text)] if text else []
         end_of = lambda t, fallback: fallback if t is None else offset + t  # noqa: E731
         chunks = [(offset + (c["timestamp"][0] or 0.0), c["timestamp"][1], c["text"]) for c in out.get("chunks", [])]
         limit = min(duration, offset + len(audio) / SAMPLE_RATE)

@@ -1,0 +1,77 @@
+"""The batch job on PySpark: the same per-file outputs, plus one Parquet table of transcripts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+
+from asrflow.batch import ERRORS_FILE, BatchSummary, Job, transcribe_job
+from asrflow.options import TranscribeOptions
+
+RESULT_SCHEMA = "path string, text string, language string, duration double, segments string, error string"
+_LOADED: dict = {}  # one model per executor process, loaded on first use
+
+
+def _transcriber(model: str):
+    from asrflow.transcriber import load_transcriber
+
+    if model not in _LOADED:
+        _LOADED[model] = load_transcriber(model)
+    return _LOADED[model]
+
+
+def transcribe_partitions(model: str, output_dir: str, formats: list[str], options: dict):
+    """The mapInPandas function: each executor loads the model once and writes outputs atomically."""
+
+    def run(batches):
+        transcriber = _transcriber(model)
+        opts = TranscribeOptions(**options)
+        for frame in batches:
+            rows = [transcribe_job(transcriber, Job(s, r), Path(output_dir), formats, opts)
+                    for s, r in zip(frame["source"], frame["relative"])]
+            yield pd.DataFrame([{k: row.get(k) for k in ("path", "text", "language", "duration", "segments", "error")} for row in rows])
+
+    return run
+
+
+def run_spark(jobs: list[Job], model: str, output_dir: Path, formats, options: TranscribeOptions, master: str, summary: BatchSummary):
+    import time
+
+    from pyspark.sql import SparkSession
+
+    started = time.perf_counter()
+    spark = (SparkSession.builder.master(master).appName("asrflow-batch")
+             .config("spark.ui.enabled", "false").config("spark.sql.execution.arrow.pyspark.enabled", "true").getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    try:
+        if jobs:
+            frame = spark.createDataFrame(pd.DataFrame([asdict(j) for j in jobs]))
+            partitions = max(1, min(len(jobs), spark.sparkContext.defaultParallelism))
+            option_values = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(options).items()}
+            results = frame.repartition(partitions).mapInPandas(
+                transcribe_partitions(model, str(output_dir.resolve()), list(formats), option_values), RESULT_SCHEMA
+            ).toPandas()
+        else:
+            results = pd.DataFrame(columns=["path", "text", "language", "duration", "segments", "error"])
+    finally:
+        spark.stop()
+    failed = results[results["error"].notna()]
+    done = results[results["error"].isna()].drop(columns=["error"])
+    table = output_dir / "transcripts.parquet"
+    tmp = table.with_name(".transcripts.parquet.tmp")
+    if table.is_file() and len(done):
+        done = pd.concat([pd.read_parquet(table), done]).drop_duplicates("path", keep="last")
+    if len(done) or not table.is_file():
+        done.to_parquet(tmp, index=False)
+        tmp.replace(table)
+    with open(output_dir / ERRORS_FILE, "w") as errors:
+        for record in failed[["path", "error"]].to_dict("records"):
+            errors.write(json.dumps(record) + "\n")
+            summary.errors.append(record)
+    summary.transcribed = len(results) - len(failed)
+    summary.failed = len(failed)
+    summary.audio_seconds = float(results["duration"].fillna(0).sum())
+    summary.wall_seconds = time.perf_counter() - started

@@ -1,0 +1,110 @@
+"""Batch transcription as users run it: real audio trees, a corrupt file, a kill mid-run, Spark local[2]."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from asrflow import registry
+from asrflow.batch import find_jobs, run_batch
+from conftest import BIN, DATA, environment
+
+GOOD = ["dev000.wav", "dev002.flac", "dev005.mp3", "dev007.ogg"]
+
+
+def batch(*args, **kwargs):
+    return subprocess.run([BIN / "asrflow", "batch", *map(str, args)], capture_output=True, text=True, timeout=600,
+                          env=environment(), **kwargs)
+
+
+@pytest.fixture()
+def tree(tmp_path):
+    """calls/a/*.wav..., calls/b/*, and one corrupt file."""
+    root = tmp_path / "calls"
+    for i, name in enumerate(GOOD):
+        target = root / ("a" if i % 2 else "b") / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(DATA / name, target)
+    (root / "b" / "broken.mp3").write_bytes(b"ID3\x03" + os.urandom(3000))
+    (root / "notes.txt").write_text("not audio, not picked up")
+    return root
+
+
+def test_directory_with_a_corrupt_file(tree, tmp_path):
+    out = tmp_path / "out"
+    result = batch(tree, "--output-dir", out, "--format", "json,srt,txt")
+    assert result.returncode == 1, result.stderr
+    assert "4 transcribed" in result.stdout and "1 failed" in result.stdout
+    for name in GOOD:
+        job = next(j for j in find_jobs(tree) if j.source.endswith(name))
+        for fmt in ("json", "srt", "txt"):
+            assert (out / f"{job.relative}.{fmt}").is_file()
+        assert json.loads((out / f"{job.relative}.json").read_text())["text"]
+    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert len(errors) == 1 and errors[0]["path"].endswith("broken.mp3") and errors[0]["error"]
+    assert not list(out.rglob("*.tmp"))
+    registry.use_tracking()
+    runs = mlflow.search_runs(experiment_names=["Whisper Transcription ASR"], filter_string="tags.`asrflow.task` = 'batch'")
+    assert len(runs) >= 1 and runs.iloc[0]["metrics.failed"] == 1
+
+
+def test_kill_mid_run_then_resume(tmp_path):
+    source = tmp_path / "many"
+    source.mkdir()
+    for i in range(12):
+        shutil.copy(DATA / GOOD[i % len(GOOD)], source / f"clip{i:02d}{Path(GOOD[i % len(GOOD)]).suffix}")
+    out = tmp_path / "out"
+    process = subprocess.Popen([BIN / "asrflow", "batch", source, "-o", out, "-f", "json,txt"], env=environment(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and len(list(out.glob("*.txt"))) < 3:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = {p.name: p.stat().st_mtime_ns for p in out.glob("*.txt")}
+    assert 3 <= len(finished) < 12
+    for path in out.glob("clip*.json"):
+        json.loads(path.read_text())  # every file present is complete
+
+    result = batch(source, "-o", out, "-f", "json,txt", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["skipped"] >= len(finished) - 1 and summary["transcribed"] + summary["skipped"] == 12
+    assert len(list(out.glob("*.txt"))) == 12 and not list(out.rglob(".*.tmp"))
+    unchanged = [name for name, mtime in finished.items() if (out / name).stat().st_mtime_ns == mtime]
+    assert len(unchanged) >= len(finished) - 1  # at most the file being written at the kill is redone
+
+
+def test_manifest_paths_never_escape(tmp_path):
+    inner = tmp_path / "data" / "inner"
+    inner.mkdir(parents=True)
+    shutil.copy(DATA / "dev000.wav", tmp_path / "data" / "up.wav")
+    shutil.copy(DATA / "dev002.flac", inner / "abs.flac")
+    manifest = inner / "manifest.jsonl"
+    manifest.write_text(json.dumps({"audio": "../up.wav"}) + "\n" + json.dumps({"audio": str(inner / "abs.flac")}) + "\n")
+    out = tmp_path / "out"
+    summary = run_batch(manifest, "bundled:tiny.en", out, ["txt"], log_to_mlflow=False)
+    assert summary.transcribed == 2
+    written = [p for p in tmp_path.rglob("*.txt")]
+    assert written and all(p.resolve().is_relative_to(out.resolve()) for p in written)
+
+
+def test_spark_engine_matches_local(tree, tmp_path):
+    local, spark = tmp_path / "local", tmp_path / "spark"
+    run_batch(tree, "bundled:tiny.en", local, ["txt"], log_to_mlflow=False)
+    result = batch(tree, "-o", spark, "-f", "txt", "--engine", "spark", "--master", "local[2]", "--json")
+    assert result.returncode == 1, result.stderr  # the corrupt file
+    assert json.loads(result.stdout)["transcribed"] == 4
+    for path in local.rglob("*.txt"):
+        assert (spark / path.relative_to(local)).read_text() == path.read_text()
+    table = pd.read_parquet(spark / "transcripts.parquet")
+    assert len(table) == 4 and set(table.columns) >= {"path", "text", "language", "duration", "segments"}
+    assert all(json.loads(s) for s in table["segments"])
+    assert "broken.mp3" in (spark / "errors.jsonl").read_text()

@@ -1,0 +1,91 @@
+"""The web page in a real browser (Debian's Chromium driven by Playwright): upload, listen, correct, download."""
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, DATA, SAMPLE, environment, free_port, start, stop
+from test_writers import parse_srt
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DOCS = Path(__file__).parents[1] / "docs"
+playwright = pytest.importorskip("playwright.sync_api")
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (make test installs it as root)")
+
+
+@pytest.fixture(scope="module")
+def page_url():
+    from asrflow import registry
+    from asrflow.lifecycle import log
+
+    log("bundled:tiny.en", register_as="whisper-page", alias="champion")
+    port = free_port()
+    process = start([BIN / "asrflow", "serve", "models:/whisper-page@champion", "--port", str(port)],
+                    f"http://127.0.0.1:{port}/ready", environment(MLFLOW_TRACKING_URI=registry.tracking_uri()))
+    yield f"http://127.0.0.1:{port}/"
+    stop(process)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"],
+        )
+        yield browser
+        browser.close()
+
+
+def test_upload_listen_correct_download(browser, page_url, tmp_path):
+    page = browser.new_page(accept_downloads=True, viewport={"width": 1100, "height": 800})
+    page.goto(page_url)
+    page.wait_for_function("document.getElementById('model').textContent.includes('whisper-page')")
+    assert "whisper-page · version 1 · @champion" in page.text_content("#model")
+
+    page.set_input_files("#file", str(SAMPLE))
+    page.wait_for_selector("#segments li", timeout=120_000)
+    text = page.text_content("#segments")
+    assert "ask not what your country can do for you" in text
+    times = page.locator("#segments .time").all_text_contents()
+    assert times[0].startswith("00:00:00.00")
+    ends = [t.split("→")[1].strip() for t in times]
+    assert ends == sorted(ends)
+
+    page.locator("#segments .time").first.click()  # plays from the segment's start
+    page.wait_for_function("!document.getElementById('player').paused || document.getElementById('player').currentTime > 0")
+
+    first = page.locator("#segments .text").first
+    first.click()
+    page.keyboard.press("End")
+    page.keyboard.type(" (corrected)")
+    DOCS.mkdir(exist_ok=True)
+    page.screenshot(path=str(DOCS / "page.png"), full_page=True)
+
+    with page.expect_download() as download:
+        page.click("#downloads button[data-format=srt]")
+    path = tmp_path / "out.srt"
+    download.value.save_as(path)
+    cues = parse_srt(path.read_text())
+    assert cues[0][2].endswith("(corrected)")
+    assert download.value.suggested_filename == "jfk.srt"
+
+
+def test_bad_file_shows_an_error(browser, page_url, tmp_path):
+    page = browser.new_page()
+    page.goto(page_url)
+    corrupt = tmp_path / "broken.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVE" + b"junk" * 500)
+    page.set_input_files("#file", str(corrupt))
+    page.wait_for_selector("#status.error", timeout=60_000)
+    message = page.text_content("#status")
+    assert re.search(r"Error 400: .*not audio", message)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    page.set_input_files("#file", str(notes))
+    page.wait_for_function("document.getElementById('status').textContent.includes('415')")
+    assert "unsupported file type" in page.text_content("#status")
