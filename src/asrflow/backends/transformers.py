@@ -70,7 +70,8 @@ class TransformersBackend:
         return detect_language_of(self.model, self.pipeline.feature_extractor, audio)
 
     def _transcribe_piece(self, audio, offset, duration, language, options) -> list[Segment]:
-        generate_kwargs = {"num_beams": options.beam_size}
+        # Only what differs from the model's generation config: an explicit num_beams=1 decodes worse.
+        generate_kwargs = {"num_beams": options.beam_size} if options.beam_size > 1 else {}
         if options.temperature > 0:
             generate_kwargs.update(do_sample=True, temperature=options.temperature)
         if self.multilingual:
@@ -82,14 +83,14 @@ class TransformersBackend:
             kwargs = {"chunk_length_s": options.chunk_length_s, "batch_size": options.batch_size}
             if options.stride_length_s is not None:
                 kwargs["stride_length_s"] = list(options.stride_length_s)
-        # One window without word timings needs no timestamp tokens, which tiny models transcribe worse.
-        timestamps = "word" if options.word_timestamps else bool(kwargs)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out = self.pipeline(audio.copy(), return_timestamps=timestamps, generate_kwargs=generate_kwargs, **kwargs)
-        if not timestamps:
-            text = out["text"].strip()
-            return [Segment(round(offset, 3), round(offset + len(audio) / SAMPLE_RATE, 3), text)] if text else []
+            out = self.pipeline(
+                audio.copy(),
+                return_timestamps="word" if options.word_timestamps else True,
+                generate_kwargs=generate_kwargs,
+                **kwargs,
+            )
         end_of = lambda t, fallback: fallback if t is None else offset + t  # noqa: E731
         chunks = [(offset + (c["timestamp"][0] or 0.0), c["timestamp"][1], c["text"]) for c in out.get("chunks", [])]
         limit = min(duration, offset + len(audio) / SAMPLE_RATE)
