@@ -53,12 +53,15 @@ class TransformersBackend:
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions, progress=None) -> Transcript:
         duration = len(audio) / SAMPLE_RATE
         language, probability = (options.language, 1.0) if options.language else self.detect_language(audio)
-        pieces = [(0.0, audio)]
         if options.vad_filter:
-            pieces = [(start / SAMPLE_RATE, audio[start:end]) for start, end in speech_regions(audio)]
+            # Speech regions of at most one window, decoded in batches: no overlap, no stride, no wasted work.
+            pieces = [(start / SAMPLE_RATE, audio[start:end]) for start, end in speech_regions(audio, options.chunk_length_s)]
+        else:
+            pieces = [(0.0, audio)]
+        outputs = self._run_pipeline([samples for _, samples in pieces], language, options) if pieces else []
         segments: list[Segment] = []
-        for offset, samples in pieces:
-            found = self._transcribe_piece(samples, offset, duration, language, options)
+        for (offset, samples), out in zip(pieces, outputs):
+            found = self._segments(out, offset, min(duration, offset + len(samples) / SAMPLE_RATE), options)
             segments += found
             for segment in found if progress else []:
                 progress(segment)
@@ -69,39 +72,37 @@ class TransformersBackend:
             return "en", 1.0
         return detect_language_of(self.model, self.pipeline.feature_extractor, audio)
 
-    def _transcribe_piece(self, audio, offset, duration, language, options) -> list[Segment]:
-        # Only what differs from the model's generation config: an explicit num_beams=1 decodes worse.
-        generate_kwargs = {"num_beams": options.beam_size} if options.beam_size > 1 else {}
+    def _run_pipeline(self, pieces: list[np.ndarray], language, options) -> list[dict]:
+        # num_beams always explicit: the pipeline's own default is 5, whatever the model's config says.
+        generate_kwargs = {"num_beams": options.beam_size}
         if options.temperature > 0:
             generate_kwargs.update(do_sample=True, temperature=options.temperature)
         if self.multilingual:
             generate_kwargs.update(language=language, task=options.task)
         if options.initial_prompt:
             generate_kwargs["prompt_ids"] = self.pipeline.tokenizer.get_prompt_ids(options.initial_prompt, return_tensors="pt")
-        kwargs = {}
-        if len(audio) > 30 * SAMPLE_RATE or options.stride_length_s is not None:
-            kwargs = {"chunk_length_s": options.chunk_length_s, "batch_size": options.batch_size}
+        kwargs = {"batch_size": options.batch_size}
+        if any(len(p) > 30 * SAMPLE_RATE for p in pieces) or options.stride_length_s is not None:
+            # The tutorial's chunking: overlapping windows merged at their strides.
+            kwargs["chunk_length_s"] = options.chunk_length_s
             if options.stride_length_s is not None:
                 kwargs["stride_length_s"] = list(options.stride_length_s)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out = self.pipeline(
-                audio.copy(),
+            return self.pipeline(
+                [p.copy() for p in pieces],
                 return_timestamps="word" if options.word_timestamps else True,
                 generate_kwargs=generate_kwargs,
                 **kwargs,
             )
-        end_of = lambda t, fallback: fallback if t is None else offset + t  # noqa: E731
-        chunks = [(offset + (c["timestamp"][0] or 0.0), c["timestamp"][1], c["text"]) for c in out.get("chunks", [])]
-        limit = min(duration, offset + len(audio) / SAMPLE_RATE)
+
+    @staticmethod
+    def _segments(out: dict, offset: float, limit: float, options) -> list[Segment]:
+        end_of = lambda t: limit if t is None else min(offset + t, limit)  # noqa: E731
+        chunks = [(round(offset + (c["timestamp"][0] or 0.0), 3), round(end_of(c["timestamp"][1]), 3), c["text"].strip()) for c in out.get("chunks", [])]
         if not options.word_timestamps:
-            return [
-                Segment(round(s, 3), round(min(end_of(e, limit), limit), 3), t.strip())
-                for s, e, t in chunks
-                if t.strip()
-            ]
-        words = [Word(round(s, 3), round(min(end_of(e, limit), limit), 3), t.strip()) for s, e, t in chunks if t.strip()]
-        return segments_from_words(words)
+            return [Segment(s, e, t) for s, e, t in chunks if t]
+        return segments_from_words([Word(s, e, t) for s, e, t in chunks if t])
 
 
 def detect_language_of(model, feature_extractor, audio: np.ndarray) -> tuple[str, float]:
