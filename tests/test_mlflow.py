@@ -114,6 +114,9 @@ def test_asrflow_flavor_pyfunc(asrflow_model):
         model.predict([AUDIO], params={"beam_size": "wide"})
     with pytest.raises(MlflowException, match="response_format"):
         model.predict([AUDIO], params={"response_format": "docx"})
+    with pytest.raises(MlflowException, match="unknown param.*colour"):
+        model.predict([AUDIO], params={"colour": "blue"})
+    assert_jfk(model.predict([AUDIO], params={"language": "en"})[0])  # and the next call works
 
 
 def test_logged_model_records_what_reproduces_it(asrflow_model):

@@ -5,9 +5,12 @@ Follows MLflow's flavor conventions: save_model, log_model, load_model, get_defa
 
 from __future__ import annotations
 
+import ast
 import base64
 import binascii
 import json
+import logging
+import re
 import shutil
 import tempfile
 from dataclasses import asdict
@@ -97,6 +100,7 @@ class WhisperPyfunc(mlflow.pyfunc.PythonModel):
     """pyfunc: predict([audio, ...], params) -> one text (or structured transcript) per input."""
 
     def load_context(self, context):
+        reject_unknown_params()
         config = context.model_config
         model = context.artifacts.get("model") or config["model"]
         self.transcriber = load_transcriber(
@@ -106,6 +110,35 @@ class WhisperPyfunc(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None):
         return predict(self.transcriber, model_input, params)
+
+
+class _UnknownParams(logging.Filter):
+    """MLflow drops params missing from the signature with a warning, before predict() sees them.
+
+    For an asrflow model's params that warning becomes an MlflowException naming them, as for invalid values.
+    """
+
+    pattern = re.compile(r"Unrecognized params (\[.*?\]) are ignored.*Supported params are: (\{.*?\})\.", re.S)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        found = self.pattern.search(record.getMessage())
+        if found and ast.literal_eval(found.group(2)) == set(signature_params()):
+            unknown = ", ".join(sorted(ast.literal_eval(found.group(1))))
+            raise MlflowException(
+                f"unknown param(s) {unknown}: an asrflow model takes {', '.join(signature_params())}.",
+                INVALID_PARAMETER_VALUE,
+            )
+        return True
+
+
+def reject_unknown_params() -> None:
+    logger = logging.getLogger("mlflow.models.utils")
+    if not any(isinstance(f, _UnknownParams) for f in logger.filters):
+        logger.addFilter(_UnknownParams())
+
+
+def signature_params() -> tuple[str, ...]:
+    return (*PARAMS, "return_timestamps", "response_format")
 
 
 def predict(transcriber: Transcriber, model_input, params: dict[str, Any] | None = None) -> list:
