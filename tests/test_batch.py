@@ -108,3 +108,13 @@ def test_spark_engine_matches_local(tree, tmp_path):
     assert len(table) == 4 and set(table.columns) >= {"path", "text", "language", "duration", "segments"}
     assert all(json.loads(s) for s in table["segments"])
     assert "broken.mp3" in (spark / "errors.jsonl").read_text()
+
+
+def test_spark_failure_is_one_clear_line(tree, tmp_path):
+    env = environment()
+    env["PYSPARK_PYTHON"] = str(tmp_path / "no-such-python")  # executors without a usable Python
+    result = subprocess.run([BIN / "asrflow", "batch", tree, "-o", tmp_path / "out", "--engine", "spark"],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 1
+    assert "error: the Spark job failed" in result.stderr and "PYSPARK_PYTHON" in result.stderr
+    assert "Traceback" not in result.stderr

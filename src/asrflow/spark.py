@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 
 from asrflow.batch import ERRORS_FILE, BatchSummary, Job, transcribe_job
+from asrflow.errors import AsrflowError
 from asrflow.options import TranscribeOptions
 
 RESULT_SCHEMA = "path string, text string, language string, duration double, segments string, error string"
@@ -43,19 +46,14 @@ def run_spark(jobs: list[Job], model: str, output_dir: Path, formats, options: T
     from pyspark.sql import SparkSession
 
     started = time.perf_counter()
+    if master.startswith("local"):
+        # local workers are this Python (with asrflow), not whatever python3 is first on PATH
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = (SparkSession.builder.master(master).appName("asrflow-batch")
              .config("spark.ui.enabled", "false").config("spark.sql.execution.arrow.pyspark.enabled", "true").getOrCreate())
-    spark.sparkContext.setLogLevel("ERROR")
+    spark.sparkContext.setLogLevel("FATAL")  # failures are reported once, below
     try:
-        if jobs:
-            frame = spark.createDataFrame(pd.DataFrame([asdict(j) for j in jobs]))
-            partitions = max(1, min(len(jobs), spark.sparkContext.defaultParallelism))
-            option_values = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(options).items()}
-            results = frame.repartition(partitions).mapInPandas(
-                transcribe_partitions(model, str(output_dir.resolve()), list(formats), option_values), RESULT_SCHEMA
-            ).toPandas()
-        else:
-            results = pd.DataFrame(columns=["path", "text", "language", "duration", "segments", "error"])
+        results = _transcribe_on_spark(spark, jobs, model, output_dir, formats, options)
     finally:
         spark.stop()
     failed = results[results["error"].notna()]
@@ -75,3 +73,21 @@ def run_spark(jobs: list[Job], model: str, output_dir: Path, formats, options: T
     summary.failed = len(failed)
     summary.audio_seconds = float(results["duration"].fillna(0).sum())
     summary.wall_seconds = time.perf_counter() - started
+
+
+def _transcribe_on_spark(spark, jobs: list[Job], model: str, output_dir: Path, formats, options: TranscribeOptions) -> pd.DataFrame:
+    if not jobs:
+        return pd.DataFrame(columns=["path", "text", "language", "duration", "segments", "error"])
+    frame = spark.createDataFrame(pd.DataFrame([asdict(j) for j in jobs]))
+    partitions = max(1, min(len(jobs), spark.sparkContext.defaultParallelism))
+    option_values = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(options).items()}
+    try:
+        return frame.repartition(partitions).mapInPandas(
+            transcribe_partitions(model, str(output_dir.resolve()), list(formats), option_values), RESULT_SCHEMA
+        ).toPandas()
+    except Exception as e:  # Py4J and worker errors: one readable line, not a JVM trace
+        reason = next((line.strip() for line in reversed(str(e).splitlines()) if line.strip()), type(e).__name__)
+        raise AsrflowError(
+            f"the Spark job failed: {reason[:300]}. Executors need asrflow installed "
+            "(set PYSPARK_PYTHON to a Python that has it) and OUT on storage they can all write."
+        ) from None
