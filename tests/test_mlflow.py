@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -133,6 +134,12 @@ def test_register_alias_and_model_uris(asrflow_model, transformers_model):
     hf = load_transcriber("models:/whisper-test-hf@champion")
     assert hf.backend.name == "transformers"
     assert_jfk(hf.transcribe(AUDIO).text)
+    # a fresh process loads a registered asrflow model from the SQLite store in place, without importing MLflow
+    code = ("import sys; from asrflow import load_transcriber; t = load_transcriber('models:/whisper-test@champion'); "
+            f"print(t.transcribe({str(SAMPLE)!r}).text); print('mlflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert_jfk(out[0])
+    assert out[1] == "False"
 
 
 def test_missing_model_uri_is_a_clear_error():

@@ -29,7 +29,7 @@ import asrflow
 from asrflow.errors import AsrflowError
 from asrflow.models import DEFAULT_MODEL, ModelSource, ctranslate2_dir, model_info, resolve_model, transformers_dir
 from asrflow.options import TranscribeOptions
-from asrflow.transcriber import Transcriber, load_transcriber
+from asrflow.transcriber import Transcriber, load_transcriber, transcriber_from_dir
 from asrflow.writers import WRITERS
 
 FLAVOR_NAME = "asrflow"
@@ -317,38 +317,3 @@ def load_model(model_uri: str) -> Transcriber:
     from asrflow.registry import download_model
 
     return transcriber_from_dir(download_model(model_uri), model_uri)
-
-
-def transcriber_from_dir(path: Path, name: str, backend: str | None = None) -> Transcriber:
-    from mlflow.models import Model
-
-    from asrflow.errors import ModelNotFoundError
-
-    meta = Model.load(str(path / "MLmodel"))
-    pyfunc = meta.flavors.get("python_function", {})
-    if "transformers" in meta.flavors:
-        return load_transcriber(str(_transformers_flavor_dir(path)), backend=backend or "transformers")
-    if pyfunc.get("loader_module") == "mlflow.pyfunc.model":
-        config = pyfunc.get("config") or {}
-        artifacts = path / "artifacts"
-        model_dir = next((p for p in artifacts.iterdir() if p.is_dir()), None) if artifacts.is_dir() else None
-        return load_transcriber(
-            str(model_dir) if model_dir else config["model"],
-            backend=backend or config.get("backend", "ctranslate2"),
-            compute_type=config.get("compute_type", "default"),
-            options=TranscribeOptions(**config.get("options", {})),
-        )
-    raise ModelNotFoundError(f"{name} is not a Whisper model logged by asrflow or MLflow's transformers flavor.")
-
-
-def _transformers_flavor_dir(path: Path) -> Path:
-    """The transformers flavor splits model and components; gather them in one directory."""
-    merged = path / "_asrflow_merged"
-    if merged.is_dir():
-        return merged
-    merged.mkdir()
-    for part in [path / "model", *(path / "components").glob("*")]:
-        for f in part.iterdir() if part.is_dir() else []:
-            if not (merged / f.name).exists():
-                (merged / f.name).symlink_to(f.resolve())
-    return merged

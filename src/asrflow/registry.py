@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
+import sqlite3
+from contextlib import closing
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from asrflow.errors import ModelNotFoundError
 from asrflow.models import home_dir
@@ -74,3 +78,31 @@ def download_model(uri: str) -> Path:
             f"no model at {uri} in the tracking store {tracking_uri()} ({e.message.splitlines()[0]}): "
             "check the name, version or alias with `mlflow ui`, or set MLFLOW_TRACKING_URI."
         ) from None
+
+
+def local_model_dir(uri: str) -> Path | None:
+    """The files of models:/NAME@alias or models:/NAME/VERSION when the registry is a SQLite store on this machine.
+
+    Read in place, without importing MLflow (seconds of a cold start) or copying the weights. None when
+    that does not apply: the caller then goes through MLflow.
+    """
+    found = re.fullmatch(r"models:/([^/@]+)(?:@([\w-]+)|/(\d+))", uri)
+    store = tracking_uri()
+    if not found or not store.startswith("sqlite:///") or os.environ.get("MLFLOW_REGISTRY_URI", store) != store:
+        return None
+    name, alias, version = found.groups()
+    try:
+        with closing(sqlite3.connect(f"file:{store[len('sqlite:///'):]}?mode=ro", uri=True)) as db:
+            if alias:
+                row = db.execute("SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
+                version = row[0] if row else None
+            row = db.execute(
+                "SELECT storage_location FROM model_versions WHERE name = ? AND version = ?", (name, version)
+            ).fetchone() if version else None
+    except sqlite3.Error:
+        return None
+    location = urlparse(row[0]) if row and row[0] else None
+    if location is None or location.scheme not in ("file", ""):
+        return None
+    path = Path(unquote(location.path))
+    return path if (path / "MLmodel").is_file() else None
