@@ -112,23 +112,18 @@ def _pcm16_wav(stream: BinaryIO) -> np.ndarray | None:
     """Complete 16 kHz mono 16-bit WAV (what clients and our own examples send) without a resampler pass."""
     try:
         start = stream.tell()
-        if stream.read(4) != b"RIFF":
-            stream.seek(start)
-            return None
-        stream.seek(start)
-        with wave.open(stream) as w:
-            if (w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getcomptype()) != (1, 2, SAMPLE_RATE, "NONE"):
-                raise wave.Error("not 16 kHz mono PCM16")
-            frames = w.readframes(w.getnframes())
-            if len(frames) != 2 * w.getnframes() or not frames:
-                raise wave.Error("incomplete")
-    except (wave.Error, EOFError, OSError, AttributeError, io.UnsupportedOperation):
-        try:
-            stream.seek(start)
-        except (OSError, AttributeError, io.UnsupportedOperation, UnboundLocalError):
-            return None
+    except (OSError, AttributeError, io.UnsupportedOperation):
         return None
-    return np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0
+    try:
+        with wave.open(stream) as w:
+            if (w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getcomptype()) == (1, 2, SAMPLE_RATE, "NONE"):
+                frames = w.readframes(w.getnframes())
+                if frames and len(frames) == 2 * w.getnframes():
+                    return np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0
+    except (wave.Error, EOFError, OSError):
+        pass
+    stream.seek(start)  # anything else is PyAV's to decode (or to reject with a clear message)
+    return None
 
 
 def _wav_declared_seconds(stream: BinaryIO) -> float | None:

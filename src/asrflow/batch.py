@@ -8,7 +8,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
-from asrflow.audio import decode_audio
 from asrflow.errors import AsrflowError, InvalidOptionError
 from asrflow.evaluate import AUDIO_EXTENSIONS
 from asrflow.options import TranscribeOptions
@@ -88,8 +87,7 @@ def check_formats(formats: list[str]) -> list[str]:
 def transcribe_job(transcriber, job: Job, output_dir: Path, formats: list[str], options: TranscribeOptions) -> dict:
     """Transcribe one file and write its outputs atomically; a failure becomes a record, not an exception."""
     try:
-        samples = decode_audio(job.source)
-        result = transcriber.transcribe(samples, options)
+        result = transcriber.transcribe(job.source, options)
     except AsrflowError as e:
         return {"path": job.source, "error": str(e)}
     for fmt, path in zip(formats, outputs(job, output_dir, formats)):
@@ -175,11 +173,8 @@ def log_batch(summary: BatchSummary, model: str, output_dir: Path) -> None:
 
 
 def _version_of(model: str) -> str:
-    """The registry version behind models:/NAME@alias, for the record."""
-    if not model.startswith("models:/") or "@" not in model:
-        return model.rsplit("/", 1)[-1] if model.startswith("models:/") else ""
-    from mlflow import MlflowClient
+    """The registry version behind a models:/ URI (the logged-model id for models:/m-...), for the record."""
+    from asrflow.registry import registered_version
 
-    name, alias = model.removeprefix("models:/").split("@", 1)
-    return str(MlflowClient().get_model_version_by_alias(name, alias).version)
-
+    version = registered_version(model)
+    return str(version.version) if version else model.removeprefix("models:/") if model.startswith("models:/") else ""

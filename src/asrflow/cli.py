@@ -12,6 +12,7 @@ import typer
 
 from asrflow.errors import AsrflowError
 from asrflow.models import DEFAULT_MODEL
+from asrflow.registry import DEFAULT_EXPERIMENT
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Whisper speech recognition, managed with MLflow.")
 
@@ -159,7 +160,7 @@ def log(
     flavor: str = typer.Option("asrflow", help="asrflow (pyfunc around either backend) or transformers (the tutorial's)."),
     backend: str = typer.Option("ctranslate2", help="Backend of the asrflow flavor."),
     reference_only: bool = typer.Option(False, "--reference-only", help="Record where the weights are instead of copying them."),
-    experiment: str = typer.Option("Whisper Transcription ASR"),
+    experiment: str = typer.Option(DEFAULT_EXPERIMENT),
     register_as: Optional[str] = typer.Option(None, "--register", help="Also register as this model name."),
     alias: Optional[str] = typer.Option(None, help="Alias to point at the registered version."),
     as_json: bool = typer.Option(False, "--json"),
@@ -179,7 +180,7 @@ def register(
     name: str = typer.Argument(..., help="Registered model name."),
     model_uri: Optional[str] = typer.Option(None, "--model-uri", help="Model to register; default: the last one logged."),
     alias: Optional[str] = typer.Option(None, help="Alias to point at the new version, e.g. champion."),
-    experiment: str = typer.Option("Whisper Transcription ASR"),
+    experiment: str = typer.Option(DEFAULT_EXPERIMENT),
 ):
     """Register a logged model as a new version of NAME; prints models:/NAME/VERSION."""
     from asrflow.lifecycle import latest_logged_model

@@ -97,7 +97,7 @@ def evaluate(model: str, dataset: str | Path, language: str | None = None, limit
     started = time.perf_counter()
     transcriber = transcriber or load_transcriber(model, backend=backend)
     load_seconds = time.perf_counter() - started
-    rows, latencies, audio_seconds = [], [], 0.0
+    rows, latencies, audio_seconds, refs, hyps = [], [], 0.0, [], []
     for utt in utterances:
         lang = language or utt.language
         t0 = time.perf_counter()
@@ -111,6 +111,8 @@ def evaluate(model: str, dataset: str | Path, language: str | None = None, limit
             hypothesis, error = "", str(e)
         latencies.append(time.perf_counter() - t0)
         ref, hyp = normalize(utt.text, lang), normalize(hypothesis, lang)
+        refs.append(ref)
+        hyps.append(hyp)
         out = jiwer.process_words(ref or "-", hyp)
         rows.append({
             "audio": utt.audio.name, "reference": utt.text, "hypothesis": hypothesis,
@@ -118,8 +120,6 @@ def evaluate(model: str, dataset: str | Path, language: str | None = None, limit
             "insertions": out.insertions, "words": len(ref.split()), "latency": round(latencies[-1], 3),
             "error": error,
         })
-    refs = [normalize(u.text, language or u.language) for u in utterances]
-    hyps = [normalize(r["hypothesis"], language or u.language) for r, u in zip(rows, utterances)]
     totals = jiwer.process_words(refs, hyps)
     wall = sum(latencies)
     rows.sort(key=lambda r: (-r["wer"], r["audio"]))
@@ -153,19 +153,12 @@ def log_evaluation(result: Evaluation, prefix: str = "") -> None:
 
 def _logged_model_id(model: str) -> str | None:
     """The MLflow logged-model id behind a models:/ URI, so metrics attach to the model."""
-    from mlflow import MlflowClient
+    from asrflow.registry import registered_version
 
-    if not model.startswith("models:/"):
-        return None
-    ref = model.removeprefix("models:/")
-    if ref.startswith("m-"):
-        return ref
-    client = MlflowClient()
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        return client.get_model_version_by_alias(name, alias).model_id
-    name, version = ref.rsplit("/", 1)
-    return client.get_model_version(name, version).model_id
+    if model.startswith("models:/m-"):
+        return model.removeprefix("models:/")
+    version = registered_version(model)
+    return version.model_id if version else None
 
 
 def run_evaluation(model: str, dataset, language=None, limit=None, experiment: str | None = None) -> Evaluation:

@@ -29,7 +29,7 @@ import asrflow
 from asrflow.errors import AsrflowError
 from asrflow.models import DEFAULT_MODEL, ModelSource, ctranslate2_dir, model_info, resolve_model, transformers_dir
 from asrflow.options import TranscribeOptions
-from asrflow.transcriber import Transcriber, load_transcriber, transcriber_from_dir
+from asrflow.transcriber import Transcriber, load_transcriber
 from asrflow.writers import WRITERS
 
 FLAVOR_NAME = "asrflow"
@@ -137,8 +137,8 @@ def reject_unknown_params() -> None:
         logger.addFilter(_UnknownParams())
 
 
-def signature_params() -> tuple[str, ...]:
-    return (*PARAMS, "return_timestamps", "response_format")
+def signature_params() -> list[str]:
+    return [spec.name for spec in model_signature().params.params]
 
 
 def predict(transcriber: Transcriber, model_input, params: dict[str, Any] | None = None) -> list:
@@ -234,17 +234,10 @@ def _model_files(source: ModelSource, backend: str) -> str:
     return ctranslate2_dir(source) if backend == "ctranslate2" else transformers_dir(source)
 
 
-def model_config(model: str, backend: str, compute_type: str, options: TranscribeOptions, reference_only: bool) -> dict:
-    source = resolve_model(model)
-    return {
-        "model": model,
-        "backend": backend,
-        "compute_type": compute_type,
-        "reference_only": reference_only,
-        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(options).items()},
-        "source": model_info(source),
-        "versions": library_versions(),
-    }
+def provenance(source: ModelSource, backend: str, compute_type: str) -> dict:
+    """What reproduces a logged model: the weights' identity, backend, compute type, library versions."""
+    return {"model": source.name, "backend": backend, "compute_type": compute_type, "source": model_info(source),
+            "versions": library_versions()}
 
 
 def log_model(
@@ -259,8 +252,8 @@ def log_model(
 ):
     """Log an asrflow model in the active run (its weights as artifacts unless `reference_only`)."""
     options = options or TranscribeOptions()
-    config = model_config(model, backend, compute_type, options, reference_only)
     source = resolve_model(model)
+    recorded = provenance(source, backend, compute_type)
     artifacts = {} if reference_only else {"model": _model_files(source, backend)}
     with tempfile.TemporaryDirectory() as tmp:
         info = mlflow.pyfunc.log_model(
@@ -270,9 +263,9 @@ def log_model(
             code_paths=[str(_package_code(Path(tmp)))],
             signature=model_signature(options),
             input_example=compact_example(input_example),
-            model_config=config,
+            model_config=recorded | {"reference_only": reference_only, "options": options.to_dict()},
             pip_requirements=get_default_pip_requirements(backend, model if reference_only else None),
-            metadata={"asrflow": {k: config[k] for k in ("model", "backend", "compute_type", "source", "versions")}},
+            metadata={"asrflow": recorded},
             registered_model_name=registered_model_name,
         )
     fix_serving_example(info)
@@ -289,9 +282,12 @@ def compact_example(audio: bytes | None) -> bytes | None:
 def fix_serving_example(info) -> None:
     """MLflow writes binary examples as base64 with line breaks, which its own server rejects
     for audio; rewrite serving_input_example.json as one-line base64 (the documented format)."""
-    local = Path(mlflow.artifacts.download_artifacts(info.model_uri))
-    example = local / "serving_input_example.json"
-    if not example.is_file():
+    if not info.saved_input_example_info:
+        return
+    location = mlflow.get_logged_model(info.model_id).artifact_location
+    try:  # that one file, not the whole model (which a tracking server would send over the network)
+        example = Path(mlflow.artifacts.download_artifacts(f"{location}/serving_input_example.json"))
+    except (MlflowException, OSError):
         return
     text = example.read_text()
     fixed = json.dumps(_strip_newlines(json.loads(text)), indent=2)
@@ -314,6 +310,4 @@ def _strip_newlines(value):
 
 def load_model(model_uri: str) -> Transcriber:
     """Load a logged asrflow or transformers-flavor model natively, as a Transcriber."""
-    from asrflow.registry import download_model
-
-    return transcriber_from_dir(download_model(model_uri), model_uri)
+    return load_transcriber(model_uri)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 from asrflow.errors import InvalidOptionError
 
@@ -52,6 +52,10 @@ class TranscribeOptions:
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+    def to_dict(self) -> dict:
+        """JSON-ready (tuples as lists), and back with TranscribeOptions(**d)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     def updated(self, **changes) -> TranscribeOptions:
         """A copy with `changes`; unknown names are an error naming them."""

@@ -65,6 +65,25 @@ def register(model_uri: str, name: str, alias: str | None = None, tags: dict | N
     return version
 
 
+def parse_model_uri(uri: str) -> tuple[str, str | None, str | None] | None:
+    """models:/NAME@alias or models:/NAME/VERSION -> (name, alias, version); None for any other model name."""
+    found = re.fullmatch(r"models:/([^/@]+)(?:@([\w-]+)|/(\d+))", uri)
+    return found.groups() if found else None
+
+
+def registered_version(uri: str):
+    """The registry's ModelVersion behind models:/NAME@alias or models:/NAME/VERSION; None for other names."""
+    parsed = parse_model_uri(uri)
+    if parsed is None:
+        return None
+    from mlflow import MlflowClient
+
+    use_tracking()
+    name, alias, version = parsed
+    client = MlflowClient()
+    return client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+
+
 def download_model(uri: str) -> Path:
     """Fetch a logged or registered model's files; say clearly when it does not exist."""
     import mlflow
@@ -86,11 +105,11 @@ def local_model_dir(uri: str) -> Path | None:
     Read in place, without importing MLflow (seconds of a cold start) or copying the weights. None when
     that does not apply: the caller then goes through MLflow.
     """
-    found = re.fullmatch(r"models:/([^/@]+)(?:@([\w-]+)|/(\d+))", uri)
+    parsed = parse_model_uri(uri)
     store = tracking_uri()
-    if not found or not store.startswith("sqlite:///") or os.environ.get("MLFLOW_REGISTRY_URI", store) != store:
+    if not parsed or not store.startswith("sqlite:///") or os.environ.get("MLFLOW_REGISTRY_URI", store) != store:
         return None
-    name, alias, version = found.groups()
+    name, alias, version = parsed
     try:
         with closing(sqlite3.connect(f"file:{store[len('sqlite:///'):]}?mode=ro", uri=True)) as db:
             if alias:

@@ -357,22 +357,18 @@ def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
 
 def model_identity(model: str) -> dict:
     """Registered name, version and alias behind a models:/ URI, for people to see what answered."""
-    identity = {"model": model}
-    if not model.startswith("models:/") or model.startswith("models:/m-"):
-        return identity
-    from mlflow import MlflowClient
+    from asrflow.registry import parse_model_uri, registered_version
 
-    ref = model.removeprefix("models:/")
+    identity = {"model": model}
+    if (parsed := parse_model_uri(model)) is None:
+        return identity
+    name, alias, number = parsed
+    if not alias:
+        return identity | {"name": name, "version": number}
     try:
-        if "@" in ref:
-            name, alias = ref.split("@", 1)
-            identity |= {"name": name, "alias": alias, "version": str(MlflowClient().get_model_version_by_alias(name, alias).version)}
-        else:
-            name, number = ref.rsplit("/", 1)
-            identity |= {"name": name, "version": number}
+        return identity | {"name": name, "alias": alias, "version": str(registered_version(model).version)}
     except Exception:  # noqa: BLE001 - identity is informative only
-        pass
-    return identity
+        return identity
 
 
 def _scoring_items(payload: dict) -> list:

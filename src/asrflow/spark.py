@@ -15,6 +15,7 @@ from asrflow.errors import AsrflowError
 from asrflow.options import TranscribeOptions
 
 RESULT_SCHEMA = "path string, text string, language string, duration double, segments string, error string"
+RESULT_COLUMNS = [column.split()[0] for column in RESULT_SCHEMA.split(", ")]
 _LOADED: dict = {}  # one model per executor process, loaded on first use
 
 
@@ -35,7 +36,7 @@ def transcribe_partitions(model: str, output_dir: str, formats: list[str], optio
         for frame in batches:
             rows = [transcribe_job(transcriber, Job(s, r), Path(output_dir), formats, opts)
                     for s, r in zip(frame["source"], frame["relative"])]
-            yield pd.DataFrame([{k: row.get(k) for k in ("path", "text", "language", "duration", "segments", "error")} for row in rows])
+            yield pd.DataFrame([{k: row.get(k) for k in RESULT_COLUMNS} for row in rows])
 
     return run
 
@@ -77,13 +78,12 @@ def run_spark(jobs: list[Job], model: str, output_dir: Path, formats, options: T
 
 def _transcribe_on_spark(spark, jobs: list[Job], model: str, output_dir: Path, formats, options: TranscribeOptions) -> pd.DataFrame:
     if not jobs:
-        return pd.DataFrame(columns=["path", "text", "language", "duration", "segments", "error"])
+        return pd.DataFrame(columns=RESULT_COLUMNS)
     frame = spark.createDataFrame(pd.DataFrame([asdict(j) for j in jobs]))
     partitions = max(1, min(len(jobs), spark.sparkContext.defaultParallelism))
-    option_values = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(options).items()}
     try:
         return frame.repartition(partitions).mapInPandas(
-            transcribe_partitions(model, str(output_dir.resolve()), list(formats), option_values), RESULT_SCHEMA
+            transcribe_partitions(model, str(output_dir.resolve()), list(formats), options.to_dict()), RESULT_SCHEMA
         ).toPandas()
     except Exception as e:  # Py4J and worker errors: one readable line, not a JVM trace
         reason = next((line.strip() for line in reversed(str(e).splitlines()) if line.strip()), type(e).__name__)

@@ -89,11 +89,11 @@ def load_transcriber(
     """
     from asrflow.registry import is_model_uri
 
-    if is_model_uri(model) or (Path(model) / "MLmodel").is_file():
+    if (Path(model) / "MLmodel").is_file():
+        return transcriber_from_dir(Path(model), model, backend)
+    if is_model_uri(model):
         from asrflow.registry import download_model, local_model_dir
 
-        if (Path(model) / "MLmodel").is_file():
-            return transcriber_from_dir(Path(model), model, backend)
         local = local_model_dir(model)
         if local is not None and _is_asrflow_pyfunc(_mlmodel(local)):  # no copy, no MLflow import
             return transcriber_from_dir(local, model, backend)

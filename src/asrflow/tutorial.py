@@ -16,8 +16,8 @@ import mlflow
 from asrflow.audio import decode_audio
 from asrflow.backends.transformers import build_pipeline
 from asrflow.errors import InvalidOptionError
-from asrflow.flavor import compact_example, fix_serving_example, get_default_pip_requirements, library_versions
-from asrflow.models import DEFAULT_MODEL, model_info, resolve_model, transformers_dir
+from asrflow.flavor import compact_example, fix_serving_example, get_default_pip_requirements, provenance
+from asrflow.models import DEFAULT_MODEL, resolve_model, transformers_dir
 
 TUTORIAL_PARAMS = {"chunk_length_s": 20, "stride_length_s": [5, 3]}
 # where the bundled checkpoints come from, for reference-only logs
@@ -81,7 +81,7 @@ def log_transformers_model(
         model_config=model_config or dict(TUTORIAL_PARAMS),
         pip_requirements=get_default_pip_requirements("transformers"),
         torch_dtype=torch.float32,
-        metadata={"asrflow": {"model": model, "backend": "transformers", "source": model_info(resolve_model(model)), "versions": library_versions()}},
+        metadata={"asrflow": provenance(resolve_model(model), "transformers", "float32")},
         registered_model_name=registered_model_name,
     )
     with _hub_reference(pipeline, model) if reference_only else _fp16_weights(pipeline):

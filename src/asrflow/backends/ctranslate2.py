@@ -11,7 +11,6 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_suppressed_tokens
 
 from asrflow.audio import SAMPLE_RATE
-
 from asrflow.errors import ModelNotFoundError
 from asrflow.models import ModelSource, ctranslate2_dir, hub_error
 from asrflow.options import TranscribeOptions
@@ -66,7 +65,6 @@ class CTranslate2Backend:
                 progress(result[-1])
         return Transcript.from_segments(result, info.language, round(float(info.language_probability), 4), float(info.duration))
 
-
     def transcribe_batch(self, audios: list[np.ndarray], options: TranscribeOptions) -> list[Transcript]:
         """Short clips from several callers in one encoder/decoder call (the server's dynamic batching).
 
@@ -102,20 +100,21 @@ def _from_tokens(tokens: list[int], tokenizer, duration: float, language: str) -
     """Split decoded tokens into segments at Whisper's timestamp tokens (0.02 s each)."""
     begin = tokenizer.timestamp_begin
     segments, text_tokens, start = [], [], 0.0
+
+    def close(end: float) -> None:
+        text = tokenizer.decode(text_tokens).strip() if text_tokens else ""
+        if text:
+            segments.append(Segment(_seconds(start), _seconds(max(end, start)), text))
+        text_tokens.clear()
+
     for token in tokens:
         if token < tokenizer.eot and token < begin:
             text_tokens.append(token)
-            continue
-        if token >= begin:
+        elif token >= begin:
             time = min((token - begin) * 0.02, duration)
-            if text_tokens:
-                text = tokenizer.decode(text_tokens).strip()
-                if text:
-                    segments.append(Segment(_seconds(start), _seconds(max(time, start)), text))
-                text_tokens = []
+            close(time)
             start = time
-    if text_tokens and tokenizer.decode(text_tokens).strip():
-        segments.append(Segment(_seconds(start), _seconds(duration), tokenizer.decode(text_tokens).strip()))
+    close(duration)
     return Transcript.from_segments(segments, language, 1.0, round(duration, 3))
 
 
