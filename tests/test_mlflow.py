@@ -136,10 +136,13 @@ def test_register_alias_and_model_uris(asrflow_model, transformers_model):
     assert_jfk(hf.transcribe(AUDIO).text)
     # a fresh process loads a registered asrflow model from the SQLite store in place, without importing MLflow
     code = ("import sys; from asrflow import load_transcriber; t = load_transcriber('models:/whisper-test@champion'); "
-            f"print(t.transcribe({str(SAMPLE)!r}).text); print('mlflow' in sys.modules)")
+            f"print(t.transcribe({str(SAMPLE)!r}).text); print('mlflow' in sys.modules); "
+            "from asrflow.server import model_identity; print(model_identity('models:/whisper-test@champion'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert_jfk(out[0])
     assert out[1] == "False"
+    # and what the page shows still comes from the same store
+    assert out[2] == str({"model": "models:/whisper-test@champion", "name": "whisper-test", "alias": "champion", "version": str(version.version)})
 
 
 def test_missing_model_uri_is_a_clear_error():
@@ -172,7 +175,9 @@ def test_cli_against_a_tracking_server(tracking_server):
     assert json.loads(logged.stdout)["registered"] == "models:/whisper-remote/1"
     again = run("log", "--flavor", "transformers")
     assert again.returncode == 0, again.stderr
-    assert run("register", "whisper-remote", "--alias", "challenger").stdout.strip() == "models:/whisper-remote/2"
+    registered = run("register", "whisper-remote", "--alias", "challenger")
+    assert registered.stdout.strip() == "models:/whisper-remote/2"
+    assert registered.stderr == "" and again.stderr == ""  # quiet by default: no MLflow warnings or chatter
     out = run("transcribe", SAMPLE, "--model", "models:/whisper-remote@champion")
     assert out.returncode == 0, out.stderr
     assert_jfk(out.stdout)

@@ -29,6 +29,7 @@ def quiet_libraries(verbose: bool = typer.Option(False, "--verbose", "-v", help=
         return
 
     warnings.filterwarnings("ignore")
+    warnings.showwarning = lambda *args, **kwargs: None  # MLflow re-enables its warnings with catch_warnings()
     for name in ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "HF_HUB_DISABLE_PROGRESS_BARS"):
         os.environ.setdefault(name, "false" if name.startswith("MLFLOW") else "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import mlflow
@@ -65,7 +67,7 @@ def run_demo(echo: Callable[[str], None] = print, model: str = DEFAULT_MODEL, na
     echo(f"   models:/{name}-transformers@champion -> version {hf_version.version} (transformers flavor)")
     echo(f"   check: {load_transcriber(f'models:/{name}@champion').transcribe(audio).text}")
 
-    echo("\nNext:")
+    echo(f"\nNext (in a shell where `source {Path(sys.executable).parent}/activate` was run):")
     echo(f"   mlflow ui --backend-store-uri {tracking_uri()}")
     echo(f"   MLFLOW_TRACKING_URI={tracking_uri()} mlflow models serve -m models:/{name}@champion --env-manager local -p 5001")
     echo(f"\ndone in {time.perf_counter() - started:.0f} s (run {run.info.run_id})")

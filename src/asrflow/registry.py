@@ -28,6 +28,10 @@ def tracking_uri() -> str:
 def use_tracking() -> str:
     import mlflow
 
+    if os.environ.get("MLFLOW_LOGGING_LEVEL", "").upper() in ("ERROR", "CRITICAL"):
+        from mlflow.utils.logging_utils import disable_logging
+
+        disable_logging()  # its prints ("Successfully registered model ...") follow its log level too
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
