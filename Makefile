@@ -1,33 +1,48 @@
 # Two commands do everything: `make demo` and `make test`. Each sets up .venv first if needed.
+# `make demo` installs only what the demo needs; `make test` adds the test tools and Debian's Chromium.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
 # torch is pinned to the CPU build that installs from this machine's disk; never torchvision/torchaudio.
 TORCH := torch==2.13.0
+# Everything runs as if the venv were activated: its bin/ holds asrflow, mlflow, uvicorn and the ffmpeg
+# that stock transformers code runs (MLflow's transformers flavor given audio bytes).
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup setup-test demo test bench screenshot clean
 
-setup: $(STAMP)
+setup: $(VENV)/.installed
+setup-test: $(VENV)/.installed-test
 
-$(STAMP): pyproject.toml
+$(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	@# the browser test drives Debian's Chromium (never a downloaded browser); apt needs root
-	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) || echo "no chromium: browser tests will be skipped"
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[tiny]' $(TORCH)
+	@# a static ffmpeg from PyPI (imageio-ffmpeg), named `ffmpeg` in the venv's bin/ where transformers looks for it
+	ln -sf "$$($(BIN)/python -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')" $(BIN)/ffmpeg
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[test]' $(TORCH)
-	touch $(STAMP)
+	@# the browser test drives Debian's Chromium (never a downloaded browser); apt needs root
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	touch $@
 
 demo: setup
-	$(BIN)/asrflow demo
+	asrflow demo
 
-test: setup
-	$(BIN)/python -m pytest -q -x --durations=10 $(PYTEST_ARGS)
+test: setup-test
+	python -m pytest -q --durations=10 $(PYTEST_ARGS)
 
-bench: setup
-	$(BIN)/python bench/run.py | tee bench/results/bench.txt
-	$(BIN)/python bench/load.py | tee bench/results/load.txt
+# Refreshes docs/page.png from the browser test (tests write their screenshots under build/, ignored).
+screenshot: setup-test
+	python -m pytest -q tests/test_page.py
+	cp build/screenshots/page.png docs/page.png
+
+bench: setup-test
+	python bench/run.py | tee bench/results/bench.txt
+	python bench/load.py | tee bench/results/load.txt
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache build

@@ -18,6 +18,10 @@ SAMPLE = Path(__file__).parents[1] / "src" / "asrflow" / "samples" / "jfk.flac"
 JFK_TEXT = "And so, my fellow Americans, ask not what your country can do for you; ask what you can do for your country."
 
 
+# as in an activated venv (and as `make test` runs): its bin/ comes first on PATH, for this process and its children
+os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def asrflow_home(tmp_path_factory):
     """Keep converted models and MLflow stores of the test run out of the user's home."""
@@ -88,6 +92,6 @@ def stop(process: subprocess.Popen):
 
 
 def environment(**extra) -> dict:
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **extra}
+    return {**os.environ, **extra}
 
 

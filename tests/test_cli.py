@@ -61,3 +61,20 @@ def test_convert_both_directions(tmp_path):
     out = run("transcribe", SAMPLE, "--model", back)
     assert "ask not what your country" in out.stdout, out.stderr
     shutil.rmtree(back)
+
+
+def test_unexpected_failure_is_one_line_with_a_way_to_details(tmp_path):
+    """A broken model file makes CTranslate2 fail in a way asrflow does not anticipate: still one line."""
+    from asrflow.models import resolve_model
+
+    broken = tmp_path / "broken-model"
+    shutil.copytree(resolve_model("bundled:tiny.en").location, broken)
+    weights = broken / "model.bin"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    result = run("transcribe", SAMPLE, "--model", broken)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "--debug" in lines[0] and "Traceback" not in result.stderr
+    detailed = run("--debug", "transcribe", SAMPLE, "--model", broken)
+    assert detailed.returncode == result.returncode and "Traceback" in detailed.stderr

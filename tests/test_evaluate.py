@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import jiwer
@@ -62,7 +63,7 @@ def test_evaluate_logs_metrics_matching_jiwer(manifest):
 
 
 def test_promote_refuses_worse_and_accepts_better(manifest):
-    name = "whisper-promotion"
+    name = f"whisper-promotion-{uuid.uuid4().hex[:8]}"  # a new model: versions 1-3 whatever the store holds
     tiny = log("bundled:tiny.en", register_as=name, alias="champion")  # v1 holds champion
     base = log("bundled:base", register_as=name)  # v2: multilingual base, better WER
     tiny_again = log("bundled:tiny.en", register_as=name)  # v3

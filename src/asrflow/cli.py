@@ -18,12 +18,17 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Whisper spee
 
 
 @app.callback()
-def quiet_libraries(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the libraries' own logs.")):
+def quiet_libraries(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the libraries' own logs."),
+    debug: bool = typer.Option(False, "--debug", envvar="ASRFLOW_DEBUG", help="Print the traceback of unexpected errors."),
+):
     """Whisper speech recognition, managed with MLflow."""
     import logging
     import os
     import warnings
 
+    if debug:
+        os.environ["ASRFLOW_DEBUG"] = "1"
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout is ours: results only
     if verbose:
         return
@@ -39,18 +44,34 @@ def quiet_libraries(verbose: bool = typer.Option(False, "--verbose", "-v", help=
 
 
 def friendly_errors(command):
-    """Turn AsrflowError into 'error: ...' on stderr and its exit code, never a traceback."""
+    """Any failure becomes one 'error: ...' line on stderr and a non-zero exit code, never a traceback
+    (unless --debug or ASRFLOW_DEBUG=1 asks for it)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
         except AsrflowError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        except Exception as e:  # noqa: BLE001 - a bug or an environment problem: say so in one line
+            import os
+            import traceback
+
+            if os.environ.get("ASRFLOW_DEBUG") not in (None, "", "0"):
+                traceback.print_exc()
+            summary = " ".join(str(e).split())[:300] or "no message"
+            typer.echo(
+                f"error: unexpected {type(e).__name__} in `asrflow {command.__name__}`: {summary} "
+                "(run again with --debug, or ASRFLOW_DEBUG=1, for the traceback)",
+                err=True,
+            )
+            raise typer.Exit(70) from None  # EX_SOFTWARE
 
     return wrapper
 

@@ -38,7 +38,8 @@ def tutorial_signature(pipeline, audio: bytes):
     """Step 2: binary in, string out, chunking params callers may override (and return_timestamps)."""
     from mlflow.models import infer_signature
 
-    output = mlflow.transformers.generate_signature_output(pipeline, audio)
+    # the pipeline gets samples decoded by PyAV: given bytes, transformers would run an ffmpeg executable
+    output = mlflow.transformers.generate_signature_output(pipeline, decode_audio(audio))
     return infer_signature(audio, output, params={**TUTORIAL_PARAMS, "return_timestamps": False})
 
 
