@@ -77,21 +77,6 @@ def test_english_only_model_refuses_other_languages(ct2_transcriber):
         ct2_transcriber.transcribe(SAMPLE, task="translate")
 
 
-@pytest.mark.parametrize(
-    "changes, message",
-    [
-        ({"task": "summarize"}, "task"),
-        ({"beam_size": 0}, "beam_size"),
-        ({"chunk_length_s": 60}, "chunk_length_s"),
-        ({"stride_length_s": [15, 10], "chunk_length_s": 20}, "stride_length_s"),
-        ({"colour": "blue"}, "unknown option"),
-    ],
-)
-def test_invalid_options_name_the_problem(changes, message):
-    with pytest.raises(InvalidOptionError, match=message):
-        TranscribeOptions().updated(**changes)
-
-
 def test_tutorial_chunking_params_on_the_transformers_backend(hf_transcriber):
     result = hf_transcriber.transcribe(SAMPLE, chunk_length_s=20, stride_length_s=(5, 3))
     assert word_error_rate([JFK_TEXT], [result.text]) < 0.1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -11,15 +12,17 @@ from pathlib import Path, PurePosixPath
 from asrflow.errors import AsrflowError, InvalidOptionError
 from asrflow.evaluate import AUDIO_EXTENSIONS
 from asrflow.options import TranscribeOptions
-from asrflow.writers import WRITERS, write_file
+from asrflow.writers import WRITERS, remove_dead_temp_files, write_file
 
 ERRORS_FILE = "errors.jsonl"
+# engine -> "module:function(jobs, model, output_dir, formats, changes, summary, show_progress=, master=)"
+ENGINES = {"local": "asrflow.batch:run_local", "spark": "asrflow.spark:run_spark"}
 
 
 @dataclass(frozen=True)
 class Job:
     source: str  # the audio file
-    relative: str  # its place in the output tree, without extension
+    relative: str  # its place in the output tree, with its own extension (call.wav -> call.wav.json)
 
 
 @dataclass
@@ -49,7 +52,7 @@ def safe_relative(path: str) -> str:
     parts = [p for p in parts if not p.endswith(":")]  # drive letters
     if not parts:
         raise InvalidOptionError(f"{path!r} names no file.")
-    return str(PurePosixPath(*parts).with_suffix(""))
+    return str(PurePosixPath(*parts))
 
 
 def find_jobs(source: str | Path) -> list[Job]:
@@ -57,15 +60,44 @@ def find_jobs(source: str | Path) -> list[Job]:
     source = Path(source)
     if source.is_dir():
         files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
-        return [Job(str(p), safe_relative(str(p.relative_to(source)))) for p in files]
-    if source.suffix == ".jsonl":
-        entries = [json.loads(line)["audio"] for line in source.read_text().splitlines() if line.strip()]
-    elif source.suffix == ".csv":
-        with open(source, newline="") as f:
-            entries = [row["audio"] for row in csv.DictReader(f)]
-    else:
-        raise InvalidOptionError(f"{source} is neither a folder nor a .jsonl/.csv manifest with an 'audio' column.")
-    return [Job(str(source.parent / entry), safe_relative(entry)) for entry in entries]
+        return unique_jobs([Job(str(p), safe_relative(str(p.relative_to(source)))) for p in files])
+    if not source.is_file():
+        raise InvalidOptionError(f"{source} does not exist: give a folder of audio or a .jsonl/.csv manifest.")
+    return unique_jobs([Job(str(source.parent / entry), safe_relative(entry)) for entry in manifest_entries(source)])
+
+
+def manifest_entries(manifest: Path) -> list[str]:
+    """The 'audio' column of a .jsonl or .csv manifest; a bad line is an error naming it."""
+    if manifest.suffix not in (".jsonl", ".csv"):
+        raise InvalidOptionError(f"{manifest} is neither a folder nor a .jsonl/.csv manifest with an 'audio' column.")
+    try:
+        if manifest.suffix == ".jsonl":
+            rows = [(n, json.loads(line)) for n, line in enumerate(manifest.read_text().splitlines(), 1) if line.strip()]
+        else:
+            with open(manifest, newline="") as f:
+                rows = list(enumerate(csv.DictReader(f), 2))
+    except (ValueError, OSError) as e:
+        raise InvalidOptionError(f"{manifest} cannot be read as a manifest ({e}).") from None
+    entries = []
+    for line, row in rows:
+        audio = row.get("audio") if isinstance(row, dict) else None
+        if not isinstance(audio, str) or not audio.strip():
+            raise InvalidOptionError(f"{manifest}, line {line}: no 'audio' path; each row needs one.")
+        entries.append(audio)
+    return entries
+
+
+def unique_jobs(jobs: list[Job]) -> list[Job]:
+    """The same file listed twice is one job; two files that would write the same outputs are an error."""
+    by_target: dict[str, Job] = {}
+    for job in jobs:
+        other = by_target.setdefault(job.relative, job)
+        if other is not job and Path(other.source).resolve() != Path(job.source).resolve():
+            raise InvalidOptionError(
+                f"{other.source} and {job.source} would write the same outputs ({job.relative}.*): "
+                "rename one, or put them in different folders."
+            )
+    return list(by_target.values())
 
 
 def outputs(job: Job, output_dir: Path, formats: list[str]) -> list[Path]:
@@ -88,10 +120,12 @@ def transcribe_job(transcriber, job: Job, output_dir: Path, formats: list[str], 
     """Transcribe one file and write its outputs atomically; a failure becomes a record, not an exception."""
     try:
         result = transcriber.transcribe(job.source, options)
+        for fmt, path in zip(formats, outputs(job, output_dir, formats)):
+            write_file(result, path, fmt)
     except AsrflowError as e:
         return {"path": job.source, "error": str(e)}
-    for fmt, path in zip(formats, outputs(job, output_dir, formats)):
-        write_file(result, path, fmt)
+    except Exception as e:  # noqa: BLE001 - one file's failure (permissions, a bug) must not stop the run
+        return {"path": job.source, "error": f"{type(e).__name__}: {e}"}
     return {"path": job.source, "text": result.text, "language": result.language, "duration": result.duration,
             "segments": json.dumps([asdict(s) for s in result.segments])}
 
@@ -101,9 +135,15 @@ def pending(jobs: list[Job], output_dir: Path, formats: list[str]) -> list[Job]:
     return [j for j in jobs if not all(p.is_file() for p in outputs(j, output_dir, formats))]
 
 
-def run_local(jobs, transcriber, output_dir: Path, formats, options, show_progress: bool, summary: BatchSummary):
+def run_local(jobs: list[Job], model: str, output_dir: Path, formats: list[str], changes: dict, summary: BatchSummary,
+              show_progress: bool = False, **_):
+    """The local engine: one process, one model, files one after another."""
     from tqdm import tqdm
 
+    from asrflow.transcriber import load_transcriber
+
+    transcriber = load_transcriber(model)
+    options = transcriber.resolve(changes)
     started = time.perf_counter()
     with open(output_dir / ERRORS_FILE, "w") as errors, tqdm(total=len(jobs), unit="file", disable=not show_progress) as bar:
         for job in jobs:
@@ -126,7 +166,7 @@ def run_batch(
     model: str,
     output_dir: str | Path,
     formats: list[str],
-    options: TranscribeOptions | None = None,
+    options: dict | None = None,
     engine: str = "local",
     master: str = "local[2]",
     show_progress: bool = False,
@@ -134,25 +174,20 @@ def run_batch(
 ) -> BatchSummary:
     """Transcribe every file of `source` into `output_dir`, skipping files already done."""
     formats = check_formats(formats)
-    options = options or TranscribeOptions()
+    if engine not in ENGINES:
+        raise InvalidOptionError(f"unknown engine {engine!r}: choose {' or '.join(ENGINES)}.")
+    changes = dict(options or {})
+    TranscribeOptions().resolve(changes)  # bad options fail before anything runs
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    for stale in output_dir.rglob(".*.tmp"):  # left by a run that was killed mid-write
-        stale.unlink()
+    remove_dead_temp_files(output_dir)  # left by a run that was killed mid-write
     jobs = find_jobs(source)
     todo = pending(jobs, output_dir, formats)
     summary = BatchSummary(files=len(jobs), skipped=len(jobs) - len(todo), engine=engine, output_dir=str(output_dir))
-    if engine == "local":
-        from asrflow.transcriber import load_transcriber
-
-        transcriber = load_transcriber(model) if todo else None
-        run_local(todo, transcriber, output_dir, formats, options, show_progress, summary)
-    elif engine == "spark":
-        from asrflow.spark import run_spark
-
-        run_spark(todo, model, output_dir, formats, options, master, summary)
-    else:
-        raise InvalidOptionError(f"unknown engine {engine!r}: choose local or spark.")
+    if todo:
+        module, function = ENGINES[engine].split(":")
+        run = getattr(importlib.import_module(module), function)
+        run(todo, model, output_dir, formats, changes, summary, show_progress=show_progress, master=master)
     if log_to_mlflow:
         log_batch(summary, model, output_dir)
     return summary

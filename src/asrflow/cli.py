@@ -82,53 +82,69 @@ def _progress_bar(total: float, enabled: bool, description: str):
     return tqdm(total=round(total, 1), unit="s", desc=description, disable=not enabled, leave=False, file=sys.stderr)
 
 
+def option_flags(**flags) -> dict:
+    """The options given on the command line (None: not given, so the model's saved value stands)."""
+    from asrflow.options import TranscribeOptions
+
+    changes = {name: value for name, value in flags.items() if value is not None}
+    TranscribeOptions().resolve(changes)  # a bad value fails before any model loads
+    return changes
+
+
+LANGUAGE = typer.Option(None, help="Language code, e.g. en; detected when omitted.")
+TASK = typer.Option(None, help="transcribe, or translate (to English).")
+WORDS = typer.Option(None, "--word-timestamps/--no-word-timestamps", help="Add per-word timings.")
+VAD = typer.Option(None, "--vad/--no-vad", help="Skip non-speech with Silero VAD (and batch long audio).")
+BEAM = typer.Option(None, help="Beam width (default 5).")
+TEMPERATURE = typer.Option(None, help="Temperature, or a fallback list such as 0,0.2,0.4 (default 0,0.2,...,1).")
+PROMPT = typer.Option(None, help="Text to condition the first window on (names, terms).")
+CONDITION = typer.Option(None, "--condition-on-previous-text/--no-condition-on-previous-text",
+                         help="Condition each window on the text before it (default on).")
+BATCH = typer.Option(None, help="Chunks decoded together for long audio with --vad (default 8).")
+
+
 @app.command()
 @friendly_errors
 def transcribe(
     files: List[str] = typer.Argument(..., help="Audio files (or http(s) URLs with --allow-urls)."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="bundled:NAME, a model directory, or a hub id."),
-    backend: str = typer.Option("ctranslate2", help="ctranslate2 (fast, int8) or transformers."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="bundled:NAME, a model directory, a hub id or models:/ URI."),
+    backend: Optional[str] = typer.Option(None, help="ctranslate2 (fast, int8) or transformers (default: the model's own)."),
     format: str = typer.Option("txt", "--format", "-f", help="txt, json, srt, vtt or tsv."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Write FILE.FORMAT here instead of stdout."),
-    language: Optional[str] = typer.Option(None, help="Language code, e.g. en; detected when omitted."),
-    task: str = typer.Option("transcribe", help="transcribe, or translate (to English)."),
-    word_timestamps: bool = typer.Option(False, "--word-timestamps", help="Add per-word timings."),
-    vad: bool = typer.Option(False, "--vad", help="Skip non-speech with Silero VAD (and batch long audio)."),
-    beam_size: int = typer.Option(5, help="Beam width."),
-    temperature: float = typer.Option(0.0, help="Sampling temperature (0: greedy/beam)."),
-    initial_prompt: Optional[str] = typer.Option(None, help="Text to condition the first window on."),
-    batch_size: int = typer.Option(8, help="Chunks decoded together for long audio."),
+    language: Optional[str] = LANGUAGE,
+    task: Optional[str] = TASK,
+    word_timestamps: Optional[bool] = WORDS,
+    vad: Optional[bool] = VAD,
+    beam_size: Optional[str] = BEAM,
+    temperature: Optional[str] = TEMPERATURE,
+    initial_prompt: Optional[str] = PROMPT,
+    condition_on_previous_text: Optional[bool] = CONDITION,
+    batch_size: Optional[str] = BATCH,
     compute_type: str = typer.Option("default", help="CTranslate2 compute type (int8 on CPU by default)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     allow_urls: bool = typer.Option(False, "--allow-urls", help="Allow http(s) URLs as inputs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
-    """Transcribe audio files; print the result, or write one file per input with --output-dir."""
+    """Transcribe audio files; print the result, or write one file per input with --output-dir.
+
+    Options given here override those saved with a model (models:/...), which override the defaults."""
     from asrflow.audio import SAMPLE_RATE, decode_audio
-    from asrflow.options import TranscribeOptions
     from asrflow.transcriber import load_transcriber
     from asrflow.writers import get_writer, write_file
 
     writer = get_writer(format)
-    options = TranscribeOptions(
-        language=language,
-        task=task,
-        beam_size=beam_size,
-        temperature=temperature,
-        initial_prompt=initial_prompt,
-        word_timestamps=word_timestamps,
-        vad_filter=vad,
-        batch_size=batch_size,
-    )
+    changes = option_flags(language=language, task=task, word_timestamps=word_timestamps, vad_filter=vad,
+                           beam_size=beam_size, temperature=temperature, initial_prompt=initial_prompt,
+                           condition_on_previous_text=condition_on_previous_text, batch_size=batch_size)
     audio = {f: decode_audio(f, allow_urls=allow_urls) for f in files}  # bad inputs fail before the model loads
-    transcriber = load_transcriber(model, backend=backend, device=device, compute_type=compute_type, options=options)
-    transcriber.check(options)
+    transcriber = load_transcriber(model, backend=backend, device=device, compute_type=compute_type)
+    options = transcriber.resolve(changes)
     total = sum(len(a) for a in audio.values()) / SAMPLE_RATE
     show = not quiet and sys.stderr.isatty() and total > 60
     with _progress_bar(total, show, "transcribing") as bar:
         done = 0.0
         for name, samples in audio.items():
-            result = transcriber.transcribe(samples, progress=lambda seg: bar.update(round(done + seg.end - bar.n, 1)))
+            result = transcriber.transcribe(samples, options, progress=lambda seg: bar.update(round(done + seg.end - bar.n, 1)))
             done += len(samples) / SAMPLE_RATE
             bar.update(round(done - bar.n, 1))
             if output_dir is None:
@@ -254,20 +270,28 @@ def batch(
     format: str = typer.Option("json,srt,txt", "--format", "-f", help="Comma-separated: txt, json, srt, vtt, tsv."),
     engine: str = typer.Option("local", help="local (one process) or spark."),
     master: str = typer.Option("local[2]", help="Spark master, with --engine spark."),
-    language: Optional[str] = typer.Option(None),
-    task: str = typer.Option("transcribe"),
-    word_timestamps: bool = typer.Option(False, "--word-timestamps"),
-    vad: bool = typer.Option(False, "--vad"),
+    language: Optional[str] = LANGUAGE,
+    task: Optional[str] = TASK,
+    word_timestamps: Optional[bool] = WORDS,
+    vad: Optional[bool] = VAD,
+    beam_size: Optional[str] = BEAM,
+    temperature: Optional[str] = TEMPERATURE,
+    initial_prompt: Optional[str] = PROMPT,
+    condition_on_previous_text: Optional[bool] = CONDITION,
+    batch_size: Optional[str] = BATCH,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ):
-    """Transcribe a collection; re-runs skip finished files; failures go to OUT/errors.jsonl (exit 1)."""
-    from asrflow.batch import run_batch
-    from asrflow.options import TranscribeOptions
+    """Transcribe a collection; re-runs skip finished files; failures go to OUT/errors.jsonl (exit 1).
 
-    options = TranscribeOptions(language=language, task=task, word_timestamps=word_timestamps, vad_filter=vad)
+    Options given here override those saved with a model (models:/...), which override the defaults."""
+    from asrflow.batch import run_batch
+
+    changes = option_flags(language=language, task=task, word_timestamps=word_timestamps, vad_filter=vad,
+                           beam_size=beam_size, temperature=temperature, initial_prompt=initial_prompt,
+                           condition_on_previous_text=condition_on_previous_text, batch_size=batch_size)
     formats = [f.strip() for f in format.split(",") if f.strip()]
-    summary = run_batch(source, model, output_dir, formats, options, engine, master, show_progress=not quiet and sys.stderr.isatty())
+    summary = run_batch(source, model, output_dir, formats, changes, engine, master, show_progress=not quiet and sys.stderr.isatty())
     if as_json:
         typer.echo(json.dumps(summary.to_dict()))
     else:

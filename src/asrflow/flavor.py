@@ -5,15 +5,11 @@ Follows MLflow's flavor conventions: save_model, log_model, load_model, get_defa
 
 from __future__ import annotations
 
-import ast
 import base64
 import binascii
 import json
-import logging
-import re
 import shutil
 import tempfile
-from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -24,18 +20,18 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+from mlflow.types.schema import AnyType
 
 import asrflow
 from asrflow.errors import AsrflowError
 from asrflow.models import DEFAULT_MODEL, ModelSource, ctranslate2_dir, model_info, resolve_model, transformers_dir
-from asrflow.options import TranscribeOptions
+from asrflow.options import TranscribeOptions, flag
 from asrflow.transcriber import Transcriber, load_transcriber
 from asrflow.writers import WRITERS
 
 FLAVOR_NAME = "asrflow"
 RESPONSE_FORMATS = ("text", "json", "verbose_json", "srt", "vtt", "tsv")
-# Params a caller may pass to predict(); their defaults are the model's saved options.
-PARAMS = ("language", "task", "beam_size", "temperature", "initial_prompt", "word_timestamps", "vad_filter", "chunk_length_s", "batch_size")
+ASRFLOW_PARAMS = {"return_timestamps", "response_format", "vad_filter"}  # how an asrflow model's params look
 BACKEND_PACKAGES = {
     "ctranslate2": ["faster-whisper", "ctranslate2"],
     "transformers": ["transformers", "torch", "tokenizers"],
@@ -72,28 +68,20 @@ def library_versions() -> dict[str, str]:
 
 
 def model_signature(options: TranscribeOptions | None = None) -> ModelSignature:
-    """Binary audio in, text out; the options as params whose defaults are the saved ones."""
-    options = options or TranscribeOptions()
-    values = asdict(options)
-    specs = [
-        ParamSpec(name, _param_type(name), _param_default(values[name]))
-        for name in PARAMS
-    ]
-    specs += [
-        ParamSpec("return_timestamps", "boolean", False),
-        ParamSpec("response_format", "string", "text"),
-    ]
-    return ModelSignature(Schema([ColSpec("binary")]), Schema([ColSpec("string")]), ParamSchema(specs))
+    """Binary audio in; out, text per input (or a structured transcript, per params); every option as a
+    param whose default is the saved value, so MLflow's own defaults never override what was saved."""
+    values = (options or TranscribeOptions()).to_dict()
+    specs = [_param_spec(name, values[name]) for name in TranscribeOptions.names()]
+    specs += [ParamSpec("return_timestamps", "boolean", False), ParamSpec("response_format", "string", "text")]
+    return ModelSignature(Schema([ColSpec("binary")]), Schema([ColSpec(AnyType())]), ParamSchema(specs))
 
 
-def _param_type(name: str) -> str:
-    field = TranscribeOptions.__dataclass_fields__[name]
-    kind = str(field.type)
-    return "boolean" if "bool" in kind else "long" if "int" in kind else "double" if "float" in kind else "string"
-
-
-def _param_default(value):
-    return "" if value is None else value
+def _param_spec(name: str, value) -> ParamSpec:
+    kind = str(TranscribeOptions.__dataclass_fields__[name].type)
+    if kind.startswith("tuple"):
+        return ParamSpec(name, "double", value, shape=(-1,))
+    dtype = "boolean" if "bool" in kind else "long" if "int" in kind else "double" if "float" in kind else "string"
+    return ParamSpec(name, dtype, "" if value is None and dtype == "string" else value)
 
 
 class WhisperPyfunc(mlflow.pyfunc.PythonModel):
@@ -105,44 +93,40 @@ class WhisperPyfunc(mlflow.pyfunc.PythonModel):
         model = context.artifacts.get("model") or config["model"]
         self.transcriber = load_transcriber(
             model, backend=config["backend"], compute_type=config.get("compute_type", "default"),
-            options=TranscribeOptions(**config.get("options", {})),
+            options=TranscribeOptions.from_dict(config.get("options")),
         )
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None):
         return predict(self.transcriber, model_input, params)
 
 
-class _UnknownParams(logging.Filter):
-    """MLflow drops params missing from the signature with a warning, before predict() sees them.
-
-    For an asrflow model's params that warning becomes an MlflowException naming them, as for invalid values.
-    """
-
-    pattern = re.compile(r"Unrecognized params (\[.*?\]) are ignored.*Supported params are: (\{.*?\})\.", re.S)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        found = self.pattern.search(record.getMessage())
-        if found and ast.literal_eval(found.group(2)) == set(signature_params()):
-            unknown = ", ".join(sorted(ast.literal_eval(found.group(1))))
-            raise MlflowException(
-                f"unknown param(s) {unknown}: an asrflow model takes {', '.join(signature_params())}.",
-                INVALID_PARAMETER_VALUE,
-            )
-        return True
-
-
 def reject_unknown_params() -> None:
-    logger = logging.getLogger("mlflow.models.utils")
-    if not any(isinstance(f, _UnknownParams) for f in logger.filters):
-        logger.addFilter(_UnknownParams())
+    """MLflow drops params missing from a model's signature with only a warning (and none at log level ERROR),
+    before predict() sees them. For asrflow models they are an error naming them (400 when served)."""
+    import mlflow.pyfunc
+    from mlflow.models import utils
 
+    enforce = utils._enforce_params_schema
+    if getattr(enforce, "asrflow", False):
+        return
 
-def signature_params() -> list[str]:
-    return [spec.name for spec in model_signature().params.params]
+    def strict(params, schema):
+        names = {p.name for p in schema.params} if isinstance(schema, ParamSchema) else set()
+        if ASRFLOW_PARAMS <= names and isinstance(params, dict):
+            unknown = sorted(set(map(str, params)) - names)
+            if unknown:
+                raise MlflowException(
+                    f"unknown param(s) {', '.join(unknown)}: an asrflow model takes {', '.join(sorted(names))}.",
+                    INVALID_PARAMETER_VALUE,
+                )
+        return enforce(params, schema)
+
+    strict.asrflow = True
+    utils._enforce_params_schema = mlflow.pyfunc._enforce_params_schema = strict
 
 
 def predict(transcriber: Transcriber, model_input, params: dict[str, Any] | None = None) -> list:
-    options, response = parse_params(transcriber.options, params)
+    options, response = parse_params(transcriber, params)
     try:
         results = [transcriber.transcribe(audio, options) for audio in audio_inputs(model_input)]
     except AsrflowError as e:
@@ -150,18 +134,18 @@ def predict(transcriber: Transcriber, model_input, params: dict[str, Any] | None
     return format_results(results, *response)
 
 
-def parse_params(base: TranscribeOptions, params: dict[str, Any] | None) -> tuple[TranscribeOptions, tuple[str, bool]]:
-    """pyfunc params -> options plus how to shape the output; bad names or values name themselves."""
+def parse_params(transcriber: Transcriber, params: dict[str, Any] | None) -> tuple[TranscribeOptions, tuple[str, bool]]:
+    """pyfunc params -> options for this model plus how to shape the output; bad names or values name themselves."""
     params = dict(params or {})
     response_format = params.pop("response_format", "text") or "text"
-    timestamps = bool(params.pop("return_timestamps", False))
     if response_format not in RESPONSE_FORMATS:
         raise MlflowException(
-            f"Invalid param response_format={response_format!r}: use one of {', '.join(RESPONSE_FORMATS)}.",
+            f"Invalid param response_format={str(response_format)[:40]!r}: use one of {', '.join(RESPONSE_FORMATS)}.",
             INVALID_PARAMETER_VALUE,
         )
     try:
-        options = base.updated(**{k: (None if v == "" else v) for k, v in params.items()})
+        timestamps = flag("return_timestamps", params.pop("return_timestamps", False))
+        options = transcriber.resolve(params)
     except AsrflowError as e:
         raise MlflowException(str(e), INVALID_PARAMETER_VALUE) from None
     return options, (response_format, timestamps)

@@ -1,12 +1,26 @@
-"""One options type for decoding; the CLI, server and MLflow params all map onto it."""
+"""One options type for decoding, and the one resolver every edge uses to change it.
+
+CLI flags, HTTP form fields, MLflow params, batch/Spark config and the options saved with a model all
+go through `TranscribeOptions.resolve`: values are coerced from text or JSON where that is unambiguous,
+refused with a message naming the option otherwise, and checked against their ranges.
+Precedence: options saved with the model < server/CLI flags < what one call passes.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Mapping
 
 from asrflow.errors import InvalidOptionError
 
 TASKS = ("transcribe", "translate")
+# Whisper's language codes (faster-whisper's list, the same in openai/whisper and transformers)
+LANGUAGES = (
+    "af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha haw he hi hr ht hu hy "
+    "id is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr ms mt my ne nl nn no oc pa pl ps pt ro ru "
+    "sa sd si sk sl sn so sq sr su sv sw ta te tg th tk tl tr tt uk ur uz vi yi yo zh yue"
+).split()
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 @dataclass(frozen=True)
@@ -14,7 +28,12 @@ class TranscribeOptions:
     language: str | None = None  # None: detect it
     task: str = "transcribe"
     beam_size: int = 5
-    temperature: float = 0.0
+    # Whisper's fallback: decode at the first temperature, retry at the next while the result looks wrong
+    temperature: tuple[float, ...] = FALLBACK_TEMPERATURES
+    compression_ratio_threshold: float | None = 2.4  # above it: repetitive, retry hotter
+    log_prob_threshold: float | None = -1.0  # below it: unsure, retry hotter
+    no_speech_threshold: float | None = 0.6  # with a low log-prob: silence, no text
+    condition_on_previous_text: bool = True
     initial_prompt: str | None = None
     word_timestamps: bool = False
     vad_filter: bool = False
@@ -23,45 +42,191 @@ class TranscribeOptions:
     batch_size: int = 8
 
     def __post_init__(self):
-        if self.task not in TASKS:
-            raise InvalidOptionError(f"task must be one of {', '.join(TASKS)}, not {self.task!r}.")
-        if self.beam_size < 1:
-            raise InvalidOptionError(f"beam_size must be at least 1, not {self.beam_size}.")
-        if not 0.0 <= self.temperature <= 1.0:
-            raise InvalidOptionError(f"temperature must be between 0 and 1, not {self.temperature}.")
-        if not 1.0 <= self.chunk_length_s <= 30.0:
+        for f in fields(self):
+            object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name)))
+        if self.stride_length_s is not None and sum(self.stride_length_s) >= self.chunk_length_s:
             raise InvalidOptionError(
-                f"chunk_length_s must be between 1 and 30 seconds (Whisper's window), not {self.chunk_length_s}."
+                f"stride_length_s {list(self.stride_length_s)} must add up to less than chunk_length_s "
+                f"({self.chunk_length_s:g})."
             )
-        if self.batch_size < 1:
-            raise InvalidOptionError(f"batch_size must be at least 1, not {self.batch_size}.")
-        if self.language is not None:
-            object.__setattr__(self, "language", self.language.strip().lower() or None)
-        if self.stride_length_s is not None:
-            stride = self.stride_length_s
-            if isinstance(stride, (int, float)):
-                stride = (float(stride), float(stride))
-            stride = tuple(float(s) for s in stride)
-            if len(stride) != 2 or any(s < 0 for s in stride) or sum(stride) >= self.chunk_length_s:
-                raise InvalidOptionError(
-                    "stride_length_s must be one or two non-negative numbers of seconds "
-                    f"that add up to less than chunk_length_s ({self.chunk_length_s}), not {self.stride_length_s!r}."
-                )
-            object.__setattr__(self, "stride_length_s", stride)
 
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
 
     def to_dict(self) -> dict:
-        """JSON-ready (tuples as lists), and back with TranscribeOptions(**d)."""
+        """JSON-ready (tuples as lists), and back with TranscribeOptions.resolve(d)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
-    def updated(self, **changes) -> TranscribeOptions:
-        """A copy with `changes`; unknown names are an error naming them."""
+    def resolve(self, changes: Mapping[str, Any] | None = None, **more) -> TranscribeOptions:
+        """A copy with `changes` applied: unknown names, bad types and out-of-range values are errors
+        naming the option; text such as "5", "true" or "0,0.2" is converted."""
+        changes = {**(changes or {}), **more}
         unknown = sorted(set(changes) - set(self.names()))
         if unknown:
             raise InvalidOptionError(
-                f"unknown option(s): {', '.join(unknown)}. Known options: {', '.join(self.names())}."
+                f"unknown option(s): {', '.join(map(str, unknown))}. Known options: {', '.join(self.names())}."
             )
-        return replace(self, **changes)
+        return replace(self, **changes) if changes else self
+
+    updated = resolve
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> TranscribeOptions:
+        """Saved options (a model's config): the same checks as any other source."""
+        return cls().resolve(data)
+
+
+def flag(name: str, value: Any) -> bool:
+    """A true/false value from any edge (true, "true", 1, "on"...), or an error naming it."""
+    try:
+        return _boolean(value)
+    except ValueError:
+        raise InvalidOptionError(f"{name} cannot be {_show(value)}: expected true or false.") from None
+
+
+def _coerce(name: str, value: Any) -> Any:
+    try:
+        return _CONVERTERS[name](value)
+    except InvalidOptionError:
+        raise
+    except (TypeError, ValueError):
+        raise InvalidOptionError(f"{name} cannot be {_show(value)}: {_EXPECTED[name]}.") from None
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or value is None:
+        raise TypeError
+    if isinstance(value, str):
+        value = value.strip()
+    number = float(value)
+    if not number.is_integer():
+        raise ValueError
+    return int(number)
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or value is None or isinstance(value, (list, tuple, dict)):
+        raise TypeError
+    number = float(value.strip() if isinstance(value, str) else value)
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError
+    return number
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+        return value.strip().lower() in ("true", "1", "yes", "on")
+    raise ValueError
+
+
+def _numbers(value: Any) -> tuple[float, ...]:
+    if isinstance(value, str):
+        value = [v for v in value.replace(",", " ").split()]
+    if not isinstance(value, (list, tuple)):
+        value = [value]
+    return tuple(_number(v) for v in value)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError
+    return value or None
+
+
+def _ranged(convert, low: float, high: float, name: str):
+    def check(value):
+        number = convert(value)
+        if not low <= number <= high:
+            raise InvalidOptionError(f"{name} must be between {low:g} and {high:g}, not {number:g}.")
+        return number
+
+    return check
+
+
+def _optional(convert):
+    return lambda value: None if value is None or value == "" else convert(value)
+
+
+def _language(value: Any) -> str | None:
+    code = _text(value)
+    if code is None:
+        return None
+    code = code.strip().lower()
+    if code not in LANGUAGES:
+        raise InvalidOptionError(
+            f"language {_show(value)} is not a Whisper language code: use an ISO 639-1 code such as en, de, fr, "
+            "es or zh, or leave it out to detect the language."
+        )
+    return code
+
+
+def _task(value: Any) -> str:
+    if value not in TASKS:
+        raise InvalidOptionError(f"task must be one of {', '.join(TASKS)}, not {_show(value)}.")
+    return value
+
+
+def _temperatures(value: Any) -> tuple[float, ...]:
+    temperatures = _numbers(value)
+    if not temperatures or any(not 0.0 <= t <= 1.0 for t in temperatures):
+        raise InvalidOptionError(
+            f"temperature must be one number or a list of numbers between 0 and 1 (the fallback sequence), "
+            f"not {_show(value)}."
+        )
+    return temperatures
+
+
+def _stride(value: Any) -> tuple[float, float] | None:
+    if value is None or value == "":
+        return None
+    stride = _numbers(value)
+    stride = stride * 2 if len(stride) == 1 else stride
+    if len(stride) != 2 or any(s < 0 for s in stride):
+        raise InvalidOptionError(f"stride_length_s must be one or two non-negative numbers of seconds, not {_show(value)}.")
+    return stride
+
+
+_CONVERTERS = {
+    "language": _language,
+    "task": _task,
+    "beam_size": _ranged(_integer, 1, 20, "beam_size"),
+    "temperature": _temperatures,
+    "compression_ratio_threshold": _optional(_ranged(_number, 0.0, 1000.0, "compression_ratio_threshold")),
+    "log_prob_threshold": _optional(_ranged(_number, -1000.0, 0.0, "log_prob_threshold")),
+    "no_speech_threshold": _optional(_ranged(_number, 0.0, 1.0, "no_speech_threshold")),
+    "condition_on_previous_text": _boolean,
+    "initial_prompt": _text,
+    "word_timestamps": _boolean,
+    "vad_filter": _boolean,
+    "chunk_length_s": _ranged(_number, 1.0, 30.0, "chunk_length_s (seconds, at most Whisper's 30 s window)"),
+    "stride_length_s": _stride,
+    "batch_size": _ranged(_integer, 1, 64, "batch_size"),
+}
+_EXPECTED = {
+    "language": "expected a language code such as en",
+    "task": "expected transcribe or translate",
+    "beam_size": "expected a whole number from 1 to 20",
+    "temperature": "expected a number or a list of numbers between 0 and 1",
+    "compression_ratio_threshold": "expected a positive number, or null to turn the check off",
+    "log_prob_threshold": "expected a negative number, or null to turn the check off",
+    "no_speech_threshold": "expected a number between 0 and 1, or null to turn the check off",
+    "condition_on_previous_text": "expected true or false",
+    "initial_prompt": "expected text",
+    "word_timestamps": "expected true or false",
+    "vad_filter": "expected true or false",
+    "chunk_length_s": "expected a number of seconds from 1 to 30",
+    "stride_length_s": "expected one or two numbers of seconds",
+    "batch_size": "expected a whole number from 1 to 64",
+}

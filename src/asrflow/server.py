@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from asrflow.audio import SAMPLE_RATE, decode_audio
 from asrflow.errors import AsrflowError, AudioDecodeError
-from asrflow.options import TranscribeOptions
+from asrflow.options import FALLBACK_TEMPERATURES, TranscribeOptions
 from asrflow.transcript import Segment, Transcript
 from asrflow.writers import WRITERS
 
@@ -33,6 +33,7 @@ AUDIO_EXTENSIONS = {"flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "oga", "
 OPENAI_FIELDS = {"file", "model", "language", "prompt", "temperature", "response_format", "timestamp_granularities[]",
                  "timestamp_granularities", "stream"}
 OPENAI_FORMATS = {"json", "text", "srt", "vtt", "verbose_json"}
+OPENAI_OPTIONS = {"language": "language", "prompt": "initial_prompt", "temperature": "temperature"}  # form field -> option
 OPEN_PATHS = {"/health", "/ready", "/ping", "/", "/info"}
 PAGE = Path(__file__).parent / "static" / "index.html"
 
@@ -266,17 +267,13 @@ def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
         granularities = set(form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities"))
         if granularities - {"word", "segment"}:
             raise HTTPError(400, "timestamp_granularities[] takes 'word' and/or 'segment'.", "timestamp_granularities[]")
+        changes = {"task": task, "word_timestamps": "word" in granularities}
+        for field, option in OPENAI_OPTIONS.items():
+            if form.get(field) not in (None, ""):
+                changes[option] = form.get(field)
         try:
-            options = state["transcriber"].options if state["transcriber"] else TranscribeOptions()
-            options = options.updated(
-                task=task,
-                language=form.get("language") or None,
-                initial_prompt=form.get("prompt") or None,
-                temperature=float(form.get("temperature") or 0.0),
-                word_timestamps="word" in granularities,
-            )
-            ready_batcher().transcriber.check(options)
-        except (AsrflowError, ValueError) as e:
+            options = ready_batcher().transcriber.resolve(openai_temperature(changes))
+        except AsrflowError as e:
             raise HTTPError(400, str(e)) from None
         samples = await _decode(data)
         if str(form.get("stream", "")).lower() == "true":
@@ -335,8 +332,7 @@ def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
             return _mlflow_error(f"Invalid input. Send JSON with 'inputs', 'instances', 'dataframe_split' or 'dataframe_records' ({e}).")
         transcriber = ready_batcher().transcriber
         try:
-            options, response = parse_params(transcriber.options, payload.get("params"))
-            transcriber.check(options)
+            options, response = parse_params(transcriber, payload.get("params"))
         except (MlflowException, AsrflowError) as e:
             return _mlflow_error(getattr(e, "message", str(e)))
         audios = []
@@ -369,6 +365,21 @@ def model_identity(model: str) -> dict:
         return identity | {"name": name, "alias": alias, "version": str(registered_version(model).version)}
     except Exception:  # noqa: BLE001 - identity is informative only
         return identity
+
+
+def openai_temperature(changes: dict) -> dict:
+    """OpenAI's temperature: 0 means Whisper's fallback (start at 0, go hotter while the text looks wrong);
+    a higher value starts there and falls back from it."""
+    if "temperature" not in changes:
+        return changes
+    try:
+        start = float(changes["temperature"])
+    except (TypeError, ValueError):
+        return changes  # the resolver names the problem
+    rest = {k: v for k, v in changes.items() if k != "temperature"}
+    if start == 0:
+        return rest
+    return rest | {"temperature": [start] + [t for t in FALLBACK_TEMPERATURES if t > start]}
 
 
 def _scoring_items(payload: dict) -> list:

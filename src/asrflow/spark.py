@@ -12,7 +12,6 @@ import pandas as pd
 
 from asrflow.batch import ERRORS_FILE, BatchSummary, Job, transcribe_job
 from asrflow.errors import AsrflowError
-from asrflow.options import TranscribeOptions
 
 RESULT_SCHEMA = "path string, text string, language string, duration double, segments string, error string"
 RESULT_COLUMNS = [column.split()[0] for column in RESULT_SCHEMA.split(", ")]
@@ -27,24 +26,28 @@ def _transcriber(model: str):
     return _LOADED[model]
 
 
-def transcribe_partitions(model: str, output_dir: str, formats: list[str], options: dict):
+def transcribe_partitions(model: str, output_dir: str, formats: list[str], changes: dict):
     """The mapInPandas function: each executor loads the model once and writes outputs atomically."""
 
     def run(batches):
         transcriber = _transcriber(model)
-        opts = TranscribeOptions(**options)
+        options = transcriber.resolve(changes)
         for frame in batches:
-            rows = [transcribe_job(transcriber, Job(s, r), Path(output_dir), formats, opts)
+            rows = [transcribe_job(transcriber, Job(s, r), Path(output_dir), formats, options)
                     for s, r in zip(frame["source"], frame["relative"])]
             yield pd.DataFrame([{k: row.get(k) for k in RESULT_COLUMNS} for row in rows])
 
     return run
 
 
-def run_spark(jobs: list[Job], model: str, output_dir: Path, formats, options: TranscribeOptions, master: str, summary: BatchSummary):
+def run_spark(jobs: list[Job], model: str, output_dir: Path, formats: list[str], changes: dict, summary: BatchSummary,
+              master: str = "local[2]", **_):
+    """The Spark engine: executors transcribe and write every output (per-file files and the Parquet table);
+    the driver only collects counts and the failures."""
     import time
 
     from pyspark.sql import SparkSession
+    from pyspark.sql import functions as F
 
     started = time.perf_counter()
     if master.startswith("local"):
@@ -54,40 +57,28 @@ def run_spark(jobs: list[Job], model: str, output_dir: Path, formats, options: T
              .config("spark.ui.enabled", "false").config("spark.sql.execution.arrow.pyspark.enabled", "true").getOrCreate())
     spark.sparkContext.setLogLevel("FATAL")  # failures are reported once, below
     try:
-        results = _transcribe_on_spark(spark, jobs, model, output_dir, formats, options)
-    finally:
-        spark.stop()
-    failed = results[results["error"].notna()]
-    done = results[results["error"].isna()].drop(columns=["error"])
-    table = output_dir / "transcripts.parquet"
-    tmp = table.with_name(".transcripts.parquet.tmp")
-    if table.is_file() and len(done):
-        done = pd.concat([pd.read_parquet(table), done]).drop_duplicates("path", keep="last")
-    if len(done) or not table.is_file():
-        done.to_parquet(tmp, index=False)
-        tmp.replace(table)
-    with open(output_dir / ERRORS_FILE, "w") as errors:
-        for record in failed[["path", "error"]].to_dict("records"):
-            errors.write(json.dumps(record) + "\n")
-            summary.errors.append(record)
-    summary.transcribed = len(results) - len(failed)
-    summary.failed = len(failed)
-    summary.audio_seconds = float(results["duration"].fillna(0).sum())
-    summary.wall_seconds = time.perf_counter() - started
-
-
-def _transcribe_on_spark(spark, jobs: list[Job], model: str, output_dir: Path, formats, options: TranscribeOptions) -> pd.DataFrame:
-    if not jobs:
-        return pd.DataFrame(columns=RESULT_COLUMNS)
-    frame = spark.createDataFrame(pd.DataFrame([asdict(j) for j in jobs]))
-    partitions = max(1, min(len(jobs), spark.sparkContext.defaultParallelism))
-    try:
-        return frame.repartition(partitions).mapInPandas(
-            transcribe_partitions(model, str(output_dir.resolve()), list(formats), options.to_dict()), RESULT_SCHEMA
-        ).toPandas()
+        frame = spark.createDataFrame(pd.DataFrame([asdict(j) for j in jobs]))
+        partitions = max(1, min(len(jobs), spark.sparkContext.defaultParallelism))
+        results = frame.repartition(partitions).mapInPandas(
+            transcribe_partitions(model, str(output_dir.resolve()), list(formats), changes), RESULT_SCHEMA
+        ).cache()
+        done = results.where(F.col("error").isNull()).drop("error")
+        done.write.mode("append").parquet(str((output_dir / "transcripts.parquet").resolve()))
+        failed = [row.asDict() for row in results.where(F.col("error").isNotNull()).select("path", "error").collect()]
+        totals = results.agg(F.count(F.lit(1)).alias("files"), F.sum("duration").alias("seconds")).first()
     except Exception as e:  # Py4J and worker errors: one readable line, not a JVM trace
         reason = next((line.strip() for line in reversed(str(e).splitlines()) if line.strip()), type(e).__name__)
         raise AsrflowError(
             f"the Spark job failed: {reason[:300]}. Executors need asrflow installed "
             "(set PYSPARK_PYTHON to a Python that has it) and OUT on storage they can all write."
         ) from None
+    finally:
+        spark.stop()
+    with open(output_dir / ERRORS_FILE, "w") as errors:
+        for record in failed:
+            errors.write(json.dumps(record) + "\n")
+            summary.errors.append(record)
+    summary.transcribed = totals["files"] - len(failed)
+    summary.failed = len(failed)
+    summary.audio_seconds = float(totals["seconds"] or 0.0)
+    summary.wall_seconds = time.perf_counter() - started

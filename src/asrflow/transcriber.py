@@ -37,8 +37,7 @@ class Transcriber:
         progress: Callable[[Segment], None] | None = None,
         **changes,
     ) -> Transcript:
-        options = (options or self.options).updated(**changes)
-        self.check(options)
+        options = self.resolve(changes, options)
         samples = decode_audio(audio, sample_rate=sample_rate, allow_urls=allow_urls)
         if is_silent(samples):
             return Transcript("", options.language or ("en" if not self.multilingual else None), None, len(samples) / SAMPLE_RATE)
@@ -60,6 +59,12 @@ class Transcriber:
         for i, transcript in zip(todo, done):
             results[i] = transcript
         return results
+
+    def resolve(self, changes: dict | None = None, base: TranscribeOptions | None = None) -> TranscribeOptions:
+        """This model's options (saved with it, unless `base`) with `changes` from any edge, checked for this model."""
+        options = (base or self.options).resolve(changes)
+        self.check(options)
+        return options
 
     def check(self, options: TranscribeOptions) -> None:
         if self.multilingual:
@@ -126,7 +131,7 @@ def transcriber_from_dir(path: Path, name: str, backend: str | None = None) -> T
             str(model_dir) if model_dir else config["model"],
             backend=backend or config.get("backend", "ctranslate2"),
             compute_type=config.get("compute_type", "default"),
-            options=TranscribeOptions(**config.get("options", {})),
+            options=TranscribeOptions.from_dict(config.get("options")),
         )
     raise ModelNotFoundError(f"{name} is not a Whisper model logged by asrflow or MLflow's transformers flavor.")
 

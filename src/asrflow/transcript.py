@@ -63,3 +63,21 @@ class Transcript:
     def from_segments(cls, segments: list[Segment], language, language_probability, duration) -> Transcript:
         text = " ".join(s.text.strip() for s in segments if s.text.strip())
         return cls(text, language, language_probability, duration, list(segments))
+
+
+def fit_segment(start: float, end: float, text: str, words: list[Word], previous_end: float = 0.0) -> Segment:
+    """A segment that starts after the previous one ends, with its words inside it.
+
+    Decoders leave small inconsistencies at window edges (a word ending after its segment, a segment
+    starting before the last one ended); with words, the segment spans exactly its first to last word.
+    """
+    fitted, floor = [], previous_end
+    for w in words:
+        w_start = round(max(w.start, floor), 3)
+        w_end = round(max(w.end, w_start), 3)
+        fitted.append(Word(w_start, w_end, w.word, w.probability))
+        floor = w_end
+    if fitted:
+        return Segment(fitted[0].start, fitted[-1].end, text, fitted)
+    start = round(max(start, previous_end), 3)
+    return Segment(start, round(max(end, start), 3), text, [])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -69,10 +71,34 @@ def get_writer(format: str) -> Callable[[Transcript], str]:
     return WRITERS[format]
 
 
+TEMP_SUFFIX = re.compile(r"\.asrflow-(\d+)\.tmp$")  # .NAME.asrflow-PID.tmp: whose it is, and whether it is alive
+
+
 def write_file(transcript: Transcript, path: Path, format: str) -> Path:
     """Write atomically (temp file + rename): a crash never leaves a half-written output."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.asrflow-{os.getpid()}.tmp")
     tmp.write_text(get_writer(format)(transcript), encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def remove_dead_temp_files(folder: Path) -> int:
+    """Temp files that asrflow processes no longer running left behind (a killed run); nobody else's."""
+    removed = 0
+    for tmp in folder.rglob(".*.asrflow-*.tmp"):
+        found = TEMP_SUFFIX.search(tmp.name)
+        if found and not _alive(int(found.group(1))):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

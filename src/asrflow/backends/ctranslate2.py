@@ -14,7 +14,7 @@ from asrflow.audio import SAMPLE_RATE
 from asrflow.errors import ModelNotFoundError
 from asrflow.models import ModelSource, ctranslate2_dir, hub_error
 from asrflow.options import TranscribeOptions
-from asrflow.transcript import Segment, Transcript, Word
+from asrflow.transcript import Segment, Transcript, Word, fit_segment
 
 
 class CTranslate2Backend:
@@ -40,7 +40,11 @@ class CTranslate2Backend:
             language=options.language,
             task=options.task,
             beam_size=options.beam_size,
-            temperature=options.temperature,
+            temperature=list(options.temperature),
+            compression_ratio_threshold=options.compression_ratio_threshold,
+            log_prob_threshold=options.log_prob_threshold,
+            no_speech_threshold=options.no_speech_threshold,
+            condition_on_previous_text=options.condition_on_previous_text,
             initial_prompt=options.initial_prompt,
             word_timestamps=options.word_timestamps,
             vad_filter=options.vad_filter,
@@ -48,19 +52,14 @@ class CTranslate2Backend:
         )
         # Batching needs cut points, which VAD finds; without VAD decode sequentially (long-form seeking).
         if options.vad_filter and options.batch_size > 1:
-            segments, info = self.batched.transcribe(audio, batch_size=options.batch_size, **kwargs)
+            # with timestamps: sentence-sized segments, not one segment per (up to 30 s) VAD chunk
+            segments, info = self.batched.transcribe(audio, batch_size=options.batch_size, without_timestamps=False, **kwargs)
         else:
             segments, info = self.model.transcribe(audio, **kwargs)
-        result = []
+        result: list[Segment] = []
         for s in segments:
-            result.append(
-                Segment(
-                    start=_seconds(s.start),
-                    end=_seconds(s.end),
-                    text=s.text.strip(),
-                    words=[Word(_seconds(w.start), _seconds(w.end), w.word.strip(), round(float(w.probability), 4)) for w in s.words or []],
-                )
-            )
+            words = [Word(_seconds(w.start), _seconds(w.end), w.word.strip(), round(float(w.probability), 4)) for w in s.words or []]
+            result.append(fit_segment(_seconds(s.start), _seconds(s.end), s.text.strip(), words, result[-1].end if result else 0.0))
             if progress:
                 progress(result[-1])
         return Transcript.from_segments(result, info.language, round(float(info.language_probability), 4), float(info.duration))
@@ -79,8 +78,8 @@ class CTranslate2Backend:
         prompt = self.model.get_prompt(tokenizer, previous_tokens=previous, without_timestamps=False)
         frames = self.model.feature_extractor.nb_max_frames
         sampling = {"beam_size": options.beam_size}
-        if options.temperature > 0:
-            sampling = {"beam_size": 1, "sampling_topk": 0, "sampling_temperature": options.temperature}
+        if options.temperature[0] > 0:
+            sampling = {"beam_size": 1, "sampling_topk": 0, "sampling_temperature": options.temperature[0]}
         features = np.stack([pad_or_trim(self.model.feature_extractor(a)[..., :frames]) for a in audios])
         results = self.model.model.generate(
             self.model.encode(features),

@@ -11,7 +11,7 @@ from asrflow.audio import SAMPLE_RATE
 from asrflow.errors import ModelNotFoundError
 from asrflow.models import ModelSource, hub_error, transformers_dir
 from asrflow.options import TranscribeOptions
-from asrflow.transcript import Segment, Transcript, Word
+from asrflow.transcript import Segment, Transcript, Word, fit_segment
 from asrflow.vad import speech_regions
 
 
@@ -61,10 +61,10 @@ class TransformersBackend:
         outputs = self._run_pipeline([samples for _, samples in pieces], language, options) if pieces else []
         segments: list[Segment] = []
         for (offset, samples), out in zip(pieces, outputs):
-            found = self._segments(out, offset, min(duration, offset + len(samples) / SAMPLE_RATE), options)
-            segments += found
-            for segment in found if progress else []:
-                progress(segment)
+            for segment in self._segments(out, offset, min(duration, offset + len(samples) / SAMPLE_RATE), options):
+                segments.append(fit_segment(*segment, segments[-1].end if segments else 0.0))
+                if progress:
+                    progress(segments[-1])
         return Transcript.from_segments(segments, language, probability, duration)
 
     def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
@@ -75,8 +75,15 @@ class TransformersBackend:
     def _run_pipeline(self, pieces: list[np.ndarray], language, options) -> list[dict]:
         # num_beams always explicit: the pipeline's own default is 5, whatever the model's config says.
         generate_kwargs = {"num_beams": options.beam_size}
-        if options.temperature > 0:
-            generate_kwargs.update(do_sample=True, temperature=options.temperature)
+        if options.temperature != (0.0,):
+            # Whisper's fallback: transformers retries hotter while the thresholds say the text is wrong
+            generate_kwargs.update(
+                temperature=options.temperature,
+                compression_ratio_threshold=options.compression_ratio_threshold,
+                logprob_threshold=options.log_prob_threshold,
+                no_speech_threshold=options.no_speech_threshold,
+                condition_on_prev_tokens=options.condition_on_previous_text,
+            )
         if self.multilingual:
             generate_kwargs.update(language=language, task=options.task)
         if options.initial_prompt:
@@ -97,11 +104,11 @@ class TransformersBackend:
             )
 
     @staticmethod
-    def _segments(out: dict, offset: float, limit: float, options) -> list[Segment]:
+    def _segments(out: dict, offset: float, limit: float, options) -> list[tuple]:
         end_of = lambda t: limit if t is None else min(offset + t, limit)  # noqa: E731
         chunks = [(round(offset + (c["timestamp"][0] or 0.0), 3), round(end_of(c["timestamp"][1]), 3), c["text"].strip()) for c in out.get("chunks", [])]
         if not options.word_timestamps:
-            return [Segment(s, e, t) for s, e, t in chunks if t]
+            return [(s, e, t, []) for s, e, t in chunks if t]
         return segments_from_words([Word(s, e, t) for s, e, t in chunks if t])
 
 
@@ -120,7 +127,7 @@ def detect_language_of(model, feature_extractor, audio: np.ndarray) -> tuple[str
     return list(lang_to_id)[best].strip("<|>"), round(float(probs[best]), 4)
 
 
-def segments_from_words(words: list[Word], max_seconds: float = 30.0) -> list[Segment]:
+def segments_from_words(words: list[Word], max_seconds: float = 30.0) -> list[tuple]:
     """Group words into sentence-like segments (the pipeline gives words or segments, never both)."""
     segments, current = [], []
     for word in words:
@@ -130,4 +137,4 @@ def segments_from_words(words: list[Word], max_seconds: float = 30.0) -> list[Se
             current = []
     if current:
         segments.append(current)
-    return [Segment(ws[0].start, ws[-1].end, " ".join(w.word for w in ws), ws) for ws in segments]
+    return [(ws[0].start, ws[-1].end, " ".join(w.word for w in ws), ws) for ws in segments]

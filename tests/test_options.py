@@ -1,0 +1,67 @@
+"""The one options resolver: every edge's values (text, JSON, Python) are coerced or refused by name."""
+
+import pytest
+
+from asrflow import InvalidOptionError, TranscribeOptions
+from asrflow.options import FALLBACK_TEMPERATURES
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"task": "summarize"}, "task"),
+        ({"beam_size": 0}, "beam_size"),
+        ({"beam_size": 1_000_000_000}, "beam_size must be between 1 and 20"),
+        ({"beam_size": "five"}, "beam_size cannot be 'five'"),
+        ({"beam_size": 2.5}, "beam_size"),
+        ({"beam_size": True}, "beam_size"),
+        ({"batch_size": 10_000}, "batch_size"),
+        ({"temperature": "hot"}, "temperature cannot be 'hot'"),
+        ({"temperature": [0.0, 1.5]}, "temperature"),
+        ({"language": 5}, "language"),
+        ({"language": "xx"}, "not a Whisper language code"),
+        ({"initial_prompt": {"a": 1}}, "initial_prompt"),
+        ({"chunk_length_s": None}, "chunk_length_s"),
+        ({"chunk_length_s": 60}, "chunk_length_s"),
+        ({"chunk_length_s": "nan"}, "chunk_length_s"),
+        ({"word_timestamps": "maybe"}, "word_timestamps"),
+        ({"stride_length_s": [15, 10], "chunk_length_s": 20}, "stride_length_s"),
+        ({"colour": "blue"}, "unknown option"),
+    ],
+)
+def test_invalid_options_name_the_problem(changes, message):
+    with pytest.raises(InvalidOptionError, match=message):
+        TranscribeOptions().resolve(changes)
+
+
+def test_text_from_forms_and_flags_is_converted():
+    options = TranscribeOptions().resolve(
+        {"beam_size": "3", "temperature": "0,0.5", "word_timestamps": "true", "vad_filter": 1, "language": " EN ",
+         "initial_prompt": "", "stride_length_s": "4", "log_prob_threshold": "", "batch_size": 4.0}
+    )
+    assert options.beam_size == 3 and options.batch_size == 4
+    assert options.temperature == (0.0, 0.5)
+    assert options.word_timestamps is True and options.vad_filter is True
+    assert options.language == "en" and options.initial_prompt is None
+    assert options.stride_length_s == (4.0, 4.0) and options.log_prob_threshold is None
+
+
+def test_whisper_fallback_is_the_default_and_saved_options_round_trip():
+    options = TranscribeOptions()
+    assert options.temperature == FALLBACK_TEMPERATURES
+    assert (options.compression_ratio_threshold, options.log_prob_threshold, options.no_speech_threshold) == (2.4, -1.0, 0.6)
+    assert options.condition_on_previous_text is True
+    saved = TranscribeOptions().resolve(temperature=0.2, language="de", stride_length_s=[5, 3]).to_dict()
+    assert TranscribeOptions.from_dict(saved) == TranscribeOptions().resolve(temperature=[0.2], language="de", stride_length_s=(5, 3))
+
+
+def test_precedence_saved_then_edge_then_call(ct2_transcriber):
+    from asrflow.transcriber import Transcriber
+
+    saved = TranscribeOptions().resolve(word_timestamps=True, beam_size=2)
+    model = Transcriber(ct2_transcriber.backend, ct2_transcriber.source, saved)
+    edge = model.resolve({"beam_size": "4"})  # a server or CLI flag
+    assert (edge.word_timestamps, edge.beam_size) == (True, 4)
+    assert model.resolve({"word_timestamps": False}, edge).beam_size == 4  # one call on top of the edge's
+    with pytest.raises(InvalidOptionError, match="English-only"):
+        model.resolve({"language": "de"})
