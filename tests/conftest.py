@@ -92,6 +92,8 @@ def stop(process: subprocess.Popen):
 
 
 def environment(**extra) -> dict:
-    return {**os.environ, **extra}
+    """This process's environment for a child, less the registry URI that MLflow exported when this process
+    set its own (a child follows its MLFLOW_TRACKING_URI)."""
+    return {**{k: v for k, v in os.environ.items() if k != "MLFLOW_REGISTRY_URI"}, **extra}
 
 

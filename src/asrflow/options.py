@@ -189,7 +189,7 @@ def _temperatures(value: Any) -> tuple[float, ...]:
 
 
 def _stride(value: Any) -> tuple[float, float] | None:
-    if value is None or value == "":
+    if value is None or (isinstance(value, (str, list, tuple)) and len(value) == 0):  # also MLflow's [] default
         return None
     stride = _numbers(value)
     stride = stride * 2 if len(stride) == 1 else stride

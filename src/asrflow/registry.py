@@ -14,6 +14,7 @@ from asrflow.models import home_dir
 
 DEFAULT_EXPERIMENT = "Whisper Transcription ASR"
 MODEL_URI_PREFIXES = ("models:/", "runs:/", "m-")
+_REGISTRY_SET_HERE: str | None = None
 
 
 def embedded_store_uri() -> str:
@@ -32,9 +33,13 @@ def use_tracking() -> str:
         from mlflow.utils.logging_utils import disable_logging
 
         disable_logging()  # its prints ("Successfully registered model ...") follow its log level too
+    global _REGISTRY_SET_HERE
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    chosen = os.environ.get("MLFLOW_REGISTRY_URI")  # MLflow's set_registry_uri sets it too
+    if not chosen or chosen == _REGISTRY_SET_HERE:  # a registry the user chose stays theirs
+        mlflow.set_registry_uri(uri)
+        _REGISTRY_SET_HERE = uri
     return uri
 
 
@@ -62,10 +67,18 @@ def register(model_uri: str, name: str, alias: str | None = None, tags: dict | N
     import mlflow
     from mlflow import MlflowClient
 
+    from mlflow.exceptions import MlflowException
+
     use_tracking()
-    version = mlflow.register_model(model_uri, name, tags=tags)
-    if alias:
-        MlflowClient().set_registered_model_alias(name, alias, version.version)
+    try:
+        version = mlflow.register_model(model_uri, name, tags=tags)
+        if alias:
+            MlflowClient().set_registered_model_alias(name, alias, version.version)
+    except MlflowException as e:
+        raise ModelNotFoundError(
+            f"could not register {model_uri} as {name!r} ({e.message.splitlines()[0][:200]}): check the model URI "
+            "(`asrflow log` prints it) and the tracking store (MLFLOW_TRACKING_URI)."
+        ) from None
     return version
 
 
@@ -114,15 +127,18 @@ def local_model_dir(uri: str) -> Path | None:
     if not parsed or not store.startswith("sqlite:///") or os.environ.get("MLFLOW_REGISTRY_URI", store) != store:
         return None
     name, alias, version = parsed
+    workspace = os.environ.get("MLFLOW_WORKSPACE") or "default"  # MLflow's registry is per workspace
     try:
         with closing(sqlite3.connect(f"file:{store[len('sqlite:///'):]}?mode=ro", uri=True)) as db:
             if alias:
-                row = db.execute("SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
+                row = db.execute("SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ? AND workspace = ?",
+                                 (name, alias, workspace)).fetchone()
                 version = row[0] if row else None
             row = db.execute(
-                "SELECT storage_location FROM model_versions WHERE name = ? AND version = ?", (name, version)
+                "SELECT storage_location FROM model_versions WHERE name = ? AND version = ? AND workspace = ?",
+                (name, version, workspace),
             ).fetchone() if version else None
-    except sqlite3.Error:
+    except sqlite3.Error:  # another schema (an older MLflow): let MLflow itself answer
         return None
     location = urlparse(row[0]) if row and row[0] else None
     if location is None or location.scheme not in ("file", ""):

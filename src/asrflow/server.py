@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from asrflow.audio import SAMPLE_RATE, decode_audio
 from asrflow.errors import AsrflowError, AudioDecodeError
 from asrflow.options import FALLBACK_TEMPERATURES, TranscribeOptions
+from asrflow.scoring import format_results, parse_params, unwrap
 from asrflow.transcript import Segment, Transcript
 from asrflow.writers import WRITERS
 
@@ -318,10 +319,6 @@ def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
     @app.post("/invocations")
     async def invocations(request: Request):
         """MLflow's scoring protocol: inputs / instances / dataframe_split / dataframe_records, plus params."""
-        from mlflow.exceptions import MlflowException
-
-        from asrflow.flavor import _unwrap, format_results, parse_params
-
         body = await request.body()
         if len(body) > max_bytes * 4 // 3 + 1024:
             raise HTTPError(413, f"the request is larger than the {config.max_upload_mb:g} MB limit.")
@@ -333,11 +330,11 @@ def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
         transcriber = ready_batcher().transcriber
         try:
             options, response = parse_params(transcriber, payload.get("params"))
-        except (MlflowException, AsrflowError) as e:
-            return _mlflow_error(getattr(e, "message", str(e)))
+        except AsrflowError as e:
+            return _mlflow_error(str(e))
         audios = []
         for item in items:
-            item = _unwrap(item)
+            item = unwrap(item)
             if isinstance(item, str) and item.startswith(("http://", "https://")):
                 check_url(item, config.allowed_url_hosts)
                 audios.append(await run_in_threadpool(decode_audio, item, allow_urls=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from asrflow.audio import SAMPLE_RATE, AudioInput, decode_audio
 from asrflow.backends import Backend, load_backend
-from asrflow.errors import InvalidOptionError, ModelNotFoundError
+from asrflow.errors import InvalidOptionError
 from asrflow.models import DEFAULT_MODEL, ModelSource, resolve_model
 from asrflow.options import TranscribeOptions
 from asrflow.transcript import Segment, Transcript
@@ -86,64 +87,20 @@ def load_transcriber(
     device: str = "cpu",
     compute_type: str = "default",
     options: TranscribeOptions | None = None,
+    name: str | None = None,
 ) -> Transcriber:
     """Load `model` with `backend` (ctranslate2 unless the model says otherwise).
 
-    `model` is a bundled name, a local model directory, a hub id, or an MLflow model URI
-    (models:/NAME@alias, models:/NAME/VERSION, runs:/RUN/PATH) or local MLflow model directory.
+    `model` is a bundled name, a local model directory, a hub id, or an MLflow model (models:/NAME@alias,
+    models:/NAME/VERSION, runs:/RUN/PATH, or a local MLflow model directory), which the flavor reads.
+    `name` is how messages refer to the model (default: `model`).
     """
     from asrflow.registry import is_model_uri
 
-    if (Path(model) / "MLmodel").is_file():
-        return transcriber_from_dir(Path(model), model, backend)
-    if is_model_uri(model):
-        from asrflow.registry import download_model, local_model_dir
+    if is_model_uri(model) or (Path(model) / "MLmodel").is_file():
+        from asrflow.flavor import load_model
 
-        local = local_model_dir(model)
-        if local is not None and _is_asrflow_pyfunc(_mlmodel(local)):  # no copy, no MLflow import
-            return transcriber_from_dir(local, model, backend)
-        return transcriber_from_dir(download_model(model), model, backend)
+        return load_model(model, backend)
     source = resolve_model(model)
-    return Transcriber(load_backend(backend or "ctranslate2", source, device, compute_type), source, options)
-
-
-def _mlmodel(path: Path) -> dict:
-    import yaml
-
-    return yaml.safe_load((path / "MLmodel").read_text()) or {}
-
-
-def _is_asrflow_pyfunc(meta: dict) -> bool:
-    flavors = meta.get("flavors", {})
-    return "transformers" not in flavors and flavors.get("python_function", {}).get("loader_module") == "mlflow.pyfunc.model"
-
-
-def transcriber_from_dir(path: Path, name: str, backend: str | None = None) -> Transcriber:
-    """A Transcriber from a logged model's files: the asrflow flavor or MLflow's transformers flavor."""
-    meta = _mlmodel(path)
-    if "transformers" in meta.get("flavors", {}):
-        return load_transcriber(str(_transformers_flavor_dir(path)), backend=backend or "transformers")
-    if _is_asrflow_pyfunc(meta):
-        config = meta["flavors"]["python_function"].get("config") or {}
-        artifacts = path / "artifacts"
-        model_dir = next((p for p in artifacts.iterdir() if p.is_dir()), None) if artifacts.is_dir() else None
-        return load_transcriber(
-            str(model_dir) if model_dir else config["model"],
-            backend=backend or config.get("backend", "ctranslate2"),
-            compute_type=config.get("compute_type", "default"),
-            options=TranscribeOptions.from_dict(config.get("options")),
-        )
-    raise ModelNotFoundError(f"{name} is not a Whisper model logged by asrflow or MLflow's transformers flavor.")
-
-
-def _transformers_flavor_dir(path: Path) -> Path:
-    """The transformers flavor splits model and components; gather them in one directory."""
-    merged = path / "_asrflow_merged"
-    if merged.is_dir():
-        return merged
-    merged.mkdir()
-    for part in [path / "model", *(path / "components").glob("*")]:
-        for f in part.iterdir() if part.is_dir() else []:
-            if not (merged / f.name).exists():
-                (merged / f.name).symlink_to(f.resolve())
-    return merged
+    backend_ = load_backend(backend or "ctranslate2", source, device, compute_type)
+    return Transcriber(backend_, replace(source, name=name) if name else source, options)

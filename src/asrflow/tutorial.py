@@ -16,7 +16,7 @@ import mlflow
 from asrflow.audio import decode_audio
 from asrflow.backends.transformers import build_pipeline
 from asrflow.errors import InvalidOptionError
-from asrflow.flavor import compact_example, fix_serving_example, get_default_pip_requirements, provenance
+from asrflow.flavor import compact_example, fix_logged_serving_example, get_default_pip_requirements, provenance
 from asrflow.models import DEFAULT_MODEL, resolve_model, transformers_dir
 
 TUTORIAL_PARAMS = {"chunk_length_s": 20, "stride_length_s": [5, 3]}
@@ -87,7 +87,7 @@ def log_transformers_model(
     )
     with _hub_reference(pipeline, model) if reference_only else _fp16_weights(pipeline):
         info = mlflow.transformers.log_model(save_pretrained=not reference_only, **kwargs)
-    fix_serving_example(info)
+    fix_logged_serving_example(info)
     return info
 
 
