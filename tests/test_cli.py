@@ -4,7 +4,10 @@ import json
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+
+import pytest
 
 from test_writers import parse_srt
 from conftest import DATA, SAMPLE
@@ -78,3 +81,70 @@ def test_unexpected_failure_is_one_line_with_a_way_to_details(tmp_path):
     assert "--debug" in lines[0] and "Traceback" not in result.stderr
     detailed = run("--debug", "transcribe", SAMPLE, "--model", broken)
     assert detailed.returncode == result.returncode and "Traceback" in detailed.stderr
+
+
+@pytest.fixture(scope="module")
+def five_minutes(tmp_path_factory):
+    """Five minutes of speech with pauses: the dev corpus three times over, half a second between clips."""
+    import numpy as np
+
+    from asrflow import decode_audio
+    from asrflow.audio import encode_audio
+
+    clips = [decode_audio(str(p)) for p in sorted(DATA.glob("dev0*"))]
+    gap = np.zeros(8000, dtype=np.float32)
+    audio = np.concatenate([part for clip in clips * 3 for part in (clip, gap)])
+    path = tmp_path_factory.mktemp("long") / "five-minutes.flac"
+    path.write_bytes(encode_audio(audio, "flac"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def champion():
+    from asrflow.lifecycle import log
+
+    name = f"whisper-cli-{uuid.uuid4().hex[:6]}"
+    log("bundled:tiny.en", register_as=name, alias="champion")
+    return f"models:/{name}@champion"
+
+
+def assert_well_formed(segments, longest=15.0):
+    assert segments
+    for a, b in zip(segments, segments[1:]):
+        assert b["start"] >= a["end"], (a, b)
+    for s in segments:
+        assert s["end"] - s["start"] <= longest, s
+        assert s["words"] and s["words"][0]["start"] == s["start"] and s["words"][-1]["end"] == s["end"], s
+        assert all(s["start"] <= w["start"] <= w["end"] <= s["end"] for w in s["words"]), s
+
+
+def test_registered_model_with_vad_and_words_gives_sentence_segments(five_minutes, champion):
+    result = run("transcribe", five_minutes, "--model", champion, "--vad", "--word-timestamps", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["duration"] > 290 and len(data["segments"]) >= 40
+    assert_well_formed(data["segments"])
+
+
+def test_command_options_override_the_models_saved_ones(champion):
+    args = ["transcribe", DATA / "dev001.mp3", "--model", champion, "--format", "json"]
+    plain = json.loads(run(*args).stdout)
+    assert not plain["segments"][0]["words"]
+    with_words = json.loads(run(*args, "--word-timestamps", "--beam-size", "1", "--language", "en").stdout)
+    assert with_words["segments"][0]["words"] and with_words["language"] == "en"
+    refused = run(*args, "--language", "de")
+    assert refused.returncode == 2 and "English-only" in refused.stderr
+    assert champion in refused.stderr and "mlartifacts" not in refused.stderr  # names the user's model, not our files
+
+
+@pytest.mark.parametrize("args, message", [
+    (["transcribe", SAMPLE, "--model", "bundled:base", "--language", "xx"], "not a Whisper language code"),
+    (["transcribe", SAMPLE, "--beam-size", "1000000000"], "beam_size must be between 1 and 20"),
+    (["transcribe", SAMPLE, "--temperature", "hot"], "temperature cannot be 'hot'"),
+    (["register", "whisper-nope", "--model-uri", "models:/nope/1"], "could not register models:/nope/1"),
+])
+def test_bad_values_are_one_line_naming_them(args, message):
+    result = run(*args)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr

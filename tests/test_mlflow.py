@@ -204,3 +204,76 @@ def test_mlflow_models_serve_accepts_the_logged_example(name, asrflow_model, tra
         assert_jfk(response.json()["predictions"][0], 0.15)
     finally:
         stop(process)
+
+
+def test_the_flavor_is_a_real_mlflow_flavor(asrflow_model):
+    local = Path(mlflow.artifacts.download_artifacts(asrflow_model.model_uri))
+    import yaml
+
+    meta = yaml.safe_load((local / "MLmodel").read_text())
+    entry = meta["flavors"][flavor.FLAVOR_NAME]
+    assert entry["backend"] == "ctranslate2" and entry["model_files"] == "model" and entry["asrflow_version"]
+    assert entry["options"]["temperature"] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert meta["flavors"]["python_function"]["loader_module"] == "asrflow.flavor"
+    assert (local / "model" / "model.bin").is_file() and (local / "code" / "asrflow" / "flavor.py").is_file()
+    assert meta["signature"]["outputs"] == '[{"type": "any", "required": true}]'  # text or structured, per params
+    assert_jfk(flavor.load_model(asrflow_model.model_uri).transcribe(AUDIO).text)
+    saved = Path(mlflow.artifacts.download_artifacts(asrflow_model.model_uri)).parent / "saved-again"
+    flavor.save_model(saved, reference_only=True)
+    assert_jfk(mlflow.pyfunc.load_model(str(saved)).predict([AUDIO])[0])
+
+
+def test_only_asrflow_and_transformers_models_load(tmp_path):
+    class Echo(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+    mlflow.pyfunc.save_model(tmp_path / "echo", python_model=Echo())
+    from asrflow import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="not a Whisper model logged with asrflow's flavor"):
+        load_transcriber(str(tmp_path / "echo"))
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="echo", python_model=Echo())
+    registry.register(info.model_uri, "echo-model", alias="live")
+    assert registry.local_model_dir("models:/echo-model@live") is not None  # in place, but not taken for asrflow's
+    with pytest.raises(ModelNotFoundError, match="not a Whisper model"):
+        load_transcriber("models:/echo-model@live")
+
+
+def test_fast_path_stays_in_its_workspace_and_registry(asrflow_model, monkeypatch):
+    registry.register(asrflow_model.model_uri, "whisper-workspace", alias="champion")
+    assert registry.local_model_dir("models:/whisper-workspace@champion") is not None
+    monkeypatch.setenv("MLFLOW_WORKSPACE", "elsewhere")
+    assert registry.local_model_dir("models:/whisper-workspace@champion") is None
+    monkeypatch.delenv("MLFLOW_WORKSPACE")
+    other = f"sqlite:///{Path(registry.tracking_uri().removeprefix('sqlite:///')).parent / 'other-registry.db'}"
+    mlflow.set_registry_uri(other)
+    try:
+        registry.use_tracking()
+        assert mlflow.get_registry_uri() == other  # the user's choice stands
+        assert registry.local_model_dir("models:/whisper-workspace@champion") is None
+    finally:
+        monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+        registry.use_tracking()
+
+
+def test_loading_a_transformers_model_writes_nothing_into_the_artifact_store(transformers_model):
+    from asrflow.registry import local_model_dir
+
+    registry.register(transformers_model.model_uri, "whisper-readonly", alias="champion")
+    store = local_model_dir("models:/whisper-readonly@champion") or Path(mlflow.artifacts.download_artifacts(transformers_model.model_uri))
+    before = sorted(p.relative_to(store) for p in store.rglob("*"))
+    assert_jfk(flavor.load_model(str(store)).transcribe(AUDIO).text)
+    assert sorted(p.relative_to(store) for p in store.rglob("*")) == before
+
+
+def test_convert_refuses_quantized_weights(tmp_path):
+    from asrflow import InvalidOptionError
+    from asrflow.convert import ct2_to_transformers, transformers_to_ct2
+    from asrflow.models import resolve_model, transformers_dir
+
+    quantized = transformers_to_ct2(transformers_dir(resolve_model("bundled:tiny.en")), tmp_path / "int8", "int8")
+    with pytest.raises(InvalidOptionError, match="quantized \\(int8\\) weights"):
+        ct2_to_transformers(quantized, tmp_path / "back")
+    assert not (tmp_path / "back").exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asrflow.errors import ModelNotFoundError
+from asrflow.errors import InvalidOptionError, ModelNotFoundError
 
 _CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 _LANG_COUNT = {51864: 99, 51865: 99, 51866: 100}  # vocab size -> number of language tokens
@@ -49,6 +49,12 @@ def read_ct2_model(path: str | Path) -> dict[str, np.ndarray]:
         size = take("<I")
         if dtype_id not in _CT2_DTYPES:
             raise ModelNotFoundError(f"{path}: variable {name} has a dtype asrflow cannot convert (id {dtype_id}); convert the model with float16 weights.")
+        if dtype_id in (1, 2) and len(shape) >= 2:  # int8/int16 matrices: quantized weights (scalars are flags)
+            raise InvalidOptionError(
+                f"{path} holds quantized ({np.dtype(_CT2_DTYPES[dtype_id]).name}) weights, which cannot be converted "
+                "back to transformers without loss: convert from a float16 or float32 CTranslate2 model, or use the "
+                "original transformers checkpoint."
+            )
         variables[name] = np.frombuffer(data, _CT2_DTYPES[dtype_id], size // np.dtype(_CT2_DTYPES[dtype_id]).itemsize, pos).reshape(shape)
         pos += size
     for _ in range(take("<I")):

@@ -104,7 +104,8 @@ def evaluate(model: str, dataset: str | Path, language: str | None = None, limit
         try:
             samples = decode_audio(utt.audio)
             t0 = time.perf_counter()
-            hypothesis = transcriber.transcribe(samples, language=lang).text
+            result = transcriber.transcribe(samples, language=lang)
+            hypothesis, lang = result.text, lang or result.language  # the normalizer follows the language
             audio_seconds += len(samples) / SAMPLE_RATE
             error = None
         except AsrflowError as e:  # a bad file counts as all words deleted, and the run goes on

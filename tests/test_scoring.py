@@ -1,0 +1,96 @@
+"""MLflow's scoring protocol on both servers, for the same registered asrflow model: stock `mlflow models serve`
+(at MLflow's quietest log level) and `asrflow serve`. Bad params are a 400 naming them, never a 500 or an echo."""
+
+import base64
+import json
+import random
+import uuid
+
+import httpx
+import pytest
+
+from asrflow import registry
+from asrflow.lifecycle import log
+from conftest import BIN, DATA, SAMPLE, environment, free_port, start, stop
+
+AUDIO = base64.b64encode(SAMPLE.read_bytes()).decode()
+
+
+@pytest.fixture(scope="module")
+def servers():
+    name = f"whisper-scoring-{uuid.uuid4().hex[:6]}"
+    log("bundled:tiny.en", register_as=name, alias="champion")
+    uri = f"models:/{name}@champion"
+    env = environment(MLFLOW_TRACKING_URI=registry.tracking_uri(), MLFLOW_LOGGING_LEVEL="ERROR")
+    stock_port, ours_port = free_port(), free_port()
+    stock = start([BIN / "mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1",
+                   "-p", str(stock_port)], f"http://127.0.0.1:{stock_port}/ping", env)
+    ours = start([BIN / "asrflow", "serve", uri, "--port", str(ours_port)], f"http://127.0.0.1:{ours_port}/ready", env)
+    yield {"mlflow models serve": f"http://127.0.0.1:{stock_port}", "asrflow serve": f"http://127.0.0.1:{ours_port}"}
+    stop(stock)
+    stop(ours)
+
+
+def invoke(url: str, body, timeout: float = 120) -> httpx.Response:
+    content = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return httpx.post(f"{url}/invocations", content=content, headers={"Content-Type": "application/json"}, timeout=timeout)
+
+
+@pytest.mark.parametrize("params, names", [
+    ({"colour": "blue"}, "colour"),
+    ({"beam_size": "five"}, "beam_size"),
+    ({"temperature": "hot"}, "temperature"),
+    ({"language": 5}, "language"),
+    ({"language": "xx"}, "language"),
+    ({"beam_size": 1_000_000_000}, "beam_size"),
+    ({"initial_prompt": {"a": 1}}, "initial_prompt"),
+    ({"chunk_length_s": None}, "chunk_length_s"),
+])
+def test_bad_params_are_a_400_naming_them_on_both_servers(servers, params, names):
+    for server, url in servers.items():
+        response = invoke(url, {"inputs": [AUDIO], "params": params})
+        assert response.status_code == 400, (server, response.status_code, response.text[:300])
+        assert names in response.json()["message"], (server, response.text[:300])
+    # MLflow's own scoring server puts the request's data into every prediction error ("Failed to predict data
+    # '...'"); asrflow's never does
+    assert len(invoke(servers["asrflow serve"], {"inputs": [AUDIO], "params": params}).content) < 2000
+
+
+def test_params_from_json_are_converted_and_used(servers):
+    for server, url in servers.items():
+        response = invoke(url, {"inputs": [AUDIO], "params": {"beam_size": 2, "word_timestamps": True, "return_timestamps": True}})
+        assert response.status_code == 200, (server, response.text[:300])
+        [transcript] = response.json()["predictions"]
+        assert transcript["segments"][0]["words"], server
+
+
+def malformed_bodies(count: int, seed: int = 7):
+    """Random mixtures of wrong shapes, types and values for every part of a scoring request."""
+    rng = random.Random(seed)
+    junk = [None, 0, -1, 1e308, "", "x" * 300, "!!!", [], {}, [[]], {"a": 1}, True, "AAAA", AUDIO[:500]]
+    keys = ["inputs", "instances", "dataframe_split", "dataframe_records", "params", "colour"]
+    params = ["beam_size", "temperature", "language", "task", "batch_size", "chunk_length_s", "response_format",
+              "return_timestamps", "word_timestamps", "stride_length_s", "initial_prompt", "nonsense"]
+    for i in range(count):
+        kind = i % 4
+        if kind == 0:
+            yield bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64)))
+        elif kind == 1:
+            yield {rng.choice(keys): rng.choice(junk) for _ in range(rng.randrange(1, 3))}
+        elif kind == 2:
+            yield {"inputs": [AUDIO], "params": {rng.choice(params): rng.choice(junk) for _ in range(rng.randrange(1, 4))}}
+        else:
+            yield {"dataframe_split": {"columns": rng.choice([["audio"], None, 5]), "data": rng.choice([[[rng.choice(junk)]], [], "x"])}}
+
+
+def test_two_hundred_malformed_requests_get_no_500_and_the_servers_stay_up(servers):
+    statuses = {server: {} for server in servers}
+    for i, body in enumerate(malformed_bodies(200)):
+        server = list(servers)[i % 2]
+        status = invoke(servers[server], body, timeout=60).status_code
+        statuses[server][status] = statuses[server].get(status, 0) + 1
+    for server, counts in statuses.items():
+        assert not any(status >= 500 for status in counts), (server, counts)
+    for server, url in servers.items():
+        good = invoke(url, {"inputs": [base64.b64encode((DATA / "dev001.mp3").read_bytes()).decode()]})
+        assert good.status_code == 200 and "identification card" in good.json()["predictions"][0], server
