@@ -175,3 +175,40 @@ def test_overload_gives_503_then_recovers():
         assert httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("jfk.flac", AUDIO)}, timeout=60).status_code == 200
     finally:
         stop(process)
+
+
+def test_a_chunked_upload_over_the_limit_is_refused_while_it_is_still_sent(server):
+    """No Content-Length: the limit counts bytes as they arrive and answers 413 before the upload ends."""
+    import select
+    import socket
+    from urllib.parse import urlparse
+
+    address = urlparse(server)
+    boundary = "asrflowboundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.wav\"\r\n"
+            "Content-Type: audio/wav\r\n\r\n").encode()
+    sent, answer = 0, b""
+    with socket.create_connection((address.hostname, address.port), timeout=30) as sock:
+        sock.sendall((f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: {address.netloc}\r\nTransfer-Encoding: chunked\r\n"
+                      f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n").encode())
+        for i in range(6 * 16):  # 6 MB in 64 KB chunks against the server's 2 MB limit
+            chunk = (head if i == 0 else b"") + bytes(64 * 1024)
+            try:
+                sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(chunk)
+            if select.select([sock], [], [], 0.05)[0]:
+                break
+        sock.settimeout(30)
+        try:
+            while b"\r\n\r\n" not in answer:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                answer += data
+        except (ConnectionResetError, socket.timeout):
+            pass
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert sent < 4 * 2**20, sent  # refused long before the 6 MB were sent
+    assert httpx.get(f"{server}/health").status_code == 200

@@ -5,7 +5,7 @@ import pytest
 
 from asrflow import InvalidOptionError, Transcript, TranscribeOptions
 from asrflow.metrics import word_error_rate
-from conftest import JFK_TEXT, SAMPLE
+from conftest import DATA, JFK_TEXT, SAMPLE
 
 
 def test_corpus_wer_under_15_percent(transcriber, corpus):
@@ -80,3 +80,22 @@ def test_english_only_model_refuses_other_languages(ct2_transcriber):
 def test_tutorial_chunking_params_on_the_transformers_backend(hf_transcriber):
     result = hf_transcriber.transcribe(SAMPLE, chunk_length_s=20, stride_length_s=(5, 3))
     assert word_error_rate([JFK_TEXT], [result.text]) < 0.1
+
+
+def test_long_audio_timestamps_are_well_formed_on_both_backends(transcriber):
+    """Ninety seconds with pauses, VAD and words: no overlaps, words inside their segment, bounds = words."""
+    import numpy as np
+
+    from asrflow import decode_audio
+
+    clips = [decode_audio(str(p)) for p in sorted(DATA.glob("dev0*"))[:16]]
+    gap = np.zeros(8000, dtype=np.float32)
+    audio = np.concatenate([part for clip in clips for part in (clip, gap)])
+    segments = transcriber.transcribe(audio, vad_filter=True, word_timestamps=True).segments
+    assert len(segments) >= 12
+    for a, b in zip(segments, segments[1:]):
+        assert b.start >= a.end, (a, b)
+    for s in segments:
+        assert s.end - s.start <= 15 and s.words, s
+        assert (s.words[0].start, s.words[-1].end) == (s.start, s.end)
+        assert all(s.start <= w.start <= w.end <= s.end for w in s.words)

@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from asrflow.audio import SAMPLE_RATE, decode_audio
 from asrflow.errors import AsrflowError, AudioDecodeError
+from asrflow.limits import BodyLimit, BodyTooLarge
 from asrflow.options import FALLBACK_TEMPERATURES, TranscribeOptions
 from asrflow.scoring import format_results, parse_params, scoring_items, unwrap
 from asrflow.transcript import Segment, Transcript
@@ -80,18 +81,28 @@ class Batcher:
     def _run(self):
         while True:
             batch = [self.queue.get()]
-            deadline = time.monotonic() + self.max_wait_s
-            while len(batch) < self.max_batch_size and (left := deadline - time.monotonic()) > 0:
-                try:
-                    batch.append(self.queue.get(timeout=left))
-                except queue.Empty:
-                    break
-            groups = defaultdict(list)
-            for item in batch:
-                if item[3].set_running_or_notify_cancel():  # skip requests that timed out while queued
-                    groups[(item[1], item[2] is None)].append(item)
-            for (options, _), items in groups.items():
-                self._serve(items, options)
+            try:
+                self._collect_and_serve(batch)
+            except Exception as e:  # noqa: BLE001 - nothing may stop the loop: fail this batch, serve the next
+                LOG.exception("batch failed")
+                for item in batch:
+                    if not item[3].done():
+                        item[3].set_exception(e)
+
+    def _collect_and_serve(self, batch: list):
+        """Wait briefly for company, then serve the batch grouped by options (batch is filled in place)."""
+        deadline = time.monotonic() + self.max_wait_s
+        while len(batch) < self.max_batch_size and (left := deadline - time.monotonic()) > 0:
+            try:
+                batch.append(self.queue.get(timeout=left))
+            except queue.Empty:
+                break
+        groups = defaultdict(list)
+        for item in batch:
+            if item[3].set_running_or_notify_cancel():  # skip requests that timed out while queued
+                groups[(item[1], item[2] is None)].append(item)
+        for (options, _), items in groups.items():
+            self._serve(items, options)
 
     def _serve(self, items, options):
         try:
@@ -169,15 +180,15 @@ def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
                 given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
                 if not hmac.compare_digest(given.encode(), config.api_key.encode()):
                     raise HTTPError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'.")
-            length = request.headers.get("content-length")
-            if length and length.isdigit() and int(length) > max_bytes + 64 * 1024:
-                raise HTTPError(413, f"the request is larger than the {config.max_upload_mb:g} MB limit.")
             response = await call_next(request)
         except HTTPError as e:
             response = _error(e)
-        except Exception:  # noqa: BLE001 - a bug: the client gets a JSON 500 without internals, the log the traceback
-            LOG.exception("internal error on %s %s", request.method, endpoint)
-            response = _error(HTTPError(500, "internal error: the server logged the details."))
+        except Exception as e:  # noqa: BLE001 - a bug: the client gets a JSON 500 without internals, the log the traceback
+            if isinstance(cause := _root_cause(e), BodyTooLarge):
+                response = _error(HTTPError(413, str(cause), headers={"Connection": "close"}))
+            else:
+                LOG.exception("internal error on %s %s", request.method, endpoint)
+                response = _error(HTTPError(500, "internal error: the server logged the details."))
         route = request.scope.get("route")
         endpoint = getattr(route, "path", "unmatched")  # route templates, not raw paths: bounded label values
         metrics["requests"].labels(endpoint, response.status_code).inc()
@@ -352,6 +363,8 @@ def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
         results = await asyncio.gather(*(run(a, options) for a in audios))
         return JSONResponse({"predictions": format_results(list(results), *response)})
 
+    # outermost: counts body bytes on every route, chunked or not (base64 in /invocations is 4/3 of the audio)
+    app.add_middleware(BodyLimit, max_bytes=max_bytes * 4 // 3 + 64 * 1024)
     return app
 
 
@@ -386,10 +399,22 @@ def openai_temperature(changes: dict) -> dict:
     return rest | {"temperature": [start] + [t for t in FALLBACK_TEMPERATURES if t > start]}
 
 
+def _root_cause(error: BaseException) -> BaseException:
+    """The first real exception inside the ExceptionGroups that Starlette's task groups wrap around it."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
 async def _read_form(request: Request, max_bytes: int):
     try:
         form = await request.form(max_files=1, max_fields=32, max_part_size=max_bytes)
     except Exception as e:  # noqa: BLE001 - a malformed body is the client's error
+        e = _root_cause(e)
+        if isinstance(e, BodyTooLarge):
+            raise e from None
+        if "maximum size" in str(e):  # Starlette's part limit, reached while the part streams in
+            raise HTTPError(413, f"the file is larger than the {max_bytes / 2**20:g} MB limit.", "file") from None
         raise HTTPError(400, f"expected a multipart/form-data body with a 'file' field ({e}).") from None
     unknown = sorted(set(form.keys()) - OPENAI_FIELDS)
     if unknown:
