@@ -82,11 +82,17 @@ def _progress_bar(total: float, enabled: bool, description: str):
     return tqdm(total=round(total, 1), unit="s", desc=description, disable=not enabled, leave=False, file=sys.stderr)
 
 
-def option_flags(**flags) -> dict:
+# the decoding flags that transcribe and batch share: parameter name -> option name
+OPTION_FLAGS = {"language": "language", "task": "task", "word_timestamps": "word_timestamps", "vad": "vad_filter",
+                "beam_size": "beam_size", "temperature": "temperature", "initial_prompt": "initial_prompt",
+                "condition_on_previous_text": "condition_on_previous_text", "batch_size": "batch_size"}
+
+
+def option_flags(arguments: dict) -> dict:
     """The options given on the command line (None: not given, so the model's saved value stands)."""
     from asrflow.options import TranscribeOptions
 
-    changes = {name: value for name, value in flags.items() if value is not None}
+    changes = {option: arguments[flag] for flag, option in OPTION_FLAGS.items() if arguments.get(flag) is not None}
     TranscribeOptions().resolve(changes)  # a bad value fails before any model loads
     return changes
 
@@ -133,9 +139,7 @@ def transcribe(
     from asrflow.writers import get_writer, write_file
 
     writer = get_writer(format)
-    changes = option_flags(language=language, task=task, word_timestamps=word_timestamps, vad_filter=vad,
-                           beam_size=beam_size, temperature=temperature, initial_prompt=initial_prompt,
-                           condition_on_previous_text=condition_on_previous_text, batch_size=batch_size)
+    changes = option_flags(locals())
     audio = {f: decode_audio(f, allow_urls=allow_urls) for f in files}  # bad inputs fail before the model loads
     transcriber = load_transcriber(model, backend=backend, device=device, compute_type=compute_type)
     options = transcriber.resolve(changes)
@@ -287,9 +291,7 @@ def batch(
     Options given here override those saved with a model (models:/...), which override the defaults."""
     from asrflow.batch import run_batch
 
-    changes = option_flags(language=language, task=task, word_timestamps=word_timestamps, vad_filter=vad,
-                           beam_size=beam_size, temperature=temperature, initial_prompt=initial_prompt,
-                           condition_on_previous_text=condition_on_previous_text, batch_size=batch_size)
+    changes = option_flags(locals())
     formats = [f.strip() for f in format.split(",") if f.strip()]
     summary = run_batch(source, model, output_dir, formats, changes, engine, master, show_progress=not quiet and sys.stderr.isatty())
     if as_json:

@@ -54,7 +54,8 @@ def run_spark(jobs: list[Job], model: str, output_dir: Path, formats: list[str],
         # local workers are this Python (with asrflow), not whatever python3 is first on PATH
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = (SparkSession.builder.master(master).appName("asrflow-batch")
-             .config("spark.ui.enabled", "false").config("spark.sql.execution.arrow.pyspark.enabled", "true").getOrCreate())
+             .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+             .config("spark.sql.execution.arrow.pyspark.enabled", "true").getOrCreate())
     spark.sparkContext.setLogLevel("FATAL")  # failures are reported once, below
     try:
         frame = spark.createDataFrame(pd.DataFrame([asdict(j) for j in jobs]))
