@@ -212,3 +212,39 @@ def test_a_chunked_upload_over_the_limit_is_refused_while_it_is_still_sent(serve
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert sent < 4 * 2**20, sent  # refused long before the 6 MB were sent
     assert httpx.get(f"{server}/health").status_code == 200
+
+
+def test_audio_longer_than_the_limit_is_a_413_before_it_is_decoded():
+    """A small file can hold hours of audio: the duration limit holds from the header, and while decoding."""
+    import numpy as np
+
+    from asrflow.audio import encode_audio
+
+    process, url = serve("--max-audio-minutes", "0.5")
+    try:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        assert_jfk(client.audio.transcriptions.create(model="whisper-1", file=("jfk.flac", AUDIO)).text)
+        quiet_hour = encode_audio(np.zeros(16000 * 3600, dtype=np.float32))  # an hour of Opus: a few hundred KB
+        for name, data in (("hour.ogg", quiet_hour), ("long.wav", encode_audio(np.zeros(16000 * 40, dtype=np.float32), "wav"))):
+            with pytest.raises(openai.APIStatusError) as error:
+                client.audio.transcriptions.create(model="whisper-1", file=(name, data))
+            assert error.value.status_code == 413 and "limit of 0.5 minutes" in error.value.message, name
+        body = {"inputs": [base64.b64encode(quiet_hour).decode()]}
+        response = httpx.post(f"{url}/invocations", json=body, timeout=60)
+        assert response.status_code == 413 and "0.5 minutes" in response.text
+    finally:
+        stop(process)
+
+
+def test_a_request_with_more_clips_than_the_queue_is_refused_whole():
+    process, url = serve("--queue-size", "2")
+    try:
+        clip = base64.b64encode((DATA / "dev001.mp3").read_bytes()).decode()
+        too_many = httpx.post(f"{url}/invocations", json={"inputs": [clip] * 3}, timeout=120)
+        assert too_many.status_code == 503 and too_many.headers["retry-after"]
+        served = httpx.post(f"{url}/invocations", json={"inputs": [clip] * 2}, timeout=120)
+        assert served.status_code == 200 and len(served.json()["predictions"]) == 2
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'endpoint="/invocations",status="503"' in metrics
+    finally:
+        stop(process)

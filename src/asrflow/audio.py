@@ -12,7 +12,7 @@ from typing import BinaryIO, Union
 import av
 import numpy as np
 
-from asrflow.errors import AudioDecodeError
+from asrflow.errors import AudioDecodeError, AudioTooLongError
 
 SAMPLE_RATE = 16000
 MAX_URL_BYTES = 200 * 1024 * 1024
@@ -21,27 +21,44 @@ AudioInput = Union[bytes, bytearray, str, os.PathLike, BinaryIO, np.ndarray]
 
 
 def decode_audio(
-    audio: AudioInput, sample_rate: int = SAMPLE_RATE, allow_urls: bool = False
+    audio: AudioInput, sample_rate: int = SAMPLE_RATE, allow_urls: bool = False, max_seconds: float | None = None
 ) -> np.ndarray:
     """Decode `audio` to 16 kHz mono float32.
 
     `audio` is encoded bytes, a path, a file-like object, an http(s) URL (only with
     `allow_urls=True`), or a numpy array of samples at `sample_rate` (1-D, or 2-D with
-    channels in the smaller dimension).
+    channels in the smaller dimension). Audio longer than `max_seconds` is refused (AudioTooLongError):
+    from the container's header where it tells, else as soon as decoding passes the limit.
     """
+    if max_seconds is not None:
+        samples = _decode_any(audio, sample_rate, allow_urls, max_seconds)
+        if len(samples) > max_seconds * SAMPLE_RATE:  # arrays and the WAV fast path: checked once decoded
+            raise _too_long(max_seconds)
+        return samples
+    return _decode_any(audio, sample_rate, allow_urls, None)
+
+
+def _too_long(max_seconds: float) -> AudioTooLongError:
+    return AudioTooLongError(
+        f"the audio is longer than this server's limit of {max_seconds / 60:g} minutes: split it, or use "
+        "`asrflow batch` / `asrflow transcribe`, which have no such limit."
+    )
+
+
+def _decode_any(audio: AudioInput, sample_rate: int, allow_urls: bool, max_seconds: float | None) -> np.ndarray:
     if isinstance(audio, np.ndarray):
         return _from_samples(audio, sample_rate)
     if isinstance(audio, (bytes, bytearray, memoryview)):
         if len(audio) == 0:
             raise AudioDecodeError("the audio is empty (0 bytes): send the content of an audio file.")
-        return _decode_stream(io.BytesIO(bytes(audio)), "the audio bytes")
+        return _decode_stream(io.BytesIO(bytes(audio)), "the audio bytes", max_seconds)
     if isinstance(audio, str) and audio.startswith(("http://", "https://")):
         if not allow_urls:
             raise AudioDecodeError(
                 f"URL inputs are disabled, so {audio!r} was not fetched: download the file "
                 "and pass its path or bytes, or allow URLs explicitly."
             )
-        return _decode_stream(io.BytesIO(_fetch(audio)), audio)
+        return _decode_stream(io.BytesIO(_fetch(audio)), audio, max_seconds)
     if isinstance(audio, (str, os.PathLike)):
         path = Path(audio)
         if not path.is_file():
@@ -49,9 +66,9 @@ def decode_audio(
         if path.stat().st_size == 0:
             raise AudioDecodeError(f"{str(path)!r} is empty (0 bytes): it holds no audio.")
         with open(path, "rb") as f:
-            return _decode_stream(f, repr(str(path)))
+            return _decode_stream(f, repr(str(path)), max_seconds)
     if hasattr(audio, "read"):
-        return _decode_stream(audio, "the audio stream")
+        return _decode_stream(audio, "the audio stream", max_seconds)
     raise AudioDecodeError(
         f"cannot read audio from a {type(audio).__name__}: pass bytes, a path, a file object "
         "or a numpy array of samples."
@@ -71,7 +88,7 @@ def _fetch(url: str) -> bytes:
     return data
 
 
-def _decode_stream(stream: BinaryIO, what: str) -> np.ndarray:
+def _decode_stream(stream: BinaryIO, what: str, max_seconds: float | None = None) -> np.ndarray:
     fast = _pcm16_wav(stream)
     if fast is not None:
         return fast
@@ -83,10 +100,17 @@ def _decode_stream(stream: BinaryIO, what: str) -> np.ndarray:
             if not container.streams.audio:
                 raise AudioDecodeError(f"{what} has no audio stream: send an audio file (wav, mp3, flac, ogg, m4a, webm).")
             audio_stream = container.streams.audio[0]
+            limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
+            if limit is not None and (container.duration or 0) / av.time_base > max_seconds:
+                raise _too_long(max_seconds)  # the header says so: refuse before decoding anything
+            decoded = 0
             for frame in container.decode(audio_stream):
                 frame.pts = None  # let the resampler ignore gaps in broken timestamps
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray().reshape(-1))
+                    decoded += len(chunks[-1])
+                if limit is not None and decoded > limit:
+                    raise _too_long(max_seconds)
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().reshape(-1))
     except AudioDecodeError:

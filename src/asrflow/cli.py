@@ -254,6 +254,7 @@ def serve(
     queue_size: int = typer.Option(64, help="Requests waiting beyond this get 503 with Retry-After."),
     timeout: float = typer.Option(300.0, help="Per-request timeout in seconds (504)."),
     max_upload_mb: float = typer.Option(25.0, help="Larger uploads get 413."),
+    max_audio_minutes: float = typer.Option(120.0, help="Longer audio in one request gets 413."),
     allow_url_host: List[str] = typer.Option([], help="Host that URL inputs may fetch from (repeatable); none by default."),
 ):
     """Serve OpenAI's audio API, MLflow's scoring protocol and a web page for one model."""
@@ -261,7 +262,8 @@ def serve(
 
     from asrflow.server import ServerConfig, create_app
 
-    config = ServerConfig(model_uri, backend, api_key, max_batch_size, max_wait_ms, queue_size, timeout, max_upload_mb, tuple(allow_url_host))
+    config = ServerConfig(model_uri, backend, api_key, max_batch_size, max_wait_ms, queue_size, timeout, max_upload_mb,
+                          max_audio_minutes, tuple(allow_url_host))
     uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
 
 

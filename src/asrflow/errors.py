@@ -15,6 +15,12 @@ class AudioDecodeError(AsrflowError):
     http_status = 400
 
 
+class AudioTooLongError(AudioDecodeError):
+    """The audio lasts longer than the limit set for this caller (a server's per-request limit)."""
+
+    http_status = 413
+
+
 class ModelNotFoundError(AsrflowError):
     """A model name or path that resolves to nothing usable."""
 

@@ -52,6 +52,7 @@ class ServerConfig:
     queue_size: int = 64
     timeout_s: float = 300.0
     max_upload_mb: float = 25.0
+    max_audio_minutes: float = 120.0  # per request: a small compressed file can hold hours of audio
     allowed_url_hosts: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -68,15 +69,21 @@ class Batcher:
         self.transcriber = transcriber
         self.max_batch_size, self.max_wait_s = max_batch_size, max_wait_s
         self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.admission = threading.Lock()  # only submitters put; the batcher only takes, which never refuses them
         threading.Thread(target=self._run, name="asrflow-batcher", daemon=True).start()
 
     def submit(self, samples: np.ndarray, options: TranscribeOptions, on_segment=None) -> Future:
-        future: Future = Future()
-        try:
-            self.queue.put_nowait((samples, options, on_segment, future))
-        except queue.Full:
-            raise HTTPError(503, "the server is at capacity: retry shortly.", headers={"Retry-After": "2"}) from None
-        return future
+        return self.submit_all([samples], options, on_segment)[0]
+
+    def submit_all(self, clips: list[np.ndarray], options: TranscribeOptions, on_segment=None) -> list[Future]:
+        """Queue every clip of one request, or none: a request is admitted or refused whole."""
+        futures = [Future() for _ in clips]
+        with self.admission:
+            if self.queue.maxsize - self.queue.qsize() < len(clips):
+                raise HTTPError(503, "the server is at capacity: retry shortly.", headers={"Retry-After": "2"})
+            for samples, future in zip(clips, futures):
+                self.queue.put_nowait((samples, options, on_segment, future))
+        return futures
 
     def _run(self):
         while True:
@@ -206,17 +213,21 @@ def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
             raise HTTPError(503, f"the model is not loaded{': ' + state['error'] if state['error'] else ' yet'}.", headers={"Retry-After": "5"})
         return state["batcher"]
 
-    async def run(samples: np.ndarray, options: TranscribeOptions) -> Transcript:
-        future = ready_batcher().submit(samples, options)
+    async def run(clips: list[np.ndarray], options: TranscribeOptions) -> list[Transcript]:
+        """Transcribe the clips of one request, admitted together; a timeout cancels what has not started."""
+        futures = ready_batcher().submit_all(clips, options)
         try:
-            result = await asyncio.wait_for(asyncio.wrap_future(future), config.timeout_s)
+            results = await asyncio.wait_for(asyncio.gather(*map(asyncio.wrap_future, futures)), config.timeout_s)
         except asyncio.TimeoutError:
-            future.cancel()
+            for future in futures:
+                future.cancel()
             raise HTTPError(504, f"transcription took longer than {config.timeout_s:g} s.") from None
         except AsrflowError as e:
+            for future in futures:
+                future.cancel()
             raise HTTPError(e.http_status if e.http_status < 500 else 400, str(e)) from None
-        metrics["audio"].inc(len(samples) / SAMPLE_RATE)
-        return result
+        metrics["audio"].inc(sum(len(c) for c in clips) / SAMPLE_RATE)
+        return results
 
     @app.get("/")
     async def page():
@@ -294,10 +305,10 @@ def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
             options = ready_batcher().transcriber.resolve(openai_temperature(changes))
         except AsrflowError as e:
             raise HTTPError(400, str(e)) from None
-        samples = await _decode(data)
+        samples = await _decode(data, max_seconds=config.max_audio_minutes * 60)
         if str(form.get("stream", "")).lower() == "true":
             return stream_segments(samples, options)
-        result = await run(samples, options)
+        [result] = await run([samples], options)
         return _openai_response(result, response_format, task, granularities)
 
     def stream_segments(samples: np.ndarray, options: TranscribeOptions) -> StreamingResponse:
@@ -355,12 +366,12 @@ def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
             item = unwrap(item)
             if isinstance(item, str) and item.startswith(("http://", "https://")):
                 check_url(item, config.allowed_url_hosts)
-                audios.append(await _decode(item, allow_urls=True))
+                audios.append(await _decode(item, allow_urls=True, max_seconds=config.max_audio_minutes * 60))
             elif isinstance(item, str):
                 return _mlflow_error("each input must be base64-encoded audio (or an allowed http(s) URL).")
             else:
-                audios.append(await _decode(item))
-        results = await asyncio.gather(*(run(a, options) for a in audios))
+                audios.append(await _decode(item, max_seconds=config.max_audio_minutes * 60))
+        results = await run(audios, options)
         return JSONResponse({"predictions": format_results(list(results), *response)})
 
     # outermost: counts body bytes on every route, chunked or not (base64 in /invocations is 4/3 of the audio)
@@ -422,11 +433,11 @@ async def _read_form(request: Request, max_bytes: int):
     return form
 
 
-async def _decode(data, allow_urls: bool = False) -> np.ndarray:
+async def _decode(data, allow_urls: bool = False, max_seconds: float | None = None) -> np.ndarray:
     try:
-        return await run_in_threadpool(decode_audio, data, allow_urls=allow_urls)
+        return await run_in_threadpool(decode_audio, data, allow_urls=allow_urls, max_seconds=max_seconds)
     except AudioDecodeError as e:
-        raise HTTPError(400, str(e), "file") from None
+        raise HTTPError(e.http_status, str(e), "file") from None
 
 
 def _openai_response(result: Transcript, response_format: str, task: str, granularities: set[str]):
