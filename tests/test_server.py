@@ -3,6 +3,8 @@
 import asyncio
 import base64
 import json
+import os
+import time
 
 import httpx
 import openai
@@ -248,3 +250,27 @@ def test_a_request_with_more_clips_than_the_queue_is_refused_whole():
         assert 'endpoint="/invocations",status="503"' in metrics
     finally:
         stop(process)
+
+
+def test_sigterm_drains_requests_in_flight_then_exits():
+    import signal
+    import threading
+
+    import numpy as np
+
+    from asrflow import decode_audio
+    from asrflow.audio import encode_audio
+
+    process, url = serve("--grace", "60")
+    minute = encode_audio(np.concatenate([decode_audio(str(p)) for p in sorted(DATA.glob("dev00*"))] * 2), "flac")
+    answer = {}
+    request = threading.Thread(target=lambda: answer.update(response=httpx.post(
+        f"{url}/v1/audio/transcriptions", files={"file": ("minute.flac", minute)}, timeout=120)))
+    request.start()
+    time.sleep(1.0)  # the upload is in and being transcribed
+    os.killpg(process.pid, signal.SIGTERM)
+    request.join(timeout=120)
+    assert answer["response"].status_code == 200 and "committee" in answer["response"].json()["text"]
+    assert process.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/health", timeout=5)
