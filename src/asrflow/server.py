@@ -255,9 +255,14 @@ def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
 
     @app.get("/ready")
     async def ready():
-        ready_batcher()
-        t = state["transcriber"]
-        return {"status": "ready", "model": config.model, "backend": t.backend.name}
+        """Ready when a probe (a tenth of a second of silence) goes through the scheduler and back, not on a flag."""
+        batcher = ready_batcher()
+        try:
+            [probe] = batcher.submit_all([np.zeros(SAMPLE_RATE // 10, dtype=np.float32)], batcher.transcriber.options)
+            await asyncio.wait_for(asyncio.wrap_future(probe), 10)
+        except Exception:  # noqa: BLE001 - full queue, dead or stuck scheduler: not ready, whatever the cause
+            raise HTTPError(503, "the model is loaded but not answering: retry shortly.", headers={"Retry-After": "5"}) from None
+        return {"status": "ready", "model": config.model, "backend": batcher.transcriber.backend.name}
 
     @app.get("/ping")
     async def ping():
