@@ -128,7 +128,8 @@ def test_translation_needs_a_multilingual_model(server):
 
 
 def test_urls_are_refused_unless_allowed(server):
-    from asrflow.server import HTTPError, check_url
+    from asrflow.server.errors import HTTPError
+    from asrflow.server.mlflow_scoring import check_url
 
     response = httpx.post(f"{server}/invocations", json={"inputs": ["http://127.0.0.1:9/a.wav"]})
     assert response.status_code == 400 and "disabled" in response.text

@@ -1,0 +1,50 @@
+"""The one exception -> HTTP status mapping of the server, and its two error formats (OpenAI's, MLflow's)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi.responses import JSONResponse
+
+from asrflow.errors import AsrflowError
+from asrflow.limits import BodyTooLarge
+
+LOG = logging.getLogger("asrflow.server")
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.headers = status, message, param, headers or {}
+
+
+def http_error(error: BaseException, method: str = "", path: str = "") -> HTTPError:
+    """Any exception as the HTTPError the client gets: asrflow's by their status, the body limit as 413,
+    anything else as a 500 without internals (its traceback goes to the log)."""
+    error = root_cause(error)
+    if isinstance(error, HTTPError):
+        return error
+    if isinstance(error, BodyTooLarge):
+        return HTTPError(413, str(error), headers={"Connection": "close"})
+    if isinstance(error, AsrflowError) and error.http_status < 500:
+        return HTTPError(error.http_status, str(error))
+    LOG.error("internal error on %s %s", method, path, exc_info=error)
+    return HTTPError(500, "internal error: the server logged the details.")
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The first real exception inside the ExceptionGroups that Starlette's task groups wrap around it."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
+def openai_error(e: HTTPError) -> JSONResponse:
+    kind = "invalid_request_error" if e.status < 500 else "server_error"
+    body = {"error": {"message": e.message, "type": kind, "param": e.param, "code": e.status}}
+    return JSONResponse(body, status_code=e.status, headers=e.headers)
+
+
+def mlflow_error(message: str, status: int = 400) -> JSONResponse:
+    code = "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR"
+    return JSONResponse({"error_code": code, "message": message}, status_code=status)

@@ -1,0 +1,161 @@
+"""OpenAI's audio API: /v1/audio/transcriptions and /translations, with server-sent events when streaming."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import PlainTextResponse, StreamingResponse
+
+from asrflow.audio import SAMPLE_RATE
+from asrflow.errors import AsrflowError
+from asrflow.limits import BodyTooLarge
+from asrflow.options import FALLBACK_TEMPERATURES, TranscribeOptions
+from asrflow.server.errors import HTTPError, root_cause
+from asrflow.server.holder import ModelHolder, holder
+from asrflow.transcript import Segment, Transcript
+from asrflow.writers import WRITERS
+
+AUDIO_EXTENSIONS = {"flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "oga", "opus", "wav", "webm", "aac"}
+FIELDS = {"file", "model", "language", "prompt", "temperature", "response_format", "timestamp_granularities[]",
+          "timestamp_granularities", "stream"}
+FORMATS = {"json", "text", "srt", "vtt", "verbose_json"}
+OPTIONS = {"language": "language", "prompt": "initial_prompt", "temperature": "temperature"}  # form field -> option
+
+router = APIRouter()
+Holder = Annotated[ModelHolder, Depends(holder)]
+
+
+@router.post("/v1/audio/transcriptions")
+async def transcriptions(request: Request, model: Holder):
+    return await openai_audio(request, model, "transcribe")
+
+
+@router.post("/v1/audio/translations")
+async def translations(request: Request, model: Holder):
+    return await openai_audio(request, model, "translate")
+
+
+async def openai_audio(request: Request, model: ModelHolder, task: str):
+    form = await read_form(request, model.config.max_bytes)
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise HTTPError(400, "no audio: send the file as multipart field 'file'.", "file")
+    extension = (upload.filename or "").rsplit(".", 1)[-1].lower() if "." in (upload.filename or "") else ""
+    if extension and extension not in AUDIO_EXTENSIONS:
+        raise HTTPError(415, f"unsupported file type .{extension}: send one of {', '.join(sorted(AUDIO_EXTENSIONS))}.", "file")
+    data = await upload.read()
+    if len(data) > model.config.max_bytes:
+        raise HTTPError(413, f"the file is larger than the {model.config.max_upload_mb:g} MB limit.", "file")
+    response_format = form.get("response_format") or "json"
+    if response_format not in FORMATS:
+        raise HTTPError(400, f"response_format must be one of {', '.join(sorted(FORMATS))}.", "response_format")
+    granularities = set(form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities"))
+    if granularities - {"word", "segment"}:
+        raise HTTPError(400, "timestamp_granularities[] takes 'word' and/or 'segment'.", "timestamp_granularities[]")
+    changes = {"task": task, "word_timestamps": "word" in granularities}
+    changes |= {option: form.get(field) for field, option in OPTIONS.items() if form.get(field) not in (None, "")}
+    try:
+        options = model.resolve(openai_temperature(changes))
+    except AsrflowError as e:
+        raise HTTPError(400, str(e)) from None
+    samples = await model.decode(data)
+    if str(form.get("stream", "")).lower() == "true":
+        return stream_segments(model, samples, options)
+    [result] = await model.run([samples], options)
+    return openai_response(result, response_format, task, granularities)
+
+
+def openai_temperature(changes: dict) -> dict:
+    """OpenAI's temperature: 0 means Whisper's fallback (start at 0, go hotter while the text looks wrong);
+    a higher value starts there and falls back from it."""
+    if "temperature" not in changes:
+        return changes
+    try:
+        start = float(changes["temperature"])
+    except (TypeError, ValueError):
+        return changes  # the resolver names the problem
+    rest = {k: v for k, v in changes.items() if k != "temperature"}
+    if start == 0:
+        return rest
+    return rest | {"temperature": [start] + [t for t in FALLBACK_TEMPERATURES if t > start]}
+
+
+async def read_form(request: Request, max_bytes: int):
+    try:
+        form = await request.form(max_files=1, max_fields=32, max_part_size=max_bytes)
+    except Exception as e:  # noqa: BLE001 - a malformed body is the client's error
+        e = root_cause(e)
+        if isinstance(e, BodyTooLarge):
+            raise e from None
+        if "maximum size" in str(e):  # Starlette's part limit, reached while the part streams in
+            raise HTTPError(413, f"the file is larger than the {max_bytes / 2**20:g} MB limit.", "file") from None
+        raise HTTPError(400, f"expected a multipart/form-data body with a 'file' field ({e}).") from None
+    unknown = sorted(set(form.keys()) - FIELDS)
+    if unknown:
+        raise HTTPError(400, f"unknown parameter(s): {', '.join(unknown)}.", unknown[0])
+    return form
+
+
+def stream_segments(model: ModelHolder, samples: np.ndarray, options: TranscribeOptions) -> StreamingResponse:
+    """Server-sent events: a transcript.text.delta per segment as decoded, then transcript.text.done."""
+    loop = asyncio.get_running_loop()
+    segments: asyncio.Queue = asyncio.Queue()
+    future = model.batcher().submit(samples, options, lambda s: loop.call_soon_threadsafe(segments.put_nowait, s))
+    done = asyncio.wrap_future(future)
+
+    async def events():
+        sent = 0
+        while True:
+            getter = asyncio.ensure_future(segments.get())
+            await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED, timeout=model.config.timeout_s)
+            if getter.done():
+                segment: Segment = getter.result()
+                sent += 1
+                yield sse({"type": "transcript.text.delta", "delta": (" " if sent > 1 else "") + segment.text,
+                           "segment": {"start": segment.start, "end": segment.end, "text": segment.text}})
+                continue
+            getter.cancel()
+            if not done.done():
+                yield sse({"type": "error", "error": {"message": "transcription timed out"}})
+                return
+            if done.exception():
+                yield sse({"type": "error", "error": {"message": str(done.exception())}})
+                return
+            result = done.result()
+            for segment in result.segments[sent:]:
+                yield sse({"type": "transcript.text.delta", "delta": " " + segment.text})
+            model.metrics.audio.inc(len(samples) / SAMPLE_RATE)
+            yield sse({"type": "transcript.text.done", "text": result.text})
+            return
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def openai_response(result: Transcript, response_format: str, task: str, granularities: set[str]):
+    if response_format == "json":
+        return {"text": result.text}
+    if response_format == "text":
+        return PlainTextResponse(result.text)
+    if response_format in ("srt", "vtt"):
+        return PlainTextResponse(WRITERS[response_format](result))
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    body = {"task": task, "language": LANGUAGES.get(result.language or "", result.language), "duration": result.duration,
+            "text": result.text}
+    if "segment" in granularities or not granularities:
+        body["segments"] = [
+            {"id": i, "seek": 0, "start": s.start, "end": s.end, "text": s.text, "tokens": [], "temperature": 0.0,
+             "avg_logprob": 0.0, "compression_ratio": 0.0, "no_speech_prob": 0.0}
+            for i, s in enumerate(result.segments)
+        ]
+    if "word" in granularities:
+        body["words"] = [{"word": w.word, "start": w.start, "end": w.end} for s in result.segments for w in s.words]
+    return body
+
+
+def sse(event: dict) -> str:
+    return f"data: {json.dumps(event)}\n\n"
