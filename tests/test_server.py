@@ -275,3 +275,18 @@ def test_sigterm_drains_requests_in_flight_then_exits():
     assert process.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/health", timeout=5)
+
+
+def test_admission_is_counted_in_audio_seconds():
+    """The queue bounds audio, not requests: beyond --max-queued-audio-minutes a request gets 503 at once."""
+    process, url = serve("--max-queued-audio-minutes", "0.25")  # 15 s of audio in flight at most
+    try:
+        clip = base64.b64encode(AUDIO).decode()  # 11 s
+        refused = httpx.post(f"{url}/invocations", json={"inputs": [clip, clip]}, timeout=60)
+        assert refused.status_code == 503 and refused.headers["retry-after"]
+        served = httpx.post(f"{url}/invocations", json={"inputs": [clip]}, timeout=60)
+        assert served.status_code == 200
+        metrics = httpx.get(f"{url}/metrics").text
+        assert "asrflow_admitted_audio_seconds 0.0" in metrics  # released once answered
+    finally:
+        stop(process)

@@ -255,6 +255,7 @@ def serve(
     timeout: float = typer.Option(300.0, help="Per-request timeout in seconds (504)."),
     max_upload_mb: float = typer.Option(25.0, help="Larger uploads get 413."),
     max_audio_minutes: float = typer.Option(120.0, help="Longer audio in one request gets 413."),
+    max_queued_audio_minutes: float = typer.Option(240.0, help="Audio admitted at once, all requests together; beyond: 503."),
     grace: float = typer.Option(30.0, help="On SIGTERM: stop accepting, let requests in flight finish this long, exit."),
     allow_url_host: List[str] = typer.Option([], help="Host that URL inputs may fetch from (repeatable); none by default."),
 ):
@@ -264,7 +265,7 @@ def serve(
     from asrflow.server import ServerConfig, create_app
 
     config = ServerConfig(model_uri, backend, api_key, max_batch_size, max_wait_ms, queue_size, timeout, max_upload_mb,
-                          max_audio_minutes, tuple(allow_url_host))
+                          max_audio_minutes, max_queued_audio_minutes, tuple(allow_url_host))
     uvicorn.run(create_app(config), host=host, port=port, log_level="warning", timeout_graceful_shutdown=grace)
 
 

@@ -30,6 +30,7 @@ class ServerConfig:
     timeout_s: float = 300.0
     max_upload_mb: float = 25.0
     max_audio_minutes: float = 120.0  # per request: a small compressed file can hold hours of audio
+    max_queued_audio_minutes: float = 240.0  # admitted and not yet answered, all requests together
     allowed_url_hosts: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -53,8 +54,10 @@ class ModelHolder:
             self.transcriber = self.transcriber or load_transcriber(self.config.model, backend=self.config.backend)
             self.info = model_identity(self.config.model) | {"backend": self.transcriber.backend.name}
             config = self.config
-            self.scheduler = Batcher(self.transcriber, config.max_batch_size, config.max_wait_ms / 1000, config.queue_size)
+            self.scheduler = Batcher(self.transcriber, config.max_batch_size, config.max_wait_ms / 1000, config.queue_size,
+                                     config.max_queued_audio_minutes * 60)
             self.metrics.queue.set_function(self.scheduler.queue.qsize)
+            self.metrics.admitted.set_function(lambda: self.scheduler.admitted_s)
         except Exception as e:  # noqa: BLE001 - reported by /ready
             self.error = str(e)
 

@@ -14,6 +14,7 @@ class ServerMetrics:
                                  buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120))
         self.audio = Counter("asrflow_audio_seconds_total", "Audio seconds transcribed", registry=self.registry)
         self.queue = Gauge("asrflow_queue_depth", "Requests waiting for the model", registry=self.registry)
+        self.admitted = Gauge("asrflow_admitted_audio_seconds", "Audio admitted and not yet answered", registry=self.registry)
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, status).inc()

@@ -11,6 +11,7 @@ from concurrent.futures import Future
 
 import numpy as np
 
+from asrflow.audio import SAMPLE_RATE
 from asrflow.options import TranscribeOptions
 from asrflow.server.errors import HTTPError
 
@@ -20,11 +21,13 @@ LOG = logging.getLogger("asrflow.server")
 class Batcher:
     """Requests that arrive together go to the model in one call (up to a batch size, within a short wait)."""
 
-    def __init__(self, transcriber, max_batch_size: int, max_wait_s: float, queue_size: int):
+    def __init__(self, transcriber, max_batch_size: int, max_wait_s: float, queue_size: int,
+                 max_audio_s: float | None = None):
         self.transcriber = transcriber
         self.max_batch_size, self.max_wait_s = max_batch_size, max_wait_s
         self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self.admission = threading.Lock()  # only submitters put; the batcher only takes, which never refuses them
+        self.max_audio_s, self.admitted_s = max_audio_s, 0.0  # audio admitted and not yet answered, in seconds
         threading.Thread(target=self._run, name="asrflow-batcher", daemon=True).start()
 
     def submit(self, samples: np.ndarray, options: TranscribeOptions, on_segment=None) -> Future:
@@ -33,12 +36,20 @@ class Batcher:
     def submit_all(self, clips: list[np.ndarray], options: TranscribeOptions, on_segment=None) -> list[Future]:
         """Queue every clip of one request, or none: a request is admitted or refused whole."""
         futures = [Future() for _ in clips]
+        seconds = sum(len(c) for c in clips) / SAMPLE_RATE
         with self.admission:
-            if self.queue.maxsize - self.queue.qsize() < len(clips):
+            over = self.max_audio_s is not None and self.admitted_s + seconds > self.max_audio_s
+            if over or self.queue.maxsize - self.queue.qsize() < len(clips):
                 raise HTTPError(503, "the server is at capacity: retry shortly.", headers={"Retry-After": "2"})
+            self.admitted_s += seconds
             for samples, future in zip(clips, futures):
+                future.add_done_callback(lambda _, s=len(samples) / SAMPLE_RATE: self._release(s))
                 self.queue.put_nowait((samples, options, on_segment, future))
         return futures
+
+    def _release(self, seconds: float) -> None:
+        with self.admission:
+            self.admitted_s = max(0.0, self.admitted_s - seconds)
 
     def _run(self):
         while True:
