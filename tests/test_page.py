@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, DATA, SAMPLE, environment, free_port, start, stop
+from conftest import BIN, SAMPLE, environment, free_port, start, stop
 from test_writers import parse_srt
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

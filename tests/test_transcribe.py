@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from asrflow import InvalidOptionError, Transcript, TranscribeOptions
+from asrflow import InvalidOptionError, Transcript
 from asrflow.metrics import word_error_rate
 from conftest import DATA, JFK_TEXT, SAMPLE
 

@@ -69,8 +69,6 @@ class TranscribeOptions:
             )
         return replace(self, **changes) if changes else self
 
-    updated = resolve
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> TranscribeOptions:
         """Saved options (a model's config): the same checks as any other source."""
