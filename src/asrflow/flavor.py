@@ -220,6 +220,7 @@ class WhisperPyfunc:
 def _load_pyfunc(path: str, model_config: dict | None = None) -> WhisperPyfunc:
     """MLflow's pyfunc loader (loader_module asrflow.flavor); `path` is the MLmodel directory."""
     reject_unknown_params()
+    no_payload_in_errors()
     return WhisperPyfunc(transcriber_from_model_dir(Path(path), "this model"))
 
 
@@ -249,6 +250,28 @@ def reject_unknown_params() -> None:
 
     strict.asrflow = True
     utils._enforce_params_schema = mlflow.pyfunc._enforce_params_schema = strict
+
+
+def no_payload_in_errors() -> None:
+    """`mlflow models serve` puts the whole request data into every prediction error ("Failed to predict data
+    '<megabytes of base64>'. Error: ..."); for asrflow models the client gets the error alone."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc import scoring_server
+
+    invocations = scoring_server.invocations
+    if getattr(invocations, "asrflow", False):
+        return
+
+    def quiet(data, content_type, model, input_schema):
+        try:
+            return invocations(data, content_type, model, input_schema)
+        except MlflowException as e:
+            if FLAVOR_NAME in getattr(model.metadata, "flavors", {}) and "'. \nError: " in e.message:
+                e.message = e.message.split("'. \nError: ", 1)[1]
+            raise
+
+    quiet.asrflow = True
+    scoring_server.invocations = quiet
 
 
 def compact_example(audio: bytes | None) -> bytes | None:
