@@ -148,3 +148,11 @@ def test_bad_values_are_one_line_naming_them(args, message):
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+
+
+def test_compute_type_applies_to_registered_models_too(champion):
+    """--compute-type is not dropped for models:/ URIs: an unknown type reaches CTranslate2 and is refused."""
+    ok = run("transcribe", DATA / "dev001.mp3", "--model", champion, "--compute-type", "float32")
+    assert ok.returncode == 0 and "identification card" in ok.stdout, ok.stderr
+    bad = run("transcribe", DATA / "dev001.mp3", "--model", champion, "--compute-type", "int3")
+    assert bad.returncode != 0 and "int3" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr

@@ -142,19 +142,20 @@ def log_model(name: str = "whisper", registered_model_name: str | None = None, *
     return Model.log(None, sys.modules[__name__], registered_model_name=registered_model_name, name=name, **kwargs)
 
 
-def load_model(model_uri: str, backend: str | None = None) -> Transcriber:
+def load_model(model_uri: str, backend: str | None = None, device: str = "cpu", compute_type: str = "default") -> Transcriber:
     """A Transcriber from a logged or registered model (asrflow or transformers flavor).
 
     A registered asrflow model in a SQLite registry on this machine is read in place: no MLflow import, no copy.
     """
     from asrflow.registry import download_model, is_model_uri, local_model_dir
 
+    how = dict(backend=backend, device=device, compute_type=compute_type)  # given ones override the model's
     if not is_model_uri(model_uri):
-        return transcriber_from_model_dir(Path(model_uri), model_uri, backend)
+        return transcriber_from_model_dir(Path(model_uri), model_uri, **how)
     local = local_model_dir(model_uri)
     if local is not None and FLAVOR_NAME in read_mlmodel(local).get("flavors", {}):
-        return transcriber_from_model_dir(local, model_uri, backend)
-    return transcriber_from_model_dir(download_model(model_uri), model_uri, backend)
+        return transcriber_from_model_dir(local, model_uri, **how)
+    return transcriber_from_model_dir(download_model(model_uri), model_uri, **how)
 
 
 def read_mlmodel(path: Path) -> dict:
@@ -166,19 +167,21 @@ def read_mlmodel(path: Path) -> dict:
         return {}
 
 
-def transcriber_from_model_dir(path: Path, name: str, backend: str | None = None) -> Transcriber:
+def transcriber_from_model_dir(path: Path, name: str, backend: str | None = None, device: str = "cpu",
+                               compute_type: str = "default") -> Transcriber:
     """The asrflow flavor's model files, or MLflow's transformers flavor (the tutorial's)."""
     flavors = read_mlmodel(path).get("flavors", {})
     if FLAVOR_NAME in flavors:
         conf = flavors[FLAVOR_NAME]
         files = path / conf["model_files"] if conf.get("model_files") else None
         return load_transcriber(
-            str(files) if files else conf["model"], backend=backend or conf.get("backend", "ctranslate2"),
-            compute_type=conf.get("compute_type", "default"), options=TranscribeOptions.from_dict(conf.get("options")),
-            name=name,
+            str(files) if files else conf["model"], backend=backend or conf.get("backend", "ctranslate2"), device=device,
+            compute_type=conf.get("compute_type", "default") if compute_type == "default" else compute_type,
+            options=TranscribeOptions.from_dict(conf.get("options")), name=name,
         )
     if "transformers" in flavors:
-        return load_transcriber(str(_transformers_files(path)), backend=backend or "transformers", name=name)
+        return load_transcriber(str(_transformers_files(path)), backend=backend or "transformers", device=device,
+                                compute_type=compute_type, name=name)
     raise ModelNotFoundError(
         f"{name} is not a Whisper model logged with asrflow's flavor or MLflow's transformers flavor: "
         "log it with `asrflow log`."

@@ -100,7 +100,7 @@ def load_transcriber(
     if is_model_uri(model) or (Path(model) / "MLmodel").is_file():
         from asrflow.flavor import load_model
 
-        return load_model(model, backend)
+        return load_model(model, backend, device, compute_type)
     source = resolve_model(model)
     backend_ = load_backend(backend or "ctranslate2", source, device, compute_type)
     return Transcriber(backend_, replace(source, name=name) if name else source, options)
