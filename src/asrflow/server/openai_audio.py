@@ -48,7 +48,7 @@ async def openai_audio(request: Request, model: ModelHolder, task: str):
     if extension and extension not in AUDIO_EXTENSIONS:
         raise HTTPError(415, f"unsupported file type .{extension}: send one of {', '.join(sorted(AUDIO_EXTENSIONS))}.", "file")
     data = await upload.read()
-    if len(data) > model.config.max_bytes:
+    if len(data) > model.config.max_bytes:  # Starlette's max_part_size bounds fields, not files
         raise HTTPError(413, f"the file is larger than the {model.config.max_upload_mb:g} MB limit.", "file")
     response_format = form.get("response_format") or "json"
     if response_format not in FORMATS:
