@@ -156,3 +156,11 @@ def test_compute_type_applies_to_registered_models_too(champion):
     assert ok.returncode == 0 and "identification card" in ok.stdout, ok.stderr
     bad = run("transcribe", DATA / "dev001.mp3", "--model", champion, "--compute-type", "int3")
     assert bad.returncode != 0 and "int3" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+def test_output_piped_into_a_reader_that_stops_early_is_not_an_error():
+    """`asrflow ... | head -1`: the closed pipe ends the command quietly."""
+    result = subprocess.run(" ".join(ASRFLOW + ["transcribe", str(DATA / "dev001.mp3"), str(DATA / "dev004.wav"),
+                                                "--format", "json", "|", "head", "-1"]),
+                            shell=True, capture_output=True, text=True, timeout=300)
+    assert result.stdout == "{\n" and result.stderr == "", result.stderr

@@ -59,6 +59,11 @@ def friendly_errors(command):
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        except BrokenPipeError:  # the reader went away (`asrflow ... | head`): nothing left to say
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except Exception as e:  # noqa: BLE001 - a bug or an environment problem: say so in one line
             import os
             import traceback
