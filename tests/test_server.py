@@ -2,6 +2,7 @@
 
 import asyncio
 import base64
+import functools
 import os
 import time
 
@@ -84,17 +85,83 @@ def test_invocations_with_mlflows_documented_formats(server):
     assert httpx.get(f"{server}/version").text
 
 
-def test_concurrent_requests_are_batched(server):
-    async def burst():
-        async with httpx.AsyncClient(timeout=120) as http:
-            files = [(DATA / f"dev00{i}.wav") for i in (0, 4, 8)] * 2
-            return await asyncio.gather(*(
-                http.post(f"{server}/v1/audio/transcriptions", files={"file": (f.name, f.read_bytes())}) for f in files))
+def test_an_answer_does_not_depend_on_who_else_is_calling(server):
+    """Concurrent requests take the same single path as a request alone: identical text on the dev clips."""
+    files = sorted(DATA.glob("dev0[01]*"))
 
-    responses = asyncio.run(burst())
-    assert all(r.status_code == 200 for r in responses)
-    assert "committee" in responses[0].json()["text"].lower()
-    assert responses[0].json()["text"] == responses[3].json()["text"]
+    async def post(http, f):
+        response = await http.post(f"{server}/v1/audio/transcriptions", files={"file": (f.name, f.read_bytes())})
+        assert response.status_code == 200, response.text
+        return response.json()["text"]
+
+    async def alone_then_together():
+        async with httpx.AsyncClient(timeout=300) as http:
+            alone = [await post(http, f) for f in files]
+            return alone, await asyncio.gather(*(post(http, f) for f in files))
+
+    alone, together = asyncio.run(alone_then_together())
+    assert len(files) == 20 and alone == together
+
+
+@functools.lru_cache
+def long_speech(minutes: float) -> bytes:
+    """Minutes of real speech (the dev clips over and over), as Ogg Opus."""
+    import numpy as np
+
+    from asrflow import decode_audio
+    from asrflow.audio import encode_audio
+
+    clips = [decode_audio(str(p)) for p in sorted(DATA.glob("dev00*"))]
+    audio = np.concatenate(clips * int(minutes * 60 / sum(len(c) / 16000 for c in clips) + 1))
+    return encode_audio(audio[: int(minutes * 60 * 16000)])
+
+
+def test_a_short_request_is_not_stuck_behind_a_long_one(server):
+    """Turns of one window each: a 5 s clip sent after a 10-minute file is answered long before it."""
+    done = {}
+
+    async def post(http, name, data):
+        response = await http.post(f"{server}/v1/audio/transcriptions", files={"file": (name, data)})
+        assert response.status_code == 200, response.text
+        done[name] = time.monotonic()
+
+    async def both():
+        async with httpx.AsyncClient(timeout=300) as http:
+            long = asyncio.ensure_future(post(http, "long.ogg", long_speech(10)))
+            await asyncio.sleep(1.5)  # the long file is in and being transcribed
+            await post(http, "short.wav", (DATA / "dev000.wav").read_bytes())
+            await long
+
+    asyncio.run(both())
+    assert done["long.ogg"] - done["short.wav"] > 3
+
+
+def queue_is_empty(url: str) -> bool:
+    metrics = httpx.get(f"{url}/metrics").text
+    return "asrflow_queue_depth 0.0" in metrics and "asrflow_admitted_audio_seconds 0.0" in metrics
+
+
+def test_a_timed_out_or_departed_request_stops_using_the_model():
+    process, url = serve("--timeout", "2")
+    try:
+        minutes = long_speech(10)  # 10 s of work or more, far beyond the 2 s timeout
+        response = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("long.ogg", minutes)}, timeout=60)
+        assert response.status_code == 504
+        assert wait_until(lambda: queue_is_empty(url), 4)  # withdrawn at its next window, not in 10 s
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes the connection
+            httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("long.ogg", minutes)}, timeout=1.5)
+        assert wait_until(lambda: queue_is_empty(url), 4)
+    finally:
+        stop(process)
+
+
+def wait_until(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def bad_then_good(server, files, data=None, status=400, match=""):
@@ -128,14 +195,14 @@ def test_translation_needs_a_multilingual_model(server):
 
 def test_urls_are_refused_unless_allowed(server):
     from asrflow.server.errors import HTTPError
-    from asrflow.server.mlflow_scoring import check_url
+    from asrflow.server.fetch import UrlPolicy, checked_address
 
     response = httpx.post(f"{server}/invocations", json={"inputs": ["http://127.0.0.1:9/a.wav"]})
     assert response.status_code == 400 and "disabled" in response.text
     with pytest.raises(HTTPError, match="non-public"):
-        check_url("http://localhost/a.wav", ("localhost",))
+        asyncio.run(checked_address("http://localhost/a.wav", UrlPolicy(("localhost",))))
     with pytest.raises(HTTPError, match="not in the server's allowed"):
-        check_url("http://example.com/a.wav", ("other.org",))
+        asyncio.run(checked_address("http://example.com/a.wav", UrlPolicy(("other.org",))))
 
 
 def test_health_ready_and_metrics(server):
@@ -162,7 +229,7 @@ def test_api_key():
 
 
 def test_overload_gives_503_then_recovers():
-    process, url = serve("--queue-size", "1", "--max-batch-size", "1", "--max-wait-ms", "0")
+    process, url = serve("--queue-size", "1")
 
     async def flood():
         async with httpx.AsyncClient(timeout=120) as http:
@@ -287,5 +354,66 @@ def test_admission_is_counted_in_audio_seconds():
         assert served.status_code == 200
         metrics = httpx.get(f"{url}/metrics").text
         assert "asrflow_admitted_audio_seconds 0.0" in metrics  # released once answered
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="module")
+def audio_host():
+    """A local web server with audio, redirects (to an allowed host and to a host that is not), a slow
+    answer, one too large and a missing file."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            port = self.server.server_address[1]
+            redirects = {"/to-loopback": f"http://localhost:{port}/jfk.flac", "/to-allowed": "/jfk.flac"}
+            if self.path in redirects:
+                self.send_response(302)
+                self.send_header("Location", redirects[self.path])
+                self.end_headers()
+            elif self.path in ("/jfk.flac", "/big.flac", "/slow.flac"):
+                body = AUDIO if self.path == "/jfk.flac" else bytes(3 * 2**20)
+                self.send_response(200)
+                self.end_headers()  # no Content-Length: the limit must count what arrives
+                try:
+                    for i in range(0, len(body), 64 * 1024):
+                        self.wfile.write(body[i : i + 64 * 1024])
+                        time.sleep(1 if self.path == "/slow.flac" else 0)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the server stopped reading: what the test expects
+            else:
+                self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    host = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=host.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{host.server_address[1]}"
+    host.shutdown()
+
+
+def test_url_inputs_are_fetched_safely(audio_host):
+    """Allowed host only, redirects checked again, the upload limit and a time limit hold, failures are 400."""
+    process, url = serve("--max-upload-mb", "2", "--allow-url-host", "127.0.0.1", "--allow-private-urls",
+                         "--url-timeout", "3")
+
+    def invoke(*paths):
+        return httpx.post(f"{url}/invocations", json={"inputs": [f"{audio_host}{p}" for p in paths]}, timeout=60)
+
+    try:
+        served = invoke("/jfk.flac", "/to-allowed")
+        assert served.status_code == 200, served.text
+        assert all(word_error_rate([JFK_TEXT], [p]) < 0.1 for p in served.json()["predictions"])
+        for path, status, message in (("/to-loopback", 400, "'localhost' is not in the server's allowed"),
+                                      ("/big.flac", 413, "larger than the 2 MB"), ("/slow.flac", 400, "longer than 3 s"),
+                                      ("/missing.flac", 400, "HTTP 404")):
+            response = invoke(path)
+            assert response.status_code == status and message in response.json()["message"], (path, response.text)
+        too_many = invoke(*["/jfk.flac"] * 5)
+        assert too_many.status_code == 400 and "at most 4 URLs" in too_many.json()["message"]
+        assert invoke("/jfk.flac").status_code == 200
     finally:
         stop(process)

@@ -33,16 +33,31 @@ def decode_audio(
     if max_seconds is not None:
         samples = _decode_any(audio, sample_rate, allow_urls, max_seconds)
         if len(samples) > max_seconds * SAMPLE_RATE:  # arrays and the WAV fast path: checked once decoded
-            raise _too_long(max_seconds)
+            raise too_long(max_seconds)
         return samples
     return _decode_any(audio, sample_rate, allow_urls, None)
 
 
-def _too_long(max_seconds: float) -> AudioTooLongError:
+def too_long(max_seconds: float) -> AudioTooLongError:
     return AudioTooLongError(
         f"the audio is longer than this server's limit of {max_seconds / 60:g} minutes: split it, or use "
         "`asrflow batch` / `asrflow transcribe`, which have no such limit."
     )
+
+
+def declared_seconds(data: AudioInput) -> float | None:
+    """How long encoded audio lasts by its container's header, without decoding it (None: the header does not
+    say, or `data` is not encoded bytes)."""
+    if not isinstance(data, (bytes, bytearray)) or not data:
+        return None
+    stream = io.BytesIO(data)
+    if (seconds := _wav_declared_seconds(stream)) is not None:
+        return seconds
+    try:
+        with av.open(stream, mode="r", metadata_errors="ignore") as container:
+            return container.duration / av.time_base if container.duration else None
+    except (av.error.FFmpegError, ValueError, EOFError, IndexError):
+        return None  # decoding will name the problem
 
 
 def _decode_any(audio: AudioInput, sample_rate: int, allow_urls: bool, max_seconds: float | None) -> np.ndarray:
@@ -102,7 +117,7 @@ def _decode_stream(stream: BinaryIO, what: str, max_seconds: float | None = None
             audio_stream = container.streams.audio[0]
             limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
             if limit is not None and (container.duration or 0) / av.time_base > max_seconds:
-                raise _too_long(max_seconds)  # the header says so: refuse before decoding anything
+                raise too_long(max_seconds)  # the header says so: refuse before decoding anything
             decoded = 0
             for frame in container.decode(audio_stream):
                 frame.pts = None  # let the resampler ignore gaps in broken timestamps
@@ -110,7 +125,7 @@ def _decode_stream(stream: BinaryIO, what: str, max_seconds: float | None = None
                     chunks.append(out.to_ndarray().reshape(-1))
                     decoded += len(chunks[-1])
                 if limit is not None and decoded > limit:
-                    raise _too_long(max_seconds)
+                    raise too_long(max_seconds)
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().reshape(-1))
     except AudioDecodeError:

@@ -254,23 +254,23 @@ def serve(
     port: int = typer.Option(8000),
     backend: Optional[str] = typer.Option(None, help="ctranslate2 or transformers (default: the model's own)."),
     api_key: Optional[str] = typer.Option(None, envvar="ASRFLOW_API_KEY", help="Require 'Authorization: Bearer KEY'."),
-    max_batch_size: int = typer.Option(8, help="Requests decoded together."),
-    max_wait_ms: float = typer.Option(15.0, help="How long the first request waits for others to batch with."),
-    queue_size: int = typer.Option(64, help="Requests waiting beyond this get 503 with Retry-After."),
+    queue_size: int = typer.Option(64, help="Clips admitted at once, all requests together; beyond: 503 with Retry-After."),
     timeout: float = typer.Option(300.0, help="Per-request timeout in seconds (504)."),
     max_upload_mb: float = typer.Option(25.0, help="Larger uploads get 413."),
     max_audio_minutes: float = typer.Option(120.0, help="Longer audio in one request gets 413."),
     max_queued_audio_minutes: float = typer.Option(240.0, help="Audio admitted at once, all requests together; beyond: 503."),
     grace: float = typer.Option(30.0, help="On SIGTERM: stop accepting, let requests in flight finish this long, exit."),
     allow_url_host: List[str] = typer.Option([], help="Host that URL inputs may fetch from (repeatable); none by default."),
+    allow_private_urls: bool = typer.Option(False, help="Let allowed hosts resolve to private addresses (your own network)."),
+    url_timeout: float = typer.Option(30.0, help="Seconds a URL input may take to download (then 400)."),
 ):
     """Serve OpenAI's audio API, MLflow's scoring protocol and a web page for one model."""
     import uvicorn
 
     from asrflow.server import ServerConfig, create_app
 
-    config = ServerConfig(model_uri, backend, api_key, max_batch_size, max_wait_ms, queue_size, timeout, max_upload_mb,
-                          max_audio_minutes, max_queued_audio_minutes, tuple(allow_url_host))
+    config = ServerConfig(model_uri, backend, api_key, queue_size, timeout, max_upload_mb, max_audio_minutes,
+                          max_queued_audio_minutes, tuple(allow_url_host), allow_private_urls, url_timeout_s=url_timeout)
     uvicorn.run(create_app(config), host=host, port=port, log_level="warning", timeout_graceful_shutdown=grace)
 
 

@@ -6,14 +6,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from asrflow.audio import SAMPLE_RATE, AudioInput, decode_audio
 from asrflow.backends import Backend, load_backend
 from asrflow.errors import InvalidOptionError
 from asrflow.models import DEFAULT_MODEL, ModelSource, resolve_model
 from asrflow.options import TranscribeOptions
-from asrflow.transcript import Segment, Transcript
+from asrflow.transcript import Segment, SegmentStream, Transcript
 from asrflow.vad import is_silent
 
 
@@ -38,28 +36,20 @@ class Transcriber:
         progress: Callable[[Segment], None] | None = None,
         **changes,
     ) -> Transcript:
+        """The whole transcript; `progress(segment)` hears of each segment as it is decoded."""
+        return self.stream(audio, options, sample_rate, allow_urls, **changes).collect(progress)
+
+    def stream(
+        self, audio: AudioInput, options: TranscribeOptions | None = None, sample_rate: int = SAMPLE_RATE,
+        allow_urls: bool = False, **changes,
+    ) -> SegmentStream:
+        """Segments as they are decoded (iterate it), with language and duration known up front."""
         options = self.resolve(changes, options)
         samples = decode_audio(audio, sample_rate=sample_rate, allow_urls=allow_urls)
         if is_silent(samples):
-            return Transcript("", options.language or ("en" if not self.multilingual else None), None, len(samples) / SAMPLE_RATE)
-        return self.backend.transcribe(samples, options, progress)
-
-    def transcribe_batch(self, samples: list[np.ndarray], options: TranscribeOptions | None = None) -> list[Transcript]:
-        """Several decoded clips with the same options, in one model call where the backend can."""
-        options = options or self.options
-        self.check(options)
-        results: list[Transcript | None] = [
-            Transcript("", options.language or "en", None, len(s) / SAMPLE_RATE) if is_silent(s) else None for s in samples
-        ]
-        todo = [i for i, r in enumerate(results) if r is None]
-        batch = getattr(self.backend, "transcribe_batch", None)
-        if batch and len(todo) > 1:
-            done = batch([samples[i] for i in todo], options)
-        else:
-            done = [self.backend.transcribe(samples[i], options) for i in todo]
-        for i, transcript in zip(todo, done):
-            results[i] = transcript
-        return results
+            language = options.language or ("en" if not self.multilingual else None)
+            return SegmentStream(iter(()), language, None, len(samples) / SAMPLE_RATE)
+        return self.backend.stream(samples, options)
 
     def resolve(self, changes: dict | None = None, base: TranscribeOptions | None = None) -> TranscribeOptions:
         """This model's options (saved with it, unless `base`) with `changes` from any edge, checked for this model."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,31 @@ class Transcript:
     def from_segments(cls, segments: list[Segment], language, language_probability, duration) -> Transcript:
         text = " ".join(s.text.strip() for s in segments if s.text.strip())
         return cls(text, language, language_probability, duration, list(segments))
+
+
+@dataclass
+class SegmentStream:
+    """A transcript as it is decoded: an iterator of segments, with what is known before the first."""
+
+    segments: Iterator[Segment]
+    language: str | None
+    language_probability: float | None
+    duration: float
+
+    def __iter__(self) -> Iterator[Segment]:
+        return self.segments
+
+    def transcript(self, segments: list[Segment]) -> Transcript:
+        return Transcript.from_segments(segments, self.language, self.language_probability, self.duration)
+
+    def collect(self, progress: Callable[[Segment], None] | None = None) -> Transcript:
+        """Decode to the end; `progress(segment)` hears of each segment as it comes."""
+        segments = []
+        for segment in self.segments:
+            segments.append(segment)
+            if progress:
+                progress(segment)
+        return self.transcript(segments)
 
 
 def fit_segment(start: float, end: float, text: str, words: list[Word], previous_end: float = 0.0) -> Segment:

@@ -1,16 +1,16 @@
-"""Backends: samples + options -> Transcript, behind one small protocol and a registry."""
+"""Backends: samples + options -> a stream of segments, behind one small protocol and a registry."""
 
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from asrflow.errors import InvalidOptionError
 from asrflow.models import ModelSource
 from asrflow.options import TranscribeOptions
-from asrflow.transcript import Segment, Transcript
+from asrflow.transcript import SegmentStream
 
 # name -> "module:class"; a new backend is one new file and one line here
 BACKENDS = {
@@ -25,10 +25,9 @@ class Backend(Protocol):
 
     def __init__(self, source: ModelSource, device: str, compute_type: str) -> None: ...
 
-    def transcribe(
-        self, audio: np.ndarray, options: TranscribeOptions, progress: Callable[[Segment], None] | None = None
-    ) -> Transcript:
-        """`progress(segment)` is called with each segment as it is decoded, for long work and streaming."""
+    def stream(self, audio: np.ndarray, options: TranscribeOptions) -> SegmentStream:
+        """Language and duration now; segments as they are decoded (a window or a batch at a time), so long
+        work can show progress, stream, and be interleaved with other requests."""
 
 
 def load_backend(name: str, source: ModelSource, device: str = "cpu", compute_type: str = "default") -> Backend:

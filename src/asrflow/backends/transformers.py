@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from typing import Iterator
 
 import numpy as np
 
@@ -11,7 +12,7 @@ from asrflow.audio import SAMPLE_RATE
 from asrflow.errors import ModelNotFoundError
 from asrflow.models import ModelSource, hub_error, transformers_dir
 from asrflow.options import TranscribeOptions
-from asrflow.transcript import Segment, Transcript, Word, fit_segment
+from asrflow.transcript import Segment, SegmentStream, Word, fit_segment
 from asrflow.vad import speech_regions
 
 
@@ -50,22 +51,28 @@ class TransformersBackend:
         self.model = self.pipeline.model
         self.multilingual = bool(getattr(self.model.generation_config, "is_multilingual", False))
 
-    def transcribe(self, audio: np.ndarray, options: TranscribeOptions, progress=None) -> Transcript:
+    def stream(self, audio: np.ndarray, options: TranscribeOptions) -> SegmentStream:
+        """Segments as decoded: with VAD, one batch of speech regions at a time; else the whole audio in one call."""
         duration = len(audio) / SAMPLE_RATE
         language, probability = (options.language, 1.0) if options.language else self.detect_language(audio)
         if options.vad_filter:
             # Speech regions of at most one window, decoded in batches: no overlap, no stride, no wasted work.
             pieces = [(start / SAMPLE_RATE, audio[start:end]) for start, end in speech_regions(audio, options.chunk_length_s)]
+            step = options.batch_size
         else:
-            pieces = [(0.0, audio)]
-        outputs = self._run_pipeline([samples for _, samples in pieces], language, options) if pieces else []
-        segments: list[Segment] = []
-        for (offset, samples), out in zip(pieces, outputs):
-            for segment in self._segments(out, offset, min(duration, offset + len(samples) / SAMPLE_RATE), options):
-                segments.append(fit_segment(*segment, segments[-1].end if segments else 0.0))
-                if progress:
-                    progress(segments[-1])
-        return Transcript.from_segments(segments, language, probability, duration)
+            pieces, step = [(0.0, audio)], 1
+        return SegmentStream(self._decode(pieces, step, language, duration, options), language, probability, duration)
+
+    def _decode(self, pieces: list, step: int, language, duration: float, options) -> Iterator[Segment]:
+        previous_end = 0.0
+        for i in range(0, len(pieces), step):
+            batch = pieces[i : i + step]
+            outputs = self._run_pipeline([samples for _, samples in batch], language, options)
+            for (offset, samples), out in zip(batch, outputs):
+                for segment in self._segments(out, offset, min(duration, offset + len(samples) / SAMPLE_RATE), options):
+                    fitted = fit_segment(*segment, previous_end)
+                    previous_end = fitted.end
+                    yield fitted
 
     def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
         if not self.multilingual:

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 
 from asrflow.limits import BodyLimit
 from asrflow.server import health, mlflow_scoring, openai_audio, pages
-from asrflow.server.errors import HTTPError, http_error, openai_error
+from asrflow.server.errors import HTTPError, error_response, http_error
 from asrflow.server.holder import ModelHolder, ServerConfig
 from asrflow.server.metrics import ServerMetrics
 
@@ -32,14 +32,14 @@ def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
             check_key(config.api_key, request)
             response = await call_next(request)
         except Exception as e:  # noqa: BLE001 - the one place exceptions become statuses
-            response = openai_error(http_error(e, request.method, request.url.path))
+            response = error_response(http_error(e, request.method, request.url.path), request.url.path)
         endpoint = getattr(request.scope.get("route"), "path", "unmatched")  # templates, not raw paths: bounded
         app.state.metrics.observe(endpoint, response.status_code, time.perf_counter() - started)
         return response
 
     @app.exception_handler(HTTPError)
     async def handled(request: Request, e: HTTPError):
-        return openai_error(e)
+        return error_response(e, request.url.path)
 
     # outermost: counts body bytes on every route, chunked or not (base64 in /invocations is 4/3 of the audio)
     app.add_middleware(BodyLimit, max_bytes=config.max_bytes * 4 // 3 + 64 * 1024)

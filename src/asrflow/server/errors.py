@@ -39,12 +39,19 @@ def root_cause(error: BaseException) -> BaseException:
     return error
 
 
+def error_response(e: HTTPError, path: str) -> JSONResponse:
+    """In the format of the protocol the path belongs to: MLflow's for /invocations, OpenAI's elsewhere."""
+    if path == "/invocations":
+        return mlflow_error(e.message, e.status, e.headers)
+    return openai_error(e)
+
+
 def openai_error(e: HTTPError) -> JSONResponse:
     kind = "invalid_request_error" if e.status < 500 else "server_error"
     body = {"error": {"message": e.message, "type": kind, "param": e.param, "code": e.status}}
     return JSONResponse(body, status_code=e.status, headers=e.headers)
 
 
-def mlflow_error(message: str, status: int = 400) -> JSONResponse:
+def mlflow_error(message: str, status: int = 400, headers: dict | None = None) -> JSONResponse:
     code = "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR"
-    return JSONResponse({"error_code": code, "message": message}, status_code=status)
+    return JSONResponse({"error_code": code, "message": message}, status_code=status, headers=headers)

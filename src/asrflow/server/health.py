@@ -24,13 +24,13 @@ async def health():
 @router.get("/ready")
 async def ready(model: Annotated[ModelHolder, Depends(holder)]):
     """Ready when a tenth of a second of silence goes through the scheduler and back within 10 s."""
-    batcher = model.batcher()
+    scheduler = model.ready()
     try:
-        [probe] = batcher.submit_all([np.zeros(SAMPLE_RATE // 10, dtype=np.float32)], batcher.transcriber.options)
-        await asyncio.wait_for(asyncio.wrap_future(probe), 10)
+        probe = scheduler.submit(np.zeros(SAMPLE_RATE // 10, dtype=np.float32), scheduler.transcriber.options)
+        await asyncio.wait_for(asyncio.wrap_future(probe.future), 10)
     except Exception:  # noqa: BLE001 - full queue, dead or stuck scheduler: not ready, whatever the cause
         raise HTTPError(503, "the model is loaded but not answering: retry shortly.", headers={"Retry-After": "5"}) from None
-    return {"status": "ready", "model": model.config.model, "backend": batcher.transcriber.backend.name}
+    return {"status": "ready", "model": model.config.model, "backend": scheduler.transcriber.backend.name}
 
 
 @router.get("/metrics")

@@ -1,21 +1,23 @@
-"""The served model: its configuration, loading in the background, identity, readiness and admission."""
+"""The served model: its configuration, loading in the background, identity, readiness, and admission in audio seconds."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from asrflow.audio import SAMPLE_RATE, decode_audio
-from asrflow.errors import AsrflowError, AudioDecodeError
+from asrflow.audio import SAMPLE_RATE, declared_seconds, decode_audio, too_long
+from asrflow.errors import AsrflowError, AudioDecodeError, AudioTooLongError
 from asrflow.options import TranscribeOptions
 from asrflow.server.errors import HTTPError
 from asrflow.server.metrics import ServerMetrics
-from asrflow.server.scheduler import Batcher
+from asrflow.server.fetch import UrlPolicy, fetch_audio
+from asrflow.server.scheduler import Scheduler
 from asrflow.transcript import Transcript
 
 
@@ -24,27 +26,69 @@ class ServerConfig:
     model: str = "bundled:tiny.en"
     backend: str | None = None
     api_key: str | None = None
-    max_batch_size: int = 8
-    max_wait_ms: float = 15.0
-    queue_size: int = 64
+    queue_size: int = 64  # clips admitted and not yet answered, all requests together
     timeout_s: float = 300.0
     max_upload_mb: float = 25.0
     max_audio_minutes: float = 120.0  # per request: a small compressed file can hold hours of audio
     max_queued_audio_minutes: float = 240.0  # admitted and not yet answered, all requests together
     allowed_url_hosts: tuple[str, ...] = field(default_factory=tuple)
+    allow_private_urls: bool = False
+    max_urls: int = 4  # per request
+    url_timeout_s: float = 30.0
 
     @property
     def max_bytes(self) -> int:
         return int(self.max_upload_mb * 2**20)
 
 
+class Reservation:
+    """Audio seconds and clips held for one request from before decoding until it is answered."""
+
+    def __init__(self, admission: Admission, seconds: float, clips: int):
+        self.admission, self.seconds, self.clips, self.samples = admission, seconds, clips, []
+
+    def settle(self, seconds: float) -> None:
+        """Hold what the request turned out to need (decoded), not the bound it was admitted with."""
+        with self.admission.lock:
+            self.admission.seconds += seconds - self.seconds
+            self.seconds = seconds
+
+    def release(self) -> None:
+        self.settle(0.0)
+        with self.admission.lock:
+            self.admission.clips -= self.clips
+            self.clips = 0
+            if self.admission.clips == 0:
+                self.admission.seconds = 0.0  # no drift from sums of floats
+
+
+class Admission:
+    """One limit over decoding, queueing and transcribing, counted in audio seconds (and clips): beyond it, 503 at once."""
+
+    def __init__(self, max_seconds: float, max_clips: int):
+        self.max_seconds, self.max_clips = max_seconds, max_clips
+        self.lock = threading.Lock()
+        self.seconds, self.clips = 0.0, 0
+
+    def reserve(self, seconds: float, clips: int) -> Reservation:
+        with self.lock:
+            if self.seconds + seconds > self.max_seconds or self.clips + clips > self.max_clips:
+                raise HTTPError(503, "the server is at capacity: retry shortly.", headers={"Retry-After": "2"})
+            self.seconds += seconds
+            self.clips += clips
+        return Reservation(self, seconds, clips)
+
+
 class ModelHolder:
-    """Loads the model in the background (/health answers at once), then serves it through one Batcher."""
+    """Loads the model in the background (/health answers at once), admits requests, runs them through the Scheduler."""
 
     def __init__(self, config: ServerConfig, metrics: ServerMetrics, transcriber=None):
         self.config, self.metrics = config, metrics
         self.transcriber, self.scheduler, self.error = transcriber, None, None
         self.info = {"model": config.model}
+        self.admission = Admission(config.max_queued_audio_minutes * 60, config.queue_size)
+        self.urls = UrlPolicy(config.allowed_url_hosts, config.allow_private_urls, config.max_bytes, config.url_timeout_s)
+        metrics.admitted.set_function(lambda: self.admission.seconds)
         threading.Thread(target=self._load, name="asrflow-load", daemon=True).start()
 
     def _load(self) -> None:
@@ -53,46 +97,86 @@ class ModelHolder:
 
             self.transcriber = self.transcriber or load_transcriber(self.config.model, backend=self.config.backend)
             self.info = model_identity(self.config.model) | {"backend": self.transcriber.backend.name}
-            config = self.config
-            self.scheduler = Batcher(self.transcriber, config.max_batch_size, config.max_wait_ms / 1000, config.queue_size,
-                                     config.max_queued_audio_minutes * 60)
-            self.metrics.queue.set_function(self.scheduler.queue.qsize)
-            self.metrics.admitted.set_function(lambda: self.scheduler.admitted_s)
+            self.scheduler = Scheduler(self.transcriber)
+            self.metrics.queue.set_function(self.scheduler.depth)
         except Exception as e:  # noqa: BLE001 - reported by /ready
             self.error = str(e)
 
-    def batcher(self) -> Batcher:
+    def ready(self) -> Scheduler:
         if self.scheduler is None:
             reason = f": {self.error}" if self.error else " yet"
             raise HTTPError(503, f"the model is not loaded{reason}.", headers={"Retry-After": "5"})
         return self.scheduler
 
     def resolve(self, changes: dict) -> TranscribeOptions:
-        return self.batcher().transcriber.resolve(changes)
+        return self.ready().transcriber.resolve(changes)
 
-    async def decode(self, data, allow_urls: bool = False) -> np.ndarray:
-        """Audio of one request, within the duration limit (413), or a clear 400."""
+    async def admit(self, inputs: list) -> Reservation:
+        """Fetch the URLs, refuse audio whose header is over the limit (413), reserve its seconds (503), decode it.
+
+        Audio without a duration in its header is reserved at the per-request limit until it is decoded.
+        """
+        self.ready()
+        if sum(isinstance(x, str) for x in inputs) > self.config.max_urls:
+            raise HTTPError(400, f"at most {self.config.max_urls} URLs per request: send the rest in other requests.")
+        data = [await fetch_audio(x, self.urls) if isinstance(x, str) else x for x in inputs]
+        bounds = [await run_in_threadpool(self._bound, item) for item in data]
+        reservation = self.admission.reserve(sum(bounds), len(data))
         try:
-            return await run_in_threadpool(decode_audio, data, allow_urls=allow_urls,
-                                           max_seconds=self.config.max_audio_minutes * 60)
+            reservation.samples = [await run_in_threadpool(self._decode, item, bound) for item, bound in zip(data, bounds)]
+        except BaseException:
+            reservation.release()
+            raise
+        reservation.settle(sum(len(s) for s in reservation.samples) / SAMPLE_RATE)
+        return reservation
+
+    def _bound(self, data) -> float:
+        """Seconds to reserve: what the header declares (with a margin that decoding enforces), else the limit."""
+        limit = self.config.max_audio_minutes * 60
+        declared = declared_seconds(data)
+        if declared is not None and declared > limit:
+            raise HTTPError(413, too_long(limit).args[0], "file")
+        return limit if declared is None else min(limit, declared * 1.05 + 1)
+
+    def _decode(self, data, bound: float) -> np.ndarray:
+        try:
+            return decode_audio(data, max_seconds=bound)
+        except AudioTooLongError as e:
+            if bound < self.config.max_audio_minutes * 60:
+                raise HTTPError(400, "the file holds more audio than its header declares: re-encode it.", "file") from None
+            raise HTTPError(413, str(e), "file") from None
         except AudioDecodeError as e:
             raise HTTPError(e.http_status, str(e), "file") from None
 
-    async def run(self, clips: list[np.ndarray], options: TranscribeOptions) -> list[Transcript]:
-        """Transcribe the clips of one request, admitted together; a timeout cancels what has not started."""
-        futures = self.batcher().submit_all(clips, options)
+    async def run(self, reservation: Reservation, options: TranscribeOptions, on_segment=None,
+                  disconnected=None) -> list[Transcript]:
+        """Schedule the admitted clips and wait for them all; on any exit (timeout, disconnect, error) the
+        work left is withdrawn and the reservation released."""
+        jobs = [self.ready().submit(samples, options, on_segment) for samples in reservation.samples]
+        reservation.samples = []
         try:
-            results = await asyncio.wait_for(asyncio.gather(*map(asyncio.wrap_future, futures)), self.config.timeout_s)
-        except asyncio.TimeoutError:
-            for future in futures:
-                future.cancel()
-            raise HTTPError(504, f"transcription took longer than {self.config.timeout_s:g} s.") from None
-        except AsrflowError as e:
-            for future in futures:
-                future.cancel()
-            raise HTTPError(e.http_status if e.http_status < 500 else 400, str(e)) from None
-        self.metrics.audio.inc(sum(len(c) for c in clips) / SAMPLE_RATE)
+            results = await self._wait([job.future for job in jobs], disconnected)
+        finally:
+            for job in jobs:
+                job.future.cancel()
+            reservation.release()
+        self.metrics.audio.inc(sum(r.duration for r in results))
         return results
+
+    async def _wait(self, futures, disconnected) -> list[Transcript]:
+        waiting = [asyncio.wrap_future(f) for f in futures]
+        deadline = time.monotonic() + self.config.timeout_s
+        while not all(w.done() for w in waiting):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise HTTPError(504, f"transcription took longer than {self.config.timeout_s:g} s.")
+            await asyncio.wait(waiting, timeout=min(left, 1.0))
+            if disconnected is not None and await disconnected():
+                raise HTTPError(499, "the client closed the connection.")
+        try:
+            return [w.result() for w in waiting]
+        except AsrflowError as e:
+            raise HTTPError(e.http_status if e.http_status < 500 else 400, str(e)) from None
 
 
 def holder(request: Request) -> ModelHolder:

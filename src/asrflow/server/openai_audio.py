@@ -6,16 +6,14 @@ import asyncio
 import json
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from asrflow.audio import SAMPLE_RATE
 from asrflow.errors import AsrflowError
 from asrflow.limits import BodyTooLarge
 from asrflow.options import FALLBACK_TEMPERATURES, TranscribeOptions
 from asrflow.server.errors import HTTPError, root_cause
-from asrflow.server.holder import ModelHolder, holder
+from asrflow.server.holder import ModelHolder, Reservation, holder
 from asrflow.transcript import Segment, Transcript
 from asrflow.writers import WRITERS
 
@@ -62,10 +60,10 @@ async def openai_audio(request: Request, model: ModelHolder, task: str):
         options = model.resolve(openai_temperature(changes))
     except AsrflowError as e:
         raise HTTPError(400, str(e)) from None
-    samples = await model.decode(data)
+    reservation = await model.admit([data])
     if str(form.get("stream", "")).lower() == "true":
-        return stream_segments(model, samples, options)
-    [result] = await model.run([samples], options)
+        return stream_segments(model, reservation, options)
+    [result] = await model.run(reservation, options, disconnected=request.is_disconnected)
     return openai_response(result, response_format, task, granularities)
 
 
@@ -100,37 +98,37 @@ async def read_form(request: Request, max_bytes: int):
     return form
 
 
-def stream_segments(model: ModelHolder, samples: np.ndarray, options: TranscribeOptions) -> StreamingResponse:
-    """Server-sent events: a transcript.text.delta per segment as decoded, then transcript.text.done."""
+def stream_segments(model: ModelHolder, reservation: Reservation, options: TranscribeOptions) -> StreamingResponse:
+    """Server-sent events: a transcript.text.delta per segment as decoded, then transcript.text.done.
+    A client that goes away cancels the work at its next window."""
     loop = asyncio.get_running_loop()
     segments: asyncio.Queue = asyncio.Queue()
-    future = model.batcher().submit(samples, options, lambda s: loop.call_soon_threadsafe(segments.put_nowait, s))
-    done = asyncio.wrap_future(future)
+    task = asyncio.ensure_future(model.run(reservation, options, lambda s: loop.call_soon_threadsafe(segments.put_nowait, s)))
 
     async def events():
         sent = 0
-        while True:
-            getter = asyncio.ensure_future(segments.get())
-            await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED, timeout=model.config.timeout_s)
-            if getter.done():
-                segment: Segment = getter.result()
-                sent += 1
-                yield sse({"type": "transcript.text.delta", "delta": (" " if sent > 1 else "") + segment.text,
-                           "segment": {"start": segment.start, "end": segment.end, "text": segment.text}})
-                continue
-            getter.cancel()
-            if not done.done():
-                yield sse({"type": "error", "error": {"message": "transcription timed out"}})
+        try:
+            while True:
+                getter = asyncio.ensure_future(segments.get())
+                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    segment: Segment = getter.result()
+                    sent += 1
+                    yield sse({"type": "transcript.text.delta", "delta": (" " if sent > 1 else "") + segment.text,
+                               "segment": {"start": segment.start, "end": segment.end, "text": segment.text}})
+                    continue
+                getter.cancel()
+                if task.exception() is not None:
+                    error = task.exception()
+                    yield sse({"type": "error", "error": {"message": getattr(error, "message", "internal error")}})
+                    return
+                [result] = task.result()
+                for segment in result.segments[sent:]:
+                    yield sse({"type": "transcript.text.delta", "delta": " " + segment.text})
+                yield sse({"type": "transcript.text.done", "text": result.text})
                 return
-            if done.exception():
-                yield sse({"type": "error", "error": {"message": str(done.exception())}})
-                return
-            result = done.result()
-            for segment in result.segments[sent:]:
-                yield sse({"type": "transcript.text.delta", "delta": " " + segment.text})
-            model.metrics.audio.inc(len(samples) / SAMPLE_RATE)
-            yield sse({"type": "transcript.text.done", "text": result.text})
-            return
+        finally:
+            task.cancel()
 
     return StreamingResponse(events(), media_type="text/event-stream")
 

@@ -1,92 +1,96 @@
-"""Cross-request batching: clips that arrive together go to the model in one call, grouped by options."""
+"""Fair scheduling: one model thread serves the admitted requests in turns of one decoded window each.
+
+Every request goes through the same single path as `asrflow transcribe` (so its answer does not depend
+on who else is calling); a long file advances one window per turn, so short requests are not stuck
+behind it, and a request that was cancelled (timeout, disconnect) stops using the model at its next turn.
+"""
 
 from __future__ import annotations
 
 import logging
-import queue
+import os
 import threading
-import time
-from collections import defaultdict
-from concurrent.futures import Future
+from collections import deque
+from concurrent.futures import Future, InvalidStateError
 
 import numpy as np
 
-from asrflow.audio import SAMPLE_RATE
+from asrflow.errors import AsrflowError
 from asrflow.options import TranscribeOptions
-from asrflow.server.errors import HTTPError
+from asrflow.transcript import Segment
 
 LOG = logging.getLogger("asrflow.server")
 
 
-class Batcher:
-    """Requests that arrive together go to the model in one call (up to a batch size, within a short wait)."""
+class Job:
+    """One clip to transcribe: its future is the answer; cancelling the future withdraws the work."""
 
-    def __init__(self, transcriber, max_batch_size: int, max_wait_s: float, queue_size: int,
-                 max_audio_s: float | None = None):
+    def __init__(self, samples: np.ndarray, options: TranscribeOptions, on_segment=None):
+        self.samples, self.options, self.on_segment = samples, options, on_segment
+        self.future: Future = Future()
+        self.stream, self.segments = None, []
+
+    def step(self, transcriber) -> bool:
+        """Decode a little more (at most one window or one batch); True when the job is answered."""
+        if self.stream is None:
+            self.stream, self.samples = transcriber.stream(self.samples, self.options), None
+        segment: Segment | None = next(self.stream.segments, None)
+        if segment is None:
+            self.future.set_result(self.stream.transcript(self.segments))
+            return True
+        self.segments.append(segment)
+        if self.on_segment:
+            self.on_segment(segment)
+        return False
+
+
+class Scheduler:
+    def __init__(self, transcriber):
         self.transcriber = transcriber
-        self.max_batch_size, self.max_wait_s = max_batch_size, max_wait_s
-        self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
-        self.admission = threading.Lock()  # only submitters put; the batcher only takes, which never refuses them
-        self.max_audio_s, self.admitted_s = max_audio_s, 0.0  # audio admitted and not yet answered, in seconds
-        threading.Thread(target=self._run, name="asrflow-batcher", daemon=True).start()
+        self.jobs: deque[Job] = deque()
+        self.wakeup = threading.Condition()
+        threading.Thread(target=self._run, name="asrflow-scheduler", daemon=True).start()
 
-    def submit(self, samples: np.ndarray, options: TranscribeOptions, on_segment=None) -> Future:
-        return self.submit_all([samples], options, on_segment)[0]
+    def submit(self, samples: np.ndarray, options: TranscribeOptions, on_segment=None) -> Job:
+        job = Job(samples, options, on_segment)
+        with self.wakeup:
+            self.jobs.append(job)
+            self.wakeup.notify()
+        return job
 
-    def submit_all(self, clips: list[np.ndarray], options: TranscribeOptions, on_segment=None) -> list[Future]:
-        """Queue every clip of one request, or none: a request is admitted or refused whole."""
-        futures = [Future() for _ in clips]
-        seconds = sum(len(c) for c in clips) / SAMPLE_RATE
-        with self.admission:
-            over = self.max_audio_s is not None and self.admitted_s + seconds > self.max_audio_s
-            if over or self.queue.maxsize - self.queue.qsize() < len(clips):
-                raise HTTPError(503, "the server is at capacity: retry shortly.", headers={"Retry-After": "2"})
-            self.admitted_s += seconds
-            for samples, future in zip(clips, futures):
-                future.add_done_callback(lambda _, s=len(samples) / SAMPLE_RATE: self._release(s))
-                self.queue.put_nowait((samples, options, on_segment, future))
-        return futures
+    def depth(self) -> int:
+        return len(self.jobs)
 
-    def _release(self, seconds: float) -> None:
-        with self.admission:
-            self.admitted_s = max(0.0, self.admitted_s - seconds)
-
-    def _run(self):
-        while True:
-            batch = [self.queue.get()]
-            try:
-                self._collect_and_serve(batch)
-            except Exception as e:  # noqa: BLE001 - nothing may stop the loop: fail this batch, serve the next
-                LOG.exception("batch failed")
-                for item in batch:
-                    if not item[3].done():
-                        item[3].set_exception(e)
-
-    def _collect_and_serve(self, batch: list):
-        """Wait briefly for company, then serve the batch grouped by options (batch is filled in place)."""
-        deadline = time.monotonic() + self.max_wait_s
-        while len(batch) < self.max_batch_size and (left := deadline - time.monotonic()) > 0:
-            try:
-                batch.append(self.queue.get(timeout=left))
-            except queue.Empty:
-                break
-        groups = defaultdict(list)
-        for item in batch:
-            if item[3].set_running_or_notify_cancel():  # skip requests that timed out while queued
-                groups[(item[1], item[2] is None)].append(item)
-        for (options, _), items in groups.items():
-            self._serve(items, options)
-
-    def _serve(self, items, options):
+    def _run(self) -> None:
         try:
-            if len(items) == 1:
-                samples, _, on_segment, future = items[0]
-                results = [self.transcriber.transcribe(samples, options, progress=on_segment)]
-            else:
-                results = self.transcriber.transcribe_batch([item[0] for item in items], options)
-        except Exception as e:  # noqa: BLE001 - every caller must hear back
-            for item in items:
-                item[3].set_exception(e)
+            while True:
+                self._turn(self._next())
+        except BaseException:  # noqa: BLE001 - a server that cannot serve must not look alive
+            LOG.critical("the scheduler stopped: exiting for the supervisor to restart the server", exc_info=True)
+            os._exit(70)
+
+    def _next(self) -> Job:
+        with self.wakeup:
+            while not self.jobs:
+                self.wakeup.wait()
+            return self.jobs.popleft()
+
+    def _turn(self, job: Job) -> None:
+        """One step of one job; a failure fails that job only, and a cancelled job is dropped here."""
+        if job.future.done():
             return
-        for item, result in zip(items, results):
-            item[3].set_result(result)
+        try:
+            finished = job.step(self.transcriber)
+        except InvalidStateError:  # cancelled while its last step ran
+            return
+        except Exception as e:  # noqa: BLE001 - the caller hears of it; the loop goes on
+            if not isinstance(e, AsrflowError):
+                LOG.error("a transcription failed", exc_info=True)
+            try:
+                job.future.set_exception(e)
+            except InvalidStateError:
+                pass
+            return
+        if not finished:
+            with self.wakeup:
+                self.jobs.append(job)
