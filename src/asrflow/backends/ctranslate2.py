@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Iterator
 
 import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 
+from asrflow.backends.features import WindowedExtractor
 from asrflow.errors import ModelNotFoundError
 from asrflow.models import ModelSource, ctranslate2_dir, hub_error
 from asrflow.options import TranscribeOptions
@@ -31,6 +33,9 @@ class CTranslate2Backend:
             raise hub_error(source.name, e) from None
         self.multilingual = self.model.model.is_multilingual
         self.batched = BatchedInferencePipeline(self.model)
+        # the sequential decoder, with the spectrogram computed a window at a time (same values, bounded memory)
+        self.sequential = copy.copy(self.model)
+        self.sequential.feature_extractor = WindowedExtractor(self.model.feature_extractor)
 
     def stream(self, audio: np.ndarray, options: TranscribeOptions) -> SegmentStream:
         """Segments as faster-whisper decodes them, one window (or one batch of VAD chunks) at a time."""
@@ -53,7 +58,7 @@ class CTranslate2Backend:
             # with timestamps: sentence-sized segments, not one segment per (up to 30 s) VAD chunk
             segments, info = self.batched.transcribe(audio, batch_size=options.batch_size, without_timestamps=False, **kwargs)
         else:
-            segments, info = self.model.transcribe(audio, **kwargs)
+            segments, info = self.sequential.transcribe(audio, **kwargs)
         probability = round(float(info.language_probability), 4)
         return SegmentStream(_fitted(segments), info.language, probability, float(info.duration))
 
