@@ -46,18 +46,22 @@ def too_long(max_seconds: float) -> AudioTooLongError:
 
 
 def declared_seconds(data: AudioInput) -> float | None:
-    """How long encoded audio lasts by its container's header, without decoding it (None: the header does not
-    say, or `data` is not encoded bytes)."""
-    if not isinstance(data, (bytes, bytearray)) or not data:
+    """How long encoded audio (bytes or a file object) lasts by its container's header, without decoding it
+    (None: the header does not say, or `data` is something else)."""
+    if isinstance(data, (bytes, bytearray)):
+        data = io.BytesIO(data)
+    if not hasattr(data, "read") or not hasattr(data, "seek"):
         return None
-    stream = io.BytesIO(data)
-    if (seconds := _wav_declared_seconds(stream)) is not None:
-        return seconds
+    start = data.tell()
     try:
-        with av.open(stream, mode="r", metadata_errors="ignore") as container:
+        if (seconds := _wav_declared_seconds(data)) is not None:
+            return seconds
+        with av.open(data, mode="r", metadata_errors="ignore") as container:
             return container.duration / av.time_base if container.duration else None
-    except (av.error.FFmpegError, ValueError, EOFError, IndexError):
+    except (av.error.FFmpegError, ValueError, EOFError, IndexError, OSError):
         return None  # decoding will name the problem
+    finally:
+        data.seek(start)
 
 
 def _decode_any(audio: AudioInput, sample_rate: int, allow_urls: bool, max_seconds: float | None) -> np.ndarray:
@@ -83,6 +87,8 @@ def _decode_any(audio: AudioInput, sample_rate: int, allow_urls: bool, max_secon
         with open(path, "rb") as f:
             return _decode_stream(f, repr(str(path)), max_seconds)
     if hasattr(audio, "read"):
+        if _is_empty(audio):
+            raise AudioDecodeError("the audio is empty (0 bytes): send the content of an audio file.")
         return _decode_stream(audio, "the audio stream", max_seconds)
     raise AudioDecodeError(
         f"cannot read audio from a {type(audio).__name__}: pass bytes, a path, a file object "
@@ -108,7 +114,7 @@ def _decode_stream(stream: BinaryIO, what: str, max_seconds: float | None = None
     if fast is not None:
         return fast
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-    chunks: list[np.ndarray] = []
+    chunks = _Chunks(max_seconds)
     expected = _wav_declared_seconds(stream)
     try:
         with av.open(stream, mode="r", metadata_errors="ignore") as container:
@@ -118,33 +124,67 @@ def _decode_stream(stream: BinaryIO, what: str, max_seconds: float | None = None
             limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
             if limit is not None and (container.duration or 0) / av.time_base > max_seconds:
                 raise too_long(max_seconds)  # the header says so: refuse before decoding anything
-            decoded = 0
             for frame in container.decode(audio_stream):
                 frame.pts = None  # let the resampler ignore gaps in broken timestamps
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray().reshape(-1))
-                    decoded += len(chunks[-1])
-                if limit is not None and decoded > limit:
+                if limit is not None and chunks.size > limit:
                     raise too_long(max_seconds)
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().reshape(-1))
     except AudioDecodeError:
         raise
     except (av.error.FFmpegError, ValueError, EOFError, IndexError) as e:
-        if chunks:
-            raise AudioDecodeError(f"{what} is truncated or corrupt after {_seconds(chunks):.1f} s of audio ({e}).") from None
+        if chunks.size:
+            raise AudioDecodeError(f"{what} is truncated or corrupt after {chunks.seconds:.1f} s of audio ({e}).") from None
         raise AudioDecodeError(
             f"{what} is not audio we can decode ({e}): send wav, mp3, flac, ogg, m4a/aac or webm/opus."
         ) from None
-    samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
-    if samples.size == 0:
+    if chunks.size == 0:
         raise AudioDecodeError(f"{what} contains no audio samples: the file is empty or truncated.")
-    if expected and _seconds(chunks) < 0.8 * expected - 0.5:
+    if expected and chunks.seconds < 0.8 * expected - 0.5:
         raise AudioDecodeError(
             f"{what} is truncated: its header announces {expected:.1f} s but only "
-            f"{_seconds(chunks):.1f} s could be decoded."
+            f"{chunks.seconds:.1f} s could be decoded."
         )
-    return np.ascontiguousarray(samples, dtype=np.float32)
+    return chunks.samples()
+
+
+class _Chunks:
+    """Decoded samples as they come. With a known bound they go straight into one buffer of that size (pages
+    never written cost no memory), so there is no second copy when decoding ends."""
+
+    def __init__(self, max_seconds: float | None):
+        self.size, self.parts = 0, []
+        self.buffer = None if max_seconds is None else np.empty(int(max_seconds * SAMPLE_RATE) + SAMPLE_RATE, np.float32)
+
+    def append(self, part: np.ndarray) -> None:
+        if self.buffer is not None and self.size + len(part) > len(self.buffer):  # past the bound (refused anyway)
+            self.parts, self.buffer = [self.buffer[: self.size]], None
+        if self.buffer is not None:
+            self.buffer[self.size : self.size + len(part)] = part
+        else:
+            self.parts.append(part)
+        self.size += len(part)
+
+    @property
+    def seconds(self) -> float:
+        return self.size / SAMPLE_RATE
+
+    def samples(self) -> np.ndarray:
+        if self.buffer is not None:
+            return self.buffer[: self.size]
+        return np.ascontiguousarray(np.concatenate(self.parts), dtype=np.float32)
+
+
+def _is_empty(stream: BinaryIO) -> bool:
+    try:
+        start = stream.tell()
+        empty = not stream.read(1)
+        stream.seek(start)
+        return empty
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        return False  # not seekable: decoding tells
 
 
 def _pcm16_wav(stream: BinaryIO) -> np.ndarray | None:
@@ -183,10 +223,6 @@ def _wav_declared_seconds(stream: BinaryIO) -> float | None:
     if byte_rate == 0 or size in (0, 0xFFFFFFFF):  # streamed WAVs leave the size open
         return None
     return size / byte_rate
-
-
-def _seconds(chunks: list[np.ndarray]) -> float:
-    return sum(len(c) for c in chunks) / SAMPLE_RATE
 
 
 def _from_samples(samples: np.ndarray, sample_rate: int) -> np.ndarray:

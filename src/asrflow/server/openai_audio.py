@@ -45,8 +45,7 @@ async def openai_audio(request: Request, model: ModelHolder, task: str):
     extension = (upload.filename or "").rsplit(".", 1)[-1].lower() if "." in (upload.filename or "") else ""
     if extension and extension not in AUDIO_EXTENSIONS:
         raise HTTPError(415, f"unsupported file type .{extension}: send one of {', '.join(sorted(AUDIO_EXTENSIONS))}.", "file")
-    data = await upload.read()
-    if len(data) > model.config.max_bytes:  # Starlette's max_part_size bounds fields, not files
+    if (upload.size or 0) > model.config.max_bytes:  # Starlette's max_part_size bounds fields, not files
         raise HTTPError(413, f"the file is larger than the {model.config.max_upload_mb:g} MB limit.", "file")
     response_format = form.get("response_format") or "json"
     if response_format not in FORMATS:
@@ -60,7 +59,7 @@ async def openai_audio(request: Request, model: ModelHolder, task: str):
         options = model.resolve(openai_temperature(changes))
     except AsrflowError as e:
         raise HTTPError(400, str(e)) from None
-    reservation = await model.admit([data])
+    reservation = await model.admit([upload.file])  # spooled to disk: never read whole into memory
     if str(form.get("stream", "")).lower() == "true":
         return stream_segments(model, reservation, options)
     [result] = await model.run(reservation, options, disconnected=request.is_disconnected)
