@@ -1,6 +1,13 @@
-"""Bounded load test of `asrflow serve` on loopback: 8 clients x 25 requests of real audio, then it stops.
+"""Load tests of `asrflow serve` (bundled tiny.en) on loopback, each against its peer measured in the same run.
 
-Prints errors, p50/p95 latency and throughput, and the ratio to offline batched throughput on the same files.
+- throughput: 8 clients sending the dev clips, against the same clips transcribed offline in process, one
+  after another (what `asrflow batch` does);
+- fairness: p95 latency of 8 clients sending 5 s clips while one client transcribes a 30-minute file, against
+  their p95 on an idle server;
+- flood: 64 clients sending max-size (25 MB) Opus uploads of long audio for 60 s: every status, requests left
+  without an answer, /health answered throughout, the server's peak RSS.
+
+Run: `python bench/load.py` (or `make bench`); writes bench/results/load.json and prints the table.
 """
 
 from __future__ import annotations
@@ -13,91 +20,186 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
+import numpy as np
+
+from asrflow import decode_audio, load_transcriber
+from asrflow.audio import encode_audio
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("BENCH_CORPUS", ROOT.parent / "shared" / "data" / "dev"))
 if not (CORPUS / "manifest.jsonl").is_file():
     CORPUS = ROOT / "tests" / "data"
-CLIENTS, REQUESTS, BATCH = 8, 25, 8
+SR = 16000
 
 
-def files():
+def clips() -> list[tuple[str, bytes]]:
     rows = [json.loads(line) for line in (CORPUS / "manifest.jsonl").read_text().splitlines() if line.strip()]
     return [(r["audio"], (CORPUS / r["audio"]).read_bytes()) for r in rows]
 
 
-def offline_throughput(items) -> float:
-    """Audio seconds per wall second when the same files are transcribed in batches of BATCH, in process."""
-    from asrflow import decode_audio, load_transcriber
-
-    transcriber = load_transcriber("bundled:tiny.en")
-    audio = [decode_audio(data) for _, data in items]
-    transcriber.transcribe_batch(audio[:BATCH])  # warm-up
-    started = time.perf_counter()
-    for i in range(0, len(audio), BATCH):
-        transcriber.transcribe_batch(audio[i : i + BATCH])
-    return sum(len(a) for a in audio) / 16000 / (time.perf_counter() - started)
+def speech(seconds: float, every: float | None = None) -> np.ndarray:
+    """The dev clips back to back (or one every `every` seconds over faint noise), `seconds` long."""
+    audio = [decode_audio(data) for _, data in clips()]
+    if every:
+        audio = [np.pad(a[: int(every * SR)], (0, max(0, int(every * SR) - len(a)))) for a in audio]
+    out = np.concatenate(audio * int(seconds / (sum(map(len, audio)) / SR) + 1))[: int(seconds * SR)]
+    return out + (np.random.RandomState(0).randn(len(out)) * 0.003).astype(np.float32)
 
 
-async def client(http, url, items, offset, latencies, errors, seconds):
-    for i in range(REQUESTS):
-        name, data = items[(offset + i) % len(items)]
-        started = time.perf_counter()
-        try:
-            response = await http.post(f"{url}/v1/audio/transcriptions", files={"file": (name, data)}, data={"response_format": "verbose_json"})
-            response.raise_for_status()
-            seconds.append(response.json()["duration"])
-        except httpx.HTTPError as e:
-            errors.append(repr(e))
-            continue
-        latencies.append(time.perf_counter() - started)
-
-
-async def load(url, items):
-    latencies, errors, seconds = [], [], []
-    async with httpx.AsyncClient(timeout=300) as http:
-        started = time.perf_counter()
-        await asyncio.gather(*(client(http, url, items, c * 3, latencies, errors, seconds) for c in range(CLIENTS)))
-        wall = time.perf_counter() - started
-    return latencies, errors, sum(seconds) / wall, wall
-
-
-def main():
-    items = files()
-    offline = offline_throughput(items)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([Path(sys.executable).with_name("asrflow"), "serve", "bundled:tiny.en", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
+class Server:
+    def __init__(self, *args: str):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.url = f"http://127.0.0.1:{s.getsockname()[1]}"
+        command = [Path(sys.executable).with_name("asrflow"), "serve", "bundled:tiny.en", "--port", self.url.rsplit(":", 1)[1], *args]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(240):
             try:
-                if httpx.get(f"{url}/ready").status_code == 200:
-                    break
+                if httpx.get(f"{self.url}/ready").status_code == 200:
+                    return
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        latencies, errors, throughput, wall = asyncio.run(load(url, items))
+        raise RuntimeError("the server did not get ready")
+
+    def peak_rss_mb(self) -> int:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(status.split("VmHWM:")[1].split()[0]) // 1024
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=60)
+
+
+async def post(http, url, name, data, fields=None):
+    started = time.perf_counter()
+    response = await http.post(f"{url}/v1/audio/transcriptions", files={"file": (name, data)}, data=fields or {})
+    return response, time.perf_counter() - started
+
+
+async def throughput(url, items, clients=8, rounds=3) -> tuple[float, int]:
+    seconds, errors = [], 0
+
+    async def client(http, offset):
+        nonlocal errors
+        for i in range(rounds * len(items) // clients):
+            response, _ = await post(http, url, *items[(offset + i) % len(items)], {"response_format": "verbose_json"})
+            if response.status_code == 200:
+                seconds.append(response.json()["duration"])
+            else:
+                errors += 1
+
+    async with httpx.AsyncClient(timeout=600) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(http, c * 3) for c in range(clients)))
+    return sum(seconds) / (time.perf_counter() - started), errors
+
+
+def offline(items) -> float:
+    transcriber = load_transcriber("bundled:tiny.en")
+    audio = [decode_audio(data) for _, data in items]
+    transcriber.transcribe(audio[0])  # warm-up
+    started = time.perf_counter()
+    for a in audio:
+        transcriber.transcribe(a)
+    return sum(map(len, audio)) / SR / (time.perf_counter() - started)
+
+
+async def short_latencies(url, clip: bytes, clients=8, requests=6) -> list[float]:
+    latencies = []
+
+    async def client(http):
+        for _ in range(requests):
+            response, seconds = await post(http, url, "clip.wav", clip)
+            assert response.status_code == 200, response.text
+            latencies.append(seconds)
+
+    async with httpx.AsyncClient(timeout=600) as http:
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+    return latencies
+
+
+async def fairness(url, clip: bytes, long: bytes) -> tuple[float, float]:
+    idle = await short_latencies(url, clip)
+    async with httpx.AsyncClient(timeout=600) as http:
+        busy = asyncio.ensure_future(post(http, url, "long.ogg", long))
+        await asyncio.sleep(3)  # uploaded, decoded and being transcribed
+        loaded = await short_latencies(url, clip)
+        finished = busy.done()
+        busy.cancel()  # the client goes away: the server withdraws the work
+    assert not finished, "the long file finished before the short requests: make it longer"
+    return p95(idle), p95(loaded)
+
+
+async def flood(url, uploads: list[tuple[str, bytes]], clients=64, seconds=60.0) -> dict:
+    statuses, unanswered, health = Counter(), [], []
+    stop = time.monotonic() + seconds
+
+    async def client(http, c):
+        i = c
+        while time.monotonic() < stop:
+            try:
+                response, _ = await post(http, url, *uploads[i % len(uploads)])
+                statuses[response.status_code] += 1
+            except httpx.HTTPError as e:
+                unanswered.append(repr(e))
+            i += 1
+
+    async def probe(http):
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            try:
+                ok = (await http.get(f"{url}/health", timeout=30)).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            health.append((ok, time.perf_counter() - started))
+            await asyncio.sleep(0.5)
+
+    async with httpx.AsyncClient(timeout=900, limits=httpx.Limits(max_connections=clients + 4)) as http:
+        await asyncio.gather(probe(http), *(client(http, c) for c in range(clients)))
+    return {"statuses": dict(sorted(statuses.items())), "unanswered": len(unanswered),
+            "health_ok": f"{sum(ok for ok, _ in health)}/{len(health)}", "health_max_s": round(max(s for _, s in health), 2)}
+
+
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[18]
+
+
+def opus_of_size(audio: np.ndarray, megabytes: float) -> bytes:
+    return encode_audio(audio, bitrate=int(megabytes * 8e6 / (len(audio) / SR)))
+
+
+def main():
+    items = clips()
+    result = {"offline_audio_s_per_s": round(offline(items), 2)}
+    clip = encode_audio(speech(5.0), "wav")
+    long = encode_audio(speech(30 * 60))
+    hour, three_hours = opus_of_size(speech(3600, every=30), 24.5), opus_of_size(speech(3 * 3600, every=30), 24.5)
+    server = Server()
+    try:
+        served, errors = asyncio.run(throughput(server.url, items))
+        result |= {"served_audio_s_per_s": round(served, 2), "throughput_errors": errors,
+                   "ratio_to_offline": round(served / result["offline_audio_s_per_s"], 2)}
+        idle, loaded = asyncio.run(fairness(server.url, clip, long))
+        result |= {"short_p95_idle_s": round(idle, 3), "short_p95_beside_30min_s": round(loaded, 3),
+                   "fairness_ratio": round(loaded / idle, 2)}
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-    quantiles = statistics.quantiles(latencies, n=20)
-    result = {
-        "clients": CLIENTS, "requests": CLIENTS * REQUESTS, "errors": len(errors), "wall_s": round(wall, 1),
-        "latency_p50_s": round(statistics.median(latencies), 3), "latency_p95_s": round(quantiles[18], 3),
-        "throughput_audio_s_per_s": round(throughput, 2), "offline_batched_audio_s_per_s": round(offline, 2),
-        "ratio_to_offline": round(throughput / offline, 2),
-    }
+        server.stop()
+    server = Server("--max-upload-mb", "25")
+    try:
+        uploads = [("hour.ogg", hour), ("three-hours.ogg", three_hours)]
+        result["flood_upload_mb"] = [round(len(data) / 2**20, 1) for _, data in uploads]
+        result |= {f"flood_{k}": v for k, v in asyncio.run(flood(server.url, uploads)).items()}
+        result["flood_server_peak_rss_mb"] = server.peak_rss_mb()
+    finally:
+        server.stop()
     for key, value in result.items():
         print(f"{key:32} {value}")
     (ROOT / "bench" / "results" / "load.json").write_text(json.dumps(result, indent=2) + "\n")
-    if errors:
-        print("first error:", errors[0])
 
 
 if __name__ == "__main__":

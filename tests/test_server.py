@@ -5,6 +5,7 @@ import base64
 import functools
 import os
 import time
+from collections import Counter
 
 import httpx
 import openai
@@ -417,3 +418,37 @@ def test_url_inputs_are_fetched_safely(audio_host):
         assert invoke("/jfk.flac").status_code == 200
     finally:
         stop(process)
+
+
+def malformed_openai_requests(count: int, seed: int = 11):
+    """Random mixtures of wrong fields, values, files and bodies for the OpenAI audio routes."""
+    import random
+
+    rng = random.Random(seed)
+    junk = ["", "x" * 300, "-1", "1e308", "nan", "true", "[]", "{}", "\x00", "whisper-1", "en", "verbose_json", "word"]
+    fields = ["model", "language", "prompt", "temperature", "response_format", "timestamp_granularities[]", "stream",
+              "colour"]
+    files = [b"", b"RIFF", AUDIO[:300], bytes(1000), b"ID3" + bytes(100), AUDIO]
+    for i in range(count):
+        kind = i % 3
+        if kind == 0:  # a raw body that is not the multipart form it claims to be
+            body = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 200)))
+            content_type = rng.choice(["multipart/form-data; boundary=x", "multipart/form-data", "application/json",
+                                       "text/plain", "audio/wav"])
+            yield {"content": body, "headers": {"content-type": content_type}}
+        else:
+            data = {rng.choice(fields): rng.choice(junk) for _ in range(rng.randrange(0, 4))}
+            name = rng.choice(["a.wav", "a.mp3", "a", "a.exe", "", "../../x.ogg"])
+            yield {"files": {rng.choice(["file", "file", "audio"]): (name, rng.choice(files))}, "data": data}
+
+
+def test_hundreds_of_malformed_openai_requests_get_no_5xx_and_the_server_serves_on(server):
+    statuses = Counter()
+    with httpx.Client(timeout=60) as http:
+        for i, request in enumerate(malformed_openai_requests(300)):
+            route = "translations" if i % 5 == 0 else "transcriptions"
+            statuses[http.post(f"{server}/v1/audio/{route}", **request).status_code] += 1
+    assert not [s for s in statuses if s >= 500], statuses
+    assert sum(statuses.values()) == 300 and statuses[200] > 0
+    good = httpx.post(f"{server}/v1/audio/transcriptions", files={"file": ("jfk.flac", AUDIO)}, timeout=60)
+    assert good.status_code == 200 and "country" in good.json()["text"]

@@ -258,10 +258,15 @@ def encode_audio(samples: np.ndarray, format: str = "ogg", bitrate: int = 24000)
         stream = out.add_stream(codec, rate=rate, layout="mono")
         if codec == "libopus":
             stream.bit_rate = bitrate
-        frame = av.AudioFrame.from_ndarray(samples[np.newaxis, :].astype(np.float32), format="flt", layout="mono")
-        frame.sample_rate = SAMPLE_RATE
         resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=rate)
-        for resampled in resampler.resample(frame) + resampler.resample(None):
+        for start in range(0, len(samples), 60 * SAMPLE_RATE):  # a minute at a time: hours of audio encode too
+            piece = samples[np.newaxis, start : start + 60 * SAMPLE_RATE].astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(piece, format="flt", layout="mono")
+            frame.sample_rate = SAMPLE_RATE
+            for resampled in resampler.resample(frame):
+                for packet in stream.encode(resampled):
+                    out.mux(packet)
+        for resampled in resampler.resample(None):
             for packet in stream.encode(resampled):
                 out.mux(packet)
         for packet in stream.encode(None):
