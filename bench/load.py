@@ -197,6 +197,7 @@ def main():
         result["flood_server_peak_rss_mb"] = server.peak_rss_mb()
     finally:
         server.stop()
+    print(f"# python bench/load.py, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs; bundled:tiny.en")
     for key, value in result.items():
         print(f"{key:32} {value}")
     (ROOT / "bench" / "results" / "load.json").write_text(json.dumps(result, indent=2) + "\n")
