@@ -7,6 +7,10 @@ Each system runs in its own child process (so peak RSS is its own), on the bundl
   tutorial-pipeline   MLflow's tutorial: transformers pipeline, chunk_length_s=20, stride_length_s=[5, 3]
                       (beam 5: the pipeline's default generation config)
   asrflow-transformers asrflow's transformers backend, VAD chunks in batches
+  asrflow-<type>       load_transcriber(compute_type=<type>): the same fast path (VAD batches) as asrflow-pyfunc,
+                       for int8 (the CPU default), int8_float32 and float32: what quantization costs and buys
+
+Third-party output of the systems goes to build/bench.log; the terminal gets progress and the tables.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ BATCH = 8
 BEAM = 5
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 5))
 SLOW = {"tutorial-pipeline", "asrflow-transformers"}  # timed in the first round only
+COMPUTE_TYPES = ["int8", "int8_float32", "float32"]
+LOG = ROOT / "build" / "bench.log"
 
 
 def corpus():
@@ -92,6 +98,11 @@ def system(name: str):
             feature_extractor=transformers.WhisperFeatureExtractor.from_pretrained(path),
         )
         return lambda s: pipe(s.copy(), chunk_length_s=20, stride_length_s=[5, 3])["text"].strip()
+    if name.removeprefix("asrflow-") in COMPUTE_TYPES:
+        from asrflow import load_transcriber
+
+        transcriber = load_transcriber("bundled:tiny.en", compute_type=name.removeprefix("asrflow-"))
+        return lambda s: transcriber.transcribe(s, language="en", vad_filter=True, beam_size=BEAM, batch_size=BATCH).text
     if name == "asrflow-transformers":
         from asrflow import load_transcriber
 
@@ -103,6 +114,9 @@ def system(name: str):
 
 def worker(name: str, conn):
     """Load one system, then time what the parent asks for: ("long" | "files" | "done")."""
+    log = os.open(LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(log, 1)  # third-party warnings and prints: to the log, not the terminal
+    os.dup2(log, 2)
     from asrflow.metrics import word_error_rate
 
     items = corpus()
@@ -130,6 +144,8 @@ def measure_all(names: list[str]) -> dict[str, dict]:
     """Each system in its own process (its own peak RSS), loaded one after another, then timed in
     interleaved rounds so that drift on a small shared machine hits every system alike (best round kept)."""
     ctx = mp.get_context("spawn")
+    LOG.parent.mkdir(exist_ok=True)
+    LOG.write_text("")
     conns = {}
     for name in names:
         print(f"loading {name} ...", file=sys.stderr, flush=True)
@@ -207,38 +223,44 @@ def in_child(target, *args):
     return result
 
 
+PEERS = ["fw-batched", "fw-sequential", "tutorial-pipeline"]
+
+
+def table(results: dict[str, dict], corpus: str) -> list[str]:
+    """One corpus: each system's speed (real-time factor), WER and peak RSS, and its speed as a ratio to each peer."""
+    peers = [p for p in PEERS if p in results]
+    head = f"{'system':>21} {'RTFx':>7} {'WER':>7} {'peak MB':>8}" + "".join(f" {'x ' + p:>20}" for p in peers)
+    lines = [head]
+    for name, r in results.items():
+        ratios = "".join(f" {r[corpus + '_rtf'] / results[p][corpus + '_rtf']:>19.2f}x" for p in peers)
+        lines.append(f"{name:>21} {r[corpus + '_rtf']:>7} {r[corpus + '_wer']:>7.4f} {r['peak_rss_mb']:>8.0f}{ratios}")
+    return lines
+
+
 def main(names: list[str]):
     results = measure_all(names)
     cold = cold_start()
-    throughput = {n: r["long_rtf"] for n, r in results.items()}
-    ratios = {}
-
-    def ratio(a, b):
-        if a in throughput and b in throughput:
-            ratios[f"{a} / {b}"] = round(throughput[a] / throughput[b], 2)
-
-    ratio("asrflow-pyfunc", "fw-batched")
-    ratio("asrflow-pyfunc", "fw-sequential")
-    ratio("asrflow-pyfunc", "tutorial-pipeline")
-    ratio("asrflow-transformers", "tutorial-pipeline")
-    ratio("fw-batched", "tutorial-pipeline")
-
-    cols = ["system", "load_s", "long_wall_s", "long_rtf", "long_wer", "files_wall_s", "files_rtf", "files_wer", "peak_rss_mb"]
-    print(" ".join(f"{c:>21}" if i == 0 else f"{c:>12}" for i, c in enumerate(cols)))
-    for r in results.values():
-        print(" ".join(f"{str(r[c]):>21}" if i == 0 else f"{r[c]:>12}" for i, c in enumerate(cols)))
-    print(f"\nlong audio: {next(iter(results.values()))['long_audio_s']} s; throughput ratios (real-time factor, higher is faster):")
-    for k, v in ratios.items():
-        print(f"  {k:45} {v:>6.2f}x")
-    print(f"cold start in a fresh process (import, load models:/…@champion, transcribe 5 s): {cold['total_s']} s, "
+    first = next(iter(results.values()))
+    print(f"bench/run.py, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, bundled:tiny.en, beam {BEAM}, "
+          f"batch {BATCH}, best of {ROUNDS} rounds; RTFx = audio seconds per wall second (higher is faster)")
+    for corpus, title in (("long", f"long audio ({first['long_audio_s']} s: the dev corpus concatenated)"),
+                          ("files", f"dev corpus, file by file ({first['files_audio_s']} s in {len(corpus_rows())} files)")):
+        print(f"\n{title}")
+        print("\n".join(table(results, corpus)))
+    print(f"\ncold start in a fresh process (import, load models:/…@champion, transcribe 5 s): {cold['total_s']} s, "
           f"of which load + transcribe {cold['load_and_transcribe_s']} s; peak RSS {cold['peak_rss_mb']} MB")
     out = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-           "corpus": str(CORPUS), "batch_size": BATCH, "beam_size": BEAM, "results": results, "ratios": ratios, "cold_start": cold,
+           "corpus": str(CORPUS), "batch_size": BATCH, "beam_size": BEAM, "results": results, "cold_start": cold,
            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     path = ROOT / "bench" / "results" / "bench.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"\nwritten to {path.relative_to(ROOT)}")
+    print(f"\nwritten to {path.relative_to(ROOT)}; third-party output in {LOG.relative_to(ROOT)}")
+
+
+def corpus_rows() -> list[str]:
+    return [line for line in (CORPUS / "manifest.jsonl").read_text().splitlines() if line.strip()]
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["asrflow-pyfunc", "fw-batched", "fw-sequential", "tutorial-pipeline", "asrflow-transformers"])
+    main(sys.argv[1:] or ["asrflow-pyfunc", "fw-batched", "fw-sequential", "tutorial-pipeline", "asrflow-transformers"]
+         + [f"asrflow-{t}" for t in COMPUTE_TYPES])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import os
+from collections import deque
 from typing import Iterator
 
 import numpy as np
@@ -66,41 +68,45 @@ class CTranslate2Backend:
         """Speech regions (VAD, merged up to one window, pauses kept) decoded a batch at a time.
 
         faster-whisper's batched pipeline drops the words after a window's last complete timestamp pair (the
-        sequential decoder seeks back and decodes them again): here such a region's rest is decoded again,
-        as a region of its own, until nothing is left over.
+        sequential decoder seeks back and decodes them again): here such a region's rest goes back to the
+        front of the queue, to be decoded in the next batch, and segments come out in time order.
         """
         regions = [{"start": a / SAMPLE_RATE, "end": b / SAMPLE_RATE} for a, b in speech_regions(audio, options.chunk_length_s)]
         duration = len(audio) / SAMPLE_RATE
         if not regions:
             return SegmentStream(iter(()), options.language or (None if self.multilingual else "en"), None, duration)
-        kwargs = {k: v for k, v in kwargs.items() if k != "vad_filter"} | {"batch_size": options.batch_size, "without_timestamps": False}
-        groups = [regions[i : i + options.batch_size] for i in range(0, len(regions), options.batch_size)]
-        first, info = self._decode_regions(audio, groups[0], kwargs)
-        kwargs["language"] = info.language  # one language for the file, detected on its first batch
+        kwargs = {k: v for k, v in kwargs.items() if k != "vad_filter"} | {"without_timestamps": False}
+        batches = self._region_batches(audio, regions, options.batch_size, kwargs)
+        first, info = next(batches)  # the first batch tells the language
+        segments = itertools.chain(first, itertools.chain.from_iterable(ready for ready, _ in batches))
+        return SegmentStream(_fitted(segments), info.language, round(float(info.language_probability), 4), duration)
 
-        def segments():
-            yield from first
-            for group in groups[1:]:
-                yield from self._decode_regions(audio, group, kwargs)[0]
-
-        probability = round(float(info.language_probability), 4)
-        return SegmentStream(_fitted(segments()), info.language, probability, duration)
-
-    def _decode_regions(self, audio: np.ndarray, regions: list[dict], kwargs: dict, rounds: int = 3):
-        """The segments of `regions`, in order, with every region's unfinished rest decoded again."""
-        decoded, info = [], None
-        while regions and rounds:
-            segments, round_info = self.batched.transcribe(audio, clip_timestamps=regions, **kwargs)
-            segments, info, rounds = list(segments), info or round_info, rounds - 1
-            decoded += segments
-            regions = [rest for region in regions if (rest := _unfinished(region, segments))]
-        return sorted(decoded, key=lambda s: s.start), info
+    def _region_batches(self, audio: np.ndarray, regions: list[dict], batch_size: int, kwargs: dict, retries: int = 2):
+        """Yields (segments now complete in time order, info) after each batch."""
+        queue = deque((i, region, retries) for i, region in enumerate(regions))
+        decoded, unfinished, released = [[] for _ in regions], [1] * len(regions), 0
+        while queue:
+            batch = [queue.popleft() for _ in range(min(batch_size, len(queue)))]
+            segments, info = self.batched.transcribe(audio, clip_timestamps=[r for _, r, _ in batch], batch_size=batch_size, **kwargs)
+            kwargs["language"] = info.language  # one language for the file, detected on its first batch
+            segments = list(segments)
+            for i, region, left in reversed(batch):
+                ours = [s for s in segments if region["start"] - 0.01 <= s.start < region["end"]]
+                decoded[i] += ours
+                if left and (rest := _unfinished(region, ours)):
+                    queue.appendleft((i, rest, left - 1))
+                else:
+                    unfinished[i] = 0
+            ready = []
+            while released < len(regions) and not unfinished[released]:
+                ready += sorted(decoded[released], key=lambda s: s.start)
+                decoded[released], released = [], released + 1
+            yield ready, info
 
 
 def _unfinished(region: dict, segments, at_least: float = 1.0) -> dict | None:
     """The part of `region` after its last decoded segment, when that is more than `at_least` seconds."""
-    ends = [s.end for s in segments if region["start"] - 0.01 <= s.start < region["end"]]
-    last = min(max(ends, default=region["start"]), region["end"])
+    last = min(max((s.end for s in segments), default=region["start"]), region["end"])
     return {"start": last, "end": region["end"]} if region["end"] - last > at_least else None
 
 

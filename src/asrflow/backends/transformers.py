@@ -15,6 +15,8 @@ from asrflow.options import TranscribeOptions
 from asrflow.transcript import Segment, SegmentStream, Word, fit_segment
 from asrflow.vad import speech_regions
 
+WINDOW_S = 30  # Whisper's window
+
 
 def build_pipeline(model_dir: str, device: str = "cpu", dtype=None):
     """The tutorial's pipeline: model, tokenizer and feature extractor loaded separately."""
@@ -55,7 +57,9 @@ class TransformersBackend:
         """Segments as decoded: with VAD, one batch of speech regions at a time; else the whole audio in one call."""
         duration = len(audio) / SAMPLE_RATE
         language, probability = (options.language, 1.0) if options.language else self.detect_language(audio)
-        if options.vad_filter:
+        # Long audio goes through speech regions unless the caller asks for the tutorial's chunk/stride merge by
+        # passing stride_length_s (as the tutorial's params do): the merge is less accurate (README, Performance).
+        if options.vad_filter or (duration > WINDOW_S and options.stride_length_s is None):
             # Speech regions of at most one window, decoded in batches: no overlap, no stride, no wasted work.
             pieces = [(start / SAMPLE_RATE, audio[start:end]) for start, end in speech_regions(audio, options.chunk_length_s)]
             step = options.batch_size
@@ -96,7 +100,7 @@ class TransformersBackend:
         if options.initial_prompt:
             generate_kwargs["prompt_ids"] = self.pipeline.tokenizer.get_prompt_ids(options.initial_prompt, return_tensors="pt")
         kwargs = {"batch_size": options.batch_size}
-        if any(len(p) > 30 * SAMPLE_RATE for p in pieces) or options.stride_length_s is not None:
+        if any(len(p) > WINDOW_S * SAMPLE_RATE for p in pieces) or options.stride_length_s is not None:
             # The tutorial's chunking: overlapping windows merged at their strides.
             kwargs["chunk_length_s"] = options.chunk_length_s
             if options.stride_length_s is not None:
