@@ -164,3 +164,17 @@ def test_output_piped_into_a_reader_that_stops_early_is_not_an_error():
                                                 "--format", "json", "|", "head", "-1"]),
                             shell=True, capture_output=True, text=True, timeout=300)
     assert result.stdout == "{\n" and result.stderr == "", result.stderr
+
+
+def test_subtitles_are_printed_as_decoded_and_a_killed_run_leaves_a_valid_prefix(five_minutes):
+    """stdout gets each cue as soon as it is decoded: kill the run after two cues, what it printed is valid SRT."""
+    process = subprocess.Popen(ASRFLOW + ["transcribe", str(five_minutes), "-f", "srt"], stdout=subprocess.PIPE, text=True)
+    printed = ""
+    while printed.count(" --> ") < 2:
+        line = process.stdout.readline()
+        assert line, "the run ended before printing two cues"
+        printed += line
+    printed += process.stdout.readline()  # the second cue's text
+    process.kill()
+    assert process.wait(timeout=30) != 0  # killed before it finished: the cues came while it was decoding
+    assert len(parse_srt(printed)) == 2

@@ -121,3 +121,22 @@ def test_the_batched_path_drops_no_speech_the_sequential_path_keeps(corpus):
 
     sequential, batched = deleted(), deleted(vad_filter=True, batch_size=8)
     assert batched <= sequential + 0.01 * len(reference.split()), (batched, sequential)
+
+
+def test_transformers_long_audio_goes_through_speech_regions_unless_the_tutorials_stride_is_asked(hf_transcriber, corpus):
+    """The tutorial's chunk/stride merge is kept for fidelity (pass stride_length_s), not the default: on half a
+    minute of speech after half a minute of silence, the default decodes the speech regions only."""
+    from asrflow import decode_audio
+
+    audio = np.concatenate([np.zeros(16000 * 35, np.float32)] + [decode_audio(path) for path, _ in corpus[:5]])
+    reference = " ".join(text for _, text in corpus[:5])
+    default = hf_transcriber.transcribe(audio, language="en")
+    assert default.segments[0].start >= 34.0  # the tutorial's merge begins at 0 s here ("you you The committee...")
+    assert word_error_rate([reference], [default.text]) < 0.1
+
+
+def test_stream_tells_language_and_duration_first_then_the_segments(transcriber):
+    stream = transcriber.stream(SAMPLE)
+    assert stream.language == "en" and abs(stream.duration - 11.0) < 0.1
+    segments = list(stream)
+    assert segments and " ".join(s.text for s in segments) == transcriber.transcribe(SAMPLE).text

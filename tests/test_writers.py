@@ -59,3 +59,19 @@ def test_write_file_leaves_no_temp_file(tmp_path):
     path = write_file(TRANSCRIPT, tmp_path / "sub" / "a.srt", "srt")
     assert path.read_text().startswith("1\n")
     assert [p.name for p in path.parent.iterdir()] == ["a.srt"]
+
+
+def test_every_incremental_format_equals_its_whole_writer_and_each_prefix_is_valid():
+    import io
+
+    from asrflow.writers import FORMATS, write_incrementally
+
+    for name, spec in FORMATS.items():
+        out = io.StringIO()
+        assert write_incrementally(name, TRANSCRIPT.segments, out) == 2
+        assert out.getvalue() + spec.tail(TRANSCRIPT) == WRITERS[name](TRANSCRIPT), name
+    one = io.StringIO()
+    write_incrementally("srt", TRANSCRIPT.segments[:1], one)
+    assert parse_srt(one.getvalue()) == [("00:00:00,000", "00:00:01,500", "Hello there.")]
+    lines = WRITERS["jsonl"](TRANSCRIPT).splitlines()
+    assert [Segment(**{**json.loads(x), "words": [Word(**w) for w in json.loads(x)["words"]]}) for x in lines] == TRANSCRIPT.segments

@@ -119,8 +119,8 @@ BATCH = typer.Option(None, help="Chunks decoded together for long audio with --v
 def transcribe(
     files: List[str] = typer.Argument(..., help="Audio files (or http(s) URLs with --allow-urls)."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="bundled:NAME, a model directory, a hub id or models:/ URI."),
-    backend: Optional[str] = typer.Option(None, help="ctranslate2 (fast, int8) or transformers (default: the model's own)."),
-    format: str = typer.Option("txt", "--format", "-f", help="txt, json, srt, vtt or tsv."),
+    backend: Optional[str] = typer.Option(None, help="ctranslate2 (fast) or transformers (default: the model's own)."),
+    format: str = typer.Option("txt", "--format", "-f", help="txt, json, srt, vtt, tsv or jsonl (a segment per line)."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Write FILE.FORMAT here instead of stdout."),
     language: Optional[str] = LANGUAGE,
     task: Optional[str] = TASK,
@@ -131,7 +131,7 @@ def transcribe(
     initial_prompt: Optional[str] = PROMPT,
     condition_on_previous_text: Optional[bool] = CONDITION,
     batch_size: Optional[str] = BATCH,
-    compute_type: str = typer.Option("default", help="CTranslate2 compute type (int8 on CPU by default)."),
+    compute_type: str = typer.Option("default", help="CTranslate2 compute type: float32 on CPU by default (int8, int8_float32, float16 on GPU...)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     allow_urls: bool = typer.Option(False, "--allow-urls", help="Allow http(s) URLs as inputs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -141,7 +141,7 @@ def transcribe(
     Options given here override those saved with a model (models:/...), which override the defaults."""
     from asrflow.audio import SAMPLE_RATE, decode_audio
     from asrflow.transcriber import load_transcriber
-    from asrflow.writers import get_writer, write_file
+    from asrflow.writers import FORMATS, get_writer, write_file, write_incrementally
 
     writer = get_writer(format)
     changes = option_flags(locals())
@@ -153,14 +153,26 @@ def transcribe(
     with _progress_bar(total, show, "transcribing") as bar:
         done = 0.0
         for name, samples in audio.items():
-            result = transcriber.transcribe(samples, options, progress=lambda seg: bar.update(round(done + seg.end - bar.n, 1)))
+            stream = transcriber.stream(samples, options)
+            segments = _advancing(stream, bar, done)
+            if output_dir is None and format in FORMATS:  # printed as decoded: a cut-short run leaves a valid prefix
+                write_incrementally(format, segments, sys.stdout)
+                sys.stdout.write(FORMATS[format].tail(stream.transcript([])))
+            else:
+                result = stream.transcript(list(segments))
+                if output_dir is None:
+                    sys.stdout.write(writer(result))
+                else:
+                    write_file(result, output_dir / f"{Path(name.split('?')[0]).stem}.{format}", format)
             done += len(samples) / SAMPLE_RATE
             bar.update(round(done - bar.n, 1))
-            if output_dir is None:
-                sys.stdout.write(writer(result))
-            else:
-                stem = Path(name.split("?")[0]).stem
-                write_file(result, output_dir / f"{stem}.{format}", format)
+
+
+def _advancing(segments, bar, done: float):
+    """The segments, moving the progress bar to each one's end as it comes."""
+    for segment in segments:
+        bar.update(round(done + segment.end - bar.n, 1))
+        yield segment
 
 
 @app.command()

@@ -46,7 +46,7 @@ def run_demo(echo: Callable[[str], None] = print, model: str = DEFAULT_MODEL, na
         ref_info = tutorial.log_transformers_model(pipeline, name="whisper-reference", audio=audio, signature=signature, model=model, reference_only=True)
         echo(f"   transformers flavor, reference only:                {ref_info.model_uri}")
         af_info = flavor.log_model(model=model, input_example=audio)
-        echo(f"   asrflow flavor (CTranslate2, int8):                 {af_info.model_uri}")
+        echo(f"   asrflow flavor (CTranslate2):                       {af_info.model_uri}")
 
     echo("\n5. Loading back and transcribing the sample:")
     native = mlflow.transformers.load_model(hf_info.model_uri)

@@ -1,14 +1,16 @@
-"""Writers: Transcript -> txt, json, srt, vtt, tsv text, one small function per format."""
+"""Writers: Transcript -> txt, json, srt, vtt, tsv, jsonl text; all but json also a segment at a time, as decoded."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, TextIO
 
 from asrflow.errors import InvalidOptionError
-from asrflow.transcript import Transcript
+from asrflow.transcript import Segment, Transcript
 
 
 def format_timestamp(seconds: float, decimal: str = ",", always_hours: bool = True) -> str:
@@ -20,12 +22,69 @@ def format_timestamp(seconds: float, decimal: str = ",", always_hours: bool = Tr
     return f"{head}{minutes:02d}:{secs:02d}{decimal}{ms:03d}"
 
 
-def _cues(transcript: Transcript):
-    """Non-empty segments in time order, each lasting at least a millisecond."""
-    for segment in sorted(transcript.segments, key=lambda s: (s.start, s.end)):
-        text = segment.text.strip().replace("-->", "->")
-        if text:
-            yield segment.start, max(segment.end, segment.start + 0.001), text
+def _cue(segment: Segment) -> tuple[float, float, str] | None:
+    """A segment as a subtitle cue: its text on one line, lasting at least a millisecond; None when empty."""
+    text = " ".join(segment.text.split()).replace("-->", "->")
+    return (segment.start, max(segment.end, segment.start + 0.001), text) if text else None
+
+
+@dataclass(frozen=True)
+class Format:
+    """A format written a segment at a time: a head, a piece per segment (numbered from 1), a tail. Written as
+    segments are decoded, an output cut short anywhere between pieces is still a valid file of its format."""
+
+    head: Callable[[], str]
+    piece: Callable[[int, Segment], str]
+    tail: Callable[[Transcript], str]
+
+
+def _srt(i: int, s: Segment) -> str:
+    start, end, text = _cue(s)
+    return f"{'' if i == 1 else chr(10)}{i}\n{format_timestamp(start)} --> {format_timestamp(end)}\n{text}\n"
+
+
+def _vtt(i: int, s: Segment) -> str:
+    start, end, text = _cue(s)
+    return f"\n{format_timestamp(start, '.')} --> {format_timestamp(end, '.')}\n{text}\n"
+
+
+def _tsv(i: int, s: Segment) -> str:
+    start, end, text = _cue(s)
+    return f"{int(start * 1000)}\t{int(end * 1000)}\t{text}\n"
+
+
+def _jsonl(i: int, s: Segment) -> str:
+    return json.dumps(asdict(s), ensure_ascii=False) + "\n"
+
+
+FORMATS: dict[str, Format] = {
+    "txt": Format(lambda: "", lambda i, s: ("" if i == 1 else " ") + s.text.strip(), lambda t: "\n"),
+    "srt": Format(lambda: "", _srt, lambda t: ""),
+    "vtt": Format(lambda: "WEBVTT\n", _vtt, lambda t: ""),
+    "tsv": Format(lambda: "start\tend\ttext\n", _tsv, lambda t: ""),
+    "jsonl": Format(lambda: "", _jsonl, lambda t: ""),
+}
+
+
+def write_incrementally(format: str, segments: Iterable[Segment], out: TextIO) -> int:
+    """Write `segments` to `out` as they come (flushed after each); returns how many were written."""
+    spec = FORMATS[format]
+    out.write(spec.head())
+    count = 0
+    for segment in segments:
+        if _cue(segment):
+            count += 1
+            out.write(spec.piece(count, segment))
+            out.flush()
+    return count
+
+
+def _whole(spec: Format) -> Callable[[Transcript], str]:
+    def write(transcript: Transcript) -> str:
+        cues = [s for s in sorted(transcript.segments, key=lambda s: (s.start, s.end)) if _cue(s)]
+        return spec.head() + "".join(spec.piece(i, s) for i, s in enumerate(cues, start=1)) + spec.tail(transcript)
+
+    return write
 
 
 def write_txt(transcript: Transcript) -> str:
@@ -36,32 +95,10 @@ def write_json(transcript: Transcript) -> str:
     return transcript.to_json(indent=2) + "\n"
 
 
-def write_srt(transcript: Transcript) -> str:
-    blocks = [
-        f"{i}\n{format_timestamp(start)} --> {format_timestamp(end)}\n{text}\n"
-        for i, (start, end, text) in enumerate(_cues(transcript), start=1)
-    ]
-    return "\n".join(blocks)
-
-
-def write_vtt(transcript: Transcript) -> str:
-    blocks = [
-        f"{format_timestamp(start, '.')} --> {format_timestamp(end, '.')}\n{text}\n" for start, end, text in _cues(transcript)
-    ]
-    return "\n".join(["WEBVTT\n"] + blocks)
-
-
-def write_tsv(transcript: Transcript) -> str:
-    rows = [f"{int(start * 1000)}\t{int(end * 1000)}\t{text}" for start, end, text in _cues(transcript)]
-    return "\n".join(["start\tend\ttext"] + rows) + "\n"
-
-
 WRITERS: dict[str, Callable[[Transcript], str]] = {
     "txt": write_txt,
     "json": write_json,
-    "srt": write_srt,
-    "vtt": write_vtt,
-    "tsv": write_tsv,
+    **{name: _whole(spec) for name, spec in FORMATS.items() if name != "txt"},
 }
 
 
