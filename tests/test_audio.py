@@ -66,3 +66,12 @@ def test_empty_and_text_files(tmp_path):
         decode_audio(tmp_path / "empty.wav")
     with pytest.raises(AudioDecodeError, match="notes.mp3"):
         decode_audio(tmp_path / "notes.mp3")
+
+
+def test_silence_is_found_without_copying_hours_of_audio():
+    from asrflow.vad import is_silent
+
+    quiet = np.zeros(16000 * 3600, np.float32)
+    assert is_silent(quiet) and is_silent(quiet[:100])
+    quiet[16000 * 3599] = 0.5  # one click in the last second of an hour
+    assert not is_silent(quiet)
