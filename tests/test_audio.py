@@ -75,3 +75,16 @@ def test_silence_is_found_without_copying_hours_of_audio():
     assert is_silent(quiet) and is_silent(quiet[:100])
     quiet[16000 * 3599] = 0.5  # one click in the last second of an hour
     assert not is_silent(quiet)
+
+
+def test_check_audio_fails_like_decoding_from_the_header_alone(tmp_path):
+    from asrflow.audio import check_audio
+
+    assert abs(check_audio(SAMPLE) - 11.0) < 0.1
+    notes = tmp_path / "notes.mp3"
+    notes.write_text("not audio at all")
+    for path, message in ((tmp_path / "missing.wav", "no audio file"), (notes, "not audio we can decode")):
+        with pytest.raises(AudioDecodeError, match=message):
+            check_audio(path)
+    with pytest.raises(AudioDecodeError, match="URL inputs are disabled"):
+        check_audio("https://example.com/a.mp3")

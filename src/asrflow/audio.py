@@ -64,6 +64,32 @@ def declared_seconds(data: AudioInput) -> float | None:
         data.seek(start)
 
 
+def check_audio(audio: AudioInput, allow_urls: bool = False) -> float | None:
+    """Fail now, with decode_audio's message, on what cannot be audio (a missing or empty file, a file that is not
+    audio, a URL not allowed), reading no more than a header; returns the declared duration when there is one."""
+    if isinstance(audio, (str, os.PathLike)) and not str(audio).startswith(("http://", "https://")):
+        path = Path(audio)
+        if not path.is_file():
+            raise AudioDecodeError(f"no audio file at {str(path)!r}: check the path.")
+        if path.stat().st_size == 0:
+            raise AudioDecodeError(f"{str(path)!r} is empty (0 bytes): it holds no audio.")
+        with open(path, "rb") as f:
+            if (seconds := declared_seconds(f)) is not None:
+                return seconds
+            try:
+                with av.open(f, mode="r", metadata_errors="ignore") as container:
+                    if not container.streams.audio:
+                        raise AudioDecodeError(f"{str(path)!r} has no audio stream: send an audio file.")
+            except (av.error.FFmpegError, ValueError, EOFError, IndexError) as e:
+                raise AudioDecodeError(
+                    f"{str(path)!r} is not audio we can decode ({e}): send wav, mp3, flac, ogg, m4a/aac or webm/opus."
+                ) from None
+        return None
+    if isinstance(audio, str) and allow_urls:
+        return None  # an allowed URL is fetched once, when it is decoded
+    return len(decode_audio(audio, allow_urls=allow_urls)) / SAMPLE_RATE  # bytes, arrays (and refused URLs)
+
+
 def _decode_any(audio: AudioInput, sample_rate: int, allow_urls: bool, max_seconds: float | None) -> np.ndarray:
     if isinstance(audio, np.ndarray):
         return _from_samples(audio, sample_rate)
@@ -89,7 +115,7 @@ def _decode_any(audio: AudioInput, sample_rate: int, allow_urls: bool, max_secon
     if hasattr(audio, "read"):
         if _is_empty(audio):
             raise AudioDecodeError("the audio is empty (0 bytes): send the content of an audio file.")
-        return _decode_stream(audio, "the audio stream", max_seconds)
+        return _decode_stream(audio, "the audio file", max_seconds)
     raise AudioDecodeError(
         f"cannot read audio from a {type(audio).__name__}: pass bytes, a path, a file object "
         "or a numpy array of samples."

@@ -139,20 +139,22 @@ def transcribe(
     """Transcribe audio files; print the result, or write one file per input with --output-dir.
 
     Options given here override those saved with a model (models:/...), which override the defaults."""
-    from asrflow.audio import SAMPLE_RATE, decode_audio
+    from asrflow.audio import SAMPLE_RATE, check_audio, decode_audio
     from asrflow.transcriber import load_transcriber
     from asrflow.writers import FORMATS, get_writer, write_file, write_incrementally
 
     writer = get_writer(format)
     changes = option_flags(locals())
-    audio = {f: decode_audio(f, allow_urls=allow_urls) for f in files}  # bad inputs fail before the model loads
+    # bad inputs fail before the model loads, from their headers: one file at a time is decoded, not all at once
+    declared = {f: check_audio(f, allow_urls=allow_urls) for f in files}
     transcriber = load_transcriber(model, backend=backend, device=device, compute_type=compute_type)
     options = transcriber.resolve(changes)
-    total = sum(len(a) for a in audio.values()) / SAMPLE_RATE
+    total = sum(seconds or 0.0 for seconds in declared.values())
     show = not quiet and sys.stderr.isatty() and total > 60
     with _progress_bar(total, show, "transcribing") as bar:
         done = 0.0
-        for name, samples in audio.items():
+        for name in files:
+            samples = decode_audio(name, allow_urls=allow_urls)
             stream = transcriber.stream(samples, options)
             segments = _advancing(stream, bar, done)
             if output_dir is None and format in FORMATS:  # printed as decoded: a cut-short run leaves a valid prefix
