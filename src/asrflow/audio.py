@@ -68,22 +68,15 @@ def check_audio(audio: AudioInput, allow_urls: bool = False) -> float | None:
     """Fail now, with decode_audio's message, on what cannot be audio (a missing or empty file, a file that is not
     audio, a URL not allowed), reading no more than a header; returns the declared duration when there is one."""
     if isinstance(audio, (str, os.PathLike)) and not str(audio).startswith(("http://", "https://")):
-        path = Path(audio)
-        if not path.is_file():
-            raise AudioDecodeError(f"no audio file at {str(path)!r}: check the path.")
-        if path.stat().st_size == 0:
-            raise AudioDecodeError(f"{str(path)!r} is empty (0 bytes): it holds no audio.")
-        with open(path, "rb") as f:
+        with open(_audio_file(audio), "rb") as f:
             if (seconds := declared_seconds(f)) is not None:
                 return seconds
             try:
                 with av.open(f, mode="r", metadata_errors="ignore") as container:
                     if not container.streams.audio:
-                        raise AudioDecodeError(f"{str(path)!r} has no audio stream: send an audio file.")
+                        raise AudioDecodeError(f"{str(audio)!r} has no audio stream: send an audio file.")
             except (av.error.FFmpegError, ValueError, EOFError, IndexError) as e:
-                raise AudioDecodeError(
-                    f"{str(path)!r} is not audio we can decode ({e}): send wav, mp3, flac, ogg, m4a/aac or webm/opus."
-                ) from None
+                raise _not_audio(repr(str(audio)), e) from None
         return None
     if isinstance(audio, str) and allow_urls:
         return None  # an allowed URL is fetched once, when it is decoded
@@ -105,13 +98,8 @@ def _decode_any(audio: AudioInput, sample_rate: int, allow_urls: bool, max_secon
             )
         return _decode_stream(io.BytesIO(_fetch(audio)), audio, max_seconds)
     if isinstance(audio, (str, os.PathLike)):
-        path = Path(audio)
-        if not path.is_file():
-            raise AudioDecodeError(f"no audio file at {str(path)!r}: check the path.")
-        if path.stat().st_size == 0:
-            raise AudioDecodeError(f"{str(path)!r} is empty (0 bytes): it holds no audio.")
-        with open(path, "rb") as f:
-            return _decode_stream(f, repr(str(path)), max_seconds)
+        with open(_audio_file(audio), "rb") as f:
+            return _decode_stream(f, repr(str(audio)), max_seconds)
     if hasattr(audio, "read"):
         if _is_empty(audio):
             raise AudioDecodeError("the audio is empty (0 bytes): send the content of an audio file.")
@@ -163,9 +151,7 @@ def _decode_stream(stream: BinaryIO, what: str, max_seconds: float | None = None
     except (av.error.FFmpegError, ValueError, EOFError, IndexError) as e:
         if chunks.size:
             raise AudioDecodeError(f"{what} is truncated or corrupt after {chunks.seconds:.1f} s of audio ({e}).") from None
-        raise AudioDecodeError(
-            f"{what} is not audio we can decode ({e}): send wav, mp3, flac, ogg, m4a/aac or webm/opus."
-        ) from None
+        raise _not_audio(what, e) from None
     if chunks.size == 0:
         raise AudioDecodeError(f"{what} contains no audio samples: the file is empty or truncated.")
     if expected and chunks.seconds < 0.8 * expected - 0.5:
@@ -201,6 +187,19 @@ class _Chunks:
         if self.buffer is not None:
             return self.buffer[: self.size]
         return np.ascontiguousarray(np.concatenate(self.parts), dtype=np.float32)
+
+
+def _audio_file(audio: str | os.PathLike) -> Path:
+    path = Path(audio)
+    if not path.is_file():
+        raise AudioDecodeError(f"no audio file at {str(path)!r}: check the path.")
+    if path.stat().st_size == 0:
+        raise AudioDecodeError(f"{str(path)!r} is empty (0 bytes): it holds no audio.")
+    return path
+
+
+def _not_audio(what: str, error: Exception) -> AudioDecodeError:
+    return AudioDecodeError(f"{what} is not audio we can decode ({error}): send wav, mp3, flac, ogg, m4a/aac or webm/opus.")
 
 
 def _is_empty(stream: BinaryIO) -> bool:
