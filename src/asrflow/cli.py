@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -87,54 +88,61 @@ def _progress_bar(total: float, enabled: bool, description: str):
     return tqdm(total=round(total, 1), unit="s", desc=description, disable=not enabled, leave=False, file=sys.stderr)
 
 
-# the decoding flags that transcribe and batch share: parameter name -> option name
-OPTION_FLAGS = {"language": "language", "task": "task", "word_timestamps": "word_timestamps", "vad": "vad_filter",
-                "beam_size": "beam_size", "temperature": "temperature", "initial_prompt": "initial_prompt",
-                "condition_on_previous_text": "condition_on_previous_text", "batch_size": "batch_size"}
+# The decoding flags that transcribe and batch share, declared once: parameter -> (option, type, typer option).
+DECODING_FLAGS = {
+    "language": ("language", Optional[str], typer.Option(None, help="Language code, e.g. en; detected when omitted.")),
+    "task": ("task", Optional[str], typer.Option(None, help="transcribe, or translate (to English).")),
+    "word_timestamps": ("word_timestamps", Optional[bool],
+                        typer.Option(None, "--word-timestamps/--no-word-timestamps", help="Add per-word timings.")),
+    "vad": ("vad_filter", Optional[bool],
+            typer.Option(None, "--vad/--no-vad", help="Skip non-speech with Silero VAD (and batch long audio).")),
+    "beam_size": ("beam_size", Optional[str], typer.Option(None, help="Beam width (default 5).")),
+    "temperature": ("temperature", Optional[str], typer.Option(
+        None, help="Temperature, or a fallback list such as 0,0.2,0.4 (default 0,0.2,...,1).")),
+    "initial_prompt": ("initial_prompt", Optional[str],
+                       typer.Option(None, help="Text to condition the first window on (names, terms).")),
+    "condition_on_previous_text": ("condition_on_previous_text", Optional[bool], typer.Option(
+        None, "--condition-on-previous-text/--no-condition-on-previous-text",
+        help="Condition each window on the text before it (default on).")),
+    "batch_size": ("batch_size", Optional[str],
+                   typer.Option(None, help="Chunks decoded together for long audio with --vad (default 8).")),
+}
 
 
-def option_flags(arguments: dict) -> dict:
-    """The options given on the command line (None: not given, so the model's saved value stands)."""
-    from asrflow.options import TranscribeOptions
+def with_decoding_flags(command):
+    """Adds the decoding flags to a command; it gets those given on the command line as `changes` (option ->
+    value), checked before any model loads. Not given (None): the model's saved value stands."""
+    signature = inspect.signature(command)
+    flags = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+             for name, (_, kind, option) in DECODING_FLAGS.items()]
 
-    changes = {option: arguments[flag] for flag, option in OPTION_FLAGS.items() if arguments.get(flag) is not None}
-    TranscribeOptions().resolve(changes)  # a bad value fails before any model loads
-    return changes
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from asrflow.options import TranscribeOptions
 
+        given = {DECODING_FLAGS[name][0]: value for name in DECODING_FLAGS if (value := kwargs.pop(name)) is not None}
+        TranscribeOptions().resolve(given)  # a bad value fails before any model loads
+        return command(*args, changes=given, **kwargs)
 
-LANGUAGE = typer.Option(None, help="Language code, e.g. en; detected when omitted.")
-TASK = typer.Option(None, help="transcribe, or translate (to English).")
-WORDS = typer.Option(None, "--word-timestamps/--no-word-timestamps", help="Add per-word timings.")
-VAD = typer.Option(None, "--vad/--no-vad", help="Skip non-speech with Silero VAD (and batch long audio).")
-BEAM = typer.Option(None, help="Beam width (default 5).")
-TEMPERATURE = typer.Option(None, help="Temperature, or a fallback list such as 0,0.2,0.4 (default 0,0.2,...,1).")
-PROMPT = typer.Option(None, help="Text to condition the first window on (names, terms).")
-CONDITION = typer.Option(None, "--condition-on-previous-text/--no-condition-on-previous-text",
-                         help="Condition each window on the text before it (default on).")
-BATCH = typer.Option(None, help="Chunks decoded together for long audio with --vad (default 8).")
+    kept = [p for p in signature.parameters.values() if p.name != "changes"]
+    wrapper.__signature__ = signature.replace(parameters=kept + flags)
+    return wrapper
 
 
 @app.command()
 @friendly_errors
+@with_decoding_flags
 def transcribe(
     files: List[str] = typer.Argument(..., help="Audio files (or http(s) URLs with --allow-urls)."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="bundled:NAME, a model directory, a hub id or models:/ URI."),
     backend: Optional[str] = typer.Option(None, help="ctranslate2 (fast) or transformers (default: the model's own)."),
     format: str = typer.Option("txt", "--format", "-f", help="txt, json, srt, vtt, tsv or jsonl (a segment per line)."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Write FILE.FORMAT here instead of stdout."),
-    language: Optional[str] = LANGUAGE,
-    task: Optional[str] = TASK,
-    word_timestamps: Optional[bool] = WORDS,
-    vad: Optional[bool] = VAD,
-    beam_size: Optional[str] = BEAM,
-    temperature: Optional[str] = TEMPERATURE,
-    initial_prompt: Optional[str] = PROMPT,
-    condition_on_previous_text: Optional[bool] = CONDITION,
-    batch_size: Optional[str] = BATCH,
     compute_type: str = typer.Option("default", help="CTranslate2 compute type: float32 on CPU by default (int8, int8_float32, float16 on GPU...)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     allow_urls: bool = typer.Option(False, "--allow-urls", help="Allow http(s) URLs as inputs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    changes: dict = None,
 ):
     """Transcribe audio files; print the result, or write one file per input with --output-dir.
 
@@ -144,7 +152,6 @@ def transcribe(
     from asrflow.writers import FORMATS, get_writer, write_file, write_incrementally
 
     writer = get_writer(format)
-    changes = option_flags(locals())
     # bad inputs fail before the model loads, from their headers: one file at a time is decoded, not all at once
     declared = {f: check_audio(f, allow_urls=allow_urls) for f in files}
     transcriber = load_transcriber(model, backend=backend, device=device, compute_type=compute_type)
@@ -290,6 +297,7 @@ def serve(
 
 @app.command()
 @friendly_errors
+@with_decoding_flags
 def batch(
     source: Path = typer.Argument(..., help="A folder of audio (recursive) or a .jsonl/.csv manifest with an 'audio' column."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="models:/NAME@alias, or any model name."),
@@ -297,24 +305,15 @@ def batch(
     format: str = typer.Option("json,srt,txt", "--format", "-f", help="Comma-separated: txt, json, srt, vtt, tsv."),
     engine: str = typer.Option("local", help="local (one process) or spark."),
     master: str = typer.Option("local[2]", help="Spark master, with --engine spark."),
-    language: Optional[str] = LANGUAGE,
-    task: Optional[str] = TASK,
-    word_timestamps: Optional[bool] = WORDS,
-    vad: Optional[bool] = VAD,
-    beam_size: Optional[str] = BEAM,
-    temperature: Optional[str] = TEMPERATURE,
-    initial_prompt: Optional[str] = PROMPT,
-    condition_on_previous_text: Optional[bool] = CONDITION,
-    batch_size: Optional[str] = BATCH,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    changes: dict = None,
 ):
     """Transcribe a collection; re-runs skip finished files; failures go to OUT/errors.jsonl (exit 1).
 
     Options given here override those saved with a model (models:/...), which override the defaults."""
     from asrflow.batch import run_batch
 
-    changes = option_flags(locals())
     formats = [f.strip() for f in format.split(",") if f.strip()]
     summary = run_batch(source, model, output_dir, formats, changes, engine, master, show_progress=not quiet and sys.stderr.isatty())
     if as_json:
