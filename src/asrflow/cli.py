@@ -302,7 +302,7 @@ def batch(
     source: Path = typer.Argument(..., help="A folder of audio (recursive) or a .jsonl/.csv manifest with an 'audio' column."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="models:/NAME@alias, or any model name."),
     output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Outputs mirror the input tree here."),
-    format: str = typer.Option("json,srt,txt", "--format", "-f", help="Comma-separated: txt, json, srt, vtt, tsv."),
+    format: str = typer.Option("json,srt,txt", "--format", "-f", help="Comma-separated: txt, json, srt, vtt, tsv, jsonl."),
     engine: str = typer.Option("local", help="local (one process) or spark."),
     master: str = typer.Option("local[2]", help="Spark master, with --engine spark."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
