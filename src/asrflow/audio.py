@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import urllib.request
 import wave
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO, Iterator, Union
 
 import av
 import numpy as np
@@ -16,6 +17,7 @@ from asrflow.errors import AudioDecodeError, AudioTooLongError
 
 SAMPLE_RATE = 16000
 MAX_URL_BYTES = 200 * 1024 * 1024
+PIECE = 60 * SAMPLE_RATE  # samples handed on at once from arrays and WAV files
 
 AudioInput = Union[bytes, bytearray, str, os.PathLike, BinaryIO, np.ndarray]
 
@@ -30,12 +32,16 @@ def decode_audio(
     channels in the smaller dimension). Audio longer than `max_seconds` is refused (AudioTooLongError):
     from the container's header where it tells, else as soon as decoding passes the limit.
     """
-    if max_seconds is not None:
-        samples = _decode_any(audio, sample_rate, allow_urls, max_seconds)
-        if len(samples) > max_seconds * SAMPLE_RATE:  # arrays and the WAV fast path: checked once decoded
-            raise too_long(max_seconds)
-        return samples
-    return _decode_any(audio, sample_rate, allow_urls, None)
+    if isinstance(audio, np.ndarray):
+        samples = _from_samples(audio, sample_rate)
+    else:
+        chunks = _Chunks(max_seconds)
+        for piece in stream_audio(audio, sample_rate, allow_urls, max_seconds):
+            chunks.append(piece)
+        samples = chunks.samples()
+    if max_seconds is not None and len(samples) > max_seconds * SAMPLE_RATE:  # arrays: checked once converted
+        raise too_long(max_seconds)
+    return samples
 
 
 def too_long(max_seconds: float) -> AudioTooLongError:
@@ -80,34 +86,41 @@ def check_audio(audio: AudioInput, allow_urls: bool = False) -> float | None:
         return None
     if isinstance(audio, str) and allow_urls:
         return None  # an allowed URL is fetched once, when it is decoded
-    return len(decode_audio(audio, allow_urls=allow_urls)) / SAMPLE_RATE  # bytes, arrays (and refused URLs)
+    return sum(len(p) for p in stream_audio(audio, allow_urls=allow_urls)) / SAMPLE_RATE  # bytes, arrays, refused URLs
 
 
-def _decode_any(audio: AudioInput, sample_rate: int, allow_urls: bool, max_seconds: float | None) -> np.ndarray:
+def stream_audio(
+    audio: AudioInput, sample_rate: int = SAMPLE_RATE, allow_urls: bool = False, max_seconds: float | None = None
+) -> Iterator[np.ndarray]:
+    """`decode_audio`'s samples as they are decoded, a frame (or a minute) at a time: however long the file,
+    only the piece at hand is in memory. The same inputs, checks and messages as `decode_audio`."""
     if isinstance(audio, np.ndarray):
-        return _from_samples(audio, sample_rate)
-    if isinstance(audio, (bytes, bytearray, memoryview)):
+        samples = _from_samples(audio, sample_rate)
+        for start in range(0, len(samples), PIECE):
+            yield samples[start : start + PIECE]
+    elif isinstance(audio, (bytes, bytearray, memoryview)):
         if len(audio) == 0:
             raise AudioDecodeError("the audio is empty (0 bytes): send the content of an audio file.")
-        return _decode_stream(io.BytesIO(bytes(audio)), "the audio bytes", max_seconds)
-    if isinstance(audio, str) and audio.startswith(("http://", "https://")):
+        yield from _decode_stream(io.BytesIO(bytes(audio)), "the audio bytes", max_seconds)
+    elif isinstance(audio, str) and audio.startswith(("http://", "https://")):
         if not allow_urls:
             raise AudioDecodeError(
                 f"URL inputs are disabled, so {audio!r} was not fetched: download the file "
                 "and pass its path or bytes, or allow URLs explicitly."
             )
-        return _decode_stream(io.BytesIO(_fetch(audio)), audio, max_seconds)
-    if isinstance(audio, (str, os.PathLike)):
+        yield from _decode_stream(io.BytesIO(_fetch(audio)), audio, max_seconds)
+    elif isinstance(audio, (str, os.PathLike)):
         with open(_audio_file(audio), "rb") as f:
-            return _decode_stream(f, repr(str(audio)), max_seconds)
-    if hasattr(audio, "read"):
+            yield from _decode_stream(f, repr(str(audio)), max_seconds)
+    elif hasattr(audio, "read"):
         if _is_empty(audio):
             raise AudioDecodeError("the audio is empty (0 bytes): send the content of an audio file.")
-        return _decode_stream(audio, "the audio file", max_seconds)
-    raise AudioDecodeError(
-        f"cannot read audio from a {type(audio).__name__}: pass bytes, a path, a file object "
-        "or a numpy array of samples."
-    )
+        yield from _decode_stream(audio, "the audio file", max_seconds)
+    else:
+        raise AudioDecodeError(
+            f"cannot read audio from a {type(audio).__name__}: pass bytes, a path, a file object "
+            "or a numpy array of samples."
+        )
 
 
 def _fetch(url: str) -> bytes:
@@ -123,43 +136,52 @@ def _fetch(url: str) -> bytes:
     return data
 
 
-def _decode_stream(stream: BinaryIO, what: str, max_seconds: float | None = None) -> np.ndarray:
-    fast = _pcm16_wav(stream)
-    if fast is not None:
-        return fast
+def _decode_stream(stream: BinaryIO, what: str, max_seconds: float | None = None) -> Iterator[np.ndarray]:
+    """Samples as PyAV decodes and resamples them; refused past `max_seconds` (from the header if it says)."""
+    if (wav := _pcm16_wav(stream, what)) is not None:
+        yield from _limited(wav, max_seconds)
+        return
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-    chunks = _Chunks(max_seconds)
-    expected = _wav_declared_seconds(stream)
+    expected, size = _wav_declared_seconds(stream), 0
+    limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
     try:
         with av.open(stream, mode="r", metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise AudioDecodeError(f"{what} has no audio stream: send an audio file (wav, mp3, flac, ogg, m4a, webm).")
-            audio_stream = container.streams.audio[0]
-            limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
             if limit is not None and (container.duration or 0) / av.time_base > max_seconds:
                 raise too_long(max_seconds)  # the header says so: refuse before decoding anything
-            for frame in container.decode(audio_stream):
-                frame.pts = None  # let the resampler ignore gaps in broken timestamps
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
-                if limit is not None and chunks.size > limit:
+            frames = itertools.chain(container.decode(container.streams.audio[0]), [None])
+            for frame in frames:
+                if frame is not None:
+                    frame.pts = None  # let the resampler ignore gaps in broken timestamps
+                for out in resampler.resample(frame):  # None at the end: what the resampler still holds
+                    piece = out.to_ndarray().reshape(-1)
+                    size += len(piece)
+                    yield piece
+                if limit is not None and size > limit:
                     raise too_long(max_seconds)
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
     except AudioDecodeError:
         raise
     except (av.error.FFmpegError, ValueError, EOFError, IndexError) as e:
-        if chunks.size:
-            raise AudioDecodeError(f"{what} is truncated or corrupt after {chunks.seconds:.1f} s of audio ({e}).") from None
+        if size:
+            raise AudioDecodeError(f"{what} is truncated or corrupt after {size / SAMPLE_RATE:.1f} s of audio ({e}).") from None
         raise _not_audio(what, e) from None
-    if chunks.size == 0:
+    if size == 0:
         raise AudioDecodeError(f"{what} contains no audio samples: the file is empty or truncated.")
-    if expected and chunks.seconds < 0.8 * expected - 0.5:
+    if expected and size / SAMPLE_RATE < 0.8 * expected - 0.5:
         raise AudioDecodeError(
             f"{what} is truncated: its header announces {expected:.1f} s but only "
-            f"{chunks.seconds:.1f} s could be decoded."
+            f"{size / SAMPLE_RATE:.1f} s could be decoded."
         )
-    return chunks.samples()
+
+
+def _limited(pieces: Iterator[np.ndarray], max_seconds: float | None) -> Iterator[np.ndarray]:
+    size = 0
+    for piece in pieces:
+        size += len(piece)
+        if max_seconds is not None and size > max_seconds * SAMPLE_RATE:
+            raise too_long(max_seconds)
+        yield piece
 
 
 class _Chunks:
@@ -212,22 +234,37 @@ def _is_empty(stream: BinaryIO) -> bool:
         return False  # not seekable: decoding tells
 
 
-def _pcm16_wav(stream: BinaryIO) -> np.ndarray | None:
-    """Complete 16 kHz mono 16-bit WAV (what clients and our own examples send) without a resampler pass."""
+def _pcm16_wav(stream: BinaryIO, what: str) -> Iterator[np.ndarray] | None:
+    """16 kHz mono 16-bit WAV with a stated length (what clients and our own examples send), read a minute at
+    a time without a resampler pass; None for anything else."""
     try:
         start = stream.tell()
     except (OSError, AttributeError, io.UnsupportedOperation):
         return None
+    if _wav_declared_seconds(stream) is None:
+        return None
     try:
-        with wave.open(stream) as w:
-            if (w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getcomptype()) == (1, 2, SAMPLE_RATE, "NONE"):
-                frames = w.readframes(w.getnframes())
-                if frames and len(frames) == 2 * w.getnframes():
-                    return np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0
+        w = wave.open(stream)
+        if (w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getcomptype()) == (1, 2, SAMPLE_RATE, "NONE"):
+            return _pcm16_pieces(w, what)
     except (wave.Error, EOFError, OSError):
         pass
     stream.seek(start)  # anything else is PyAV's to decode (or to reject with a clear message)
     return None
+
+
+def _pcm16_pieces(w: wave.Wave_read, what: str) -> Iterator[np.ndarray]:
+    size = 0
+    while frames := w.readframes(PIECE):
+        size += len(frames) // 2
+        yield np.frombuffer(frames[: len(frames) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
+    if w.getnframes() and size < 0.8 * w.getnframes() - 0.5 * SAMPLE_RATE:
+        raise AudioDecodeError(
+            f"{what} is truncated: its header announces {w.getnframes() / SAMPLE_RATE:.1f} s but only "
+            f"{size / SAMPLE_RATE:.1f} s could be read."
+        )
+    if size == 0:
+        raise AudioDecodeError(f"{what} contains no audio samples: the file is empty or truncated.")
 
 
 def _wav_declared_seconds(stream: BinaryIO) -> float | None:

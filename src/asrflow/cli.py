@@ -147,7 +147,7 @@ def transcribe(
     """Transcribe audio files; print the result, or write one file per input with --output-dir.
 
     Options given here override those saved with a model (models:/...), which override the defaults."""
-    from asrflow.audio import SAMPLE_RATE, check_audio, decode_audio
+    from asrflow.audio import check_audio
     from asrflow.transcriber import load_transcriber
     from asrflow.writers import FORMATS, get_writer, write_file, write_incrementally
 
@@ -161,8 +161,7 @@ def transcribe(
     with _progress_bar(total, show, "transcribing") as bar:
         done = 0.0
         for name in files:
-            samples = decode_audio(name, allow_urls=allow_urls)
-            stream = transcriber.stream(samples, options)
+            stream = transcriber.stream(name, options, allow_urls=allow_urls)  # decoded as it is transcribed
             segments = _advancing(stream, bar, done)
             if output_dir is None and format in FORMATS:  # printed as decoded: a cut-short run leaves a valid prefix
                 write_incrementally(format, segments, sys.stdout)
@@ -173,7 +172,7 @@ def transcribe(
                     sys.stdout.write(writer(result))
                 else:
                     write_file(result, output_dir / f"{Path(name.split('?')[0]).stem}.{format}", format)
-            done += len(samples) / SAMPLE_RATE
+            done += stream.duration
             bar.update(round(done - bar.n, 1))
 
 

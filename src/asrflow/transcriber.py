@@ -6,13 +6,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from asrflow.audio import SAMPLE_RATE, AudioInput, decode_audio
+from asrflow.audio import SAMPLE_RATE, AudioInput, stream_audio
 from asrflow.backends import Backend, load_backend
+from asrflow.blocks import stream_blocks
 from asrflow.errors import InvalidOptionError
 from asrflow.models import DEFAULT_MODEL, ModelSource, resolve_model
 from asrflow.options import TranscribeOptions
 from asrflow.transcript import Segment, SegmentStream, Transcript
-from asrflow.vad import is_silent
 
 
 class Transcriber:
@@ -43,13 +43,12 @@ class Transcriber:
         self, audio: AudioInput, options: TranscribeOptions | None = None, sample_rate: int = SAMPLE_RATE,
         allow_urls: bool = False, **changes,
     ) -> SegmentStream:
-        """Segments as they are decoded (iterate it), with language and duration known up front."""
+        """Segments as they are decoded (iterate it), with the language known up front. The audio is decoded
+        as it is transcribed, a block at a time (blocks.py): memory does not grow with its length."""
         options = self.resolve(changes, options)
-        samples = decode_audio(audio, sample_rate=sample_rate, allow_urls=allow_urls)
-        if is_silent(samples):
-            language = options.language or ("en" if not self.multilingual else None)
-            return SegmentStream(iter(()), language, None, len(samples) / SAMPLE_RATE)
-        return self.backend.stream(samples, options)
+        pieces = stream_audio(audio, sample_rate=sample_rate, allow_urls=allow_urls)
+        default_language = options.language or ("en" if not self.multilingual else None)
+        return stream_blocks(self.backend.stream, pieces, options, default_language)
 
     def resolve(self, changes: dict | None = None, base: TranscribeOptions | None = None) -> TranscribeOptions:
         """This model's options (saved with it, unless `base`) with `changes` from any edge, checked for this model."""

@@ -1,0 +1,95 @@
+"""Audio of any length in bounded memory: decoded samples gathered into blocks cut at quiet points, each block
+transcribed by the backend, the segments shifted to the file's time.
+
+A file shorter than one block is one block: the backends see exactly the samples they saw before. Longer audio
+holds at most one block (10 minutes, 38 MB of samples) and what the decoder is working on, however many hours
+the file lasts. Each block after the first keeps the first one's language, and its decoding starts afresh
+(the text before the cut is not carried over as a prompt; the cut is at the quietest moment near the block's end).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from asrflow.audio import SAMPLE_RATE
+from asrflow.options import TranscribeOptions
+from asrflow.transcript import Segment, SegmentStream, Word
+from asrflow.vad import is_silent
+
+BLOCK_SECONDS = 600.0
+SEARCH_SECONDS = 30.0  # the cut is at the quietest half second of a block's last 30 s
+FRAME = SAMPLE_RATE // 20  # 50 ms
+
+
+def blocks(pieces: Iterable[np.ndarray], block_seconds: float = BLOCK_SECONDS) -> Iterator[tuple[int, np.ndarray]]:
+    """(first sample, samples) for consecutive blocks of at most `block_seconds`, the last one whatever is left."""
+    size = int(block_seconds * SAMPLE_RATE)
+    buffer, filled, offset = np.empty(size, np.float32), 0, 0
+    for piece in pieces:
+        while len(piece):
+            taken = min(len(piece), size - filled)
+            buffer[filled : filled + taken], piece, filled = piece[:taken], piece[taken:], filled + taken
+            if filled == size:
+                cut = quiet_cut(buffer, int(min(SEARCH_SECONDS, block_seconds / 2) * SAMPLE_RATE))
+                yield offset, buffer[:cut].copy()
+                rest = buffer[cut:].copy()
+                buffer[: len(rest)], filled, offset = rest, len(rest), offset + cut
+    if filled:
+        yield offset, buffer[:filled].copy()
+
+
+def quiet_cut(samples: np.ndarray, search: int) -> int:
+    """The sample at the centre of the quietest half second within the last `search` samples."""
+    tail = samples[len(samples) - search :]
+    energy = np.square(tail[: len(tail) // FRAME * FRAME].reshape(-1, FRAME)).mean(axis=1)
+    smoothed = np.convolve(energy, np.ones(10) / 10, mode="same")
+    return len(samples) - search + int(np.argmin(smoothed)) * FRAME + FRAME // 2
+
+
+def stream_blocks(
+    decode: Callable[[np.ndarray, TranscribeOptions], SegmentStream],
+    pieces: Iterable[np.ndarray],
+    options: TranscribeOptions,
+    default_language: str | None,
+    block_seconds: float = BLOCK_SECONDS,
+) -> SegmentStream:
+    """A SegmentStream over all the blocks: language from the first block with sound, duration growing as
+    blocks are decoded (the whole file's once the stream is exhausted)."""
+    parts = blocks(pieces, block_seconds)
+    seen = 0
+    for offset, samples in parts:  # silent blocks before the first sound: nothing to decode
+        seen = offset + len(samples)
+        if not is_silent(samples):
+            first = decode(samples, options)
+            break
+    else:
+        return SegmentStream(iter(()), options.language or default_language, None, seen / SAMPLE_RATE)
+    stream = SegmentStream(iter(()), first.language, first.language_probability, seen / SAMPLE_RATE)
+    later = replace(options, language=first.language) if first.language else options
+
+    def segments() -> Iterator[Segment]:
+        yield from shifted(first, offset)
+        for start, samples in parts:
+            stream.duration = (start + len(samples)) / SAMPLE_RATE
+            if not is_silent(samples):
+                yield from shifted(decode(samples, later), start)
+
+    stream.segments = segments()
+    return stream
+
+
+def shifted(segments: Iterable[Segment], offset: int) -> Iterator[Segment]:
+    seconds = offset / SAMPLE_RATE
+    if not seconds:
+        yield from segments
+        return
+    for s in segments:
+        words = [Word(_t(w.start + seconds), _t(w.end + seconds), w.word, w.probability) for w in s.words]
+        yield replace(s, start=_t(s.start + seconds), end=_t(s.end + seconds), words=words)
+
+
+def _t(seconds: float) -> float:
+    return round(seconds, 3)
