@@ -1,0 +1,61 @@
+"""Hours of audio in bounded memory: decoded as a stream, transcribed a block at a time (blocks.py)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from conftest import BIN, DATA
+
+# runs a command with stdout to the file argv[1], then prints the command's peak RSS in MB
+MEASURE = "import resource, subprocess, sys; subprocess.run(sys.argv[2:], check=True, stdout=open(sys.argv[1], 'w')); " \
+          "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)"
+
+
+def speech_every(minutes: float, total_minutes: float):
+    """Pieces of audio: a dev clip, then faint noise until the next one, `minutes` apart, for `total_minutes`."""
+    from asrflow.audio import decode_audio
+
+    clip = decode_audio(DATA / "dev001.mp3")
+    rng = np.random.default_rng(0)
+    for _ in range(int(total_minutes / minutes)):
+        yield clip
+        for start in range(len(clip), int(minutes * 60 * 16000), 60 * 16000):
+            yield (rng.standard_normal(min(60 * 16000, int(minutes * 60 * 16000) - start)) * 1e-3).astype(np.float32)
+
+
+def peak_rss_mb(audio_file, tmp_path) -> tuple[int, list[dict]]:
+    """`asrflow transcribe FILE --vad -f jsonl` in a child process: its peak RSS and the segments it printed."""
+    printed = tmp_path / f"{audio_file.name}.jsonl"
+    out = subprocess.run([sys.executable, "-c", MEASURE, str(printed), str(BIN / "asrflow"), "transcribe", str(audio_file),
+                          "--vad", "-f", "jsonl", "-q"], capture_output=True, text=True, check=True)
+    lines = printed.read_text().splitlines()
+    return int(out.stdout.strip()), [json.loads(line) for line in lines]
+
+
+def test_an_hour_of_audio_takes_no_more_memory_than_ten_minutes(tmp_path):
+    from asrflow.audio import encode_audio
+
+    short, hour = tmp_path / "ten-minutes.flac", tmp_path / "hour.flac"
+    encode_audio(speech_every(10, 10), "flac", file=short)
+    encode_audio(speech_every(10, 60), "flac", file=hour)
+    short_mb, short_segments = peak_rss_mb(short, tmp_path)
+    hour_mb, hour_segments = peak_rss_mb(hour, tmp_path)
+    # the samples of an hour alone are 230 MB as float32: holding them would show
+    assert hour_mb < short_mb + 60, (short_mb, hour_mb)
+    assert hour_mb < 800
+    # every clip was transcribed, at its time in the file
+    assert all(any(abs(s["start"] - 600 * k) < 5 for s in hour_segments) for k in range(6)), hour_segments
+    assert [s["text"] for s in hour_segments[: len(short_segments)]] == [s["text"] for s in short_segments]
+
+
+def test_streamed_transcripts_equal_the_whole_array_ones(ct2_transcriber, corpus):
+    """Files shorter than a block: the backend sees exactly the samples decode_audio gives."""
+    from asrflow.audio import decode_audio
+
+    for path, _ in corpus[:6]:
+        streamed = ct2_transcriber.transcribe(path, language="en")
+        whole = ct2_transcriber.backend.stream(decode_audio(path), ct2_transcriber.resolve({"language": "en"})).collect()
+        assert streamed.text == whole.text
+        assert [(s.start, s.end) for s in streamed.segments] == [(s.start, s.end) for s in whole.segments]
