@@ -56,7 +56,7 @@ def test_evaluate_logs_metrics_matching_jiwer(manifest):
     hyps = [normalizer(by_audio[u.audio.name]["hypothesis"]) for u in load_dataset(manifest)]
     expected = jiwer.wer(refs, hyps)
     assert run.data.metrics["wer"] == pytest.approx(expected, abs=1e-4)
-    assert run.data.metrics["real_time_factor"] > 1 and run.data.metrics["peak_rss_mb"] > 100
+    assert run.data.metrics["real_time_factor"] > 0 and run.data.metrics["peak_rss_mb"] > 100
     assert run.data.metrics["latency_p95"] >= run.data.metrics["latency_p50"] > 0
     table = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="per_utterance.json")).read_text())
     wers = [row[table["columns"].index("wer")] for row in table["data"]]

@@ -59,3 +59,45 @@ def test_streamed_transcripts_equal_the_whole_array_ones(ct2_transcriber, corpus
         whole = ct2_transcriber.backend.stream(decode_audio(path), ct2_transcriber.resolve({"language": "en"})).collect()
         assert streamed.text == whole.text
         assert [(s.start, s.end) for s in streamed.segments] == [(s.start, s.end) for s in whole.segments]
+
+
+def minutes_of_speech(path, minutes: float):
+    from asrflow.audio import decode_audio, encode_audio
+
+    clips = [decode_audio(p) for p in sorted(DATA.glob("dev*"))]
+    audio = np.concatenate(clips * int(minutes * 60 * 16000 // sum(len(c) for c in clips) + 1))[: int(minutes * 60 * 16000)]
+    encode_audio(audio, "flac", file=path)
+    return path
+
+
+def test_a_killed_run_resumes_after_its_last_segment(tmp_path):
+    import os
+    import signal
+    import time
+
+    audio = minutes_of_speech(tmp_path / "talk.flac", 3)
+    out = tmp_path / "out"
+    command = [str(BIN / "asrflow"), "transcribe", str(audio), "-o", str(out), "-f", "srt"]
+    run = subprocess.Popen(command, start_new_session=True)
+    journal = out / ".talk.srt.asrflow-journal.jsonl"
+    deadline = time.monotonic() + 120
+    while not (journal.is_file() and len(journal.read_text().splitlines()) >= 6) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    assert not (out / "talk.srt").exists()
+    lines = journal.read_text().splitlines()
+    first = json.loads(lines[1])
+    # mark the journaled work: a resumed run keeps it, a run that started over would not
+    lines[1] = json.dumps(first | {"text": "JOURNALED"})
+    journal.write_text("\n".join(lines) + "\n" + lines[-1][: len(lines[-1]) // 2])  # and a line cut short
+    subprocess.run(command + ["--resume"], check=True)
+    srt = (out / "talk.srt").read_text()
+    assert "JOURNALED" in srt
+    assert not journal.exists()
+    last_end = srt.strip().split("\n\n")[-1].splitlines()[1].split(" --> ")[1]
+    assert last_end >= "00:02:50", srt  # through to the end of the three minutes
+    # a finished output is skipped by --resume
+    (out / "talk.srt").write_text("kept")
+    subprocess.run(command + ["--resume"], check=True)
+    assert (out / "talk.srt").read_text() == "kept"

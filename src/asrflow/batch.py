@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath
 
 from asrflow.errors import AsrflowError, InvalidOptionError
 from asrflow.evaluate import AUDIO_EXTENSIONS
+from asrflow.journal import journal_path, transcribe_resumably
 from asrflow.options import TranscribeOptions
 from asrflow.writers import WRITERS, remove_dead_temp_files, write_file
 
@@ -117,11 +118,15 @@ def check_formats(formats: list[str]) -> list[str]:
 
 
 def transcribe_job(transcriber, job: Job, output_dir: Path, formats: list[str], options: TranscribeOptions) -> dict:
-    """Transcribe one file and write its outputs atomically; a failure becomes a record, not an exception."""
+    """Transcribe one file and write its outputs atomically; a failure becomes a record, not an exception.
+    Its segments are journaled as decoded: a re-run after a crash continues the file after the last one."""
     try:
-        result = transcriber.transcribe(job.source, options)
-        for fmt, path in zip(formats, outputs(job, output_dir, formats)):
+        paths = outputs(job, output_dir, formats)
+        journal = journal_path(paths[0])
+        result = transcribe_resumably(transcriber, job.source, options, journal).collect()
+        for fmt, path in zip(formats, paths):
             write_file(result, path, fmt)
+        journal.unlink(missing_ok=True)
     except AsrflowError as e:
         return {"path": job.source, "error": str(e)}
     except Exception as e:  # noqa: BLE001 - one file's failure (permissions, a bug) must not stop the run

@@ -24,11 +24,14 @@ SEARCH_SECONDS = 30.0  # the cut is at the quietest half second of a block's las
 FRAME = SAMPLE_RATE // 20  # 50 ms
 
 
-def blocks(pieces: Iterable[np.ndarray], block_seconds: float = BLOCK_SECONDS) -> Iterator[tuple[int, np.ndarray]]:
-    """(first sample, samples) for consecutive blocks of at most `block_seconds`, the last one whatever is left."""
+def blocks(pieces: Iterable[np.ndarray], block_seconds: float = BLOCK_SECONDS, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+    """(first sample, samples) for consecutive blocks of at most `block_seconds`, the last one whatever is left,
+    from sample `start` on (what comes before it is decoded and dropped)."""
     size = int(block_seconds * SAMPLE_RATE)
-    buffer, filled, offset = np.empty(size, np.float32), 0, 0
+    buffer, filled, offset, skip = np.empty(size, np.float32), 0, start, start
     for piece in pieces:
+        if skip:
+            piece, skip = piece[skip:], max(0, skip - len(piece))
         while len(piece):
             taken = min(len(piece), size - filled)
             buffer[filled : filled + taken], piece, filled = piece[:taken], piece[taken:], filled + taken
@@ -55,11 +58,12 @@ def stream_blocks(
     options: TranscribeOptions,
     default_language: str | None,
     block_seconds: float = BLOCK_SECONDS,
+    start: float = 0.0,
 ) -> SegmentStream:
-    """A SegmentStream over all the blocks: language from the first block with sound, duration growing as
-    blocks are decoded (the whole file's once the stream is exhausted)."""
-    parts = blocks(pieces, block_seconds)
-    seen = 0
+    """A SegmentStream over all the blocks (from `start` seconds on): language from the first block with sound,
+    duration growing as blocks are decoded (the whole file's once the stream is exhausted)."""
+    parts = blocks(pieces, block_seconds, int(start * SAMPLE_RATE))
+    seen = int(start * SAMPLE_RATE)
     for offset, samples in parts:  # silent blocks before the first sound: nothing to decode
         seen = offset + len(samples)
         if not is_silent(samples):

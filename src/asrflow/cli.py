@@ -142,16 +142,23 @@ def transcribe(
     device: str = typer.Option("cpu", help="cpu or cuda."),
     allow_urls: bool = typer.Option(False, "--allow-urls", help="Allow http(s) URLs as inputs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    resume: bool = typer.Option(False, "--resume", help="With --output-dir: skip inputs whose output exists, and "
+                                "continue a killed run's file after its last complete segment."),
     changes: dict = None,
 ):
     """Transcribe audio files; print the result, or write one file per input with --output-dir.
 
-    Options given here override those saved with a model (models:/...), which override the defaults."""
+    Options given here override those saved with a model (models:/...), which override the defaults.
+    With --output-dir the segments are journaled as they are decoded, so that --resume loses nothing."""
     from asrflow.audio import check_audio
+    from asrflow.errors import InvalidOptionError
+    from asrflow.journal import journal_path, transcribe_resumably
     from asrflow.transcriber import load_transcriber
     from asrflow.writers import FORMATS, get_writer, write_file, write_incrementally
 
     writer = get_writer(format)
+    if resume and output_dir is None:
+        raise InvalidOptionError("--resume continues the files of an --output-dir: give one.")
     # bad inputs fail before the model loads, from their headers: one file at a time is decoded, not all at once
     declared = {f: check_audio(f, allow_urls=allow_urls) for f in files}
     transcriber = load_transcriber(model, backend=backend, device=device, compute_type=compute_type)
@@ -161,7 +168,14 @@ def transcribe(
     with _progress_bar(total, show, "transcribing") as bar:
         done = 0.0
         for name in files:
-            stream = transcriber.stream(name, options, allow_urls=allow_urls)  # decoded as it is transcribed
+            target = None if output_dir is None else output_dir / f"{Path(name.split('?')[0]).stem}.{format}"
+            if resume and target.is_file():
+                done += declared[name] or 0.0
+                continue
+            if target is None:
+                stream = transcriber.stream(name, options, allow_urls=allow_urls)  # decoded as it is transcribed
+            else:
+                stream = transcribe_resumably(transcriber, name, options, journal_path(target), resume, allow_urls=allow_urls)
             segments = _advancing(stream, bar, done)
             if output_dir is None and format in FORMATS:  # printed as decoded: a cut-short run leaves a valid prefix
                 write_incrementally(format, segments, sys.stdout)
@@ -171,7 +185,8 @@ def transcribe(
                 if output_dir is None:
                     sys.stdout.write(writer(result))
                 else:
-                    write_file(result, output_dir / f"{Path(name.split('?')[0]).stem}.{format}", format)
+                    write_file(result, target, format)
+                    journal_path(target).unlink(missing_ok=True)
             done += stream.duration
             bar.update(round(done - bar.n, 1))
 

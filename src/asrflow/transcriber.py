@@ -41,14 +41,15 @@ class Transcriber:
 
     def stream(
         self, audio: AudioInput, options: TranscribeOptions | None = None, sample_rate: int = SAMPLE_RATE,
-        allow_urls: bool = False, **changes,
+        allow_urls: bool = False, start: float = 0.0, **changes,
     ) -> SegmentStream:
         """Segments as they are decoded (iterate it), with the language known up front. The audio is decoded
-        as it is transcribed, a block at a time (blocks.py): memory does not grow with its length."""
+        as it is transcribed, a block at a time (blocks.py): memory does not grow with its length. `start`:
+        transcribe from there on (seconds; times stay the file's)."""
         options = self.resolve(changes, options)
         pieces = stream_audio(audio, sample_rate=sample_rate, allow_urls=allow_urls)
         default_language = options.language or ("en" if not self.multilingual else None)
-        return stream_blocks(self.backend.stream, pieces, options, default_language)
+        return stream_blocks(self.backend.stream, pieces, options, default_language, start=start)
 
     def resolve(self, changes: dict | None = None, base: TranscribeOptions | None = None) -> TranscribeOptions:
         """This model's options (saved with it, unless `base`) with `changes` from any edge, checked for this model."""
