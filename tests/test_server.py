@@ -70,7 +70,12 @@ def test_openai_client_streaming(client):
     events = list(stream)
     assert events[-1].type == "transcript.text.done"
     assert_jfk(events[-1].text)
-    assert any(e.type == "transcript.text.delta" for e in events)
+    deltas = [e.to_dict() for e in events if e.type == "transcript.text.delta"]
+    assert deltas
+    # long work shows progress: audio seconds done, of the whole, in each delta
+    progress = [d["progress"] for d in deltas]
+    assert all(abs(p["total_seconds"] - 11.0) < 0.1 for p in progress)
+    assert [p["seconds"] for p in progress] == sorted(p["seconds"] for p in progress) and progress[-1]["seconds"] > 9
 
 
 def test_invocations_with_mlflows_documented_formats(server):

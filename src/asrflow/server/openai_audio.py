@@ -99,7 +99,9 @@ async def read_form(request: Request, max_bytes: int):
 
 def stream_segments(model: ModelHolder, reservation: Reservation, options: TranscribeOptions) -> StreamingResponse:
     """Server-sent events: a transcript.text.delta per segment as decoded, then transcript.text.done.
+    Each delta also carries the segment and the progress (audio seconds done, of the total).
     A client that goes away cancels the work at its next window."""
+    total = round(reservation.seconds, 3)  # settled: the decoded duration
     loop = asyncio.get_running_loop()
     segments: asyncio.Queue = asyncio.Queue()
     task = asyncio.ensure_future(model.run(reservation, options, lambda s: loop.call_soon_threadsafe(segments.put_nowait, s)))
@@ -114,7 +116,8 @@ def stream_segments(model: ModelHolder, reservation: Reservation, options: Trans
                     segment: Segment = getter.result()
                     sent += 1
                     yield sse({"type": "transcript.text.delta", "delta": (" " if sent > 1 else "") + segment.text,
-                               "segment": {"start": segment.start, "end": segment.end, "text": segment.text}})
+                               "segment": {"start": segment.start, "end": segment.end, "text": segment.text},
+                               "progress": {"seconds": min(segment.end, total), "total_seconds": total}})
                     continue
                 getter.cancel()
                 if task.exception() is not None:
