@@ -101,6 +101,8 @@ DECODING_FLAGS = {
         None, help="Temperature, or a fallback list such as 0,0.2,0.4 (default 0,0.2,...,1).")),
     "initial_prompt": ("initial_prompt", Optional[str],
                        typer.Option(None, help="Text to condition the first window on (names, terms).")),
+    "hotwords": ("hotwords", Optional[str],
+                 typer.Option(None, help="Words or phrases to favour (names, jargon), in every window's prompt.")),
     "condition_on_previous_text": ("condition_on_previous_text", Optional[bool], typer.Option(
         None, "--condition-on-previous-text/--no-condition-on-previous-text",
         help="Condition each window on the text before it (default on).")),

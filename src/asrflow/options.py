@@ -35,6 +35,7 @@ class TranscribeOptions:
     no_speech_threshold: float | None = 0.6  # with a low log-prob: silence, no text
     condition_on_previous_text: bool = True
     initial_prompt: str | None = None
+    hotwords: str | None = None  # faster-whisper's: hint phrases put in every window's prompt
     word_timestamps: bool = False
     vad_filter: bool = False
     chunk_length_s: float = 30.0
@@ -206,6 +207,7 @@ _CONVERTERS = {
     "no_speech_threshold": _optional(_ranged(_number, 0.0, 1.0, "no_speech_threshold")),
     "condition_on_previous_text": _boolean,
     "initial_prompt": _text,
+    "hotwords": _text,
     "word_timestamps": _boolean,
     "vad_filter": _boolean,
     "chunk_length_s": _ranged(_number, 1.0, 30.0, "chunk_length_s (seconds, at most Whisper's 30 s window)"),
@@ -222,6 +224,7 @@ _EXPECTED = {
     "no_speech_threshold": "expected a number between 0 and 1, or null to turn the check off",
     "condition_on_previous_text": "expected true or false",
     "initial_prompt": "expected text",
+    "hotwords": "expected text (words or phrases, separated by spaces)",
     "word_timestamps": "expected true or false",
     "vad_filter": "expected true or false",
     "chunk_length_s": "expected a number of seconds from 1 to 30",

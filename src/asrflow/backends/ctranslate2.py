@@ -53,6 +53,7 @@ class CTranslate2Backend:
             no_speech_threshold=options.no_speech_threshold,
             condition_on_previous_text=options.condition_on_previous_text,
             initial_prompt=options.initial_prompt,
+            hotwords=options.hotwords,
             word_timestamps=options.word_timestamps,
             vad_filter=options.vad_filter,
             chunk_length=int(options.chunk_length_s),

@@ -97,8 +97,8 @@ class TransformersBackend:
             )
         if self.multilingual:
             generate_kwargs.update(language=language, task=options.task)
-        if options.initial_prompt:
-            generate_kwargs["prompt_ids"] = self.pipeline.tokenizer.get_prompt_ids(options.initial_prompt, return_tensors="pt")
+        if prompt := " ".join(p for p in (options.hotwords, options.initial_prompt) if p):  # hotwords first, as faster-whisper
+            generate_kwargs["prompt_ids"] = self.pipeline.tokenizer.get_prompt_ids(prompt, return_tensors="pt")
         kwargs = {"batch_size": options.batch_size}
         if any(len(p) > WINDOW_S * SAMPLE_RATE for p in pieces) or options.stride_length_s is not None:
             # The tutorial's chunking: overlapping windows merged at their strides.
