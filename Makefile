@@ -43,6 +43,7 @@ screenshot: setup-test
 bench: setup-test
 	python bench/run.py | tee bench/results/bench.txt
 	python bench/load.py | tee bench/results/load.txt
+	python bench/memory.py | tee bench/results/memory.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache build

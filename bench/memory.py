@@ -6,7 +6,8 @@ encoded as mp3 and flac into build/memory/ at bench time (never committed), each
   asrflow-in-memory  the same model and options on the whole decoded array (decode_audio, then the backend)
   fw-batched         faster-whisper used directly: BatchedInferencePipeline.transcribe(FILE, vad), batch 8
 All on the bundled tiny.en, beam 5, VAD batches of 8. The peers hold the whole file, so they run up to
-MEMORY_PEER_HOURS (1 h by default). Lengths: MEMORY_HOURS (comma-separated hours; default 0.1667,1,3,10).
+MEMORY_PEER_HOURS (1 h by default). Lengths: MEMORY_HOURS (comma-separated hours; default 0.1667,1,3,10);
+beyond the peers' lengths the formats of MEMORY_LONG_FORMATS (mp3,flac).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ OUT = ROOT / "build" / "memory"
 HOURS = [float(h) for h in os.environ.get("MEMORY_HOURS", "0.1667,1,3,10").split(",")]
 PEER_HOURS = float(os.environ.get("MEMORY_PEER_HOURS", 1))
 FORMATS = ["mp3", "flac"]
+LONG_FORMATS = os.environ.get("MEMORY_LONG_FORMATS", "mp3,flac").split(",")  # beyond the peers' lengths
 
 # Each run: a fresh Python process; prints {"wall_s", "peak_rss_mb", "words"} as its last line.
 RUN = r"""
@@ -97,7 +99,7 @@ def main():
     head = f"{'length':>8} {'format':>6} {'system':>18} {'peak MB':>8} {'RTFx':>7} {'words':>7}  {'RTFx / in-memory':>16}"
     print(head, flush=True)
     for hours in HOURS:
-        for format in FORMATS:
+        for format in FORMATS if hours <= PEER_HOURS else LONG_FORMATS:
             path = audio_file(hours, format)
             measured = {}
             for system in ("asrflow-in-memory", "asrflow", "fw-batched"):
@@ -112,12 +114,19 @@ def main():
                 base = measured.get("asrflow-in-memory", {}).get("rtfx")
                 ratio = f"{r['rtfx'] / base:.2f}x" if system == "asrflow" and base else ""
                 print(f"{hours:>7g}h {format:>6} {system:>18} {r['peak_rss_mb']:>8} {r['rtfx']:>7} {r['words']:>7}  {ratio:>16}", flush=True)
+                write(rows)
     first = next(r for r in rows if r["system"] == "asrflow" and "error" not in r)
     last = [r for r in rows if r["system"] == "asrflow" and "error" not in r][-1]
     print(f"\nasrflow peak RSS at {last['hours']:g} h / at {first['hours']:g} h: {last['peak_rss_mb'] / first['peak_rss_mb']:.2f}x")
+    print(f"written to {write(rows).relative_to(ROOT)}")
+
+
+def write(rows: list[dict]) -> Path:
+    """After every run: a bench stopped half-way keeps what it measured."""
     path = ROOT / "bench" / "results" / "memory.json"
-    path.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows}, indent=2) + "\n")
-    print(f"written to {path.relative_to(ROOT)}")
+    path.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv),
+                                "hours": HOURS, "rows": rows}, indent=2) + "\n")
+    return path
 
 
 if __name__ == "__main__":

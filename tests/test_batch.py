@@ -176,3 +176,22 @@ def test_batch_options_override_the_models(tmp_path):
     assert result.returncode == 0, result.stderr
     segments = json.loads((tmp_path / "out" / "a.wav.json").read_text())["segments"]
     assert segments and all(s["words"] for s in segments), logged
+
+
+def test_a_rerun_continues_a_file_from_its_journal(tmp_path):
+    """A file a killed run had half transcribed: the re-run keeps the journaled segments and goes on after them."""
+    from asrflow.journal import journal_path
+    from asrflow.options import TranscribeOptions
+
+    source, out = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    shutil.copy(DATA / "dev010.flac", source / "a.flac")
+    journal = journal_path(out / "a.flac.json")
+    journal.parent.mkdir(parents=True)
+    journaled = {"start": 0.0, "end": 1.0, "text": "JOURNALED", "words": []}
+    journal.write_text(json.dumps({"language": "en", "options": TranscribeOptions().to_dict()}) + "\n" + json.dumps(journaled) + "\n")
+    result = batch(source, "-o", out, "-f", "json")
+    assert result.returncode == 0, result.stderr
+    transcript = json.loads((out / "a.flac.json").read_text())
+    assert transcript["segments"][0]["text"] == "JOURNALED" and "weekend" in transcript["text"]
+    assert not journal.exists()

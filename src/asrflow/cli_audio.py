@@ -1,0 +1,195 @@
+"""The commands that take audio: transcribe, batch, serve."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from asrflow.cli import app, friendly_errors
+from asrflow.models import DEFAULT_MODEL
+
+
+def _progress_bar(total: float, enabled: bool, description: str):
+    from tqdm import tqdm
+
+    return tqdm(total=round(total, 1), unit="s", desc=description, disable=not enabled, leave=False, file=sys.stderr)
+
+
+# The decoding flags that transcribe and batch share, declared once: parameter -> (option, type, typer option).
+DECODING_FLAGS = {
+    "language": ("language", Optional[str], typer.Option(None, help="Language code, e.g. en; detected when omitted.")),
+    "task": ("task", Optional[str], typer.Option(None, help="transcribe, or translate (to English).")),
+    "word_timestamps": ("word_timestamps", Optional[bool],
+                        typer.Option(None, "--word-timestamps/--no-word-timestamps", help="Add per-word timings.")),
+    "vad": ("vad_filter", Optional[bool],
+            typer.Option(None, "--vad/--no-vad", help="Skip non-speech with Silero VAD (and batch long audio).")),
+    "beam_size": ("beam_size", Optional[str], typer.Option(None, help="Beam width (default 5).")),
+    "temperature": ("temperature", Optional[str], typer.Option(
+        None, help="Temperature, or a fallback list such as 0,0.2,0.4 (default 0,0.2,...,1).")),
+    "initial_prompt": ("initial_prompt", Optional[str],
+                       typer.Option(None, help="Text to condition the first window on (names, terms).")),
+    "hotwords": ("hotwords", Optional[str],
+                 typer.Option(None, help="Words or phrases to favour (names, jargon), in every window's prompt.")),
+    "condition_on_previous_text": ("condition_on_previous_text", Optional[bool], typer.Option(
+        None, "--condition-on-previous-text/--no-condition-on-previous-text",
+        help="Condition each window on the text before it (default on).")),
+    "batch_size": ("batch_size", Optional[str],
+                   typer.Option(None, help="Chunks decoded together for long audio with --vad (default 8).")),
+}
+
+
+def with_decoding_flags(command):
+    """Adds the decoding flags to a command; it gets those given on the command line as `changes` (option ->
+    value), checked before any model loads. Not given (None): the model's saved value stands."""
+    signature = inspect.signature(command)
+    flags = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+             for name, (_, kind, option) in DECODING_FLAGS.items()]
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from asrflow.options import TranscribeOptions
+
+        given = {DECODING_FLAGS[name][0]: value for name in DECODING_FLAGS if (value := kwargs.pop(name)) is not None}
+        TranscribeOptions().resolve(given)  # a bad value fails before any model loads
+        return command(*args, changes=given, **kwargs)
+
+    kept = [p for p in signature.parameters.values() if p.name != "changes"]
+    wrapper.__signature__ = signature.replace(parameters=kept + flags)
+    return wrapper
+
+
+@app.command()
+@friendly_errors
+@with_decoding_flags
+def transcribe(
+    files: List[str] = typer.Argument(..., help="Audio files (or http(s) URLs with --allow-urls)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="bundled:NAME, a model directory, a hub id or models:/ URI."),
+    backend: Optional[str] = typer.Option(None, help="ctranslate2 (fast) or transformers (default: the model's own)."),
+    format: str = typer.Option("txt", "--format", "-f", help="txt, json, srt, vtt, tsv or jsonl (a segment per line)."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Write FILE.FORMAT here instead of stdout."),
+    compute_type: str = typer.Option("default", help="CTranslate2 compute type: float32 on CPU by default (int8, int8_float32, float16 on GPU...)."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    allow_urls: bool = typer.Option(False, "--allow-urls", help="Allow http(s) URLs as inputs."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    resume: bool = typer.Option(False, "--resume", help="With --output-dir: skip inputs whose output exists, and "
+                                "continue a killed run's file after its last complete segment."),
+    changes: dict = None,
+):
+    """Transcribe audio files; print the result, or write one file per input with --output-dir.
+
+    Options given here override those saved with a model (models:/...), which override the defaults.
+    With --output-dir the segments are journaled as they are decoded, so that --resume loses nothing."""
+    from asrflow.audio import check_audio
+    from asrflow.errors import InvalidOptionError
+    from asrflow.journal import journal_path, transcribe_resumably
+    from asrflow.transcriber import load_transcriber
+    from asrflow.writers import FORMATS, get_writer, write_file, write_incrementally
+
+    writer = get_writer(format)
+    if resume and output_dir is None:
+        raise InvalidOptionError("--resume continues the files of an --output-dir: give one.")
+    # bad inputs fail before the model loads, from their headers: one file at a time is decoded, not all at once
+    declared = {f: check_audio(f, allow_urls=allow_urls) for f in files}
+    transcriber = load_transcriber(model, backend=backend, device=device, compute_type=compute_type)
+    options = transcriber.resolve(changes)
+    total = sum(seconds or 0.0 for seconds in declared.values())
+    show = not quiet and sys.stderr.isatty() and total > 60
+    with _progress_bar(total, show, "transcribing") as bar:
+        done = 0.0
+        for name in files:
+            target = None if output_dir is None else output_dir / f"{Path(name.split('?')[0]).stem}.{format}"
+            if resume and target.is_file():
+                done += declared[name] or 0.0
+                continue
+            if target is None:
+                stream = transcriber.stream(name, options, allow_urls=allow_urls)  # decoded as it is transcribed
+            else:
+                stream = transcribe_resumably(transcriber, name, options, journal_path(target), resume, allow_urls=allow_urls)
+            segments = _advancing(stream, bar, done)
+            if output_dir is None and format in FORMATS:  # printed as decoded: a cut-short run leaves a valid prefix
+                write_incrementally(format, segments, sys.stdout)
+                sys.stdout.write(FORMATS[format].tail(stream.transcript([])))
+            else:
+                result = stream.transcript(list(segments))
+                if output_dir is None:
+                    sys.stdout.write(writer(result))
+                else:
+                    write_file(result, target, format)
+                    journal_path(target).unlink(missing_ok=True)
+            done += stream.duration
+            bar.update(round(done - bar.n, 1))
+
+
+def _advancing(segments, bar, done: float):
+    """The segments, moving the progress bar to each one's end as it comes."""
+    for segment in segments:
+        bar.update(round(done + segment.end - bar.n, 1))
+        yield segment
+
+
+
+@app.command()
+@friendly_errors
+def serve(
+    model_uri: str = typer.Argument(DEFAULT_MODEL, help="models:/NAME@alias, models:/NAME/VERSION, or any model name."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback by default)."),
+    port: int = typer.Option(8000),
+    backend: Optional[str] = typer.Option(None, help="ctranslate2 or transformers (default: the model's own)."),
+    api_key: Optional[str] = typer.Option(None, envvar="ASRFLOW_API_KEY", help="Require 'Authorization: Bearer KEY'."),
+    queue_size: int = typer.Option(64, help="Clips admitted at once, all requests together; beyond: 503 with Retry-After."),
+    timeout: float = typer.Option(300.0, help="Per-request timeout in seconds (504)."),
+    max_upload_mb: float = typer.Option(25.0, help="Larger uploads get 413."),
+    max_audio_minutes: float = typer.Option(120.0, help="Longer audio in one request gets 413."),
+    max_queued_audio_minutes: float = typer.Option(240.0, help="Audio admitted at once, all requests together; beyond: 503."),
+    grace: float = typer.Option(30.0, help="On SIGTERM: stop accepting, let requests in flight finish this long, exit."),
+    allow_url_host: List[str] = typer.Option([], help="Host that URL inputs may fetch from (repeatable); none by default."),
+    allow_private_urls: bool = typer.Option(False, help="Let allowed hosts resolve to private addresses (your own network)."),
+    url_timeout: float = typer.Option(30.0, help="Seconds a URL input may take to download (then 400)."),
+):
+    """Serve OpenAI's audio API, MLflow's scoring protocol and a web page for one model."""
+    import uvicorn
+
+    from asrflow.server import ServerConfig, create_app
+
+    config = ServerConfig(model_uri, backend, api_key, queue_size, timeout, max_upload_mb, max_audio_minutes,
+                          max_queued_audio_minutes, tuple(allow_url_host), allow_private_urls, url_timeout_s=url_timeout)
+    uvicorn.run(create_app(config), host=host, port=port, log_level="warning", timeout_graceful_shutdown=grace)
+
+
+@app.command()
+@friendly_errors
+@with_decoding_flags
+def batch(
+    source: Path = typer.Argument(..., help="A folder of audio (recursive) or a .jsonl/.csv manifest with an 'audio' column."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="models:/NAME@alias, or any model name."),
+    output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Outputs mirror the input tree here."),
+    format: str = typer.Option("json,srt,txt", "--format", "-f", help="Comma-separated: txt, json, srt, vtt, tsv, jsonl."),
+    engine: str = typer.Option("local", help="local (one process) or spark."),
+    master: str = typer.Option("local[2]", help="Spark master, with --engine spark."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    changes: dict = None,
+):
+    """Transcribe a collection; re-runs skip finished files; failures go to OUT/errors.jsonl (exit 1).
+
+    Options given here override those saved with a model (models:/...), which override the defaults."""
+    from asrflow.batch import run_batch
+
+    formats = [f.strip() for f in format.split(",") if f.strip()]
+    summary = run_batch(source, model, output_dir, formats, changes, engine, master, show_progress=not quiet and sys.stderr.isatty())
+    if as_json:
+        typer.echo(json.dumps(summary.to_dict()))
+    else:
+        typer.echo(f"{summary.transcribed} transcribed, {summary.skipped} already done, {summary.failed} failed "
+                   f"of {summary.files} files; {summary.audio_seconds / 60:.1f} min of audio in {summary.wall_seconds:.1f} s "
+                   f"({summary.real_time_factor}x real time) -> {output_dir}")
+        if summary.failed:
+            typer.echo(f"failures are listed in {output_dir / 'errors.jsonl'}", err=True)
+    if summary.failed:
+        raise typer.Exit(1)
