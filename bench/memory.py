@@ -2,10 +2,10 @@
 
 Files of 10 minutes, 1, 3 and 10 hours of speech (the dev corpus concatenated with 0.6 s gaps, repeated),
 encoded as mp3 and flac into build/memory/ at bench time (never committed), each transcribed by:
-  asrflow            `asrflow transcribe FILE --vad -f jsonl` (decoded as it is transcribed, a block at a time)
+  asrflow            `asrflow transcribe FILE` (its default path: decoded as it is transcribed, a block at a time)
   asrflow-in-memory  the same model and options on the whole decoded array (decode_audio, then the backend)
-  fw-batched         faster-whisper used directly: BatchedInferencePipeline.transcribe(FILE, vad), batch 8
-All on the bundled tiny.en, beam 5, VAD batches of 8. The peers hold the whole file, so they run up to
+  fw-sequential      faster-whisper used directly: WhisperModel.transcribe(FILE), float32
+All on the bundled tiny.en, beam 5, Whisper's sequential long-form decoding (each system's default). The peers hold the whole file, so they run up to
 MEMORY_PEER_HOURS (1 h by default). Lengths: MEMORY_HOURS (comma-separated hours; default 0.1667,1,3,10);
 beyond the peers' lengths the formats of MEMORY_LONG_FORMATS (mp3,flac).
 """
@@ -36,7 +36,7 @@ system, path = sys.argv[1], sys.argv[2]
 t0 = time.perf_counter()
 if system == "asrflow":
     from pathlib import Path
-    out = subprocess.run([str(Path(sys.executable).parent / "asrflow"), "transcribe", path, "--vad", "-f", "txt", "-q"],
+    out = subprocess.run([str(Path(sys.executable).parent / "asrflow"), "transcribe", path, "-f", "txt", "-q"],
                          capture_output=True, text=True, check=True).stdout
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 else:
@@ -45,12 +45,12 @@ else:
         from asrflow import load_transcriber
         from asrflow.audio import decode_audio
         transcriber = load_transcriber("bundled:tiny.en")
-        options = transcriber.resolve({"vad_filter": True})
+        options = transcriber.resolve({})
         out = " ".join(s.text for s in transcriber.backend.stream(decode_audio(path), options))
     else:
-        from faster_whisper import BatchedInferencePipeline, WhisperModel
+        from faster_whisper import WhisperModel
         model = WhisperModel(resolve_model("bundled:tiny.en").location, device="cpu", compute_type="float32")
-        segments, _ = BatchedInferencePipeline(model).transcribe(path, batch_size=8, beam_size=5, language="en")
+        segments, _ = model.transcribe(path, beam_size=5, language="en")
         out = " ".join(s.text for s in segments)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"wall_s": round(time.perf_counter() - t0, 1), "peak_rss_mb": peak // 1024, "words": len(out.split())}))
@@ -94,15 +94,15 @@ def measure(system: str, path: Path) -> dict:
 
 def main():
     rows = []
-    print(f"bench/memory.py, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, bundled:tiny.en, --vad, "
-          f"batch 8; peers up to {PEER_HOURS:g} h", flush=True)
+    print(f"bench/memory.py, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, bundled:tiny.en, beam 5, "
+          f"sequential decoding; peers up to {PEER_HOURS:g} h; RTFx = audio seconds per wall second", flush=True)
     head = f"{'length':>8} {'format':>6} {'system':>18} {'peak MB':>8} {'RTFx':>7} {'words':>7}  {'RTFx / in-memory':>16}"
     print(head, flush=True)
     for hours in HOURS:
         for format in FORMATS if hours <= PEER_HOURS else LONG_FORMATS:
             path = audio_file(hours, format)
             measured = {}
-            for system in ("asrflow-in-memory", "asrflow", "fw-batched"):
+            for system in ("asrflow-in-memory", "asrflow", "fw-sequential"):
                 if system != "asrflow" and hours > PEER_HOURS:
                     continue
                 r = measured[system] = measure(system, path) | {"system": system, "hours": hours, "format": format}

@@ -72,27 +72,29 @@ def stream_blocks(
     else:
         return SegmentStream(iter(()), options.language or default_language, None, seen / SAMPLE_RATE)
     stream = SegmentStream(iter(()), first.language, first.language_probability, seen / SAMPLE_RATE)
-    later = replace(options, language=first.language) if first.language else options
+    later = replace(options, language=first.language) if first.language and not options.multilingual else options
 
     def segments() -> Iterator[Segment]:
-        yield from shifted(first, offset)
+        yield from shifted(first, offset, first)
         for start, samples in parts:
             stream.duration = (start + len(samples)) / SAMPLE_RATE
             if not is_silent(samples):
-                yield from shifted(decode(samples, later), start)
+                yield from shifted(decode(samples, later), start, first)
 
     stream.segments = segments()
     return stream
 
 
-def shifted(segments: Iterable[Segment], offset: int) -> Iterator[Segment]:
+def shifted(segments: Iterable[Segment], offset: int, file: SegmentStream) -> Iterator[Segment]:
+    """Segments in the file's time, each with its language (the file's, unless the backend found its own)."""
     seconds = offset / SAMPLE_RATE
-    if not seconds:
-        yield from segments
-        return
     for s in segments:
-        words = [Word(_t(w.start + seconds), _t(w.end + seconds), w.word, w.probability) for w in s.words]
-        yield replace(s, start=_t(s.start + seconds), end=_t(s.end + seconds), words=words)
+        if s.language is None:
+            s = replace(s, language=file.language, language_probability=file.language_probability)
+        if seconds:
+            words = [Word(_t(w.start + seconds), _t(w.end + seconds), w.word, w.probability) for w in s.words]
+            s = replace(s, start=_t(s.start + seconds), end=_t(s.end + seconds), words=words)
+        yield s
 
 
 def _t(seconds: float) -> float:

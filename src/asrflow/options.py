@@ -38,6 +38,7 @@ class TranscribeOptions:
     hotwords: str | None = None  # faster-whisper's: hint phrases put in every window's prompt
     word_timestamps: bool = False
     vad_filter: bool = False
+    multilingual: bool = False  # faster-whisper's name: the language of each speech region, detected and kept
     chunk_length_s: float = 30.0
     stride_length_s: tuple[float, float] | None = None  # transformers backend only
     batch_size: int = 8
@@ -210,6 +211,7 @@ _CONVERTERS = {
     "hotwords": _text,
     "word_timestamps": _boolean,
     "vad_filter": _boolean,
+    "multilingual": _boolean,
     "chunk_length_s": _ranged(_number, 1.0, 30.0, "chunk_length_s (seconds, at most Whisper's 30 s window)"),
     "stride_length_s": _stride,
     "batch_size": _ranged(_integer, 1, 64, "batch_size"),
@@ -227,6 +229,7 @@ _EXPECTED = {
     "hotwords": "expected text (words or phrases, separated by spaces)",
     "word_timestamps": "expected true or false",
     "vad_filter": "expected true or false",
+    "multilingual": "expected true or false",
     "chunk_length_s": "expected a number of seconds from 1 to 30",
     "stride_length_s": "expected one or two numbers of seconds",
     "batch_size": "expected a whole number from 1 to 64",

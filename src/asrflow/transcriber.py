@@ -58,8 +58,18 @@ class Transcriber:
         return options
 
     def check(self, options: TranscribeOptions) -> None:
+        if options.multilingual and options.language:
+            raise InvalidOptionError(
+                f"multilingual detects the language of each segment, so language {options.language!r} cannot be "
+                "given with it: leave language out, or turn multilingual off."
+            )
         if self.multilingual:
             return
+        if options.multilingual:
+            raise InvalidOptionError(
+                f"{self.source.name} is English-only, so it has no languages to tell apart (multilingual): use a "
+                "multilingual model such as bundled:base."
+            )
         if options.language not in (None, "en"):
             raise InvalidOptionError(
                 f"{self.source.name} is English-only and cannot transcribe language {options.language!r}: "

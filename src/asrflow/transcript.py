@@ -21,6 +21,8 @@ class Segment:
     end: float
     text: str
     words: list[Word] = field(default_factory=list)
+    language: str | None = None  # the segment's own (multilingual=True), else the transcript's
+    language_probability: float | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class Transcript:
                 end=s["end"],
                 text=s["text"],
                 words=[Word(**w) for w in s.get("words") or []],
+                language=s.get("language"),
+                language_probability=s.get("language_probability"),
             )
             for s in data.get("segments") or []
         ]

@@ -11,8 +11,9 @@ from asrflow.audio import SAMPLE_RATE
 SLICE_SECONDS = 60  # Silero's cost grows with what it is given at once (180 MB for 10 minutes): a minute at a time
 
 
-def speech_regions(audio: np.ndarray, max_seconds: float = 30.0) -> list[tuple[int, int]]:
-    """Sample ranges that hold speech; neighbours are merged up to `max_seconds` to keep context.
+def speech_regions(audio: np.ndarray, max_seconds: float = 30.0, merge: bool = True) -> list[tuple[int, int]]:
+    """Sample ranges that hold speech; neighbours are merged up to `max_seconds` to keep context (unless not
+    `merge`: each stretch of speech between pauses of half a second by itself, e.g. to tell languages apart).
     Silero looks at a minute at a time, cut at the quietest moment near its end (audio up to a minute and a half
     is one slice)."""
     from asrflow.blocks import quiet_cut
@@ -24,7 +25,7 @@ def speech_regions(audio: np.ndarray, max_seconds: float = 30.0) -> list[tuple[i
         stop = len(audio) if len(audio) - start <= 1.5 * size else start + quiet_cut(audio[start : start + size], size // 4)
         for r in get_speech_timestamps(audio[start:stop], options):
             a, b = start + r["start"], start + r["end"]
-            if merged and b - merged[-1][0] <= max_seconds * SAMPLE_RATE:
+            if merge and merged and b - merged[-1][0] <= max_seconds * SAMPLE_RATE:
                 merged[-1] = (merged[-1][0], b)
             else:
                 merged.append((a, b))

@@ -6,6 +6,7 @@ import copy
 import itertools
 import os
 from collections import deque
+from dataclasses import replace
 from typing import Iterator
 
 import numpy as np
@@ -13,6 +14,7 @@ from faster_whisper import BatchedInferencePipeline, WhisperModel
 
 from asrflow.audio import SAMPLE_RATE
 from asrflow.backends.features import WindowedExtractor
+from asrflow.backends.languages import chance_at, dominant
 from asrflow.errors import ModelNotFoundError
 from asrflow.models import ModelSource, ctranslate2_dir, hub_error
 from asrflow.options import TranscribeOptions
@@ -58,6 +60,8 @@ class CTranslate2Backend:
             vad_filter=options.vad_filter,
             chunk_length=int(options.chunk_length_s),
         )
+        if options.multilingual:
+            return self._by_language(audio, options, kwargs)
         # Batching needs cut points, which VAD finds; without VAD decode sequentially (long-form seeking).
         if options.vad_filter and options.batch_size > 1:
             return self._batched(audio, options, kwargs)
@@ -81,6 +85,26 @@ class CTranslate2Backend:
         first, info = next(batches)  # the first batch tells the language
         segments = itertools.chain(first, itertools.chain.from_iterable(ready for ready, _ in batches))
         return SegmentStream(_fitted(segments), info.language, round(float(info.language_probability), 4), duration)
+
+    def _by_language(self, audio: np.ndarray, options: TranscribeOptions, kwargs: dict) -> SegmentStream:
+        """Each stretch of speech (VAD, between pauses) in its own language: detected per region, decoded in
+        runs of regions of one language (in batches), each segment tagged with it. Nothing is translated unless
+        task=translate. The stream's language is the one spoken longest."""
+        regions = speech_regions(audio, options.chunk_length_s, merge=False)
+        detected = [self.model.detect_language(audio[a:b])[:2] for a, b in regions]
+        kwargs = {k: v for k, v in kwargs.items() if k != "vad_filter"} | {"without_timestamps": False}
+        language, probability = dominant(detected, regions)
+
+        def segments() -> Iterator[Segment]:
+            runs = itertools.groupby(zip(regions, detected), key=lambda pair: pair[1][0])
+            for code, run in runs:
+                run = list(run)
+                clips = [{"start": a / SAMPLE_RATE, "end": b / SAMPLE_RATE} for (a, b), _ in run]
+                decoded = self._region_batches(audio, clips, options.batch_size, kwargs | {"language": code})
+                for segment in _fitted(itertools.chain.from_iterable(ready for ready, _ in decoded)):
+                    yield replace(segment, language=code, language_probability=chance_at(segment.start, run))
+
+        return SegmentStream(segments(), language, probability, len(audio) / SAMPLE_RATE)
 
     def _region_batches(self, audio: np.ndarray, regions: list[dict], batch_size: int, kwargs: dict, retries: int = 2):
         """Yields (segments now complete in time order, info) after each batch."""

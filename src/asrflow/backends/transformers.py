@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import warnings
+from dataclasses import replace
 from typing import Iterator
 
 import numpy as np
 
 from asrflow.audio import SAMPLE_RATE
+from asrflow.backends.languages import chance_at, dominant
 from asrflow.errors import ModelNotFoundError
 from asrflow.models import ModelSource, hub_error, transformers_dir
 from asrflow.options import TranscribeOptions
@@ -56,6 +59,8 @@ class TransformersBackend:
     def stream(self, audio: np.ndarray, options: TranscribeOptions) -> SegmentStream:
         """Segments as decoded: with VAD, one batch of speech regions at a time; else the whole audio in one call."""
         duration = len(audio) / SAMPLE_RATE
+        if options.multilingual:
+            return self._by_language(audio, options, duration)
         language, probability = (options.language, 1.0) if options.language else self.detect_language(audio)
         # Long audio goes through speech regions unless the caller asks for the tutorial's chunk/stride merge by
         # passing stride_length_s (as the tutorial's params do): the merge is less accurate (README, Performance).
@@ -66,6 +71,20 @@ class TransformersBackend:
         else:
             pieces, step = [(0.0, audio)], 1
         return SegmentStream(self._decode(pieces, step, language, duration, options), language, probability, duration)
+
+    def _by_language(self, audio: np.ndarray, options: TranscribeOptions, duration: float) -> SegmentStream:
+        """As the CTranslate2 backend: each stretch of speech in its own language, in runs of one language."""
+        regions = speech_regions(audio, options.chunk_length_s, merge=False)
+        detected = [self.detect_language(audio[a:b]) for a, b in regions]
+
+        def segments() -> Iterator[Segment]:
+            for code, run in itertools.groupby(zip(regions, detected), key=lambda pair: pair[1][0]):
+                run = list(run)
+                pieces = [(a / SAMPLE_RATE, audio[a:b]) for (a, b), _ in run]
+                for segment in self._decode(pieces, options.batch_size, code, duration, options):
+                    yield replace(segment, language=code, language_probability=chance_at(segment.start, run))
+
+        return SegmentStream(segments(), *dominant(detected, regions), duration)
 
     def _decode(self, pieces: list, step: int, language, duration: float, options) -> Iterator[Segment]:
         previous_end = 0.0

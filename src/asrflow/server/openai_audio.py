@@ -149,7 +149,7 @@ def openai_response(result: Transcript, response_format: str, task: str, granula
     if "segment" in granularities or not granularities:
         body["segments"] = [
             {"id": i, "seek": 0, "start": s.start, "end": s.end, "text": s.text, "tokens": [], "temperature": 0.0,
-             "avg_logprob": 0.0, "compression_ratio": 0.0, "no_speech_prob": 0.0}
+             "avg_logprob": 0.0, "compression_ratio": 0.0, "no_speech_prob": 0.0, "language": s.language}
             for i, s in enumerate(result.segments)
         ]
     if "word" in granularities:

@@ -1,0 +1,24 @@
+"""Languages per speech region (multilingual=True), for both backends: which one a segment has, and the file's."""
+
+from __future__ import annotations
+
+from asrflow.audio import SAMPLE_RATE
+
+
+def dominant(detected: list[tuple[str, float]], regions: list[tuple[int, int]]) -> tuple[str | None, float | None]:
+    """The language spoken longest, and its mean probability over its regions."""
+    seconds: dict[str, float] = {}
+    for (code, _), (a, b) in zip(detected, regions):
+        seconds[code] = seconds.get(code, 0.0) + (b - a)
+    if not seconds:
+        return None, None
+    code = max(seconds, key=seconds.get)
+    chances = [p for c, p in detected if c == code]
+    return code, round(float(sum(chances) / len(chances)), 4)
+
+
+def chance_at(seconds: float, run: list) -> float:
+    """The detection probability of the region (of `run`: ((start, end), (language, probability))) at `seconds`."""
+    at = seconds * SAMPLE_RATE
+    (_, (_, probability)) = min(run, key=lambda r: 0 if r[0][0] - 0.5 * SAMPLE_RATE <= at < r[0][1] else abs(r[0][0] - at))
+    return round(float(probability), 4)
