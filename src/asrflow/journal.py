@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
 from asrflow.audio import AudioInput
 from asrflow.options import TranscribeOptions
-from asrflow.transcript import Segment, SegmentStream, Word
+from asrflow.transcript import Segment, SegmentStream
+from asrflow.writers import FORMATS
+
+JSONL = FORMATS["jsonl"]
 
 
 def journal_path(output: Path) -> Path:
@@ -37,8 +40,7 @@ def read_journal(path: Path) -> tuple[dict, list[Segment]]:
         if i == 0:
             header = data
         else:
-            words = [Word(**w) for w in data.pop("words", [])]
-            segments.append(Segment(**data, words=words))
+            segments.append(Segment.from_dict(data))
     return header, segments
 
 
@@ -60,7 +62,7 @@ def transcribe_resumably(transcriber, audio: AudioInput, options: TranscribeOpti
     def segments() -> Iterator[Segment]:
         with out:
             for segment in itertools.chain(done, decoded):
-                out.write(json.dumps(asdict(segment), ensure_ascii=False) + "\n")
+                out.write(JSONL.piece(0, segment))  # the jsonl writer's line
                 out.flush()
                 yield segment
 

@@ -24,6 +24,11 @@ class Segment:
     language: str | None = None  # the segment's own (multilingual=True), else the transcript's
     language_probability: float | None = None
 
+    @classmethod
+    def from_dict(cls, s: dict) -> Segment:
+        return cls(s["start"], s["end"], s["text"], [Word(**w) for w in s.get("words") or []], s.get("language"),
+                   s.get("language_probability"))
+
 
 @dataclass(frozen=True)
 class Transcript:
@@ -41,17 +46,7 @@ class Transcript:
 
     @classmethod
     def from_dict(cls, data: dict) -> Transcript:
-        segments = [
-            Segment(
-                start=s["start"],
-                end=s["end"],
-                text=s["text"],
-                words=[Word(**w) for w in s.get("words") or []],
-                language=s.get("language"),
-                language_probability=s.get("language_probability"),
-            )
-            for s in data.get("segments") or []
-        ]
+        segments = [Segment.from_dict(s) for s in data.get("segments") or []]
         return cls(
             text=data["text"],
             language=data.get("language"),

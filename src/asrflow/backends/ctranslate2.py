@@ -6,7 +6,6 @@ import copy
 import itertools
 import os
 from collections import deque
-from dataclasses import replace
 from typing import Iterator
 
 import numpy as np
@@ -14,7 +13,7 @@ from faster_whisper import BatchedInferencePipeline, WhisperModel
 
 from asrflow.audio import SAMPLE_RATE
 from asrflow.backends.features import WindowedExtractor
-from asrflow.backends.languages import chance_at, dominant
+from asrflow.backends.languages import by_language, dominant
 from asrflow.errors import ModelNotFoundError
 from asrflow.models import ModelSource, ctranslate2_dir, hub_error
 from asrflow.options import TranscribeOptions
@@ -95,16 +94,12 @@ class CTranslate2Backend:
         kwargs = {k: v for k, v in kwargs.items() if k != "vad_filter"} | {"without_timestamps": False}
         language, probability = dominant(detected, regions)
 
-        def segments() -> Iterator[Segment]:
-            runs = itertools.groupby(zip(regions, detected), key=lambda pair: pair[1][0])
-            for code, run in runs:
-                run = list(run)
-                clips = [{"start": a / SAMPLE_RATE, "end": b / SAMPLE_RATE} for (a, b), _ in run]
-                decoded = self._region_batches(audio, clips, options.batch_size, kwargs | {"language": code})
-                for segment in _fitted(itertools.chain.from_iterable(ready for ready, _ in decoded)):
-                    yield replace(segment, language=code, language_probability=chance_at(segment.start, run))
+        def decode(code: str, run: list) -> Iterator[Segment]:
+            clips = [{"start": a / SAMPLE_RATE, "end": b / SAMPLE_RATE} for (a, b), _ in run]
+            decoded = self._region_batches(audio, clips, options.batch_size, kwargs | {"language": code})
+            return _fitted(itertools.chain.from_iterable(ready for ready, _ in decoded))
 
-        return SegmentStream(segments(), language, probability, len(audio) / SAMPLE_RATE)
+        return SegmentStream(by_language(regions, detected, decode), language, probability, len(audio) / SAMPLE_RATE)
 
     def _region_batches(self, audio: np.ndarray, regions: list[dict], batch_size: int, kwargs: dict, retries: int = 2):
         """Yields (segments now complete in time order, info) after each batch."""

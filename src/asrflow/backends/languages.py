@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import replace
+from typing import Callable, Iterable, Iterator
+
 from asrflow.audio import SAMPLE_RATE
+from asrflow.transcript import Segment
 
 
 def dominant(detected: list[tuple[str, float]], regions: list[tuple[int, int]]) -> tuple[str | None, float | None]:
@@ -22,3 +27,13 @@ def chance_at(seconds: float, run: list) -> float:
     at = seconds * SAMPLE_RATE
     (_, (_, probability)) = min(run, key=lambda r: 0 if r[0][0] - 0.5 * SAMPLE_RATE <= at < r[0][1] else abs(r[0][0] - at))
     return round(float(probability), 4)
+
+
+def by_language(regions: list[tuple[int, int]], detected: list[tuple[str, float]],
+                decode: Callable[[str, list], Iterable[Segment]]) -> Iterator[Segment]:
+    """Runs of consecutive regions of one language, each decoded by `decode(language, run)` (run: ((start, end),
+    (language, probability)) pairs); its segments tagged with the language and their region's probability."""
+    for code, run in itertools.groupby(zip(regions, detected), key=lambda pair: pair[1][0]):
+        run = list(run)
+        for segment in decode(code, run):
+            yield replace(segment, language=code, language_probability=chance_at(segment.start, run))

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
 import re
 import warnings
-from dataclasses import replace
 from typing import Iterator
 
 import numpy as np
 
 from asrflow.audio import SAMPLE_RATE
-from asrflow.backends.languages import chance_at, dominant
+from asrflow.backends.languages import by_language, dominant
 from asrflow.errors import ModelNotFoundError
 from asrflow.models import ModelSource, hub_error, transformers_dir
 from asrflow.options import TranscribeOptions
@@ -77,14 +75,11 @@ class TransformersBackend:
         regions = speech_regions(audio, options.chunk_length_s, merge=False)
         detected = [self.detect_language(audio[a:b]) for a, b in regions]
 
-        def segments() -> Iterator[Segment]:
-            for code, run in itertools.groupby(zip(regions, detected), key=lambda pair: pair[1][0]):
-                run = list(run)
-                pieces = [(a / SAMPLE_RATE, audio[a:b]) for (a, b), _ in run]
-                for segment in self._decode(pieces, options.batch_size, code, duration, options):
-                    yield replace(segment, language=code, language_probability=chance_at(segment.start, run))
+        def decode(code: str, run: list) -> Iterator[Segment]:
+            pieces = [(a / SAMPLE_RATE, audio[a:b]) for (a, b), _ in run]
+            return self._decode(pieces, options.batch_size, code, duration, options)
 
-        return SegmentStream(segments(), *dominant(detected, regions), duration)
+        return SegmentStream(by_language(regions, detected, decode), *dominant(detected, regions), duration)
 
     def _decode(self, pieces: list, step: int, language, duration: float, options) -> Iterator[Segment]:
         previous_end = 0.0
