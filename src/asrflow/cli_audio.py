@@ -43,6 +43,12 @@ DECODING_FLAGS = {
         help="Condition each window on the text before it (default on).")),
     "batch_size": ("batch_size", Optional[str],
                    typer.Option(None, help="Chunks decoded together for long audio with --vad (default 8).")),
+    "diarize": ("diarize", Optional[bool], typer.Option(
+        None, "--diarize/--no-diarize", help="Label each segment and word with its speaker (A, B, ...), offline.")),
+    "num_speakers": ("num_speakers", Optional[str],
+                     typer.Option(None, help="With --diarize: how many speakers there are (estimated when omitted).")),
+    "min_speakers": ("min_speakers", Optional[str], typer.Option(None, help="With --diarize: at least this many speakers.")),
+    "max_speakers": ("max_speakers", Optional[str], typer.Option(None, help="With --diarize: at most this many speakers.")),
 }
 
 

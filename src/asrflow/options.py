@@ -42,10 +42,20 @@ class TranscribeOptions:
     chunk_length_s: float = 30.0
     stride_length_s: tuple[float, float] | None = None  # transformers backend only
     batch_size: int = 8
+    diarize: bool = False  # a speaker on every segment and word (diarize.py); segments split where it changes
+    num_speakers: int | None = None  # diarize: how many, when known (else estimated within min..max)
+    min_speakers: int | None = None
+    max_speakers: int | None = None
 
     def __post_init__(self):
         for f in fields(self):
             object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name)))
+        counts = {k: v for k in ("num_speakers", "min_speakers", "max_speakers") if (v := getattr(self, k)) is not None}
+        if counts and not self.diarize:
+            names = " and ".join(counts)
+            raise InvalidOptionError(f"{names} only apply to diarization: turn diarize on (CLI --diarize), or leave {names} out.")
+        if (self.min_speakers or 1) > (self.max_speakers or 32):
+            raise InvalidOptionError(f"min_speakers ({self.min_speakers}) is more than max_speakers ({self.max_speakers}).")
         if self.stride_length_s is not None and sum(self.stride_length_s) >= self.chunk_length_s:
             raise InvalidOptionError(
                 f"stride_length_s {list(self.stride_length_s)} must add up to less than chunk_length_s "
@@ -215,6 +225,8 @@ _CONVERTERS = {
     "chunk_length_s": _ranged(_number, 1.0, 30.0, "chunk_length_s (seconds, at most Whisper's 30 s window)"),
     "stride_length_s": _stride,
     "batch_size": _ranged(_integer, 1, 64, "batch_size"),
+    "diarize": _boolean,
+    **{k: _optional(_ranged(_integer, 1, 32, k)) for k in ("num_speakers", "min_speakers", "max_speakers")},
 }
 _EXPECTED = {
     "language": "expected a language code such as en",
@@ -233,4 +245,6 @@ _EXPECTED = {
     "chunk_length_s": "expected a number of seconds from 1 to 30",
     "stride_length_s": "expected one or two numbers of seconds",
     "batch_size": "expected a whole number from 1 to 64",
+    "diarize": "expected true or false",
+    **{k: "expected a whole number of speakers from 1 to 32" for k in ("num_speakers", "min_speakers", "max_speakers")},
 }

@@ -9,6 +9,7 @@ from typing import Callable
 from asrflow.audio import SAMPLE_RATE, AudioInput, stream_audio
 from asrflow.backends import Backend, load_backend
 from asrflow.blocks import stream_blocks
+from asrflow.diarize import Diarizer
 from asrflow.errors import InvalidOptionError
 from asrflow.models import DEFAULT_MODEL, ModelSource, resolve_model
 from asrflow.options import TranscribeOptions
@@ -49,7 +50,14 @@ class Transcriber:
         options = self.resolve(changes, options)
         pieces = stream_audio(audio, sample_rate=sample_rate, allow_urls=allow_urls)
         default_language = options.language or ("en" if not self.multilingual else None)
-        return stream_blocks(self.backend.stream, pieces, options, default_language, start=start)
+        if not options.diarize:
+            return stream_blocks(self.backend.stream, pieces, options, default_language, start=start)
+        # Speakers need the whole file's voices: the segments come, labelled, once the audio is decoded.
+        diarizer = Diarizer(options.num_speakers, options.min_speakers, options.max_speakers)
+        decoding = replace(options, word_timestamps=True)
+        stream = stream_blocks(self.backend.stream, diarizer.hear(pieces), decoding, default_language, start=start)
+        stream.segments = diarizer.labelled(stream.segments)
+        return stream
 
     def resolve(self, changes: dict | None = None, base: TranscribeOptions | None = None) -> TranscribeOptions:
         """This model's options (saved with it, unless `base`) with `changes` from any edge, checked for this model."""

@@ -13,6 +13,7 @@ class Word:
     end: float
     word: str
     probability: float | None = None
+    speaker: str | None = None  # diarize=True
 
 
 @dataclass(frozen=True)
@@ -23,11 +24,12 @@ class Segment:
     words: list[Word] = field(default_factory=list)
     language: str | None = None  # the segment's own (multilingual=True), else the transcript's
     language_probability: float | None = None
+    speaker: str | None = None  # diarize=True (a speaker label) or channels="split" (the channel's)
 
     @classmethod
     def from_dict(cls, s: dict) -> Segment:
         return cls(s["start"], s["end"], s["text"], [Word(**w) for w in s.get("words") or []], s.get("language"),
-                   s.get("language_probability"))
+                   s.get("language_probability"), s.get("speaker"))
 
 
 @dataclass(frozen=True)

@@ -38,14 +38,27 @@ class Format:
     tail: Callable[[Transcript], str]
 
 
+def _said(s: Segment, text: str) -> str:
+    """A diarized segment's text with its speaker in front: [A] text (srt, txt)."""
+    return f"[{s.speaker}] {text}" if s.speaker else text
+
+
 def _srt(i: int, s: Segment) -> str:
     start, end, text = _cue(s)
-    return f"{'' if i == 1 else chr(10)}{i}\n{format_timestamp(start)} --> {format_timestamp(end)}\n{text}\n"
+    return f"{'' if i == 1 else chr(10)}{i}\n{format_timestamp(start)} --> {format_timestamp(end)}\n{_said(s, text)}\n"
 
 
 def _vtt(i: int, s: Segment) -> str:
     start, end, text = _cue(s)
-    return f"\n{format_timestamp(start, '.')} --> {format_timestamp(end, '.')}\n{text}\n"
+    voice = f"<v {s.speaker}>" if s.speaker else ""  # WebVTT's voice span
+    return f"\n{format_timestamp(start, '.')} --> {format_timestamp(end, '.')}\n{voice}{text}\n"
+
+
+def _txt(i: int, s: Segment) -> str:
+    """Plain text runs on; with speakers, a line a segment, each with its speaker."""
+    if s.speaker:
+        return ("" if i == 1 else "\n") + _said(s, s.text.strip())
+    return ("" if i == 1 else " ") + s.text.strip()
 
 
 def _tsv(i: int, s: Segment) -> str:
@@ -58,7 +71,7 @@ def _jsonl(i: int, s: Segment) -> str:
 
 
 FORMATS: dict[str, Format] = {
-    "txt": Format(lambda: "", lambda i, s: ("" if i == 1 else " ") + s.text.strip(), lambda t: "\n"),
+    "txt": Format(lambda: "", _txt, lambda t: "\n"),
     "srt": Format(lambda: "", _srt, lambda t: ""),
     "vtt": Format(lambda: "WEBVTT\n", _vtt, lambda t: ""),
     "tsv": Format(lambda: "start\tend\ttext\n", _tsv, lambda t: ""),
@@ -88,6 +101,8 @@ def _whole(spec: Format) -> Callable[[Transcript], str]:
 
 
 def write_txt(transcript: Transcript) -> str:
+    if any(s.speaker for s in transcript.segments):
+        return _whole(FORMATS["txt"])(transcript)
     return transcript.text.strip() + "\n"
 
 

@@ -19,8 +19,8 @@ from asrflow.writers import WRITERS
 
 AUDIO_EXTENSIONS = {"flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "oga", "opus", "wav", "webm", "aac"}
 FIELDS = {"file", "model", "language", "prompt", "temperature", "response_format", "timestamp_granularities[]",
-          "timestamp_granularities", "stream"}
-FORMATS = {"json", "text", "srt", "vtt", "verbose_json"}
+          "timestamp_granularities", "stream", "chunking_strategy"}
+FORMATS = {"json", "text", "srt", "vtt", "verbose_json", "diarized_json"}
 OPTIONS = {"language": "language", "prompt": "initial_prompt", "temperature": "temperature"}  # form field -> option
 
 router = APIRouter()
@@ -53,7 +53,8 @@ async def openai_audio(request: Request, model: ModelHolder, task: str):
     granularities = set(form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities"))
     if granularities - {"word", "segment"}:
         raise HTTPError(400, "timestamp_granularities[] takes 'word' and/or 'segment'.", "timestamp_granularities[]")
-    changes = {"task": task, "word_timestamps": "word" in granularities}
+    changes = {"task": task, "word_timestamps": "word" in granularities, "diarize": response_format == "diarized_json"}
+    changes |= chunking(form.get("chunking_strategy"))
     changes |= {option: form.get(field) for field, option in OPTIONS.items() if form.get(field) not in (None, "")}
     try:
         options = model.resolve(openai_temperature(changes))
@@ -64,6 +65,20 @@ async def openai_audio(request: Request, model: ModelHolder, task: str):
         return stream_segments(model, reservation, options)
     [result] = await model.run(reservation, options, disconnected=request.is_disconnected)
     return openai_response(result, response_format, task, granularities)
+
+
+def chunking(strategy) -> dict:
+    """OpenAI's chunking_strategy: "auto" or {"type": "server_vad", ...} cut the audio where speech pauses,
+    which asrflow's VAD does (vad_filter)."""
+    if strategy in (None, ""):
+        return {}
+    try:
+        kind = strategy if strategy == "auto" else json.loads(strategy).get("type")
+    except (ValueError, AttributeError):
+        kind = None
+    if kind not in ("auto", "server_vad"):
+        raise HTTPError(400, 'chunking_strategy must be "auto" or {"type": "server_vad", ...}.', "chunking_strategy")
+    return {"vad_filter": True}
 
 
 def openai_temperature(changes: dict) -> dict:
@@ -142,6 +157,11 @@ def openai_response(result: Transcript, response_format: str, task: str, granula
         return PlainTextResponse(result.text)
     if response_format in ("srt", "vtt"):
         return PlainTextResponse(WRITERS[response_format](result))
+    if response_format == "diarized_json":
+        return {"task": "transcribe", "duration": result.duration, "text": result.text,
+                "segments": [{"type": "transcript.text.segment", "id": f"seg_{i}", "start": s.start, "end": s.end,
+                              "text": s.text, "speaker": s.speaker} for i, s in enumerate(result.segments)],
+                "usage": {"type": "duration", "seconds": result.duration}}
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
     body = {"task": task, "language": LANGUAGES.get(result.language or "", result.language), "duration": result.duration,
@@ -149,7 +169,8 @@ def openai_response(result: Transcript, response_format: str, task: str, granula
     if "segment" in granularities or not granularities:
         body["segments"] = [
             {"id": i, "seek": 0, "start": s.start, "end": s.end, "text": s.text, "tokens": [], "temperature": 0.0,
-             "avg_logprob": 0.0, "compression_ratio": 0.0, "no_speech_prob": 0.0, "language": s.language}
+             "avg_logprob": 0.0, "compression_ratio": 0.0, "no_speech_prob": 0.0, "language": s.language,
+             **({"speaker": s.speaker} if s.speaker else {})}
             for i, s in enumerate(result.segments)
         ]
     if "word" in granularities:

@@ -1,0 +1,181 @@
+"""Who spoke when, offline: Resemblyzer's voice encoder (its trained weights ship in its wheel) embeds the audio
+as it streams, scikit-learn clusters the embeddings of the moments someone speaks, and every word and segment
+gets the speaker of its moment; segments are split where the speaker changes.
+
+Speakers are named A, B, C ... in order of first appearance (as OpenAI's diarized_json does). The count is
+estimated unless it is given (average-linkage clustering; the count with the best silhouette among those that
+find distinct voices).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from asrflow.audio import SAMPLE_RATE
+from asrflow.transcript import Segment, Word
+
+CHUNK = 30 * SAMPLE_RATE  # embedded at once (the window overlaps the chunk before)
+WINDOW = int(1.6 * SAMPLE_RATE)  # Resemblyzer's partial utterance
+RATE = 4  # windows a second
+SPEECH = 0.7  # windows at least this much covered by words are clustered
+SAME_VOICE = 0.8  # clusters whose centroids are this alike (cosine) are one voice (Resemblyzer's embeddings)
+MIN_SECONDS = 2.0  # a speaker found in less speech than this is taken for noise, when the count is estimated
+
+
+class Diarizer:
+    """Listens to the audio as it passes (`hear`), then labels the transcript's segments (`label`)."""
+
+    def __init__(self, num_speakers: int | None = None, min_speakers: int | None = None, max_speakers: int | None = None):
+        self.num, self.low, self.high = num_speakers, min_speakers or 1, max_speakers or max(8, min_speakers or 1)
+        self.times: list[float] = []
+        self.embeddings: list[np.ndarray] = []
+        self.buffer, self.offset = np.zeros(0, np.float32), 0
+
+    def hear(self, pieces: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Passes the pieces on, embedding them a chunk at a time on the way."""
+        for piece in pieces:
+            self.buffer = np.concatenate([self.buffer, piece])
+            if len(self.buffer) >= CHUNK + WINDOW:
+                self._embed(final=False)
+            yield piece
+        self._embed(final=True)
+
+    def _embed(self, final: bool) -> None:
+        samples = self.buffer
+        if len(samples) >= WINDOW:
+            _, partials, slices = encoder().embed_utterance(samples, return_partials=True, rate=RATE, min_coverage=0.5)
+            for partial, where in zip(partials, slices):
+                centre = (where.start + min(where.stop, len(samples))) / 2
+                self.times.append((self.offset + centre) / SAMPLE_RATE)
+                self.embeddings.append(partial)
+        if not final:  # keep the last window's worth, so that windows across the edge are embedded next time
+            keep = len(samples) - WINDOW
+            self.buffer, self.offset = samples[keep:], self.offset + keep
+            self._drop_after(self.offset / SAMPLE_RATE + WINDOW / SAMPLE_RATE / 2)
+
+    def _drop_after(self, seconds: float) -> None:
+        """Windows centred in the kept overlap are embedded again with their context next time."""
+        while self.times and self.times[-1] >= seconds:
+            self.times.pop()
+            self.embeddings.pop()
+
+    def labelled(self, segments: Iterable[Segment]) -> Iterator[Segment]:
+        """The segments, labelled once they are all decoded (and all the audio heard)."""
+        yield from self.label(list(segments))
+
+    def label(self, segments: list[Segment]) -> list[Segment]:
+        """The segments with a speaker on every word and segment, split where the speaker changes."""
+        times = np.asarray(self.times)
+        spans = [(w.start, w.end) for s in segments for w in s.words] or [(s.start, s.end) for s in segments]
+        # windows mostly filled with speech: one with a pause in it sounds like no one in particular
+        heard = np.flatnonzero(_coverage(times, spans) >= SPEECH)
+        if not len(heard):
+            return segments
+        heard_times = times[heard]
+        labels = _smoothed(self._cluster(np.asarray(self.embeddings)[heard]), heard_times)
+        names = _names(labels)
+
+        def speaker(start: float, end: float) -> str:
+            inside = np.flatnonzero((heard_times >= start) & (heard_times <= end))
+            if not len(inside):  # no window centred in it: the nearest one
+                inside = [np.argmin(np.abs(heard_times - (start + end) / 2))]
+            return names[np.bincount(labels[inside]).argmax()]
+
+        return [part for s in segments for part in _split(s, speaker)]
+
+    def _cluster(self, x: np.ndarray) -> np.ndarray:
+        """Cluster numbers for the embeddings: `num` clusters if given; else the count within min..max with the
+        best silhouette among those whose every cluster is a voice of its own (SAME_VOICE) heard for at least
+        MIN_SECONDS; one speaker when no count passes (unless min_speakers asks for more)."""
+        from sklearn.cluster import AgglomerativeClustering
+        from sklearn.metrics import silhouette_score
+
+        def fit(k: int) -> np.ndarray:
+            return AgglomerativeClustering(n_clusters=k, metric="cosine", linkage="average").fit_predict(x)
+
+        if self.num is not None or len(x) < 3:
+            return fit(min(self.num or 1, len(x))) if len(x) > 1 else np.zeros(len(x), int)
+        candidates = []
+        for k in range(max(2, self.low), min(self.high, len(x) - 1) + 1):
+            labels = fit(k)
+            candidates.append((_distinct(x, labels), silhouette_score(x, labels, metric="cosine"), labels))
+        passing = [c for c in candidates if c[0]] or ([] if self.low <= 1 else candidates)
+        return max(passing, key=lambda c: c[1])[2] if passing else np.zeros(len(x), int)
+
+
+def _distinct(x: np.ndarray, labels: np.ndarray) -> bool:
+    """Every cluster heard long enough, and no two of them as alike as one voice is to itself."""
+    counts = np.bincount(labels)
+    if counts.min() < MIN_SECONDS * RATE:
+        return False
+    centroids = np.array([x[labels == i].mean(axis=0) for i in range(len(counts))])
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    similarity = centroids @ centroids.T
+    np.fill_diagonal(similarity, -1.0)
+    return bool(similarity.max() < SAME_VOICE)
+
+
+def _smoothed(labels: np.ndarray, times: np.ndarray, reach: int = 2) -> np.ndarray:
+    """Each window takes the most common label among itself and `reach` neighbours either side (within 1 s),
+    so that one odd window at a turn's edge does not make a speaker change."""
+    smoothed = labels.copy()
+    for i in range(len(labels)):
+        near = [j for j in range(max(0, i - reach), min(len(labels), i + reach + 1)) if abs(times[j] - times[i]) <= 1.0]
+        smoothed[i] = np.bincount(labels[near]).argmax()
+    return smoothed
+
+
+def _coverage(times: np.ndarray, spans: list[tuple[float, float]]) -> np.ndarray:
+    """For each window (centred at `times`), the share of it that the spans cover."""
+    half = WINDOW / SAMPLE_RATE / 2
+    covered = np.zeros(len(times))
+    for start, end in spans:
+        covered += np.clip(np.minimum(times + half, end) - np.maximum(times - half, start), 0, None)
+    return covered / (2 * half)
+
+
+def _names(labels: np.ndarray) -> dict[int, str]:
+    """Cluster numbers to A, B, C ... in order of first appearance."""
+    order = list(dict.fromkeys(labels.tolist()))
+    return {label: _letters(i) for i, label in enumerate(order)}
+
+
+def _letters(i: int) -> str:
+    return chr(ord("A") + i) if i < 26 else _letters(i // 26 - 1) + chr(ord("A") + i % 26)
+
+
+def _split(segment: Segment, speaker) -> list[Segment]:
+    """A segment per run of one speaker's words (the whole segment when it has no words or one speaker)."""
+    if not segment.words:
+        return [replace(segment, speaker=speaker(segment.start, segment.end))]
+    words = [replace(w, speaker=speaker(w.start, w.end)) for w in segment.words]
+    runs: list[list[Word]] = []
+    for w in words:
+        if runs and runs[-1][-1].speaker == w.speaker:
+            runs[-1].append(w)
+        else:
+            runs.append([w])
+    if len(runs) == 1:
+        return [replace(segment, words=words, speaker=words[0].speaker)]
+    return [replace(segment, start=r[0].start, end=r[-1].end, text=" ".join(w.word for w in r), words=r, speaker=r[0].speaker)
+            for r in runs]
+
+
+_ENCODER = None
+
+
+def encoder():
+    """Resemblyzer's voice encoder, loaded once (its weights are in its wheel: nothing is downloaded)."""
+    global _ENCODER
+    if _ENCODER is None:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from resemblyzer import VoiceEncoder
+
+            _ENCODER = VoiceEncoder("cpu", verbose=False)
+    return _ENCODER
