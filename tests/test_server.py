@@ -65,6 +65,16 @@ def test_openai_client_verbose_json_with_words(client):
     assert starts == sorted(starts) and result.words[-1].end <= result.duration + 0.01
 
 
+def test_openai_client_diarized_json(client):
+    audio = (DATA / "conversation-2.ogg").read_bytes()
+    result = client.audio.transcriptions.create(model="whisper-1", file=("call.ogg", audio), response_format="diarized_json",
+                                                chunking_strategy="auto")
+    assert type(result).__name__ == "TranscriptionDiarized"  # the client parsed OpenAI's shape
+    assert [s.speaker for s in result.segments[:2]] == ["A", "B"] and {s.speaker for s in result.segments} == {"A", "B"}
+    assert all(s.type == "transcript.text.segment" and s.end > s.start for s in result.segments)
+    assert result.segments[0].text.startswith("Good morning") and result.text.startswith("Good morning")
+
+
 def test_openai_client_streaming(client):
     stream = client.audio.transcriptions.create(model="whisper-1", file=("jfk.flac", AUDIO), stream=True)
     events = list(stream)

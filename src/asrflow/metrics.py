@@ -32,3 +32,30 @@ def character_error_rate(references: list[str], hypotheses: list[str], language:
     hyps = [normalize(h, language) for h in hypotheses]
     keep = [i for i, r in enumerate(refs) if r]
     return jiwer.cer([refs[i] for i in keep], [hyps[i] for i in keep])
+
+
+def read_rttm(text: str) -> list[tuple[float, float, str]]:
+    """(start, end, speaker) turns from RTTM's SPEAKER lines (file, channel, onset, duration, ..., name, ...)."""
+    turns = []
+    for line in text.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "SPEAKER":
+            onset, duration = float(fields[3]), float(fields[4])
+            turns.append((onset, onset + duration, fields[7]))
+    return turns
+
+
+def diarization_error_rate(reference: list[tuple[float, float, str]], segments, collar: float = 0.25) -> float:
+    """pyannote.metrics' DER of diarized segments against reference turns (a 0.25 s collar at each reference
+    boundary, overlapped speech not scored): missed speech, false alarms and confusion over the speech time."""
+    from pyannote.core import Annotation
+    from pyannote.core import Segment as Span
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    ref, hyp = Annotation(), Annotation()
+    for start, end, speaker in reference:
+        ref[Span(start, end)] = speaker
+    for s in segments:
+        if s.speaker and s.end > s.start:
+            hyp[Span(s.start, s.end)] = s.speaker
+    return float(DiarizationErrorRate(collar=collar, skip_overlap=True)(ref, hyp))

@@ -1,0 +1,75 @@
+"""Who spoke when, offline: generated 2- and 3-speaker conversations (tools/make_conversation.py, espeak-ng
+voices, RTTM references), scored with pyannote.metrics' DER; single speakers stay one speaker."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from asrflow.metrics import diarization_error_rate, read_rttm
+from conftest import DATA, SAMPLE
+
+ASRFLOW = str(Path(sys.executable).with_name("asrflow"))
+
+
+def conversation(n: int):
+    return DATA / f"conversation-{n}.ogg", read_rttm((DATA / f"conversation-{n}.rttm").read_text())
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_speakers_of_a_conversation_given_or_estimated(ct2_transcriber, n):
+    audio, reference = conversation(n)
+    plain = ct2_transcriber.transcribe(audio, word_timestamps=True)  # what diarize decodes
+    for given, bound in ((n, 0.10), (None, 0.15)):
+        result = ct2_transcriber.transcribe(audio, diarize=True, num_speakers=given)
+        speakers = {s.speaker for s in result.segments}
+        assert speakers == set("ABC"[:n])  # the count estimated exactly; named as OpenAI does
+        assert diarization_error_rate(reference, result.segments) <= bound
+        assert all(w.speaker == s.speaker for s in result.segments for w in s.words)
+        assert result.text.split() == plain.text.split()  # the same words, split at speaker changes
+
+
+def test_one_voice_is_one_speaker(ct2_transcriber):
+    for audio in (SAMPLE, DATA / "dev001.mp3", DATA / "dev010.flac"):  # a real recording, synthetic clips
+        assert {s.speaker for s in ct2_transcriber.transcribe(audio, diarize=True).segments} == {"A"}
+
+
+def test_speaker_counts_need_diarize_and_make_sense(ct2_transcriber):
+    from asrflow.errors import InvalidOptionError
+
+    with pytest.raises(InvalidOptionError, match="turn diarize on"):
+        ct2_transcriber.transcribe(SAMPLE, num_speakers=2)
+    with pytest.raises(InvalidOptionError, match="min_speakers .3. is more than max_speakers .2."):
+        ct2_transcriber.transcribe(SAMPLE, diarize=True, min_speakers=3, max_speakers=2)
+
+
+def test_diarize_from_the_cli_batch_and_mlflow_params(tmp_path):
+    from asrflow import flavor
+
+    audio, _ = conversation(2)
+    vtt = subprocess.run([ASRFLOW, "transcribe", str(audio), "--diarize", "-f", "vtt"], capture_output=True, text=True)
+    assert vtt.returncode == 0, vtt.stderr
+    assert "<v A>Good morning" in vtt.stdout and "<v B>Hi, my laptop" in vtt.stdout  # WebVTT voice spans
+    txt = subprocess.run([ASRFLOW, "transcribe", str(audio), "--diarize", "--num-speakers", "2"], capture_output=True, text=True)
+    assert txt.stdout.splitlines()[:2][0].startswith("[A] Good morning") and txt.stdout.splitlines()[1].startswith("[B] ")
+    wrong = subprocess.run([ASRFLOW, "transcribe", str(audio), "--num-speakers", "2"], capture_output=True, text=True)
+    assert wrong.returncode == 2 and "turn diarize on" in wrong.stderr and "Traceback" not in wrong.stderr
+
+    (tmp_path / "in").mkdir()
+    shutil.copy(audio, tmp_path / "in" / audio.name)
+    batch = subprocess.run([ASRFLOW, "batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-f", "json", "--diarize"],
+                           capture_output=True, text=True)
+    assert batch.returncode == 0, batch.stderr
+    [written] = (tmp_path / "out").glob("*.json")
+    assert {s["speaker"] for s in json.loads(written.read_text())["segments"]} == {"A", "B"}
+
+    mlflow.set_experiment("diarize")
+    with mlflow.start_run():
+        info = flavor.log_model()
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    [result] = model.predict([audio.read_bytes()], params={"diarize": True, "response_format": "verbose_json"})
+    assert {s["speaker"] for s in result["segments"]} == {"A", "B"}
