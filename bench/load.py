@@ -27,7 +27,7 @@ import httpx
 import numpy as np
 
 from asrflow import decode_audio, load_transcriber
-from asrflow.audio import encode_audio
+from asrflow.encoding import encode_audio
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("BENCH_CORPUS", ROOT.parent / "shared" / "data" / "dev"))

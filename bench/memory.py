@@ -74,7 +74,7 @@ def speech(hours: float):
 
 
 def audio_file(hours: float, format: str) -> Path:
-    from asrflow.audio import encode_audio
+    from asrflow.encoding import encode_audio
 
     path = OUT / f"speech-{hours:g}h.{format}"
     if not path.is_file():

@@ -69,7 +69,7 @@ def system(name: str):
         registry.set_experiment("bench")
         with mlflow.start_run():
             info = flavor.log_model()
-        from asrflow.audio import encode_audio
+        from asrflow.encoding import encode_audio
 
         model = mlflow.pyfunc.load_model(info.model_uri)
         params = {"vad_filter": True, "batch_size": BATCH, "beam_size": BEAM, "language": "en"}

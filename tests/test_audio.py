@@ -32,7 +32,7 @@ def test_arrays_are_resampled_and_downmixed():
 
 
 def test_m4a_and_webm_decode():
-    from asrflow.audio import encode_audio
+    from asrflow.encoding import encode_audio
 
     source = decode_audio(DATA / "dev000.wav")
     for format in ("mp4", "webm", "ogg"):

@@ -89,7 +89,7 @@ def five_minutes(tmp_path_factory):
     import numpy as np
 
     from asrflow import decode_audio
-    from asrflow.audio import encode_audio
+    from asrflow.encoding import encode_audio
 
     clips = [decode_audio(str(p)) for p in sorted(DATA.glob("dev0*"))]
     gap = np.zeros(8000, dtype=np.float32)

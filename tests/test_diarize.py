@@ -73,3 +73,43 @@ def test_diarize_from_the_cli_batch_and_mlflow_params(tmp_path):
     model = mlflow.pyfunc.load_model(info.model_uri)
     [result] = model.predict([audio.read_bytes()], params={"diarize": True, "response_format": "verbose_json"})
     assert {s["speaker"] for s in result["segments"]} == {"A", "B"}
+
+
+def stereo_call(path: Path) -> Path:
+    """conversation-2 as a stereo call recording: the first voice on the left channel, the second on the right."""
+    import wave
+
+    import numpy as np
+
+    from asrflow.audio import decode_audio
+
+    audio, turns = conversation(2)
+    samples = decode_audio(audio)
+    voices = list(dict.fromkeys(speaker for _, _, speaker in turns))
+    channels = np.zeros((len(samples), 2), np.float32)
+    for start, end, speaker in turns:
+        a, b = int(start * 16000), int(end * 16000) + 1600
+        channels[a:b, voices.index(speaker)] = samples[a:b]
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes((channels * 32767).astype("<i2").tobytes())
+    return path
+
+
+def test_each_channel_of_a_stereo_call_by_itself(ct2_transcriber, tmp_path):
+    from asrflow.errors import InvalidOptionError
+
+    call = stereo_call(tmp_path / "call.wav")
+    result = ct2_transcriber.transcribe(call, channels="split")
+    assert [(s.speaker, s.text.split()[0]) for s in result.segments[:2]] == [("left", "Good"), ("right", "Hi,")]
+    assert [s.start for s in result.segments] == sorted(s.start for s in result.segments)
+    assert {s.speaker for s in result.segments} == {"left", "right"} and abs(result.duration - 42.3) < 1
+    with pytest.raises(InvalidOptionError, match="has 1 channel"):
+        ct2_transcriber.transcribe(DATA / "dev001.mp3", channels="split")
+    with pytest.raises(InvalidOptionError, match="cannot be used with diarize"):
+        ct2_transcriber.transcribe(call, channels="split", diarize=True)
+    srt = subprocess.run([ASRFLOW, "transcribe", str(call), "--channels", "split", "-f", "srt"], capture_output=True, text=True)
+    assert srt.returncode == 0, srt.stderr
+    assert "[left] Good morning" in srt.stdout and "[right] Hi, my laptop" in srt.stdout
+    mono = subprocess.run([ASRFLOW, "transcribe", str(DATA / "dev001.mp3"), "--channels", "split"], capture_output=True, text=True)
+    assert mono.returncode == 2 and "has 1 channel" in mono.stderr and "Traceback" not in mono.stderr

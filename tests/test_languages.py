@@ -30,7 +30,8 @@ def base():
 @pytest.fixture(scope="module")
 def two_turns(tmp_path_factory):
     """The first two turns (English, then German) as a file of their own."""
-    from asrflow.audio import decode_audio, encode_audio
+    from asrflow.audio import decode_audio
+    from asrflow.encoding import encode_audio
 
     path = tmp_path_factory.mktemp("turns") / "en-de.flac"
     encode_audio(decode_audio(MIXED)[: int((TURNS[1]["end"] + 0.5) * 16000)], "flac", file=path)

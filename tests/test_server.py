@@ -125,7 +125,7 @@ def long_speech(minutes: float) -> bytes:
     import numpy as np
 
     from asrflow import decode_audio
-    from asrflow.audio import encode_audio
+    from asrflow.encoding import encode_audio
 
     clips = [decode_audio(str(p)) for p in sorted(DATA.glob("dev00*"))]
     audio = np.concatenate(clips * int(minutes * 60 / sum(len(c) / 16000 for c in clips) + 1))
@@ -305,7 +305,7 @@ def test_audio_longer_than_the_limit_is_a_413_before_it_is_decoded():
     """A small file can hold hours of audio: the duration limit holds from the header, and while decoding."""
     import numpy as np
 
-    from asrflow.audio import encode_audio
+    from asrflow.encoding import encode_audio
 
     process, url = serve("--max-audio-minutes", "0.5")
     try:
@@ -344,7 +344,7 @@ def test_sigterm_drains_requests_in_flight_then_exits():
     import numpy as np
 
     from asrflow import decode_audio
-    from asrflow.audio import encode_audio
+    from asrflow.encoding import encode_audio
 
     process, url = serve("--grace", "60")
     minute = encode_audio(np.concatenate([decode_audio(str(p)) for p in sorted(DATA.glob("dev00*"))] * 2), "flac")

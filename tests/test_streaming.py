@@ -35,7 +35,7 @@ def peak_rss_mb(audio_file, tmp_path) -> tuple[int, list[dict]]:
 
 
 def test_an_hour_of_audio_takes_no_more_memory_than_ten_minutes(tmp_path):
-    from asrflow.audio import encode_audio
+    from asrflow.encoding import encode_audio
 
     short, hour = tmp_path / "ten-minutes.flac", tmp_path / "hour.flac"
     encode_audio(speech_every(10, 10), "flac", file=short)
@@ -62,7 +62,8 @@ def test_streamed_transcripts_equal_the_whole_array_ones(transcriber, corpus):
 
 
 def minutes_of_speech(path, minutes: float):
-    from asrflow.audio import decode_audio, encode_audio
+    from asrflow.audio import decode_audio
+    from asrflow.encoding import encode_audio
 
     clips = [decode_audio(p) for p in sorted(DATA.glob("dev*"))]
     audio = np.concatenate(clips * int(minutes * 60 * 16000 // sum(len(c) for c in clips) + 1))[: int(minutes * 60 * 16000)]

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from asrflow.audio import decode_audio, encode_audio
+from asrflow.audio import decode_audio
+from asrflow.encoding import encode_audio
 
 turns_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
 rng = np.random.default_rng(0)

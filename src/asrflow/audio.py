@@ -8,7 +8,7 @@ import os
 import urllib.request
 import wave
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator, Union
+from typing import BinaryIO, Iterator, Union
 
 import av
 import numpy as np
@@ -90,32 +90,34 @@ def check_audio(audio: AudioInput, allow_urls: bool = False) -> float | None:
 
 
 def stream_audio(
-    audio: AudioInput, sample_rate: int = SAMPLE_RATE, allow_urls: bool = False, max_seconds: float | None = None
+    audio: AudioInput, sample_rate: int = SAMPLE_RATE, allow_urls: bool = False, max_seconds: float | None = None,
+    channel: int | None = None,
 ) -> Iterator[np.ndarray]:
     """`decode_audio`'s samples as they are decoded, a frame (or a minute) at a time: however long the file,
-    only the piece at hand is in memory. The same inputs, checks and messages as `decode_audio`."""
+    only the piece at hand is in memory. The same inputs, checks and messages as `decode_audio`.
+    `channel`: that channel alone (0 first; see `channel_count`), instead of all channels mixed."""
     if isinstance(audio, np.ndarray):
-        samples = _from_samples(audio, sample_rate)
+        samples = _from_samples(audio if channel is None else _channel_of(audio, channel), sample_rate)
         for start in range(0, len(samples), PIECE):
             yield samples[start : start + PIECE]
     elif isinstance(audio, (bytes, bytearray, memoryview)):
         if len(audio) == 0:
             raise AudioDecodeError("the audio is empty (0 bytes): send the content of an audio file.")
-        yield from _decode_stream(io.BytesIO(bytes(audio)), "the audio bytes", max_seconds)
+        yield from _decode_stream(io.BytesIO(bytes(audio)), "the audio bytes", max_seconds, channel)
     elif isinstance(audio, str) and audio.startswith(("http://", "https://")):
         if not allow_urls:
             raise AudioDecodeError(
                 f"URL inputs are disabled, so {audio!r} was not fetched: download the file "
                 "and pass its path or bytes, or allow URLs explicitly."
             )
-        yield from _decode_stream(io.BytesIO(_fetch(audio)), audio, max_seconds)
+        yield from _decode_stream(io.BytesIO(_fetch(audio)), audio, max_seconds, channel)
     elif isinstance(audio, (str, os.PathLike)):
         with open(_audio_file(audio), "rb") as f:
-            yield from _decode_stream(f, repr(str(audio)), max_seconds)
+            yield from _decode_stream(f, repr(str(audio)), max_seconds, channel)
     elif hasattr(audio, "read"):
         if _is_empty(audio):
             raise AudioDecodeError("the audio is empty (0 bytes): send the content of an audio file.")
-        yield from _decode_stream(audio, "the audio file", max_seconds)
+        yield from _decode_stream(audio, "the audio file", max_seconds, channel)
     else:
         raise AudioDecodeError(
             f"cannot read audio from a {type(audio).__name__}: pass bytes, a path, a file object "
@@ -136,12 +138,12 @@ def _fetch(url: str) -> bytes:
     return data
 
 
-def _decode_stream(stream: BinaryIO, what: str, max_seconds: float | None = None) -> Iterator[np.ndarray]:
+def _decode_stream(stream: BinaryIO, what: str, max_seconds: float | None = None, channel: int | None = None
+                   ) -> Iterator[np.ndarray]:
     """Samples as PyAV decodes and resamples them; refused past `max_seconds` (from the header if it says)."""
-    if (wav := _pcm16_wav(stream, what)) is not None:
+    if channel is None and (wav := _pcm16_wav(stream, what)) is not None:
         yield from _limited(wav, max_seconds)
         return
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
     expected, size = _wav_declared_seconds(stream), 0
     limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
     try:
@@ -150,12 +152,14 @@ def _decode_stream(stream: BinaryIO, what: str, max_seconds: float | None = None
                 raise AudioDecodeError(f"{what} has no audio stream: send an audio file (wav, mp3, flac, ogg, m4a, webm).")
             if limit is not None and (container.duration or 0) / av.time_base > max_seconds:
                 raise too_long(max_seconds)  # the header says so: refuse before decoding anything
+            layout = "mono" if channel is None else container.streams.audio[0].layout.name  # planar: a row a channel
+            resampler = av.AudioResampler(format="flt" if channel is None else "fltp", layout=layout, rate=SAMPLE_RATE)
             frames = itertools.chain(container.decode(container.streams.audio[0]), [None])
             for frame in frames:
                 if frame is not None:
                     frame.pts = None  # let the resampler ignore gaps in broken timestamps
                 for out in resampler.resample(frame):  # None at the end: what the resampler still holds
-                    piece = out.to_ndarray().reshape(-1)
+                    piece = out.to_ndarray()[0 if channel is None else channel]
                     size += len(piece)
                     yield piece
                 if limit is not None and size > limit:
@@ -173,6 +177,32 @@ def _decode_stream(stream: BinaryIO, what: str, max_seconds: float | None = None
             f"{what} is truncated: its header announces {expected:.1f} s but only "
             f"{size / SAMPLE_RATE:.1f} s could be decoded."
         )
+
+
+def channel_count(audio: AudioInput) -> int:
+    """How many channels `audio` has (a path, bytes, a file object or an array), from its header."""
+    if isinstance(audio, np.ndarray):
+        return 1 if audio.ndim == 1 else int(min(audio.shape))
+    if isinstance(audio, (bytes, bytearray)):
+        audio = io.BytesIO(bytes(audio))
+    if isinstance(audio, (str, os.PathLike)):
+        with open(_audio_file(audio), "rb") as f:
+            return channel_count(f)
+    start = audio.tell()
+    try:
+        with av.open(audio, mode="r", metadata_errors="ignore") as container:
+            return container.streams.audio[0].channels if container.streams.audio else 0
+    except (av.error.FFmpegError, ValueError, EOFError, IndexError) as e:
+        raise _not_audio("the audio", e) from None
+    finally:
+        audio.seek(start)
+
+
+def _channel_of(samples: np.ndarray, channel: int) -> np.ndarray:
+    """One channel of a (channels x samples) or (samples x channels) array."""
+    if samples.ndim != 2:
+        return samples
+    return samples[channel] if samples.shape[0] <= samples.shape[1] else samples[:, channel]
 
 
 def _limited(pieces: Iterator[np.ndarray], max_seconds: float | None) -> Iterator[np.ndarray]:
@@ -309,28 +339,3 @@ def _from_samples(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
     out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
     return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
-
-
-def encode_audio(samples: np.ndarray | Iterable[np.ndarray], format: str = "ogg", bitrate: int = 24000,
-                 file: str | os.PathLike | BinaryIO | None = None) -> bytes | None:
-    """Encode 16 kHz mono samples (Opus in Ogg by default; mp3, flac, wav, ogg, webm, mp4), e.g. for input examples.
-    `samples` is an array or an iterable of arrays (hours of audio, never all in memory); with `file` the encoded
-    audio goes there and None is returned, else its bytes."""
-    codec = {"ogg": "libopus", "webm": "libopus", "flac": "flac", "wav": "pcm_s16le", "mp4": "aac", "mp3": "libmp3lame"}[format]
-    pieces = (samples[i : i + PIECE] for i in range(0, len(samples), PIECE)) if isinstance(samples, np.ndarray) else samples
-    buffer = io.BytesIO() if file is None else file
-    with av.open(buffer, mode="w", format=format) as out:
-        rate = 48000 if codec == "libopus" else SAMPLE_RATE
-        stream = out.add_stream(codec, rate=rate, layout="mono")
-        if codec in ("libopus", "libmp3lame"):
-            stream.bit_rate = bitrate
-        resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=rate, frame_size=stream.frame_size or None)
-        for piece in itertools.chain(pieces, [None]):
-            frame = None
-            if piece is not None:
-                frame = av.AudioFrame.from_ndarray(np.asarray(piece, np.float32)[np.newaxis, :], format="flt", layout="mono")
-                frame.sample_rate = SAMPLE_RATE
-            for resampled in resampler.resample(frame):
-                out.mux(stream.encode(resampled))
-        out.mux(stream.encode(None))
-    return buffer.getvalue() if file is None else None

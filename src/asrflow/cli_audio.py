@@ -49,6 +49,8 @@ DECODING_FLAGS = {
                      typer.Option(None, help="With --diarize: how many speakers there are (estimated when omitted).")),
     "min_speakers": ("min_speakers", Optional[str], typer.Option(None, help="With --diarize: at least this many speakers.")),
     "max_speakers": ("max_speakers", Optional[str], typer.Option(None, help="With --diarize: at most this many speakers.")),
+    "channels": ("channels", Optional[str], typer.Option(
+        None, help="mix (default), or split: each channel by itself, its channel as speaker (stereo calls).")),
 }
 
 

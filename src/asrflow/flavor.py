@@ -279,7 +279,8 @@ def no_payload_in_errors() -> None:
 
 def compact_example(audio: bytes | None) -> bytes | None:
     """Input examples are stored twice as base64: re-encode them as Opus to keep logs small."""
-    from asrflow.audio import decode_audio, encode_audio
+    from asrflow.audio import decode_audio
+    from asrflow.encoding import encode_audio
 
     return None if audio is None else encode_audio(decode_audio(audio))
 

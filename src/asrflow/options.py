@@ -46,6 +46,7 @@ class TranscribeOptions:
     num_speakers: int | None = None  # diarize: how many, when known (else estimated within min..max)
     min_speakers: int | None = None
     max_speakers: int | None = None
+    channels: str = "mix"  # or "split": each channel transcribed by itself, its segments' speaker the channel's
 
     def __post_init__(self):
         for f in fields(self):
@@ -54,6 +55,11 @@ class TranscribeOptions:
         if counts and not self.diarize:
             names = " and ".join(counts)
             raise InvalidOptionError(f"{names} only apply to diarization: turn diarize on (CLI --diarize), or leave {names} out.")
+        if self.channels == "split" and self.diarize:
+            raise InvalidOptionError(
+                "channels=split already tells the speakers apart (one a channel), so it cannot be used with diarize: "
+                "choose one."
+            )
         if (self.min_speakers or 1) > (self.max_speakers or 32):
             raise InvalidOptionError(f"min_speakers ({self.min_speakers}) is more than max_speakers ({self.max_speakers}).")
         if self.stride_length_s is not None and sum(self.stride_length_s) >= self.chunk_length_s:
@@ -182,6 +188,12 @@ def _language(value: Any) -> str | None:
     return code
 
 
+def _choice(value: Any, choices: tuple[str, ...], name: str) -> str:
+    if value not in choices:
+        raise InvalidOptionError(f"{name} must be one of {', '.join(choices)}, not {_show(value)}.")
+    return value
+
+
 def _task(value: Any) -> str:
     if value not in TASKS:
         raise InvalidOptionError(f"task must be one of {', '.join(TASKS)}, not {_show(value)}.")
@@ -226,6 +238,7 @@ _CONVERTERS = {
     "stride_length_s": _stride,
     "batch_size": _ranged(_integer, 1, 64, "batch_size"),
     "diarize": _boolean,
+    "channels": lambda value: _choice(value, ("mix", "split"), "channels"),
     **{k: _optional(_ranged(_integer, 1, 32, k)) for k in ("num_speakers", "min_speakers", "max_speakers")},
 }
 _EXPECTED = {
@@ -246,5 +259,6 @@ _EXPECTED = {
     "stride_length_s": "expected one or two numbers of seconds",
     "batch_size": "expected a whole number from 1 to 64",
     "diarize": "expected true or false",
+    "channels": "expected mix or split",
     **{k: "expected a whole number of speakers from 1 to 32" for k in ("num_speakers", "min_speakers", "max_speakers")},
 }

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from asrflow.audio import SAMPLE_RATE, AudioInput, stream_audio
+from asrflow.audio import SAMPLE_RATE, AudioInput, channel_count, stream_audio
 from asrflow.backends import Backend, load_backend
 from asrflow.blocks import stream_blocks
 from asrflow.diarize import Diarizer
@@ -48,8 +50,10 @@ class Transcriber:
         as it is transcribed, a block at a time (blocks.py): memory does not grow with its length. `start`:
         transcribe from there on (seconds; times stay the file's)."""
         options = self.resolve(changes, options)
-        pieces = stream_audio(audio, sample_rate=sample_rate, allow_urls=allow_urls)
         default_language = options.language or ("en" if not self.multilingual else None)
+        if options.channels == "split":
+            return self._by_channel(audio, options, sample_rate, allow_urls, default_language, start)
+        pieces = stream_audio(audio, sample_rate=sample_rate, allow_urls=allow_urls)
         if not options.diarize:
             return stream_blocks(self.backend.stream, pieces, options, default_language, start=start)
         # Speakers need the whole file's voices: the segments come, labelled, once the audio is decoded.
@@ -58,6 +62,33 @@ class Transcriber:
         stream = stream_blocks(self.backend.stream, diarizer.hear(pieces), decoding, default_language, start=start)
         stream.segments = diarizer.labelled(stream.segments)
         return stream
+
+    def _by_channel(self, audio: AudioInput, options: TranscribeOptions, sample_rate: int, allow_urls: bool,
+                    default_language: str | None, start: float) -> SegmentStream:
+        """channels="split": each channel transcribed by itself (a stereo call: one voice a channel), the segments
+        merged in time order, each with its channel as speaker (left, right; channel 1, 2 ... beyond two)."""
+        if isinstance(audio, str) and audio.startswith(("http://", "https://")):
+            raise InvalidOptionError("channels=split reads the file once per channel: download it and pass the file.")
+        if hasattr(audio, "read"):
+            audio = audio.read()  # read once per channel: the encoded bytes (not the samples) are kept
+        count = channel_count(audio)
+        if count < 2:
+            raise InvalidOptionError(
+                f"channels=split transcribes each channel by itself, but this audio has {count} channel: "
+                "leave channels out (or set it to mix)."
+            )
+        labels = ["left", "right"] if count == 2 else [f"channel {k + 1}" for k in range(count)]
+        streams = [stream_blocks(self.backend.stream, stream_audio(audio, sample_rate, allow_urls, channel=k), options,
+                                 default_language, start=start) for k in range(count)]
+        merged = SegmentStream(iter(()), streams[0].language, streams[0].language_probability, streams[0].duration)
+
+        def segments():
+            labelled = [map(labelled_segment, stream, itertools.repeat(label)) for stream, label in zip(streams, labels)]
+            yield from heapq.merge(*labelled, key=lambda s: (s.start, s.end))
+            merged.duration = max(stream.duration for stream in streams)
+
+        merged.segments = segments()
+        return merged
 
     def resolve(self, changes: dict | None = None, base: TranscribeOptions | None = None) -> TranscribeOptions:
         """This model's options (saved with it, unless `base`) with `changes` from any edge, checked for this model."""
@@ -87,6 +118,10 @@ class Transcriber:
             raise InvalidOptionError(
                 f"{self.source.name} is English-only and cannot translate: use a multilingual model such as bundled:base."
             )
+
+
+def labelled_segment(segment: Segment, speaker: str) -> Segment:
+    return replace(segment, speaker=speaker, words=[replace(w, speaker=speaker) for w in segment.words])
 
 
 def load_transcriber(
