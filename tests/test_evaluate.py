@@ -104,3 +104,25 @@ def test_the_normalizer_follows_the_utterances_language(tmp_path):
     (tmp_path / "m.jsonl").write_text(json.dumps({"audio": "german.mp3", "text": reference}) + "\n")
     result = evaluate("bundled:base", tmp_path / "m.jsonl")
     assert result.rows[0]["hypothesis"] == hypothesis and result.wer > 0
+
+
+def test_evaluate_scores_speakers_and_languages_where_references_give_them(tmp_path):
+    """A manifest row with an RTTM is diarized and scored by DER; one with turn languages is transcribed
+    multilingual and scored by the share of segments in their turn's language; both logged like WER."""
+    from asrflow.audio import decode_audio
+    from asrflow.encoding import encode_audio
+
+    speakers = run_evaluation("bundled:tiny.en", DATA / "conversations.jsonl")
+    metrics = MlflowClient().get_run(speakers.run_id).data.metrics
+    assert metrics["der"] == speakers.der and 0 <= speakers.der <= 0.10
+    assert "language_accuracy" not in metrics and speakers.wer < 0.2
+
+    turns = [json.loads(line) for line in (DATA / "mixed-languages.jsonl").read_text().splitlines()][:2]  # en, de
+    encode_audio(decode_audio(DATA / "mixed-languages.ogg")[: int((turns[1]["end"] + 0.5) * 16000)], "flac",
+                 file=tmp_path / "en-de.flac")
+    (tmp_path / "en-de.jsonl").write_text("".join(json.dumps(t) + "\n" for t in turns))
+    (tmp_path / "manifest.jsonl").write_text(json.dumps(
+        {"audio": "en-de.flac", "text": " ".join(t["text"] for t in turns), "languages": "en-de.jsonl"}) + "\n")
+    languages = run_evaluation("bundled:base", tmp_path / "manifest.jsonl")
+    assert languages.language_accuracy == 1.0 and languages.der is None
+    assert MlflowClient().get_run(languages.run_id).data.metrics["language_accuracy"] == 1.0

@@ -96,13 +96,13 @@ def demo():
     run_demo(typer.echo)
 
 
-
 def _print_evaluations(results, as_json: bool):
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in results] if len(results) > 1 else results[0].to_dict()))
         return
     names = ["wer", "cer", "substitutions", "deletions", "insertions", "real_time_factor", "latency_p50",
-             "latency_p95", "load_seconds", "peak_rss_mb"]
+             "latency_p95", "load_seconds", "peak_rss_mb", "der", "language_accuracy"]
+    names = [n for n in names if all(n in r.metrics() for r in results)]  # der, language accuracy: when referenced
     width = max(14, *(len(r.model) + 2 for r in results))
     header = f"{'metric':18}" + "".join(f"{r.model:>{width}}" for r in results)
     if len(results) == 2:

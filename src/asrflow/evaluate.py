@@ -24,6 +24,8 @@ class Utterance:
     audio: Path
     text: str
     language: str | None = None
+    rttm: Path | None = None  # who spoke when: diarized and scored by DER
+    languages: Path | None = None  # a JSON line a turn (start, end, language): multilingual, scored per segment
 
 
 @dataclass
@@ -43,13 +45,15 @@ class Evaluation:
     latency_p95: float
     load_seconds: float
     peak_rss_mb: float
+    der: float | None = None  # diarization error rate, over the utterances with an RTTM reference
+    language_accuracy: float | None = None  # share of segments in their turn's language (references with languages)
     rows: list[dict] = field(default_factory=list, repr=False)
     run_id: str | None = None
 
     def metrics(self) -> dict[str, float]:
         names = ("wer", "cer", "substitutions", "deletions", "insertions", "audio_seconds", "wall_seconds",
-                 "real_time_factor", "latency_p50", "latency_p95", "load_seconds", "peak_rss_mb")
-        return {n: float(getattr(self, n)) for n in names}
+                 "real_time_factor", "latency_p50", "latency_p95", "load_seconds", "peak_rss_mb", "der", "language_accuracy")
+        return {n: float(getattr(self, n)) for n in names if getattr(self, n) is not None}
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "rows"}
@@ -81,7 +85,8 @@ def load_dataset(path: str | Path, limit: int | None = None) -> list[Utterance]:
 def _row(record: dict, root: Path, line: int) -> Utterance:
     if "audio" not in record or "text" not in record:
         raise InvalidOptionError(f"manifest line {line} needs 'audio' and 'text' fields, got {sorted(record)}.")
-    return Utterance(root / record["audio"], record["text"], record.get("language") or None)
+    extra = {k: root / record[k] for k in ("rttm", "languages") if record.get(k)}
+    return Utterance(root / record["audio"], record["text"], record.get("language") or None, **extra)
 
 
 def _peak_rss_mb() -> float:
@@ -97,17 +102,18 @@ def evaluate(model: str, dataset: str | Path, language: str | None = None, limit
     started = time.perf_counter()
     transcriber = transcriber or load_transcriber(model, backend=backend)
     load_seconds = time.perf_counter() - started
-    rows, latencies, audio_seconds, refs, hyps = [], [], 0.0, [], []
+    rows, latencies, audio_seconds, refs, hyps, extras = [], [], 0.0, [], [], Extras()
     for utt in utterances:
         lang = language or utt.language
         t0 = time.perf_counter()
         try:
             samples = decode_audio(utt.audio)
             t0 = time.perf_counter()
-            result = transcriber.transcribe(samples, language=lang)
+            result = transcriber.transcribe(samples, **extras.options(utt, lang))
             hypothesis, lang = result.text, lang or result.language  # the normalizer follows the language
             audio_seconds += len(samples) / SAMPLE_RATE
             error = None
+            extras.score(utt, result)
         except AsrflowError as e:  # a bad file counts as all words deleted, and the run goes on
             hypothesis, error = "", str(e)
         latencies.append(time.perf_counter() - t0)
@@ -132,8 +138,37 @@ def evaluate(model: str, dataset: str | Path, language: str | None = None, limit
         real_time_factor=round(audio_seconds / wall, 2) if wall else 0.0,
         latency_p50=round(statistics.median(latencies), 3),
         latency_p95=round(_percentile(latencies, 95), 3),
-        load_seconds=round(load_seconds, 3), peak_rss_mb=round(_peak_rss_mb(), 1), rows=rows,
+        load_seconds=round(load_seconds, 3), peak_rss_mb=round(_peak_rss_mb(), 1), rows=rows, **extras.totals(),
     )
+
+
+class Extras:
+    """Who spoke when and which language, for utterances whose references say: the options that find them,
+    and their scores (DER over all the reference speech; the share of segments in the right language)."""
+
+    def __init__(self):
+        self.errors = self.speech = 0.0
+        self.hits = self.scored = 0
+
+    def options(self, utt: Utterance, language: str | None) -> dict:
+        return {"language": None if utt.languages else language, "multilingual": bool(utt.languages),
+                "diarize": bool(utt.rttm)}
+
+    def score(self, utt: Utterance, result) -> None:
+        from asrflow.metrics import diarization_errors, language_hits, read_rttm
+
+        if utt.rttm:
+            found = diarization_errors(read_rttm(utt.rttm.read_text()), result.segments)
+            self.errors += found["missed detection"] + found["false alarm"] + found["confusion"]
+            self.speech += found["total"]
+        if utt.languages:
+            turns = [json.loads(line) for line in utt.languages.read_text().splitlines() if line.strip()]
+            hits, scored = language_hits(turns, result.segments)
+            self.hits, self.scored = self.hits + hits, self.scored + scored
+
+    def totals(self) -> dict:
+        return {"der": round(self.errors / self.speech, 4) if self.speech else None,
+                "language_accuracy": round(self.hits / self.scored, 4) if self.scored else None}
 
 
 def _percentile(values: list[float], q: float) -> float:

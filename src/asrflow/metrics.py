@@ -45,9 +45,10 @@ def read_rttm(text: str) -> list[tuple[float, float, str]]:
     return turns
 
 
-def diarization_error_rate(reference: list[tuple[float, float, str]], segments, collar: float = 0.25) -> float:
-    """pyannote.metrics' DER of diarized segments against reference turns (a 0.25 s collar at each reference
-    boundary, overlapped speech not scored): missed speech, false alarms and confusion over the speech time."""
+def diarization_errors(reference: list[tuple[float, float, str]], segments, collar: float = 0.25) -> dict[str, float]:
+    """pyannote.metrics' DER components of diarized segments against reference turns (a 0.25 s collar at each
+    reference boundary, overlapped speech not scored): missed speech, false alarm and confusion seconds, and the
+    reference speech ("total") they are a share of."""
     from pyannote.core import Annotation
     from pyannote.core import Segment as Span
     from pyannote.metrics.diarization import DiarizationErrorRate
@@ -58,4 +59,20 @@ def diarization_error_rate(reference: list[tuple[float, float, str]], segments, 
     for s in segments:
         if s.speaker and s.end > s.start:
             hyp[Span(s.start, s.end)] = s.speaker
-    return float(DiarizationErrorRate(collar=collar, skip_overlap=True)(ref, hyp))
+    return DiarizationErrorRate(collar=collar, skip_overlap=True)(ref, hyp, detailed=True)
+
+
+def diarization_error_rate(reference: list[tuple[float, float, str]], segments, collar: float = 0.25) -> float:
+    return float(diarization_errors(reference, segments, collar)["diarization error rate"])
+
+
+def language_hits(turns: list[dict], segments) -> tuple[int, int]:
+    """(segments whose language is that of the reference turn they overlap most, segments scored)."""
+    hits = scored = 0
+    for s in segments:
+        overlap = [(min(s.end, t["end"]) - max(s.start, t["start"]), t["language"]) for t in turns]
+        best, language = max(overlap, default=(0.0, None))
+        if best > 0:
+            scored += 1
+            hits += s.language == language
+    return hits, scored
