@@ -92,3 +92,30 @@ def test_bad_file_shows_an_error(browser, page_url, tmp_path):
     page.set_input_files("#file", str(notes))
     page.wait_for_function("document.getElementById('status').textContent.includes('415')")
     assert "unsupported file type" in page.text_content("#status")
+
+
+def test_speakers_coloured_and_filtered(browser, page_url, tmp_path):
+    from conftest import DATA
+
+    url, _ = page_url
+    page = browser.new_page(accept_downloads=True, viewport={"width": 1100, "height": 800})
+    page.goto(url)
+    page.check("#speakers")
+    page.set_input_files("#file", str(DATA / "conversation-2.ogg"))
+    page.wait_for_selector("#segments li .speaker", timeout=120_000)
+    badges = page.locator("#segments .speaker")
+    assert badges.all_text_contents()[:2] == ["A", "B"]
+    colours = {badges.nth(i).evaluate("e => getComputedStyle(e).backgroundColor") for i in range(2)}
+    assert len(colours) == 2  # a colour a speaker
+    page.screenshot(path=str(SCREENSHOTS / "speakers.png"), full_page=True)
+
+    page.select_option("#speaker-filter", "B")
+    shown = page.locator("#segments li:not([hidden]) .speaker").all_text_contents()
+    assert shown and set(shown) == {"B"}
+    assert "Good morning" not in " ".join(page.locator("#segments li:not([hidden]) .text").all_text_contents())
+
+    with page.expect_download() as download:
+        page.click("#downloads button[data-format=srt]")
+    path = tmp_path / "call.srt"
+    download.value.save_as(path)
+    assert "[A] Good morning" in path.read_text() and "[B] Hi, my laptop" in path.read_text()

@@ -18,10 +18,13 @@ from asrflow.transcript import Segment, Transcript
 from asrflow.writers import WRITERS
 
 AUDIO_EXTENSIONS = {"flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "oga", "opus", "wav", "webm", "aac"}
+# asrflow's own fields beyond OpenAI's (the openai client sends them with extra_body): the options of the same name
+EXTENSIONS = ("multilingual", "diarize", "num_speakers", "min_speakers", "max_speakers", "channels")
 FIELDS = {"file", "model", "language", "prompt", "temperature", "response_format", "timestamp_granularities[]",
-          "timestamp_granularities", "stream", "chunking_strategy"}
+          "timestamp_granularities", "stream", "chunking_strategy", *EXTENSIONS}
 FORMATS = {"json", "text", "srt", "vtt", "verbose_json", "diarized_json"}
 OPTIONS = {"language": "language", "prompt": "initial_prompt", "temperature": "temperature"}  # form field -> option
+OPTIONS |= {name: name for name in EXTENSIONS}
 
 router = APIRouter()
 Holder = Annotated[ModelHolder, Depends(holder)]
@@ -53,9 +56,10 @@ async def openai_audio(request: Request, model: ModelHolder, task: str):
     granularities = set(form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities"))
     if granularities - {"word", "segment"}:
         raise HTTPError(400, "timestamp_granularities[] takes 'word' and/or 'segment'.", "timestamp_granularities[]")
-    changes = {"task": task, "word_timestamps": "word" in granularities, "diarize": response_format == "diarized_json"}
-    changes |= chunking(form.get("chunking_strategy"))
+    changes = {"task": task, "word_timestamps": "word" in granularities} | chunking(form.get("chunking_strategy"))
     changes |= {option: form.get(field) for field, option in OPTIONS.items() if form.get(field) not in (None, "")}
+    if response_format == "diarized_json":
+        changes["diarize"] = True
     try:
         options = model.resolve(openai_temperature(changes))
     except AsrflowError as e:
