@@ -51,8 +51,21 @@ def test_vtt_is_valid():
 
 def test_txt_tsv_json():
     assert WRITERS["txt"](TRANSCRIPT) == "Hello there. Second part.\n"
-    assert WRITERS["tsv"](TRANSCRIPT).splitlines()[1] == "0\t1500\tHello there."
+    assert WRITERS["tsv"](TRANSCRIPT).splitlines()[:2] == ["start\tend\ttext\tlanguage\tspeaker", "0\t1500\tHello there.\t\t"]
     assert Transcript.from_dict(json.loads(WRITERS["json"](TRANSCRIPT))) == TRANSCRIPT
+
+
+def test_speakers_and_languages_in_every_format():
+    from dataclasses import replace
+
+    said = replace(TRANSCRIPT, segments=[replace(s, speaker=who, language=lang)
+                                         for s, who, lang in zip(TRANSCRIPT.segments, "AB", ("en", "de"))])
+    assert WRITERS["txt"](said) == "[A] Hello there.\n[B] Second part.\n"
+    assert [c[2] for c in parse_srt(WRITERS["srt"](said))] == ["[A] Hello there.", "[B] Second part."]
+    assert "\n<v A>Hello there.\n" in WRITERS["vtt"](said)  # WebVTT's voice span
+    assert WRITERS["tsv"](said).splitlines()[2] == "3661250\t3725500\tSecond part.\tde\tB"
+    assert [json.loads(line)["speaker"] for line in WRITERS["jsonl"](said).splitlines()] == ["A", "B"]
+    assert Transcript.from_dict(json.loads(WRITERS["json"](said))) == said
 
 
 def test_write_file_leaves_no_temp_file(tmp_path):

@@ -63,7 +63,7 @@ def _txt(i: int, s: Segment) -> str:
 
 def _tsv(i: int, s: Segment) -> str:
     start, end, text = _cue(s)
-    return f"{int(start * 1000)}\t{int(end * 1000)}\t{text}\n"
+    return f"{int(start * 1000)}\t{int(end * 1000)}\t{text}\t{s.language or ''}\t{s.speaker or ''}\n"
 
 
 def _jsonl(i: int, s: Segment) -> str:
@@ -74,7 +74,7 @@ FORMATS: dict[str, Format] = {
     "txt": Format(lambda: "", _txt, lambda t: "\n"),
     "srt": Format(lambda: "", _srt, lambda t: ""),
     "vtt": Format(lambda: "WEBVTT\n", _vtt, lambda t: ""),
-    "tsv": Format(lambda: "start\tend\ttext\n", _tsv, lambda t: ""),
+    "tsv": Format(lambda: "start\tend\ttext\tlanguage\tspeaker\n", _tsv, lambda t: ""),  # Whisper's columns, then ours
     "jsonl": Format(lambda: "", _jsonl, lambda t: ""),
 }
 
