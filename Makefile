@@ -44,6 +44,7 @@ bench: setup-test
 	python bench/run.py | tee bench/results/bench.txt
 	python bench/load.py | tee bench/results/load.txt
 	python bench/memory.py | tee bench/results/memory.txt
+	python bench/speakers.py | tee bench/results/speakers.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache build
