@@ -73,6 +73,16 @@ def test_openai_client_diarized_json(client):
     assert [s.speaker for s in result.segments[:2]] == ["A", "B"] and {s.speaker for s in result.segments} == {"A", "B"}
     assert all(s.type == "transcript.text.segment" and s.end > s.start for s in result.segments)
     assert result.segments[0].text.startswith("Good morning") and result.text.startswith("Good morning")
+    # asrflow's own fields, with the client's extra_body: speakers on verbose_json segments
+    verbose = client.audio.transcriptions.create(model="whisper-1", file=("call.ogg", audio), response_format="verbose_json",
+                                                 extra_body={"diarize": "true", "num_speakers": "2"})
+    assert {s["speaker"] for s in verbose.to_dict()["segments"]} == {"A", "B"}
+    vad = client.audio.transcriptions.create(model="whisper-1", file=("jfk.flac", AUDIO), chunking_strategy={"type": "server_vad"})
+    assert_jfk(vad.text)
+    with pytest.raises(openai.BadRequestError, match="chunking_strategy must be"):
+        client.audio.transcriptions.create(model="whisper-1", file=("call.ogg", audio), chunking_strategy={"type": "fixed"})
+    with pytest.raises(openai.BadRequestError, match="turn diarize on"):
+        client.audio.transcriptions.create(model="whisper-1", file=("call.ogg", audio), extra_body={"num_speakers": "2"})
 
 
 def test_openai_client_streaming(client):

@@ -56,7 +56,7 @@ async def openai_audio(request: Request, model: ModelHolder, task: str):
     granularities = set(form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities"))
     if granularities - {"word", "segment"}:
         raise HTTPError(400, "timestamp_granularities[] takes 'word' and/or 'segment'.", "timestamp_granularities[]")
-    changes = {"task": task, "word_timestamps": "word" in granularities} | chunking(form.get("chunking_strategy"))
+    changes = {"task": task, "word_timestamps": "word" in granularities} | chunking(form)
     changes |= {option: form.get(field) for field, option in OPTIONS.items() if form.get(field) not in (None, "")}
     if response_format == "diarized_json":
         changes["diarize"] = True
@@ -71,13 +71,14 @@ async def openai_audio(request: Request, model: ModelHolder, task: str):
     return openai_response(result, response_format, task, granularities)
 
 
-def chunking(strategy) -> dict:
-    """OpenAI's chunking_strategy: "auto" or {"type": "server_vad", ...} cut the audio where speech pauses,
-    which asrflow's VAD does (vad_filter)."""
-    if strategy in (None, ""):
+def chunking(form) -> dict:
+    """OpenAI's chunking_strategy: "auto" or {"type": "server_vad", ...} (sent as JSON, or as the openai client
+    sends objects: chunking_strategy[type]=...) cut the audio where speech pauses, which asrflow's VAD does."""
+    strategy, kind = form.get("chunking_strategy"), form.get("chunking_strategy[type]")
+    if strategy in (None, "") and kind is None:
         return {}
     try:
-        kind = strategy if strategy == "auto" else json.loads(strategy).get("type")
+        kind = kind or (strategy if strategy == "auto" else json.loads(strategy).get("type"))
     except (ValueError, AttributeError):
         kind = None
     if kind not in ("auto", "server_vad"):
@@ -110,7 +111,7 @@ async def read_form(request: Request, max_bytes: int):
         if "maximum size" in str(e):  # Starlette's part limit, reached while the part streams in
             raise HTTPError(413, f"the file is larger than the {max_bytes / 2**20:g} MB limit.", "file") from None
         raise HTTPError(400, f"expected a multipart/form-data body with a 'file' field ({e}).") from None
-    unknown = sorted(set(form.keys()) - FIELDS)
+    unknown = sorted(k for k in set(form.keys()) - FIELDS if not k.startswith("chunking_strategy["))  # its fields
     if unknown:
         raise HTTPError(400, f"unknown parameter(s): {', '.join(unknown)}.", unknown[0])
     return form
