@@ -73,6 +73,16 @@ def test_openai_client_diarized_json(client):
     assert [s.speaker for s in result.segments[:2]] == ["A", "B"] and {s.speaker for s in result.segments} == {"A", "B"}
     assert all(s.type == "transcript.text.segment" and s.end > s.start for s in result.segments)
     assert result.segments[0].text.startswith("Good morning") and result.text.startswith("Good morning")
+    # OpenAI's known speakers: short clips of their voices (other sentences) as data URLs name the speakers
+    voices = {"agent": "en-us+klatt", "caller": "en-gb-x-rp+f4"}
+    references = [f"data:audio/ogg;base64,{base64.b64encode((DATA / 'voices' / f'{v}.ogg').read_bytes()).decode()}"
+                  for v in voices.values()]
+    named = client.audio.transcriptions.create(model="whisper-1", file=("call.ogg", audio), response_format="diarized_json",
+                                               extra_body={"known_speaker_names": list(voices), "known_speaker_references": references})
+    assert [s.speaker for s in named.segments[:2]] == ["agent", "caller"]
+    with pytest.raises(openai.BadRequestError, match="in pairs"):
+        client.audio.transcriptions.create(model="whisper-1", file=("call.ogg", audio), response_format="diarized_json",
+                                           extra_body={"known_speaker_names": ["agent"], "known_speaker_references": []})
     # asrflow's own fields, with the client's extra_body: speakers on verbose_json segments
     verbose = client.audio.transcriptions.create(model="whisper-1", file=("call.ogg", audio), response_format="verbose_json",
                                                  extra_body={"diarize": "true", "num_speakers": "2"})

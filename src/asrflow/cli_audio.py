@@ -89,6 +89,8 @@ def transcribe(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     resume: bool = typer.Option(False, "--resume", help="With --output-dir: skip inputs whose output exists, and "
                                 "continue a killed run's file after its last complete segment."),
+    speaker: Optional[List[str]] = typer.Option(None, "--speaker", help="With --diarize: NAME=CLIP, a short clip of a "
+                                                "known speaker's voice, to name them (repeat for each)."),
     changes: dict = None,
 ):
     """Transcribe audio files; print the result, or write one file per input with --output-dir.
@@ -106,6 +108,7 @@ def transcribe(
         raise InvalidOptionError("--resume continues the files of an --output-dir: give one.")
     # bad inputs fail before the model loads, from their headers: one file at a time is decoded, not all at once
     declared = {f: check_audio(f, allow_urls=allow_urls) for f in files}
+    known = _known_speakers(speaker or [])
     transcriber = load_transcriber(model, backend=backend, device=device, compute_type=compute_type)
     options = transcriber.resolve(changes)
     total = sum(seconds or 0.0 for seconds in declared.values())
@@ -118,9 +121,10 @@ def transcribe(
                 done += declared[name] or 0.0
                 continue
             if target is None:
-                stream = transcriber.stream(name, options, allow_urls=allow_urls)  # decoded as it is transcribed
+                stream = transcriber.stream(name, options, allow_urls=allow_urls, known_speakers=known)  # decoded as it goes
             else:
-                stream = transcribe_resumably(transcriber, name, options, journal_path(target), resume, allow_urls=allow_urls)
+                stream = transcribe_resumably(transcriber, name, options, journal_path(target), resume, allow_urls=allow_urls,
+                                              known_speakers=known)
             segments = _advancing(stream, bar, done)
             if output_dir is None and format in FORMATS:  # printed as decoded: a cut-short run leaves a valid prefix
                 write_incrementally(format, segments, sys.stdout)
@@ -136,12 +140,26 @@ def transcribe(
             bar.update(round(done - bar.n, 1))
 
 
+def _known_speakers(given: list[str]) -> dict[str, str] | None:
+    """--speaker NAME=CLIP ... -> {NAME: CLIP}, each clip checked now (before the model loads)."""
+    from asrflow.audio import check_audio
+    from asrflow.errors import InvalidOptionError
+
+    known = {}
+    for item in given:
+        name, _, clip = item.partition("=")
+        if not name or not clip:
+            raise InvalidOptionError(f"--speaker takes NAME=CLIP (a short clip of that voice), not {item!r}.")
+        check_audio(clip)
+        known[name] = clip
+    return known or None
+
+
 def _advancing(segments, bar, done: float):
     """The segments, moving the progress bar to each one's end as it comes."""
     for segment in segments:
         bar.update(round(done + segment.end - bar.n, 1))
         yield segment
-
 
 
 @app.command()

@@ -22,14 +22,18 @@ WINDOW = int(1.6 * SAMPLE_RATE)  # Resemblyzer's partial utterance
 RATE = 4  # windows a second
 SPEECH = 0.7  # windows at least this much covered by words are clustered
 SAME_VOICE = 0.8  # clusters whose centroids are this alike (cosine) are one voice (Resemblyzer's embeddings)
+KNOWN_VOICE = 0.7  # a cluster is named after a known speaker only if its voice is at least this alike (cosine)
 MIN_SECONDS = 2.0  # a speaker found in less speech than this is taken for noise, when the count is estimated
 
 
 class Diarizer:
     """Listens to the audio as it passes (`hear`), then labels the transcript's segments (`label`)."""
 
-    def __init__(self, num_speakers: int | None = None, min_speakers: int | None = None, max_speakers: int | None = None):
+    def __init__(self, num_speakers: int | None = None, min_speakers: int | None = None, max_speakers: int | None = None,
+                 known: dict[str, np.ndarray] | None = None):
         self.num, self.low, self.high = num_speakers, min_speakers or 1, max_speakers or max(8, min_speakers or 1)
+        # known speakers (OpenAI's known_speaker_names[] + references): a voice embedding each, to name the clusters
+        self.known = {name: encoder().embed_utterance(samples) for name, samples in (known or {}).items()}
         self.times: list[float] = []
         self.embeddings: list[np.ndarray] = []
         self.buffer, self.offset = np.zeros(0, np.float32), 0
@@ -75,8 +79,9 @@ class Diarizer:
         if not len(heard):
             return segments
         heard_times = times[heard]
-        labels = _smoothed(self._cluster(np.asarray(self.embeddings)[heard]), heard_times)
-        names = _names(labels)
+        embeddings = np.asarray(self.embeddings)[heard]
+        labels = _smoothed(self._cluster(embeddings), heard_times)
+        names = _names(labels, _recognised(embeddings, labels, self.known))
 
         def speaker(start: float, end: float) -> str:
             inside = np.flatnonzero((heard_times >= start) & (heard_times <= end))
@@ -137,10 +142,27 @@ def _coverage(times: np.ndarray, spans: list[tuple[float, float]]) -> np.ndarray
     return covered / (2 * half)
 
 
-def _names(labels: np.ndarray) -> dict[int, str]:
-    """Cluster numbers to A, B, C ... in order of first appearance."""
-    order = list(dict.fromkeys(labels.tolist()))
-    return {label: _letters(i) for i, label in enumerate(order)}
+def _recognised(x: np.ndarray, labels: np.ndarray, known: dict[str, np.ndarray]) -> dict[int, str]:
+    """Clusters named after the known speaker whose reference sounds most like them (each name used once, the
+    likest pairs first, and only where the voices are alike: above KNOWN_VOICE)."""
+    if not known:
+        return {}
+    clusters = sorted(set(labels.tolist()))
+    centroids = np.array([x[labels == c].mean(axis=0) for c in clusters])
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    names = list(known)
+    similarity = centroids @ np.array([known[n] for n in names]).T
+    named: dict[int, str] = {}
+    for i, j in sorted(np.ndindex(similarity.shape), key=lambda ij: -similarity[ij]):
+        if similarity[i, j] >= KNOWN_VOICE and clusters[i] not in named and names[j] not in named.values():
+            named[clusters[i]] = names[j]
+    return named
+
+
+def _names(labels: np.ndarray, known: dict[int, str] | None = None) -> dict[int, str]:
+    """Cluster numbers to their known speaker's name, the others to A, B, C ... in order of first appearance."""
+    order = [label for label in dict.fromkeys(labels.tolist()) if label not in (known or {})]
+    return {label: _letters(i) for i, label in enumerate(order)} | (known or {})
 
 
 def _letters(i: int) -> str:

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from asrflow.audio import SAMPLE_RATE, AudioInput, channel_count, stream_audio
+from asrflow.audio import SAMPLE_RATE, AudioInput, channel_count, decode_audio, stream_audio
 from asrflow.backends import Backend, load_backend
 from asrflow.blocks import stream_blocks
 from asrflow.diarize import Diarizer
@@ -16,6 +16,9 @@ from asrflow.errors import InvalidOptionError
 from asrflow.models import DEFAULT_MODEL, ModelSource, resolve_model
 from asrflow.options import TranscribeOptions
 from asrflow.transcript import Segment, SegmentStream, Transcript
+
+
+REFERENCE_SECONDS = 30.0  # a known speaker's reference clip: a few seconds of their voice is enough
 
 
 class Transcriber:
@@ -44,20 +47,24 @@ class Transcriber:
 
     def stream(
         self, audio: AudioInput, options: TranscribeOptions | None = None, sample_rate: int = SAMPLE_RATE,
-        allow_urls: bool = False, start: float = 0.0, **changes,
+        allow_urls: bool = False, start: float = 0.0, known_speakers: dict[str, AudioInput] | None = None, **changes,
     ) -> SegmentStream:
         """Segments as they are decoded (iterate it), with the language known up front. The audio is decoded
         as it is transcribed, a block at a time (blocks.py): memory does not grow with its length. `start`:
-        transcribe from there on (seconds; times stay the file's)."""
+        transcribe from there on (seconds; times stay the file's). `known_speakers`: with diarize, name -> a short
+        clip of that voice (any audio input): speakers who sound like one are named after it."""
         options = self.resolve(changes, options)
         default_language = options.language or ("en" if not self.multilingual else None)
         if options.channels == "split":
             return self._by_channel(audio, options, sample_rate, allow_urls, default_language, start)
         pieces = stream_audio(audio, sample_rate=sample_rate, allow_urls=allow_urls)
+        if known_speakers and not options.diarize:
+            raise InvalidOptionError("known speakers name the speakers diarization finds: turn diarize on too.")
         if not options.diarize:
             return stream_blocks(self.backend.stream, pieces, options, default_language, start=start)
         # Speakers need the whole file's voices: the segments come, labelled, once the audio is decoded.
-        diarizer = Diarizer(options.num_speakers, options.min_speakers, options.max_speakers)
+        known = {name: decode_audio(clip, max_seconds=REFERENCE_SECONDS) for name, clip in (known_speakers or {}).items()}
+        diarizer = Diarizer(options.num_speakers, options.min_speakers, options.max_speakers, known)
         decoding = replace(options, word_timestamps=True)
         stream = stream_blocks(self.backend.stream, diarizer.hear(pieces), decoding, default_language, start=start)
         stream.segments = diarizer.labelled(stream.segments)

@@ -149,10 +149,10 @@ class ModelHolder:
             raise HTTPError(e.http_status, str(e), "file") from None
 
     async def run(self, reservation: Reservation, options: TranscribeOptions, on_segment=None,
-                  disconnected=None) -> list[Transcript]:
+                  disconnected=None, speakers: dict | None = None) -> list[Transcript]:
         """Schedule the admitted clips and wait for them all; on any exit (timeout, disconnect, error) the
-        work left is withdrawn and the reservation released."""
-        jobs = [self.ready().submit(samples, options, on_segment) for samples in reservation.samples]
+        work left is withdrawn and the reservation released. `speakers`: known speakers (name -> samples)."""
+        jobs = [self.ready().submit(samples, options, on_segment, speakers) for samples in reservation.samples]
         reservation.samples = []
         try:
             results = await self._wait([job.future for job in jobs], disconnected)

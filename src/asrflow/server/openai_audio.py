@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
+from asrflow.audio import decode_audio
 from asrflow.errors import AsrflowError
 from asrflow.limits import BodyTooLarge
 from asrflow.options import FALLBACK_TEMPERATURES, TranscribeOptions
 from asrflow.server.errors import HTTPError, root_cause
 from asrflow.server.holder import ModelHolder, Reservation, holder
+from asrflow.transcriber import REFERENCE_SECONDS
 from asrflow.transcript import Segment, Transcript
 from asrflow.writers import WRITERS
 
@@ -21,7 +24,8 @@ AUDIO_EXTENSIONS = {"flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "oga", "
 # asrflow's own fields beyond OpenAI's (the openai client sends them with extra_body): the options of the same name
 EXTENSIONS = ("multilingual", "diarize", "num_speakers", "min_speakers", "max_speakers", "channels")
 FIELDS = {"file", "model", "language", "prompt", "temperature", "response_format", "timestamp_granularities[]",
-          "timestamp_granularities", "stream", "chunking_strategy", *EXTENSIONS}
+          "timestamp_granularities", "stream", "chunking_strategy", "known_speaker_names[]", "known_speaker_references[]",
+          *EXTENSIONS}
 FORMATS = {"json", "text", "srt", "vtt", "verbose_json", "diarized_json"}
 OPTIONS = {"language": "language", "prompt": "initial_prompt", "temperature": "temperature"}  # form field -> option
 OPTIONS |= {name: name for name in EXTENSIONS}
@@ -64,11 +68,37 @@ async def openai_audio(request: Request, model: ModelHolder, task: str):
         options = model.resolve(openai_temperature(changes))
     except AsrflowError as e:
         raise HTTPError(400, str(e)) from None
+    speakers = known_speakers(form, options)
     reservation = await model.admit([upload.file])  # spooled to disk: never read whole into memory
     if str(form.get("stream", "")).lower() == "true":
-        return stream_segments(model, reservation, options)
-    [result] = await model.run(reservation, options, disconnected=request.is_disconnected)
+        return stream_segments(model, reservation, options, speakers)
+    [result] = await model.run(reservation, options, disconnected=request.is_disconnected, speakers=speakers)
     return openai_response(result, response_format, task, granularities)
+
+
+def known_speakers(form, options: TranscribeOptions) -> dict | None:
+    """OpenAI's known_speaker_names[] with known_speaker_references[] (audio data URLs, 2-10 s each, at most 4):
+    name -> samples, to name the speakers diarization finds."""
+    names, references = form.getlist("known_speaker_names[]"), form.getlist("known_speaker_references[]")
+    if not names and not references:
+        return None
+    if len(names) != len(references) or len(names) > 4 or len(set(names)) != len(names):
+        raise HTTPError(400, "give known_speaker_names[] and known_speaker_references[] in pairs: at most 4 distinct "
+                        "names, each with one clip.", "known_speaker_names[]")
+    if not options.diarize:
+        raise HTTPError(400, "known speakers name the speakers that diarization finds: use response_format=diarized_json.",
+                        "known_speaker_names[]")
+    speakers = {}
+    for name, reference in zip(names, references):
+        head, _, data = str(reference).partition(",")
+        try:
+            if not (head.startswith("data:") and head.endswith(";base64")):
+                raise ValueError("not a data URL")
+            speakers[name] = decode_audio(base64.b64decode(data, validate=True), max_seconds=REFERENCE_SECONDS)
+        except (ValueError, AsrflowError) as e:
+            raise HTTPError(400, f"known speaker {name!r}: its reference must be a short clip as a data URL "
+                            f"(data:audio/wav;base64,...): {e}", "known_speaker_references[]") from None
+    return speakers
 
 
 def chunking(form) -> dict:
@@ -117,14 +147,16 @@ async def read_form(request: Request, max_bytes: int):
     return form
 
 
-def stream_segments(model: ModelHolder, reservation: Reservation, options: TranscribeOptions) -> StreamingResponse:
+def stream_segments(model: ModelHolder, reservation: Reservation, options: TranscribeOptions,
+                    speakers: dict | None = None) -> StreamingResponse:
     """Server-sent events: a transcript.text.delta per segment as decoded, then transcript.text.done.
     Each delta also carries the segment and the progress (audio seconds done, of the total).
     A client that goes away cancels the work at its next window."""
     total = round(reservation.seconds, 3)  # settled: the decoded duration
     loop = asyncio.get_running_loop()
     segments: asyncio.Queue = asyncio.Queue()
-    task = asyncio.ensure_future(model.run(reservation, options, lambda s: loop.call_soon_threadsafe(segments.put_nowait, s)))
+    task = asyncio.ensure_future(model.run(reservation, options, lambda s: loop.call_soon_threadsafe(segments.put_nowait, s),
+                                           speakers=speakers))
 
     async def events():
         sent = 0

@@ -25,15 +25,16 @@ LOG = logging.getLogger("asrflow.server")
 class Job:
     """One clip to transcribe: its future is the answer; cancelling the future withdraws the work."""
 
-    def __init__(self, samples: np.ndarray, options: TranscribeOptions, on_segment=None):
-        self.samples, self.options, self.on_segment = samples, options, on_segment
+    def __init__(self, samples: np.ndarray, options: TranscribeOptions, on_segment=None, speakers=None):
+        self.samples, self.options, self.on_segment, self.speakers = samples, options, on_segment, speakers
         self.future: Future = Future()
         self.stream, self.segments = None, []
 
     def step(self, transcriber) -> bool:
         """Decode a little more (at most one window or one batch); True when the job is answered."""
         if self.stream is None:
-            self.stream, self.samples = transcriber.stream(self.samples, self.options), None
+            self.stream = transcriber.stream(self.samples, self.options, known_speakers=self.speakers)
+            self.samples = None
         segment: Segment | None = next(self.stream.segments, None)
         if segment is None:
             self.future.set_result(self.stream.transcript(self.segments))
@@ -51,8 +52,8 @@ class Scheduler:
         self.wakeup = threading.Condition()
         threading.Thread(target=self._run, name="asrflow-scheduler", daemon=True).start()
 
-    def submit(self, samples: np.ndarray, options: TranscribeOptions, on_segment=None) -> Job:
-        job = Job(samples, options, on_segment)
+    def submit(self, samples: np.ndarray, options: TranscribeOptions, on_segment=None, speakers=None) -> Job:
+        job = Job(samples, options, on_segment, speakers)
         with self.wakeup:
             self.jobs.append(job)
             self.wakeup.notify()
