@@ -1,0 +1,119 @@
+"""OpenAI's Realtime transcription sessions over WebSocket, with the real `openai` client's realtime connection."""
+
+import base64
+import json
+import threading
+import time
+
+import numpy as np
+import openai
+import pytest
+
+from asrflow.metrics import word_error_rate
+from conftest import BIN, DATA, environment, free_port, start, stop
+
+COMPLETED = "conversation.item.input_audio_transcription.completed"
+DELTA = "conversation.item.input_audio_transcription.delta"
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = free_port()
+    process = start([BIN / "asrflow", "serve", "bundled:tiny.en", "--port", str(port), "--api-key", "secret"],
+                    f"http://127.0.0.1:{port}/ready", environment())
+    yield f"http://127.0.0.1:{port}"
+    stop(process)
+
+
+def client(server, key="secret"):
+    return openai.OpenAI(base_url=f"{server}/v1", api_key=key, max_retries=0)
+
+
+def pcm(path, rate=24000) -> bytes:
+    """A clip as OpenAI's realtime input: PCM16 mono at `rate`."""
+    import av
+
+    from asrflow.audio import decode_audio
+
+    samples = decode_audio(path)
+    if rate != 16000:
+        frame = av.AudioFrame.from_ndarray(samples[np.newaxis, :], format="flt", layout="mono")
+        frame.sample_rate = 16000
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+        return b"".join(bytes(f.planes[0])[: f.samples * 2] for f in resampler.resample(frame) + resampler.resample(None))
+    return (samples * 32767).astype("<i2").tobytes()
+
+
+def send_paced(connection, audio: bytes, rate: int, speed: float = 2.0, piece_ms: int = 100):
+    step = rate * 2 * piece_ms // 1000
+    for i in range(0, len(audio), step):
+        connection.input_audio_buffer.append(audio=base64.b64encode(audio[i : i + step]).decode())
+        time.sleep(piece_ms / 1000 / speed)
+
+
+def events_until(connection, done, seconds=120):
+    seen, deadline = [], time.monotonic() + seconds
+    for event in connection:
+        seen.append(event)
+        if done(seen) or time.monotonic() > deadline:
+            return seen
+    return seen
+
+
+def references():
+    rows = [json.loads(line) for line in (DATA / "manifest.jsonl").read_text().splitlines()]
+    return {r["audio"]: r["text"] for r in rows}
+
+
+def test_turns_found_by_server_vad_are_transcribed_live(server):
+    refs, clips = references(), ["dev004.wav", "dev008.wav"]
+    silence = bytes(24000 * 2 * 3 // 2)  # 1.5 s
+    with client(server).realtime.connect(extra_query={"intent": "transcription"}) as connection:
+        connection.session.update(session={"type": "transcription", "audio": {"input": {
+            "format": {"type": "audio/pcm", "rate": 24000}, "transcription": {"model": "whisper-1", "language": "en"},
+            "turn_detection": {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500}}}})
+        sender = threading.Thread(target=lambda: [send_paced(connection, silence + pcm(DATA / c) , 24000) for c in clips]
+                                  + [send_paced(connection, silence, 24000)])
+        sender.start()
+        seen = events_until(connection, lambda s: sum(e.type == COMPLETED for e in s) == 2)
+        sender.join()
+    types = [e.type for e in seen]
+    assert types[:2] == ["session.created", "session.updated"]
+    completed = [e for e in seen if e.type == COMPLETED]
+    assert [e.item_id for e in seen if e.type == "input_audio_buffer.committed"] == [e.item_id for e in completed]
+    assert types.count("input_audio_buffer.speech_started") == types.count("input_audio_buffer.speech_stopped") == 2
+    for clip, event in zip(clips, completed):
+        assert word_error_rate([refs[clip]], [event.transcript]) < 0.25, event.transcript
+        deltas = "".join(e.delta for e in seen if e.type == DELTA and e.item_id == event.item_id)
+        assert deltas and event.transcript.startswith(deltas.strip()[:20])  # deltas spell out the turn as it goes
+
+
+def test_client_commits_when_turn_detection_is_off_at_16_khz(server):
+    refs = references()
+    with client(server).realtime.connect(extra_query={"intent": "transcription"}) as connection:
+        connection.session.update(session={"type": "transcription", "audio": {"input": {
+            "format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": None}}})
+        connection.input_audio_buffer.append(audio=base64.b64encode(pcm(DATA / "dev001.mp3", 16000)).decode())
+        connection.input_audio_buffer.commit()
+        seen = events_until(connection, lambda s: any(e.type == COMPLETED for e in s))
+    [done] = [e for e in seen if e.type == COMPLETED]
+    assert word_error_rate([refs["dev001.mp3"]], [done.transcript]) < 0.3
+
+
+def test_bad_events_get_error_events_and_the_session_goes_on(server):
+    with client(server).realtime.connect(extra_query={"intent": "transcription"}) as connection:
+        connection.send({"type": "response.create"})
+        connection.send({"type": "input_audio_buffer.append", "audio": "not base64!"})
+        connection.session.update(session={"type": "transcription", "audio": {"input": {"format": {"type": "audio/pcm", "rate": 8000}}}})
+        connection.input_audio_buffer.commit()  # nothing spoken yet
+        connection.session.update(session={"type": "transcription", "audio": {"input": {"turn_detection": None}}})
+        seen = events_until(connection, lambda s: any(e.type == "session.updated" for e in s))
+    errors = [e.error.message for e in seen if e.type == "error"]
+    assert len(errors) == 4, errors
+    assert "unsupported event type" in errors[0] and "base64" in errors[1] and "24000" in errors[2] and "no speech" in errors[3]
+
+
+def test_a_wrong_key_is_refused(server):
+    with pytest.raises(Exception):
+        with client(server, "wrong").realtime.connect(extra_query={"intent": "transcription"}) as connection:
+            connection.recv()
