@@ -17,6 +17,7 @@ import hmac
 import itertools
 import json
 import time
+from dataclasses import replace
 
 import av
 import numpy as np
@@ -228,15 +229,17 @@ class LiveSession:
         self._spawn(self.complete(self.item, turn, self.agreement, self.partial))
 
     def maybe_hypothesis(self) -> None:
-        """While a turn is spoken: a new hypothesis every PARTIAL_EVERY seconds, one at a time."""
+        """While a turn is spoken: a new hypothesis every PARTIAL_EVERY seconds, one at a time, and only while the
+        model has nothing else queued (hypotheses are a courtesy; completed turns and file requests come first)."""
         end = self.offset + len(self.buffer)
-        if (self.partial is None or self.partial.done()) and end - self.hypothesis_at >= PARTIAL_EVERY * SAMPLE_RATE:
+        idle = self.holder.ready().depth() == 0
+        if idle and (self.partial is None or self.partial.done()) and end - self.hypothesis_at >= PARTIAL_EVERY * SAMPLE_RATE:
             self.hypothesis_at = end
             turn = self.buffer[self.turn_start - self.offset :].copy()
             self.partial = self._spawn(self.hypothesise(self.item, turn, self.agreement))
 
     async def hypothesise(self, item: str, turn: np.ndarray, agreement: Agreement) -> None:
-        words = (await self.transcribe(turn)).split()
+        words = (await self.transcribe(turn, greedy=True)).split()
         if new := agreement.update(words):
             await self.delta(item, agreement, new)
 
@@ -262,8 +265,10 @@ class LiveSession:
         await self.send({"type": "conversation.item.input_audio_transcription.delta", "item_id": item,
                          "content_index": 0, "delta": ("" if first else " ") + " ".join(words)})
 
-    async def transcribe(self, samples: np.ndarray) -> str:
-        job = self.holder.ready().submit(samples, self.options)
+    async def transcribe(self, samples: np.ndarray, greedy: bool = False) -> str:
+        """Through the scheduler; hypotheses of a turn still spoken are decoded greedily (the final one is not)."""
+        options = replace(self.options, beam_size=1, temperature=(0.0,)) if greedy else self.options
+        job = self.holder.ready().submit(samples, options)
         return (await asyncio.wrap_future(job.future)).text
 
     def _spawn(self, work) -> asyncio.Task:
