@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import openai
+import websockets
 import pytest
 
 from asrflow.metrics import word_error_rate
@@ -117,3 +118,36 @@ def test_a_wrong_key_is_refused(server):
     with pytest.raises(Exception):
         with client(server, "wrong").realtime.connect(extra_query={"intent": "transcription"}) as connection:
             connection.recv()
+
+
+def test_limits_hold_for_every_session():
+    """At most 15 s an append, --max-audio-minutes a session (then closed), --realtime-idle-seconds of silence from
+    the client (then closed); from a browser the key comes in OpenAI's subprotocol."""
+    import websockets.sync.client as ws
+
+    port = free_port()
+    process = start([BIN / "asrflow", "serve", "bundled:tiny.en", "--port", str(port), "--api-key", "secret",
+                     "--max-audio-minutes", "0.1", "--realtime-idle-seconds", "2"], f"http://127.0.0.1:{port}/ready", environment())
+    url = f"ws://127.0.0.1:{port}/v1/realtime?intent=transcription"
+    try:
+        with ws.connect(url, subprotocols=["realtime", "openai-insecure-api-key.secret"]) as connection:
+            assert json.loads(connection.recv())["type"] == "session.created"
+            big = base64.b64encode(bytes(24000 * 2 * 16)).decode()  # 16 s in one append
+            connection.send(json.dumps({"type": "input_audio_buffer.append", "audio": big}))
+            assert "at most 15 s" in json.loads(connection.recv())["error"]["message"]
+            piece = base64.b64encode(bytes(24000 * 2 * 2)).decode()  # 2 s of silence, 4 times: past 6 s
+            for _ in range(4):
+                connection.send(json.dumps({"type": "input_audio_buffer.append", "audio": piece}))
+            error = json.loads(connection.recv())["error"]
+            assert error["code"] == "session_limit" and "0.1 minutes" in error["message"]
+            with pytest.raises(websockets.exceptions.ConnectionClosed):
+                connection.recv(timeout=5)
+        with ws.connect(url, additional_headers={"Authorization": "Bearer secret"}) as connection:
+            connection.recv()  # session.created
+            started = time.monotonic()
+            assert json.loads(connection.recv(timeout=10))["error"]["code"] == "idle_timeout"
+            assert 1.5 < time.monotonic() - started < 5
+        with pytest.raises(websockets.exceptions.InvalidStatus):
+            ws.connect(url, subprotocols=["realtime", "openai-insecure-api-key.wrong"]).recv()
+    finally:
+        stop(process)

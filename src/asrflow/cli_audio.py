@@ -179,6 +179,7 @@ def serve(
     allow_url_host: List[str] = typer.Option([], help="Host that URL inputs may fetch from (repeatable); none by default."),
     allow_private_urls: bool = typer.Option(False, help="Let allowed hosts resolve to private addresses (your own network)."),
     url_timeout: float = typer.Option(30.0, help="Seconds a URL input may take to download (then 400)."),
+    realtime_idle_seconds: float = typer.Option(60.0, help="A realtime session with no client event this long is closed."),
 ):
     """Serve OpenAI's audio API, MLflow's scoring protocol and a web page for one model."""
     import uvicorn
@@ -186,7 +187,8 @@ def serve(
     from asrflow.server import ServerConfig, create_app
 
     config = ServerConfig(model_uri, backend, api_key, queue_size, timeout, max_upload_mb, max_audio_minutes,
-                          max_queued_audio_minutes, tuple(allow_url_host), allow_private_urls, url_timeout_s=url_timeout)
+                          max_queued_audio_minutes, tuple(allow_url_host), allow_private_urls, url_timeout_s=url_timeout,
+                          realtime_idle_s=realtime_idle_seconds)
     uvicorn.run(create_app(config), host=host, port=port, log_level="warning", timeout_graceful_shutdown=grace)
 
 

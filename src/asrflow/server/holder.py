@@ -35,6 +35,7 @@ class ServerConfig:
     allow_private_urls: bool = False
     max_urls: int = 4  # per request
     url_timeout_s: float = 30.0
+    realtime_idle_s: float = 60.0  # a realtime session with no client event this long is closed
 
     @property
     def max_bytes(self) -> int:

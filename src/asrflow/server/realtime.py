@@ -33,7 +33,6 @@ RATES = (24000, 16000)
 PARTIAL_EVERY = 0.5  # seconds of new speech between hypotheses of the turn being spoken
 MAX_TURN = 30.0  # a turn longer than Whisper's window is committed as it stands
 MAX_BUFFER = 600.0  # audio held uncommitted with turn_detection null
-IDLE = 60.0  # seconds without a client event before the session closes
 SERVER_VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500}
 ids = itertools.count(1)
 
@@ -53,7 +52,7 @@ async def realtime(websocket: WebSocket):
         await websocket.close(code=1008, reason="missing or wrong API key")
         return
     await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
-    session = LiveSession(websocket, websocket.app.state.holder, config.max_audio_minutes * 60)
+    session = LiveSession(websocket, websocket.app.state.holder, config.max_audio_minutes * 60, config.realtime_idle_s)
     if websocket.query_params.get("intent", "transcription") != "transcription":
         await session.error("asrflow serves transcription sessions only: connect with ?intent=transcription.", "intent")
         await websocket.close(code=1008)
@@ -62,8 +61,8 @@ async def realtime(websocket: WebSocket):
 
 
 class LiveSession:
-    def __init__(self, websocket: WebSocket, holder, max_seconds: float):
-        self.websocket, self.holder, self.max_samples = websocket, holder, int(max_seconds * SAMPLE_RATE)
+    def __init__(self, websocket: WebSocket, holder, max_seconds: float, idle: float = 60.0):
+        self.websocket, self.holder, self.max_samples, self.idle = websocket, holder, int(max_seconds * SAMPLE_RATE), idle
         self.id, self.sending, self.order = new_id("sess"), asyncio.Lock(), asyncio.Lock()
         self.transcription = {"model": "whisper-1", "language": None, "prompt": ""}
         self.rate, self.turn_detection = 24000, dict(SERVER_VAD)
@@ -99,9 +98,9 @@ class LiveSession:
         try:
             while True:
                 try:
-                    text = await asyncio.wait_for(self.websocket.receive_text(), IDLE)
+                    text = await asyncio.wait_for(self.websocket.receive_text(), self.idle)
                 except asyncio.TimeoutError:
-                    await self.error(f"no event for {IDLE:g} s: the session is closed.", code="idle_timeout")
+                    await self.error(f"no event for {self.idle:g} s: the session is closed.", code="idle_timeout")
                     await self.websocket.close(code=1000)
                     return
                 if not await self.handle(text):
