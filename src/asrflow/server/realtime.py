@@ -31,6 +31,7 @@ from asrflow.server.errors import HTTPError
 router = APIRouter()
 RATES = (24000, 16000)
 PARTIAL_EVERY = 0.5  # seconds of new speech between hypotheses of the turn being spoken
+PAUSING = 0.2  # seconds of silence after which no new hypothesis starts: the turn may be ending, its final comes first
 MAX_TURN = 30.0  # a turn longer than Whisper's window is committed as it stands
 MAX_BUFFER = 600.0  # audio held uncommitted with turn_detection null
 SERVER_VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500}
@@ -232,7 +233,8 @@ class LiveSession:
         model has nothing else queued (hypotheses are a courtesy; completed turns and file requests come first)."""
         end = self.offset + len(self.buffer)
         idle = self.holder.ready().depth() == 0
-        if idle and (self.partial is None or self.partial.done()) and end - self.hypothesis_at >= PARTIAL_EVERY * SAMPLE_RATE:
+        pausing = self.detector is not None and end - self.detector.last_speech > PAUSING * SAMPLE_RATE
+        if idle and not pausing and (self.partial is None or self.partial.done()) and end - self.hypothesis_at >= PARTIAL_EVERY * SAMPLE_RATE:
             self.hypothesis_at = end
             turn = self.buffer[self.turn_start - self.offset :].copy()
             self.partial = self._spawn(self.hypothesise(self.item, turn, self.agreement))
