@@ -121,7 +121,7 @@ def test_speakers_coloured_and_filtered(browser, page_url, tmp_path):
     assert "[A] Good morning" in path.read_text() and "[B] Hi, my laptop" in path.read_text()
 
 
-def test_live_captions_from_the_microphone(page_url, tmp_path):
+def test_live_captions_from_the_microphone(browser, page_url, tmp_path):
     """Chromium's fake microphone plays a WAV file (a dev clip between silences) into the page's live captions."""
     import json
     import wave
@@ -140,17 +140,19 @@ def test_live_captions_from_the_microphone(page_url, tmp_path):
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
         w.writeframes((samples * 32767).astype("<i2").tobytes())
     url, _ = page_url
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={microphone}%noloop", "--autoplay-policy=no-user-gesture-required"])
-        page = browser.new_page()
+    # a browser of its own (the fake microphone is a launch flag), from the same Playwright as the other tests
+    listening = browser.browser_type.launch(executable_path=CHROMIUM, args=[
+        "--no-sandbox", "--disable-gpu", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={microphone}%noloop", "--autoplay-policy=no-user-gesture-required"])
+    try:
+        page = listening.new_page()
         page.goto(url)
         page.click("#captions")
         page.wait_for_selector("#live p.final", timeout=60_000)
         text = page.text_content("#live p.final")
         colours = page.eval_on_selector("#live", "e => [getComputedStyle(e.querySelector('.final')).color]")
         page.click("#captions")  # stops
-        browser.close()
+    finally:
+        listening.close()
     assert word_error_rate([reference["text"]], [text]) < 0.3, text
     assert colours == ["rgb(17, 24, 39)"]  # final text in black (partial text is grey: #9ca3af)
