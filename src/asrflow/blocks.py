@@ -16,7 +16,7 @@ import numpy as np
 
 from asrflow.audio import SAMPLE_RATE
 from asrflow.options import TranscribeOptions
-from asrflow.transcript import Segment, SegmentStream, Word
+from asrflow.transcript import Segment, SegmentStream
 from asrflow.vad import is_silent
 
 BLOCK_SECONDS = 600.0
@@ -92,7 +92,7 @@ def shifted(segments: Iterable[Segment], offset: int, file: SegmentStream) -> It
         if s.language is None:
             s = replace(s, language=file.language, language_probability=file.language_probability)
         if seconds:
-            words = [Word(_t(w.start + seconds), _t(w.end + seconds), w.word, w.probability) for w in s.words]
+            words = [replace(w, start=_t(w.start + seconds), end=_t(w.end + seconds)) for w in s.words]
             s = replace(s, start=_t(s.start + seconds), end=_t(s.end + seconds), words=words)
         yield s
 

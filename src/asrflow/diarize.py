@@ -9,6 +9,7 @@ find distinct voices).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from typing import Iterable, Iterator
 
@@ -36,19 +37,20 @@ class Diarizer:
         self.known = {name: encoder().embed_utterance(samples) for name, samples in (known or {}).items()}
         self.times: list[float] = []
         self.embeddings: list[np.ndarray] = []
-        self.buffer, self.offset = np.zeros(0, np.float32), 0
+        self.pieces, self.held, self.offset = [], 0, 0  # audio not yet embedded (from sample `offset`)
 
     def hear(self, pieces: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Passes the pieces on, embedding them a chunk at a time on the way."""
         for piece in pieces:
-            self.buffer = np.concatenate([self.buffer, piece])
-            if len(self.buffer) >= CHUNK + WINDOW:
+            self.pieces.append(piece)
+            self.held += len(piece)
+            if self.held >= CHUNK + WINDOW:
                 self._embed(final=False)
             yield piece
         self._embed(final=True)
 
     def _embed(self, final: bool) -> None:
-        samples = self.buffer
+        samples = np.concatenate(self.pieces) if self.pieces else np.zeros(0, np.float32)
         if len(samples) >= WINDOW:
             _, partials, slices = encoder().embed_utterance(samples, return_partials=True, rate=RATE, min_coverage=0.5)
             for partial, where in zip(partials, slices):
@@ -57,7 +59,7 @@ class Diarizer:
                 self.embeddings.append(partial)
         if not final:  # keep the last window's worth, so that windows across the edge are embedded next time
             keep = len(samples) - WINDOW
-            self.buffer, self.offset = samples[keep:], self.offset + keep
+            self.pieces, self.held, self.offset = [samples[keep:]], WINDOW, self.offset + keep
             self._drop_after(self.offset / SAMPLE_RATE + WINDOW / SAMPLE_RATE / 2)
 
     def _drop_after(self, seconds: float) -> None:
@@ -186,18 +188,13 @@ def _split(segment: Segment, speaker) -> list[Segment]:
             for r in runs]
 
 
-_ENCODER = None
-
-
+@functools.cache
 def encoder():
     """Resemblyzer's voice encoder, loaded once (its weights are in its wheel: nothing is downloaded)."""
-    global _ENCODER
-    if _ENCODER is None:
-        import warnings
+    import warnings
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from resemblyzer import VoiceEncoder
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from resemblyzer import VoiceEncoder
 
-            _ENCODER = VoiceEncoder("cpu", verbose=False)
-    return _ENCODER
+        return VoiceEncoder("cpu", verbose=False)

@@ -54,12 +54,12 @@ class Transcriber:
         transcribe from there on (seconds; times stay the file's). `known_speakers`: with diarize, name -> a short
         clip of that voice (any audio input): speakers who sound like one are named after it."""
         options = self.resolve(changes, options)
+        if known_speakers and not options.diarize:
+            raise InvalidOptionError("known speakers name the speakers diarization finds: turn diarize on too.")
         default_language = options.language or ("en" if not self.multilingual else None)
         if options.channels == "split":
             return self._by_channel(audio, options, sample_rate, allow_urls, default_language, start)
         pieces = stream_audio(audio, sample_rate=sample_rate, allow_urls=allow_urls)
-        if known_speakers and not options.diarize:
-            raise InvalidOptionError("known speakers name the speakers diarization finds: turn diarize on too.")
         if not options.diarize:
             return stream_blocks(self.backend.stream, pieces, options, default_language, start=start)
         # Speakers need the whole file's voices: the segments come, labelled, once the audio is decoded.

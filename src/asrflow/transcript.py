@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Iterator
 
 
@@ -102,7 +102,7 @@ def fit_segment(start: float, end: float, text: str, words: list[Word], previous
     for w in words:
         w_start = round(max(w.start, floor), 3)
         w_end = round(max(w.end, w_start), 3)
-        fitted.append(Word(w_start, w_end, w.word, w.probability))
+        fitted.append(replace(w, start=w_start, end=w_end))
         floor = w_end
     if fitted:
         return Segment(fitted[0].start, fitted[-1].end, text, fitted)
