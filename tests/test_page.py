@@ -49,11 +49,16 @@ def test_upload_listen_correct_download(browser, page_url, tmp_path):
     page.goto(url)
     page.wait_for_function("document.getElementById('model').textContent.includes('whisper-page')")
     assert f"whisper-page · version {version} · @champion" in page.text_content("#model")
+    # the models the server can answer with (GET /v1/models): choose one by its registered version
+    chosen = f"models:/whisper-page/{version}"
+    page.wait_for_selector(f"#model-choice option[value='{chosen}']", state="attached")
+    page.select_option("#model-choice", chosen)
 
     page.set_input_files("#file", str(SAMPLE))
     page.wait_for_selector("#segments li", timeout=120_000)
     text = page.text_content("#segments")
     assert "ask not what your country can do for you" in text
+    assert page.text_content("#answered-by") == f"Answered by {chosen} (version {version})."
     times = page.locator("#segments .time").all_text_contents()
     assert times[0].startswith("00:00:00.00")
     ends = [t.split("→")[1].strip() for t in times]

@@ -180,15 +180,24 @@ def serve(
     allow_private_urls: bool = typer.Option(False, help="Let allowed hosts resolve to private addresses (your own network)."),
     url_timeout: float = typer.Option(30.0, help="Seconds a URL input may take to download (then 400)."),
     realtime_idle_seconds: float = typer.Option(60.0, help="A realtime session with no client event this long is closed."),
+    max_models: int = typer.Option(2, min=1, help="Models held in memory at once (requests may name others: LRU)."),
+    model_ttl: float = typer.Option(600.0, help="Seconds idle after which a model other than the default is unloaded."),
+    model_alias: List[str] = typer.Option([], help="NAME=MODEL: a name requests may use for a model (repeatable); "
+                                          "whisper-1 means the default."),
 ):
-    """Serve OpenAI's audio API, MLflow's scoring protocol and a web page for one model."""
+    """Serve OpenAI's audio API, MLflow's scoring protocol and a web page: the given model by default, and any
+    registered (models:/...) or bundled model that a request names."""
     import uvicorn
 
+    from asrflow.errors import InvalidOptionError
     from asrflow.server import ServerConfig, create_app
 
+    if any("=" not in a or not a.split("=", 1)[0] or not a.split("=", 1)[1] for a in model_alias):
+        raise InvalidOptionError("--model-alias takes NAME=MODEL, e.g. challenger=models:/whisper@challenger.")
     config = ServerConfig(model_uri, backend, api_key, queue_size, timeout, max_upload_mb, max_audio_minutes,
                           max_queued_audio_minutes, tuple(allow_url_host), allow_private_urls, url_timeout_s=url_timeout,
-                          realtime_idle_s=realtime_idle_seconds)
+                          realtime_idle_s=realtime_idle_seconds, max_models=max_models, model_ttl_s=model_ttl,
+                          aliases=dict(a.split("=", 1) for a in model_alias))
     uvicorn.run(create_app(config), host=host, port=port, log_level="warning", timeout_graceful_shutdown=grace)
 
 

@@ -66,6 +66,12 @@ def resolve_model(name: str) -> ModelSource:
     )
 
 
+def installed_bundled() -> list[str]:
+    """The bundled names whose weights' packages are installed here."""
+    return [f"bundled:{short}" for short, (packages, _) in BUNDLED.items()
+            if all(importlib.util.find_spec(p) is not None for p in packages)]
+
+
 def _bundled_dir(short: str) -> Path:
     if short not in BUNDLED:
         raise ModelNotFoundError(f"no bundled model {short!r}: bundled models are {', '.join(BUNDLED)}.")

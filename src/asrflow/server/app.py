@@ -9,7 +9,7 @@ from importlib.metadata import version
 from fastapi import FastAPI, Request
 
 from asrflow.limits import BodyLimit
-from asrflow.server import health, mlflow_scoring, openai_audio, pages, realtime
+from asrflow.server import health, mlflow_scoring, openai_audio, openai_models, pages, realtime
 from asrflow.server.errors import HTTPError, error_response, http_error
 from asrflow.server.holder import ModelHolder, ServerConfig
 from asrflow.server.metrics import ServerMetrics
@@ -22,7 +22,7 @@ def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
     app = FastAPI(title="asrflow", version=version("asrflow"), docs_url="/docs")
     app.state.config, app.state.metrics = config, ServerMetrics()
     app.state.holder = ModelHolder(config, app.state.metrics, transcriber)
-    for module in (openai_audio, realtime, mlflow_scoring, pages, health):
+    for module in (openai_audio, openai_models, realtime, mlflow_scoring, pages, health):
         app.include_router(module.router)
 
     @app.middleware("http")

@@ -13,9 +13,11 @@ LOG = logging.getLogger("asrflow.server")
 
 
 class HTTPError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, headers: dict | None = None):
+    def __init__(self, status: int, message: str, param: str | None = None, headers: dict | None = None,
+                 code: str | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.headers = status, message, param, headers or {}
+        self.code = code or status  # OpenAI's code: a string where it names one (model_not_found)
 
 
 def http_error(error: BaseException, method: str = "", path: str = "") -> HTTPError:
@@ -48,10 +50,10 @@ def error_response(e: HTTPError, path: str) -> JSONResponse:
 
 def openai_error(e: HTTPError) -> JSONResponse:
     kind = "invalid_request_error" if e.status < 500 else "server_error"
-    body = {"error": {"message": e.message, "type": kind, "param": e.param, "code": e.status}}
+    body = {"error": {"message": e.message, "type": kind, "param": e.param, "code": e.code}}
     return JSONResponse(body, status_code=e.status, headers=e.headers)
 
 
 def mlflow_error(message: str, status: int = 400, headers: dict | None = None) -> JSONResponse:
-    code = "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR"
+    code = "RESOURCE_DOES_NOT_EXIST" if status == 404 else "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR"
     return JSONResponse({"error_code": code, "message": message}, status_code=status, headers=headers)

@@ -25,12 +25,13 @@ async def health():
 async def ready(model: Annotated[ModelHolder, Depends(holder)]):
     """Ready when a tenth of a second of silence goes through the scheduler and back within 10 s."""
     scheduler = model.ready()
+    served = (model.pool.loaded() or [model.default])[-1]  # the model used last: no load for a probe
     try:
-        probe = scheduler.submit(np.zeros(SAMPLE_RATE // 10, dtype=np.float32), scheduler.transcriber.options)
+        probe = scheduler.submit(served.transcriber, np.zeros(SAMPLE_RATE // 10, dtype=np.float32), served.transcriber.options)
         await asyncio.wait_for(asyncio.wrap_future(probe.future), 10)
     except Exception:  # noqa: BLE001 - full queue, dead or stuck scheduler: not ready, whatever the cause
         raise HTTPError(503, "the model is loaded but not answering: retry shortly.", headers={"Retry-After": "5"}) from None
-    return {"status": "ready", "model": model.config.model, "backend": scheduler.transcriber.backend.name}
+    return {"status": "ready", "model": model.config.model, "backend": model.default.transcriber.backend.name}
 
 
 @router.get("/metrics")

@@ -17,6 +17,7 @@ from asrflow.options import TranscribeOptions
 from asrflow.server.errors import HTTPError
 from asrflow.server.metrics import ServerMetrics
 from asrflow.server.fetch import UrlPolicy, fetch_audio
+from asrflow.server.pool import ModelPool, Served
 from asrflow.server.scheduler import Scheduler
 from asrflow.transcript import Transcript
 
@@ -36,6 +37,9 @@ class ServerConfig:
     max_urls: int = 4  # per request
     url_timeout_s: float = 30.0
     realtime_idle_s: float = 60.0  # a realtime session with no client event this long is closed
+    max_models: int = 2  # models held in memory at once (least recently used unloaded first)
+    model_ttl_s: float = 600.0  # a model other than the default is unloaded once idle this long
+    aliases: dict[str, str] = field(default_factory=dict)  # names requests may use -> models (whisper-1: the default)
 
     @property
     def max_bytes(self) -> int:
@@ -81,27 +85,31 @@ class Admission:
 
 
 class ModelHolder:
-    """Loads the model in the background (/health answers at once), admits requests, runs them through the Scheduler."""
+    """The server's models (ModelPool: the default loads in the background, so /health answers at once), admission
+    in audio seconds, and the one Scheduler that every request's clips go through."""
 
     def __init__(self, config: ServerConfig, metrics: ServerMetrics, transcriber=None):
         self.config, self.metrics = config, metrics
-        self.transcriber, self.scheduler, self.error = transcriber, None, None
-        self.info = {"model": config.model}
+        self.pool = ModelPool(config.model, config.backend, config.max_models, config.model_ttl_s, config.aliases,
+                              transcriber, on_load=lambda name: metrics.model_loads.labels(name).inc())
+        self.scheduler, self.error, self.default = None, None, None
         self.admission = Admission(config.max_queued_audio_minutes * 60, config.queue_size)
         self.urls = UrlPolicy(config.allowed_url_hosts, config.allow_private_urls, config.max_bytes, config.url_timeout_s)
         metrics.admitted.set_function(lambda: self.admission.seconds)
-        threading.Thread(target=self._load, name="asrflow-load", daemon=True).start()
+        self.pool.load(config.model).add_done_callback(self._loaded)
 
-    def _load(self) -> None:
-        try:
-            from asrflow.transcriber import load_transcriber
+    def _loaded(self, future) -> None:
+        if future.exception() is not None:
+            self.error = getattr(future.exception(), "message", str(future.exception()))  # reported by /ready
+            return
+        self.default = future.result()
+        self.scheduler = Scheduler()
+        self.metrics.queue.set_function(self.scheduler.depth)
 
-            self.transcriber = self.transcriber or load_transcriber(self.config.model, backend=self.config.backend)
-            self.info = model_identity(self.config.model) | {"backend": self.transcriber.backend.name}
-            self.scheduler = Scheduler(self.transcriber)
-            self.metrics.queue.set_function(self.scheduler.depth)
-        except Exception as e:  # noqa: BLE001 - reported by /ready
-            self.error = str(e)
+    @property
+    def info(self) -> dict:
+        """What answers requests that name no model."""
+        return self.default.identity if self.default else {"model": self.config.model}
 
     def ready(self) -> Scheduler:
         if self.scheduler is None:
@@ -109,8 +117,12 @@ class ModelHolder:
             raise HTTPError(503, f"the model is not loaded{reason}.", headers={"Retry-After": "5"})
         return self.scheduler
 
-    def resolve(self, changes: dict) -> TranscribeOptions:
-        return self.ready().transcriber.resolve(changes)
+    async def model(self, requested: str | None = None) -> Served:
+        """The model a request names (OpenAI's `model`, MLflow's param), loaded; the default when it names none."""
+        self.ready()
+        served = await self.pool.get(requested)
+        self.metrics.model_requests.labels(served.name, str(served.identity.get("version") or "")).inc()
+        return served
 
     async def admit(self, inputs: list) -> Reservation:
         """Fetch the URLs, refuse audio whose header is over the limit (413), reserve its seconds (503), decode it.
@@ -149,11 +161,13 @@ class ModelHolder:
         except AudioDecodeError as e:
             raise HTTPError(e.http_status, str(e), "file") from None
 
-    async def run(self, reservation: Reservation, options: TranscribeOptions, on_segment=None,
+    async def run(self, served: Served, reservation: Reservation, options: TranscribeOptions, on_segment=None,
                   disconnected=None, speakers: dict | None = None) -> list[Transcript]:
-        """Schedule the admitted clips and wait for them all; on any exit (timeout, disconnect, error) the
-        work left is withdrawn and the reservation released. `speakers`: known speakers (name -> samples)."""
-        jobs = [self.ready().submit(samples, options, on_segment, speakers) for samples in reservation.samples]
+        """Schedule the admitted clips on the `served` model and wait for them all; on any exit (timeout,
+        disconnect, error) the work left is withdrawn and the reservation released. `speakers`: known speakers
+        (name -> samples)."""
+        jobs = [self.ready().submit(served.transcriber, samples, options, on_segment, speakers)
+                for samples in reservation.samples]
         reservation.samples = []
         try:
             results = await self._wait([job.future for job in jobs], disconnected)

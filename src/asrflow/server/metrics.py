@@ -13,6 +13,10 @@ class ServerMetrics:
         self.latency = Histogram("asrflow_request_seconds", "Request latency", ["endpoint"], registry=self.registry,
                                  buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120))
         self.audio = Counter("asrflow_audio_seconds_total", "Audio seconds transcribed", registry=self.registry)
+        # one series per model that answered (names that resolved to a loaded model: bounded by the registry)
+        self.model_requests = Counter("asrflow_model_requests_total", "Requests answered per model", ["model", "version"],
+                                      registry=self.registry)
+        self.model_loads = Counter("asrflow_model_loads_total", "Models loaded", ["model"], registry=self.registry)
         self.queue = Gauge("asrflow_queue_depth", "Requests waiting for the model", registry=self.registry)
         self.admitted = Gauge("asrflow_admitted_audio_seconds", "Audio admitted and not yet answered", registry=self.registry)
 

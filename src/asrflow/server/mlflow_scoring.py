@@ -27,16 +27,20 @@ async def invocations(request: Request, model: Holder):
         items = scoring_items(payload)
     except (ValueError, AsrflowError) as e:  # not JSON, or not a scoring request
         return mlflow_error(f"Invalid input: {str(e)[:200]}")
+    params = payload.get("params")
+    params = dict(params) if isinstance(params, dict) else params
+    # asrflow's server also takes the param `model`: any model it serves (GET /v1/models), by name
+    served = await model.model(params.pop("model", None) if isinstance(params, dict) else None)
     try:
-        options, response = parse_params(model.ready().transcriber, payload.get("params"))
+        options, response = parse_params(served.transcriber, params)
     except AsrflowError as e:
         return mlflow_error(str(e))
     inputs = list(map(unwrap, items))
     if any(isinstance(item, str) and not item.startswith(("http://", "https://")) for item in inputs):
         return mlflow_error("each input must be base64-encoded audio (or an http(s) URL, where the server allows them).")
     reservation = await model.admit(inputs)  # a request is admitted or refused whole
-    results = await model.run(reservation, options, disconnected=request.is_disconnected)
-    return JSONResponse({"predictions": format_results(list(results), *response)})
+    results = await model.run(served, reservation, options, disconnected=request.is_disconnected)
+    return JSONResponse({"predictions": format_results(list(results), *response)}, headers=served.headers)
 
 
 @router.get("/ping")

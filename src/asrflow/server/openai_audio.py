@@ -8,7 +8,7 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from asrflow.audio import decode_audio
 from asrflow.errors import AsrflowError
@@ -16,6 +16,7 @@ from asrflow.limits import BodyTooLarge
 from asrflow.options import FALLBACK_TEMPERATURES, TranscribeOptions
 from asrflow.server.errors import HTTPError, root_cause
 from asrflow.server.holder import ModelHolder, Reservation, holder
+from asrflow.server.pool import Served
 from asrflow.transcriber import REFERENCE_SECONDS
 from asrflow.transcript import Segment, Transcript
 from asrflow.writers import WRITERS
@@ -64,16 +65,19 @@ async def openai_audio(request: Request, model: ModelHolder, task: str):
     changes |= {option: form.get(field) for field, option in OPTIONS.items() if form.get(field) not in (None, "")}
     if response_format == "diarized_json":
         changes["diarize"] = True
+    served = await model.model(form.get("model"))
     try:
-        options = model.resolve(openai_temperature(changes))
+        options = served.transcriber.resolve(openai_temperature(changes))
     except AsrflowError as e:
         raise HTTPError(400, str(e)) from None
     speakers = known_speakers(form, options)
     reservation = await model.admit([upload.file])  # spooled to disk: never read whole into memory
     if str(form.get("stream", "")).lower() == "true":
-        return stream_segments(model, reservation, options, speakers)
-    [result] = await model.run(reservation, options, disconnected=request.is_disconnected, speakers=speakers)
-    return openai_response(result, response_format, task, granularities)
+        return stream_segments(model, served, reservation, options, speakers)
+    [result] = await model.run(served, reservation, options, disconnected=request.is_disconnected, speakers=speakers)
+    response = openai_response(result, response_format, task, granularities)
+    response.headers.update(served.headers)
+    return response
 
 
 def known_speakers(form, options: TranscribeOptions) -> dict | None:
@@ -147,7 +151,7 @@ async def read_form(request: Request, max_bytes: int):
     return form
 
 
-def stream_segments(model: ModelHolder, reservation: Reservation, options: TranscribeOptions,
+def stream_segments(model: ModelHolder, served: Served, reservation: Reservation, options: TranscribeOptions,
                     speakers: dict | None = None) -> StreamingResponse:
     """Server-sent events: a transcript.text.delta per segment as decoded, then transcript.text.done.
     Each delta also carries the segment and the progress (audio seconds done, of the total).
@@ -155,7 +159,7 @@ def stream_segments(model: ModelHolder, reservation: Reservation, options: Trans
     total = round(reservation.seconds, 3)  # settled: the decoded duration
     loop = asyncio.get_running_loop()
     segments: asyncio.Queue = asyncio.Queue()
-    task = asyncio.ensure_future(model.run(reservation, options, lambda s: loop.call_soon_threadsafe(segments.put_nowait, s),
+    task = asyncio.ensure_future(model.run(served, reservation, options, lambda s: loop.call_soon_threadsafe(segments.put_nowait, s),
                                            speakers=speakers))
 
     async def events():
@@ -184,21 +188,21 @@ def stream_segments(model: ModelHolder, reservation: Reservation, options: Trans
         finally:
             task.cancel()
 
-    return StreamingResponse(events(), media_type="text/event-stream")
+    return StreamingResponse(events(), media_type="text/event-stream", headers=served.headers)
 
 
-def openai_response(result: Transcript, response_format: str, task: str, granularities: set[str]):
+def openai_response(result: Transcript, response_format: str, task: str, granularities: set[str]) -> Response:
     if response_format == "json":
-        return {"text": result.text}
+        return JSONResponse({"text": result.text})
     if response_format == "text":
         return PlainTextResponse(result.text)
     if response_format in ("srt", "vtt"):
         return PlainTextResponse(WRITERS[response_format](result))
     if response_format == "diarized_json":
-        return {"task": "transcribe", "duration": result.duration, "text": result.text,
+        return JSONResponse({"task": "transcribe", "duration": result.duration, "text": result.text,
                 "segments": [{"type": "transcript.text.segment", "id": f"seg_{i}", "start": s.start, "end": s.end,
                               "text": s.text, "speaker": s.speaker} for i, s in enumerate(result.segments)],
-                "usage": {"type": "duration", "seconds": result.duration}}
+                "usage": {"type": "duration", "seconds": result.duration}})
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
     body = {"task": task, "language": LANGUAGES.get(result.language or "", result.language), "duration": result.duration,
@@ -212,7 +216,7 @@ def openai_response(result: Transcript, response_format: str, task: str, granula
         ]
     if "word" in granularities:
         body["words"] = [{"word": w.word, "start": w.start, "end": w.end} for s in result.segments for w in s.words]
-    return body
+    return JSONResponse(body)
 
 
 def sse(event: dict) -> str:

@@ -54,6 +54,12 @@ async def realtime(websocket: WebSocket):
         return
     await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
     session = LiveSession(websocket, websocket.app.state.holder, config.max_audio_minutes * 60, config.realtime_idle_s)
+    try:
+        await session.use_model(None)
+    except HTTPError as e:
+        await session.error(e.message, "model", "model_not_ready")
+        await websocket.close(code=1011)
+        return
     if websocket.query_params.get("intent", "transcription") != "transcription":
         await session.error("asrflow serves transcription sessions only: connect with ?intent=transcription.", "intent")
         await websocket.close(code=1008)
@@ -67,10 +73,15 @@ class LiveSession:
         self.id, self.sending, self.order = new_id("sess"), asyncio.Lock(), asyncio.Lock()
         self.transcription = {"model": "whisper-1", "language": None, "prompt": ""}
         self.rate, self.turn_detection = 24000, dict(SERVER_VAD)
-        self.options = holder.resolve({})
+        self.served, self.options = None, None  # the session's model and options (use_model)
         self._reset_audio()
         self.item, self.previous_item, self.received = None, None, 0
         self.tasks: set[asyncio.Task] = set()
+
+    async def use_model(self, requested: str | None) -> None:
+        """The model the session's transcription names (any the server serves; whisper-1: its default)."""
+        self.served = await self.holder.model(requested)
+        self.options = self.served.transcriber.resolve({})
 
     def _reset_audio(self) -> None:
         self.resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
@@ -141,14 +152,16 @@ class LiveSession:
         if (given.get("format") or {}).get("type", "audio/pcm") != "audio/pcm" or rate not in RATES:
             raise ValueError("audio.input.format must be {'type': 'audio/pcm', 'rate': 24000} (16000 is accepted too).")
         transcription = {**self.transcription, **(given.get("transcription") or {})}
-        options = self.holder.resolve({"language": transcription.get("language") or None,
-                                       "initial_prompt": transcription.get("prompt") or None})
+        served = await self.holder.model(transcription.get("model")) if "model" in (given.get("transcription") or {}) else self.served
+        options = served.transcriber.resolve({"language": transcription.get("language") or None,
+                                              "initial_prompt": transcription.get("prompt") or None})
         detection = self.turn_detection
         if "turn_detection" in given:
             detection = None if given["turn_detection"] is None else {**SERVER_VAD, **given["turn_detection"]}
             if detection and (detection["type"] != "server_vad" or not 0 < float(detection["threshold"]) < 1):
                 raise ValueError("turn_detection must be null or {'type': 'server_vad', 'threshold' between 0 and 1, ...}.")
         self.rate, self.transcription, self.options, self.turn_detection = rate, transcription, options, detection
+        self.served = served
         self._reset_audio()
         await self.send({"type": "session.updated", "session": self.describe()})
 
@@ -269,7 +282,7 @@ class LiveSession:
     async def transcribe(self, samples: np.ndarray, greedy: bool = False) -> str:
         """Through the scheduler; hypotheses of a turn still spoken are decoded greedily (the final one is not)."""
         options = replace(self.options, beam_size=1, temperature=(0.0,)) if greedy else self.options
-        job = self.holder.ready().submit(samples, options)
+        job = self.holder.ready().submit(self.served.transcriber, samples, options)
         return (await asyncio.wrap_future(job.future)).text
 
     def _spawn(self, work) -> asyncio.Task:

@@ -1,5 +1,8 @@
 """Fair scheduling: one model thread serves the admitted requests in turns of one decoded window each.
 
+Each job carries the model it asked for: requests for different models take turns on the one thread (the CPU
+is shared either way), and a turn decodes one job's window with that job's model, never a batch mixing models.
+
 Every request goes through the same single path as `asrflow transcribe` (so its answer does not depend
 on who else is calling); a long file advances one window per turn, so short requests are not stuck
 behind it, and a request that was cancelled (timeout, disconnect) stops using the model at its next turn.
@@ -25,15 +28,16 @@ LOG = logging.getLogger("asrflow.server")
 class Job:
     """One clip to transcribe: its future is the answer; cancelling the future withdraws the work."""
 
-    def __init__(self, samples: np.ndarray, options: TranscribeOptions, on_segment=None, speakers=None):
-        self.samples, self.options, self.on_segment, self.speakers = samples, options, on_segment, speakers
+    def __init__(self, transcriber, samples: np.ndarray, options: TranscribeOptions, on_segment=None, speakers=None):
+        self.transcriber, self.samples, self.options = transcriber, samples, options
+        self.on_segment, self.speakers = on_segment, speakers
         self.future: Future = Future()
         self.stream, self.segments = None, []
 
-    def step(self, transcriber) -> bool:
+    def step(self) -> bool:
         """Decode a little more (at most one window or one batch); True when the job is answered."""
         if self.stream is None:
-            self.stream = transcriber.stream(self.samples, self.options, known_speakers=self.speakers)
+            self.stream = self.transcriber.stream(self.samples, self.options, known_speakers=self.speakers)
             self.samples = None
         segment: Segment | None = next(self.stream.segments, None)
         if segment is None:
@@ -46,14 +50,13 @@ class Job:
 
 
 class Scheduler:
-    def __init__(self, transcriber):
-        self.transcriber = transcriber
+    def __init__(self):
         self.jobs: deque[Job] = deque()
         self.wakeup = threading.Condition()
         threading.Thread(target=self._run, name="asrflow-scheduler", daemon=True).start()
 
-    def submit(self, samples: np.ndarray, options: TranscribeOptions, on_segment=None, speakers=None) -> Job:
-        job = Job(samples, options, on_segment, speakers)
+    def submit(self, transcriber, samples: np.ndarray, options: TranscribeOptions, on_segment=None, speakers=None) -> Job:
+        job = Job(transcriber, samples, options, on_segment, speakers)
         with self.wakeup:
             self.jobs.append(job)
             self.wakeup.notify()
@@ -81,7 +84,7 @@ class Scheduler:
         if job.future.done():
             return
         try:
-            finished = job.step(self.transcriber)
+            finished = job.step()
         except InvalidStateError:  # cancelled while its last step ran
             return
         except Exception as e:  # noqa: BLE001 - the caller hears of it; the loop goes on
