@@ -93,12 +93,14 @@ def test_client_commits_when_turn_detection_is_off_at_16_khz(server):
     refs = references()
     with client(server).realtime.connect(extra_query={"intent": "transcription"}) as connection:
         connection.session.update(session={"type": "transcription", "audio": {"input": {
-            "format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": None}}})
+            "format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": None,
+            "transcription": {"model": "bundled:base"}}}})  # another model than the server's default, by name
         connection.input_audio_buffer.append(audio=base64.b64encode(pcm(DATA / "dev001.mp3", 16000)).decode())
         connection.input_audio_buffer.commit()
         seen = events_until(connection, lambda s: any(e.type == COMPLETED for e in s))
     [done] = [e for e in seen if e.type == COMPLETED]
     assert word_error_rate([refs["dev001.mp3"]], [done.transcript]) < 0.3
+    assert done.model_extra["asrflow"]["model"] == "bundled:base"
 
 
 def test_bad_events_get_error_events_and_the_session_goes_on(server):
@@ -107,11 +109,13 @@ def test_bad_events_get_error_events_and_the_session_goes_on(server):
         connection.send({"type": "input_audio_buffer.append", "audio": "not base64!"})
         connection.session.update(session={"type": "transcription", "audio": {"input": {"format": {"type": "audio/pcm", "rate": 8000}}}})
         connection.input_audio_buffer.commit()  # nothing spoken yet
+        connection.session.update(session={"type": "transcription", "audio": {"input": {"transcription": {"model": "gpt-9"}}}})
         connection.session.update(session={"type": "transcription", "audio": {"input": {"turn_detection": None}}})
         seen = events_until(connection, lambda s: any(e.type == "session.updated" for e in s))
     errors = [e.error.message for e in seen if e.type == "error"]
-    assert len(errors) == 4, errors
+    assert len(errors) == 5, errors
     assert "unsupported event type" in errors[0] and "base64" in errors[1] and "24000" in errors[2] and "no speech" in errors[3]
+    assert "gpt-9" in errors[4] and "/v1/models" in errors[4]
 
 
 def test_a_wrong_key_is_refused(server):

@@ -118,6 +118,8 @@ def stream_audio(
         if _is_empty(audio):
             raise AudioDecodeError("the audio is empty (0 bytes): send the content of an audio file.")
         yield from _decode_stream(audio, "the audio file", max_seconds, channel)
+    elif isinstance(audio, Iterator):  # already decoded: 16 kHz mono pieces (a server's upload, decoded ahead)
+        yield from audio
     else:
         raise AudioDecodeError(
             f"cannot read audio from a {type(audio).__name__}: pass bytes, a path, a file object "

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from asrflow.audio import SAMPLE_RATE, declared_seconds, decode_audio, too_long
-from asrflow.errors import AsrflowError, AudioDecodeError, AudioTooLongError
+from asrflow.audio import declared_seconds, too_long
+from asrflow.errors import AsrflowError, AudioDecodeError
 from asrflow.options import TranscribeOptions
 from asrflow.server.errors import HTTPError
 from asrflow.server.metrics import ServerMetrics
 from asrflow.server.fetch import UrlPolicy, fetch_audio
 from asrflow.server.pool import ModelPool, Served
+from asrflow.server.uploads import DecodeAhead
 from asrflow.server.scheduler import Scheduler
 from asrflow.transcript import Transcript
 
@@ -50,7 +51,17 @@ class Reservation:
     """Audio seconds and clips held for one request from before decoding until it is answered."""
 
     def __init__(self, admission: Admission, seconds: float, clips: int):
-        self.admission, self.seconds, self.clips, self.samples = admission, seconds, clips, []
+        self.admission, self.seconds, self.clips, self.count = admission, seconds, clips, clips
+        self.clips_ahead: list[DecodeAhead] = []  # each clip, decoding ahead of the model
+        self.declared: float | None = None  # the clips' length by their headers, where they all say
+        self.bounds: dict[int, float] = {}  # clip -> decoded seconds, once decoded
+
+    def settle_clip(self, clip: int, seconds: float) -> None:
+        """A clip is decoded: hold its length, not the bound it was admitted with."""
+        with self.admission.lock:
+            self.bounds[clip] = seconds
+        if len(self.bounds) == self.count:
+            self.settle(sum(self.bounds.values()))
 
     def settle(self, seconds: float) -> None:
         """Hold what the request turned out to need (decoded), not the bound it was admitted with."""
@@ -59,6 +70,8 @@ class Reservation:
             self.seconds = seconds
 
     def release(self) -> None:
+        for ahead in self.clips_ahead:
+            ahead.close()
         self.settle(0.0)
         with self.admission.lock:
             self.admission.clips -= self.clips
@@ -125,7 +138,8 @@ class ModelHolder:
         return served
 
     async def admit(self, inputs: list) -> Reservation:
-        """Fetch the URLs, refuse audio whose header is over the limit (413), reserve its seconds (503), decode it.
+        """Fetch the URLs, refuse audio whose header is over the limit (413), reserve its seconds (503), start
+        decoding it ahead of the model (uploads.DecodeAhead) and check that it is audio (400).
 
         Audio without a duration in its header is reserved at the per-request limit until it is decoded.
         """
@@ -133,42 +147,43 @@ class ModelHolder:
         if sum(isinstance(x, str) for x in inputs) > self.config.max_urls:
             raise HTTPError(400, f"at most {self.config.max_urls} URLs per request: send the rest in other requests.")
         data = [await fetch_audio(x, self.urls) if isinstance(x, str) else x for x in inputs]
-        bounds = [await run_in_threadpool(self._bound, item) for item in data]
+        declared = [await run_in_threadpool(self._declared, item) for item in data]
+        limit = self.config.max_audio_minutes * 60
+        bounds = [limit if d is None else min(limit, d * 1.05 + 1) for d in declared]  # decoding enforces the margin
         reservation = self.admission.reserve(sum(bounds), len(data))
+        reservation.declared = None if None in declared else sum(declared)
         try:
-            reservation.samples = [await run_in_threadpool(self._decode, item, bound) for item, bound in zip(data, bounds)]
+            for i, (item, bound) in enumerate(zip(data, bounds)):
+                ahead = DecodeAhead(item, bound, declared[i] is not None, functools.partial(reservation.settle_clip, i))
+                reservation.clips_ahead.append(ahead)
+                await run_in_threadpool(self._checked, ahead.check)
         except BaseException:
             reservation.release()
             raise
-        reservation.settle(sum(len(s) for s in reservation.samples) / SAMPLE_RATE)
         return reservation
 
-    def _bound(self, data) -> float:
-        """Seconds to reserve: what the header declares (with a margin that decoding enforces), else the limit."""
+    def _declared(self, data) -> float | None:
+        """What the header declares; over the per-request limit: 413 before anything is decoded."""
         limit = self.config.max_audio_minutes * 60
         declared = declared_seconds(data)
         if declared is not None and declared > limit:
             raise HTTPError(413, too_long(limit).args[0], "file")
-        return limit if declared is None else min(limit, declared * 1.05 + 1)
+        return declared
 
-    def _decode(self, data, bound: float) -> np.ndarray:
+    @staticmethod
+    def _checked(check) -> None:
         try:
-            return decode_audio(data, max_seconds=bound)
-        except AudioTooLongError as e:
-            if bound < self.config.max_audio_minutes * 60:
-                raise HTTPError(400, "the file holds more audio than its header declares: re-encode it.", "file") from None
-            raise HTTPError(413, str(e), "file") from None
+            check()
         except AudioDecodeError as e:
             raise HTTPError(e.http_status, str(e), "file") from None
 
     async def run(self, served: Served, reservation: Reservation, options: TranscribeOptions, on_segment=None,
                   disconnected=None, speakers: dict | None = None) -> list[Transcript]:
         """Schedule the admitted clips on the `served` model and wait for them all; on any exit (timeout,
-        disconnect, error) the work left is withdrawn and the reservation released. `speakers`: known speakers
-        (name -> samples)."""
-        jobs = [self.ready().submit(served.transcriber, samples, options, on_segment, speakers)
-                for samples in reservation.samples]
-        reservation.samples = []
+        disconnect, error) the work left is withdrawn, the decoders stopped and the reservation released.
+        `speakers`: known speakers (name -> samples)."""
+        jobs = [self.ready().submit(served.transcriber, self._audio(ahead, options), options, on_segment, speakers)
+                for ahead in reservation.clips_ahead]
         try:
             results = await self._wait([job.future for job in jobs], disconnected)
         finally:
@@ -177,6 +192,17 @@ class ModelHolder:
             reservation.release()
         self.metrics.audio.inc(sum(r.duration for r in results))
         return results
+
+    @staticmethod
+    def _audio(ahead: DecodeAhead, options: TranscribeOptions):
+        """The decoded pieces; channels=split decodes each channel of the encoded bytes by itself instead."""
+        if options.channels != "split":
+            return ahead.pieces()
+        ahead.close()
+        ahead.thread.join()
+        if hasattr(ahead.data, "seek"):
+            ahead.data.seek(0)
+        return ahead.data
 
     async def _wait(self, futures, disconnected) -> list[Transcript]:
         waiting = [asyncio.wrap_future(f) for f in futures]

@@ -156,7 +156,7 @@ def stream_segments(model: ModelHolder, served: Served, reservation: Reservation
     """Server-sent events: a transcript.text.delta per segment as decoded, then transcript.text.done.
     Each delta also carries the segment and the progress (audio seconds done, of the total).
     A client that goes away cancels the work at its next window."""
-    total = round(reservation.seconds, 3)  # settled: the decoded duration
+    total = None if reservation.declared is None else round(reservation.declared, 3)  # by the header
     loop = asyncio.get_running_loop()
     segments: asyncio.Queue = asyncio.Queue()
     task = asyncio.ensure_future(model.run(served, reservation, options, lambda s: loop.call_soon_threadsafe(segments.put_nowait, s),
@@ -173,7 +173,7 @@ def stream_segments(model: ModelHolder, served: Served, reservation: Reservation
                     sent += 1
                     yield sse({"type": "transcript.text.delta", "delta": (" " if sent > 1 else "") + segment.text,
                                "segment": {"start": segment.start, "end": segment.end, "text": segment.text},
-                               "progress": {"seconds": min(segment.end, total), "total_seconds": total}})
+                               "progress": {"seconds": min(segment.end, total or segment.end), "total_seconds": total}})
                     continue
                 getter.cancel()
                 if task.exception() is not None:

@@ -272,7 +272,7 @@ class LiveSession:
             await self.send({"type": "conversation.item.input_audio_transcription.completed", "item_id": item,
                              "content_index": 0, "transcript": text,
                              "usage": {"type": "duration", "seconds": round(len(turn) / SAMPLE_RATE, 3)},
-                             "asrflow": {"seconds": round(time.perf_counter() - started, 3)}})
+                             "asrflow": {"seconds": round(time.perf_counter() - started, 3), "model": self.served.name}})
 
     async def delta(self, item: str, agreement: Agreement, words: list[str]) -> None:
         first = len(agreement.confirmed) == len(words)

@@ -88,7 +88,7 @@ class Scheduler:
         except InvalidStateError:  # cancelled while its last step ran
             return
         except Exception as e:  # noqa: BLE001 - the caller hears of it; the loop goes on
-            if not isinstance(e, AsrflowError):
+            if not isinstance(e, AsrflowError) and not job.future.cancelled():  # cancelled: its decoder stopped
                 LOG.error("a transcription failed", exc_info=True)
             try:
                 job.future.set_exception(e)
