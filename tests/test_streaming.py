@@ -102,3 +102,47 @@ def test_a_killed_run_resumes_after_its_last_segment(tmp_path):
     (out / "talk.srt").write_text("kept")
     subprocess.run(command + ["--resume"], check=True)
     assert (out / "talk.srt").read_text() == "kept"
+
+
+def test_a_server_upload_is_decoded_as_it_is_transcribed_not_held_whole(tmp_path):
+    """100 minutes uploaded (silence: decoded and looked at, with nothing for the model to decode): the server
+    holds about two 10-minute blocks of it at a time, not its 380 MB of samples; a stereo call's channels split."""
+    import threading
+    import time
+
+    import openai
+
+    from asrflow.encoding import encode_audio
+    from conftest import stop
+    from test_diarize import stereo_call
+    from test_server import serve
+
+    quiet = encode_audio(np.zeros(60 * 16000, np.float32) for _ in range(100))
+    process, url = serve()
+    try:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=300)
+        status = f"/proc/{process.pid}/status"
+        rss = lambda: int(next(line for line in open(status) if line.startswith("VmRSS")).split()[1]) // 1024  # noqa: E731
+        baseline, peak, done = rss(), [0], threading.Event()
+
+        def sample():
+            while not done.is_set():
+                peak[0] = max(peak[0], rss())
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            result = client.audio.transcriptions.create(model="whisper-1", file=("quiet.ogg", quiet), response_format="verbose_json")
+        finally:
+            done.set()
+            sampler.join()
+        assert abs(result.duration - 6000) < 1 and result.text == ""
+        assert peak[0] - baseline < 200, (baseline, peak[0])  # whole: 380 MB of samples, and a copy while gathered
+
+        call = stereo_call(tmp_path / "call.wav").read_bytes()
+        split = client.audio.transcriptions.create(model="whisper-1", file=("call.wav", call), response_format="verbose_json",
+                                                   extra_body={"channels": "split"})
+        assert [(s.model_extra["speaker"], s.text.split()[0]) for s in split.segments[:2]] == [("left", "Good"), ("right", "Hi,")]
+    finally:
+        stop(process)
