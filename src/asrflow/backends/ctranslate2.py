@@ -12,7 +12,7 @@ import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 
 from asrflow.audio import SAMPLE_RATE
-from asrflow.backends.features import WindowedExtractor
+from asrflow.backends.features import SilencePaddedExtractor, WindowedExtractor
 from asrflow.backends.languages import by_language, dominant
 from asrflow.errors import ModelNotFoundError
 from asrflow.models import ModelSource, ctranslate2_dir, hub_error
@@ -37,7 +37,10 @@ class CTranslate2Backend:
                 raise ModelNotFoundError(f"could not load {source.name} with CTranslate2: {e}") from None
             raise hub_error(source.name, e) from None
         self.multilingual = self.model.model.is_multilingual
-        self.batched = BatchedInferencePipeline(self.model)
+        # the batched pipeline (speech regions shorter than a window), with each region padded with silence
+        padded = copy.copy(self.model)
+        padded.feature_extractor = SilencePaddedExtractor(self.model.feature_extractor)
+        self.batched = BatchedInferencePipeline(padded)
         # the sequential decoder, with the spectrogram computed a window at a time (same values, bounded memory)
         self.sequential = copy.copy(self.model)
         self.sequential.feature_extractor = WindowedExtractor(self.model.feature_extractor)

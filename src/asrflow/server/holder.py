@@ -190,6 +190,7 @@ class ModelHolder:
             for job in jobs:
                 job.future.cancel()
             reservation.release()
+            served.used = time.monotonic()  # idle (for its TTL) from its last answer, not its last request
         self.metrics.audio.inc(sum(r.duration for r in results))
         return results
 
