@@ -31,6 +31,8 @@ from asrflow.server.errors import HTTPError
 router = APIRouter()
 RATES = (24000, 16000)
 PARTIAL_EVERY = 0.5  # seconds of new speech between hypotheses of the turn being spoken
+FIRST_PARTIAL = 1.0  # seconds of turn (prefix padding included) before its first hypothesis: on less, Whisper
+# may hear words that are not there, twice in a row (so LocalAgreement-2 sends them, and sent words stay)
 PAUSING = 0.2  # seconds of silence after which no new hypothesis starts: the turn may be ending, its final comes first
 MAX_TURN = 30.0  # a turn longer than Whisper's window is committed as it stands
 MAX_BUFFER = 600.0  # audio held uncommitted with turn_detection null
@@ -208,7 +210,8 @@ class LiveSession:
 
     async def started(self, at: int) -> None:
         self.turn_start, self.item = max(at, self.offset), new_id("item")
-        self.agreement, self.hypothesis_at = Agreement(), self.turn_start
+        self.agreement = Agreement()
+        self.hypothesis_at = self.turn_start + int((FIRST_PARTIAL - PARTIAL_EVERY) * SAMPLE_RATE)
         await self.send({"type": "input_audio_buffer.speech_started", "audio_start_ms": at * 1000 // SAMPLE_RATE,
                          "item_id": self.item})
 
