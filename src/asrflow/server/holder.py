@@ -197,13 +197,7 @@ class ModelHolder:
     @staticmethod
     def _audio(ahead: DecodeAhead, options: TranscribeOptions):
         """The decoded pieces; channels=split decodes each channel of the encoded bytes by itself instead."""
-        if options.channels != "split":
-            return ahead.pieces()
-        ahead.close()
-        ahead.thread.join()
-        if hasattr(ahead.data, "seek"):
-            ahead.data.seek(0)
-        return ahead.data
+        return ahead.encoded() if options.channels == "split" else ahead.pieces()
 
     async def _wait(self, futures, disconnected) -> list[Transcript]:
         waiting = [asyncio.wrap_future(f) for f in futures]

@@ -125,7 +125,8 @@ class ModelPool:
 
 
 def load_error(name: str, error: Exception) -> HTTPError:
-    """An unknown model is a 404; one that exists but cannot be loaded here a 400; anything else a 503."""
+    """An unknown model (ModelNotFoundError: the registry's lookups raise it too) is a 404; one that exists but
+    cannot be loaded here a 400; anything else a 503."""
     if isinstance(error, HTTPError):
         return error
     if isinstance(error, ModelNotFoundError):
@@ -134,9 +135,6 @@ def load_error(name: str, error: Exception) -> HTTPError:
     if isinstance(error, AsrflowError):
         return HTTPError(400, f"the model {name!r} could not be loaded: {error}", "model")
     message = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
-    if "RESOURCE_DOES_NOT_EXIST" in repr(getattr(error, "error_code", "")) or "not found" in message.lower():
-        return HTTPError(404, f"the model {name!r} does not exist in the registry ({message}): GET /v1/models lists "
-                         "what this server answers with.", "model", code="model_not_found")
     LOG.error("loading %s failed", name, exc_info=error)
     return HTTPError(503, f"the model {name!r} could not be loaded ({message}): retry later, or ask for another.",
                      "model", headers={"Retry-After": "10"})

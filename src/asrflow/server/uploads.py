@@ -100,5 +100,13 @@ class DecodeAhead:
         while (item := self._take()) is not END:
             yield item
 
+    def encoded(self):
+        """The encoded audio itself, from its start, once the decoder has stopped (for a reader of its own)."""
+        self.close()
+        self.thread.join()
+        if hasattr(self.data, "seek"):
+            self.data.seek(0)
+        return self.data
+
     def close(self) -> None:
         self.stopped.set()
