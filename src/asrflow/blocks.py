@@ -9,6 +9,8 @@ the file lasts. Each block after the first keeps the first one's language, and i
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from dataclasses import replace
 from typing import Callable, Iterable, Iterator
 
@@ -24,6 +26,26 @@ SEARCH_SECONDS = 30.0  # the cut is at the quietest half second of a block's las
 FRAME = SAMPLE_RATE // 20  # 50 ms
 
 
+def keep_heap_flat() -> None:
+    """Have glibc give every allocation of 4 MB or more its own mapping, returned when freed. By default the
+    threshold rises to the largest block freed so far (up to 32 MB), after which the decoder's many-MB buffers
+    come from the heap and fragment it: an hour of audio then peaked 60-90 MB above ten minutes (545-560 vs
+    470 MB); with this it is flat (430 vs 425) and no slower (1 MB was 40% slower). Process-wide, once; a no-op
+    off glibc."""
+    global _heap_kept
+    if not _heap_kept and sys.platform == "linux":
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(M_MMAP_THRESHOLD, 4 * 2**20)
+        except (OSError, AttributeError):  # musl and others: no mallopt
+            pass
+        _heap_kept = True
+
+
+M_MMAP_THRESHOLD = -3
+_heap_kept = False
+
+
 def blocks(pieces: Iterable[np.ndarray], block_seconds: float = BLOCK_SECONDS, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
     """(first sample, samples) for consecutive blocks of at most `block_seconds`, the last one whatever is left,
     from sample `start` on (what comes before it is decoded and dropped)."""
@@ -37,11 +59,12 @@ def blocks(pieces: Iterable[np.ndarray], block_seconds: float = BLOCK_SECONDS, s
             buffer[filled : filled + taken], piece, filled = piece[:taken], piece[taken:], filled + taken
             if filled == size:
                 cut = quiet_cut(buffer, int(min(SEARCH_SECONDS, block_seconds / 2) * SAMPLE_RATE))
-                yield offset, buffer[:cut].copy()
-                rest = buffer[cut:].copy()
-                buffer[: len(rest)], filled, offset = rest, len(rest), offset + cut
+                block, buffer = buffer, np.empty(size, np.float32)  # each block its own array, freed once decoded
+                buffer[: size - cut], filled = block[cut:], size - cut
+                yield offset, block[:cut]
+                offset, block = offset + cut, None
     if filled:
-        yield offset, buffer[:filled].copy()
+        yield offset, buffer[:filled]
 
 
 def quiet_cut(samples: np.ndarray, search: int) -> int:
@@ -80,6 +103,7 @@ def stream_blocks(
             stream.duration = (start + len(samples)) / SAMPLE_RATE
             if not is_silent(samples):
                 yield from shifted(decode(samples, later), start, first)
+            del samples  # not held while the next block is read
 
     stream.segments = segments()
     return stream
