@@ -45,7 +45,9 @@ class WindowedFeatures:
 
     def _log_mel(self, a: int, b: int) -> np.ndarray:
         log_spec = np.log10(np.clip(self._mel(a, b), a_min=1e-10, a_max=None))
-        return (np.maximum(log_spec, self.ceiling - 8.0) + 4.0) / 4.0
+        frames = (np.maximum(log_spec, self.ceiling - 8.0) + 4.0) / 4.0
+        return frames.view(SilencePadded)._floor((self.ceiling - 8.0 + 4.0) / 4.0)
+
 
     def _mel(self, a: int, b: int) -> np.ndarray:
         """Mel power of frames [a, b): the extractor's STFT (audio + 160 zeros, reflect-padded by n_fft/2)."""
@@ -61,6 +63,27 @@ class WindowedFeatures:
         stft = self.extractor.stft(samples, n_fft, hop, window=self.window, center=False, return_complex=True)
         magnitudes = np.abs(stft.astype("complex64")) ** 2
         return self.extractor.mel_filters @ magnitudes
+
+
+class SilencePadded(np.ndarray):
+    """Frames that `np.pad` extends with silence (the spectrogram's floor, what silent audio gives) instead of
+    zeros: faster-whisper pads the last window of a file that way (`pad_or_trim`), and a window of zeros is
+    loud noise to Whisper, which then makes words up or drops the last ones (as in the batched path)."""
+
+    floor = 0.0
+
+    def __array_finalize__(self, obj):
+        self.floor = getattr(obj, "floor", 0.0)
+
+    def _floor(self, value: float) -> "SilencePadded":
+        self.floor = value
+        return self
+
+    def __array_function__(self, func, types, args, kwargs):
+        if func is np.pad and kwargs.get("mode", "constant") == "constant" and "constant_values" not in kwargs:
+            kwargs = kwargs | {"constant_values": self.floor}
+        args = [a.view(np.ndarray) if isinstance(a, SilencePadded) else a for a in args]
+        return func(*args, **kwargs)
 
 
 class WindowedExtractor:
