@@ -30,7 +30,7 @@ COMPLETED = "conversation.item.input_audio_transcription.completed"
 DELTA = "conversation.item.input_audio_transcription.delta"
 
 
-def session(url: str, clips: list[Path], out: list, errors: list) -> None:
+def session(url: str, clips: list[Path], out: list, errors: list, number: int = 1) -> None:
     import openai
 
     from test_realtime import pcm
@@ -66,7 +66,7 @@ def session(url: str, clips: list[Path], out: list, errors: list) -> None:
     for clip, (start, end), item in zip(clips, sent, committed):
         first = next((t for t, e in events if e.type == DELTA and e.item_id == item), None)
         done = next((t, e.transcript) for t, e in events if e.type == COMPLETED and e.item_id == item)
-        out.append({"clip": clip.name, "first_delta_s": None if first is None else round(first - start, 3),
+        out.append({"session": number, "clip": clip.name, "first_delta_s": None if first is None else round(first - start, 3),
                     "completed_s": round(done[0] - end, 3), "text": done[1]})
 
 
@@ -86,6 +86,19 @@ def files_alongside(url: str, stop: threading.Event, errors: list, answered: lis
                 return
 
 
+def figures(turns: list[dict], references: dict, offline: dict) -> dict:
+    """Latency and accuracy of some turns (a session's, or all of a run's)."""
+    from asrflow.metrics import word_error_rate
+
+    firsts = [t["first_delta_s"] for t in turns if t["first_delta_s"] is not None]
+    return {"turns": len(turns), "first_delta_p50_s": round(statistics.median(firsts), 2) if firsts else None,
+            "turns_with_delta_before_completed": len(firsts),
+            "completed_p50_s": round(statistics.median(t["completed_s"] for t in turns), 2),
+            "completed_p95_s": round(percentile([t["completed_s"] for t in turns], 95), 2),
+            "wer_live": round(word_error_rate([references[t["clip"]] for t in turns], [t["text"] for t in turns]), 4),
+            "wer_offline": round(word_error_rate([references[t["clip"]] for t in turns], [offline[t["clip"]] for t in turns]), 4)}
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
@@ -94,7 +107,6 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> None:
     import openai
 
-    from asrflow.metrics import word_error_rate
     from conftest import BIN, environment, free_port, start, stop
 
     references = {json.loads(line)["audio"]: json.loads(line)["text"] for line in (DATA / "manifest.jsonl").read_text().splitlines()}
@@ -109,7 +121,7 @@ def main() -> None:
         for n in SESSIONS:
             turns, errors, answered, done = [], [], [], threading.Event()
             mine = [clips[(i * CLIPS + k) % len(clips)] for i in range(n) for k in range(CLIPS)]
-            threads = [threading.Thread(target=session, args=(url, mine[i * CLIPS : (i + 1) * CLIPS], turns, errors)) for i in range(n)]
+            threads = [threading.Thread(target=session, args=(url, mine[i * CLIPS : (i + 1) * CLIPS], turns, errors, i + 1)) for i in range(n)]
             files = threading.Thread(target=files_alongside, args=(url, done, errors, answered)) if n > 1 else None
             for t in threads + ([files] if files else []):
                 t.start()
@@ -118,15 +130,9 @@ def main() -> None:
             done.set()
             if files:
                 files.join()
-            firsts = [t["first_delta_s"] for t in turns if t["first_delta_s"] is not None]
-            live = word_error_rate([references[t["clip"]] for t in turns], [t["text"] for t in turns])
-            batch = word_error_rate([references[t["clip"]] for t in turns], [offline[t["clip"]] for t in turns])
-            rows.append({"sessions": n, "turns": len(turns), "files_answered": len(answered), "errors": len(errors),
-                         "first_delta_p50_s": round(statistics.median(firsts), 2) if firsts else None,
-                         "turns_with_delta_before_completed": len(firsts),
-                         "completed_p50_s": round(statistics.median(t["completed_s"] for t in turns), 2),
-                         "completed_p95_s": round(percentile([t["completed_s"] for t in turns], 95), 2),
-                         "wer_live": round(live, 4), "wer_offline": round(batch, 4), "error_messages": errors[:5], "turn_rows": turns})
+            rows.append({"sessions": n} | figures(turns, references, offline) | {
+                "files_answered": len(answered), "errors": len(errors), "error_messages": errors[:5], "turn_rows": turns,
+                "per_session": [figures([t for t in turns if t["session"] == k], references, offline) for k in range(1, n + 1)] if n > 1 else []})
     finally:
         stop(process)
     print(f"bench/realtime.py, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, bundled:tiny.en, {CLIPS} dev clips "
@@ -136,6 +142,9 @@ def main() -> None:
     for r in rows:
         print(f"{r['sessions']:>8} {r['turns']:>6} {str(r['first_delta_p50_s']) + ' s':>16} {r['completed_p50_s']:>12} s "
               f"{r['completed_p95_s']:>12} s {r['wer_live']:>9.4f} {r['wer_offline']:>12.4f} {r['files_answered']:>6} {r['errors']:>7}")
+        for k, s in enumerate(r["per_session"], 1):
+            print(f"{'#' + str(k):>8} {s['turns']:>6} {str(s['first_delta_p50_s']) + ' s':>16} {s['completed_p50_s']:>12} s "
+                  f"{s['completed_p95_s']:>12} s {s['wer_live']:>9.4f} {s['wer_offline']:>12.4f}")
     (ROOT / "bench" / "results" / "realtime.json").write_text(json.dumps({"rows": rows, "date": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n")
 
 

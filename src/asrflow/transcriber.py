@@ -8,6 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from asrflow.audio import SAMPLE_RATE, AudioInput, channel_count, decode_audio, stream_audio
 from asrflow.backends import Backend, load_backend
 from asrflow.blocks import keep_heap_flat, stream_blocks
@@ -97,6 +99,15 @@ class Transcriber:
 
         merged.segments = segments()
         return merged
+
+    def draft(self, audio: np.ndarray, options: TranscribeOptions) -> str:
+        """A quick guess at the words of a few seconds of 16 kHz samples (live captions' hypotheses), from the
+        backend's fast path when it has one and the language is known; otherwise a greedy transcription."""
+        language = options.language or (None if self.multilingual else "en")
+        if hasattr(self.backend, "draft") and language and not options.multilingual:
+            return self.backend.draft(audio, replace(options, language=language))
+        greedy = replace(options, beam_size=1, temperature=(0.0,))
+        return self.backend.stream(audio, greedy).collect().text
 
     def resolve(self, changes: dict | None = None, base: TranscribeOptions | None = None) -> TranscribeOptions:
         """This model's options (saved with it, unless `base`) with `changes` from any edge, checked for this model."""

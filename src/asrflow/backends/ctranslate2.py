@@ -8,8 +8,10 @@ import os
 from collections import deque
 from typing import Iterator
 
+import ctranslate2
 import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
+from faster_whisper.tokenizer import Tokenizer
 
 from asrflow.audio import SAMPLE_RATE
 from asrflow.backends.features import SilencePaddedExtractor, WindowedExtractor
@@ -70,6 +72,23 @@ class CTranslate2Backend:
         segments, info = self.sequential.transcribe(audio, **kwargs)
         probability = round(float(info.language_probability), 4)
         return SegmentStream(_fitted(segments), info.language, probability, float(info.duration))
+
+    def draft(self, audio: np.ndarray, options: TranscribeOptions) -> str:
+        """A quick guess at a short clip's words, for live hypotheses (never a final transcript): the encoder takes
+        the clip and a second of silence, in whole seconds, instead of a 30 s window (CTranslate2 accepts shorter
+        input), and nothing falls back or seeks. With tiny.en on 2 cores: 0.18 s for 2 s of speech (beam 5)
+        against 0.44 s. Tokens are capped near speech rate, so a guess cannot loop long. The language is the
+        options' (English for English-only models): a few seconds are too few to tell it."""
+        frames = min(3000, int(np.ceil(len(audio) / SAMPLE_RATE + 1.0)) * 100)
+        clip = np.zeros(frames * 160, np.float32)
+        clip[: min(len(audio), len(clip))] = audio[: len(clip)]
+        features = self.model.feature_extractor(clip)[:, :frames]
+        encoded = self.model.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])))
+        tokenizer = Tokenizer(self.model.hf_tokenizer, self.multilingual, task=options.task, language=options.language or "en")
+        prompt = list(tokenizer.sot_sequence) + [tokenizer.no_timestamps]
+        result = self.model.model.generate(encoded, [prompt], beam_size=options.beam_size, suppress_blank=True,
+                                           max_length=len(prompt) + 10 + int(frames / 100 * 6))
+        return tokenizer.decode([t for t in result[0].sequences_ids[0] if t < tokenizer.eot]).strip()
 
     def _batched(self, audio: np.ndarray, options: TranscribeOptions, kwargs: dict) -> SegmentStream:
         """Speech regions (VAD, merged up to one window, pauses kept) decoded a batch at a time.

@@ -17,7 +17,6 @@ import hmac
 import itertools
 import json
 import time
-from dataclasses import replace
 
 import av
 import numpy as np
@@ -30,9 +29,8 @@ from asrflow.server.errors import HTTPError
 
 router = APIRouter()
 RATES = (24000, 16000)
-PARTIAL_EVERY = 0.5  # seconds of new speech between hypotheses of the turn being spoken
-FIRST_PARTIAL = 1.0  # seconds of turn (prefix padding included) before its first hypothesis: on less, Whisper
-# may hear words that are not there, twice in a row (so LocalAgreement-2 sends them, and sent words stay)
+PARTIAL_EVERY = 0.2  # seconds of new speech between hypotheses of the turn being spoken
+FIRST_PARTIAL = 0.5  # seconds of turn (prefix padding included) before its first hypothesis
 PAUSING = 0.2  # seconds of silence after which no new hypothesis starts: the turn may be ending, its final comes first
 MAX_TURN = 30.0  # a turn longer than Whisper's window is committed as it stands
 MAX_BUFFER = 600.0  # audio held uncommitted with turn_detection null
@@ -256,7 +254,7 @@ class LiveSession:
             self.partial = self._spawn(self.hypothesise(self.item, turn, self.agreement))
 
     async def hypothesise(self, item: str, turn: np.ndarray, agreement: Agreement) -> None:
-        words = (await self.transcribe(turn, greedy=True)).split()
+        words = (await self.transcribe(turn, draft=True)).split()
         if new := agreement.update(words):
             await self.delta(item, agreement, new)
 
@@ -282,11 +280,12 @@ class LiveSession:
         await self.send({"type": "conversation.item.input_audio_transcription.delta", "item_id": item,
                          "content_index": 0, "delta": ("" if first else " ") + " ".join(words)})
 
-    async def transcribe(self, samples: np.ndarray, greedy: bool = False) -> str:
-        """Through the scheduler; hypotheses of a turn still spoken are decoded greedily (the final one is not)."""
-        options = replace(self.options, beam_size=1, temperature=(0.0,)) if greedy else self.options
-        job = self.holder.ready().submit(self.served.transcriber, samples, options)
-        return (await asyncio.wrap_future(job.future)).text
+    async def transcribe(self, samples: np.ndarray, draft: bool = False) -> str:
+        """Through the scheduler; hypotheses of a turn still spoken are drafts (Transcriber.draft: quick, greedy,
+        on the turn's length instead of a 30 s window), the final text is a full transcription."""
+        job = self.holder.ready().submit(self.served.transcriber, samples, self.options, draft=draft)
+        result = await asyncio.wrap_future(job.future)
+        return result if draft else result.text
 
     def _spawn(self, work) -> asyncio.Task:
         task = asyncio.ensure_future(work)

@@ -28,14 +28,19 @@ LOG = logging.getLogger("asrflow.server")
 class Job:
     """One clip to transcribe: its future is the answer; cancelling the future withdraws the work."""
 
-    def __init__(self, transcriber, samples: np.ndarray, options: TranscribeOptions, on_segment=None, speakers=None):
-        self.transcriber, self.samples, self.options = transcriber, samples, options
+    def __init__(self, transcriber, samples: np.ndarray, options: TranscribeOptions, on_segment=None, speakers=None,
+                 draft: bool = False):
+        self.transcriber, self.samples, self.options, self.draft = transcriber, samples, options, draft
         self.on_segment, self.speakers = on_segment, speakers
         self.future: Future = Future()
         self.stream, self.segments = None, []
 
     def step(self) -> bool:
-        """Decode a little more (at most one window or one batch); True when the job is answered."""
+        """Decode a little more (at most one window or one batch); True when the job is answered. A draft (a
+        live hypothesis: a few seconds, a quick guess) is answered in one step, with its text."""
+        if self.draft:
+            self.future.set_result(self.transcriber.draft(self.samples, self.options))
+            return True
         if self.stream is None:
             self.stream = self.transcriber.stream(self.samples, self.options, known_speakers=self.speakers)
             self.samples = None
@@ -55,8 +60,9 @@ class Scheduler:
         self.wakeup = threading.Condition()
         threading.Thread(target=self._run, name="asrflow-scheduler", daemon=True).start()
 
-    def submit(self, transcriber, samples: np.ndarray, options: TranscribeOptions, on_segment=None, speakers=None) -> Job:
-        job = Job(transcriber, samples, options, on_segment, speakers)
+    def submit(self, transcriber, samples: np.ndarray, options: TranscribeOptions, on_segment=None, speakers=None,
+               draft: bool = False) -> Job:
+        job = Job(transcriber, samples, options, on_segment, speakers, draft)
         with self.wakeup:
             self.jobs.append(job)
             self.wakeup.notify()
