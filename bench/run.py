@@ -6,9 +6,11 @@ Each system runs in its own child process (so peak RSS is its own), on the bundl
   fw-batched          faster-whisper BatchedInferencePipeline, used directly
   tutorial-pipeline   MLflow's tutorial: transformers pipeline, chunk_length_s=20, stride_length_s=[5, 3]
                       (beam 5: the pipeline's default generation config)
+  asrflow-sequential  load_transcriber(...).transcribe without VAD: the CLI's default, sequential 30 s windows
   asrflow-transformers asrflow's transformers backend, VAD chunks in batches
   asrflow-<type>       load_transcriber(compute_type=<type>): the same fast path (VAD batches) as asrflow-pyfunc,
-                       for int8 (the CPU default), int8_float32 and float32: what quantization costs and buys
+                       for int8, int8_float32 and float32: what quantization costs and buys; the bench prints
+                       which one its rule picks (the fastest within 0.5 WER point of float32 on both corpora)
 
 Third-party output of the systems goes to build/bench.log; the terminal gets progress and the tables.
 """
@@ -103,6 +105,12 @@ def system(name: str):
 
         transcriber = load_transcriber("bundled:tiny.en", compute_type=name.removeprefix("asrflow-"))
         return lambda s: transcriber.transcribe(s, language="en", vad_filter=True, beam_size=BEAM, batch_size=BATCH).text
+    if name == "asrflow-sequential":
+        from asrflow import load_transcriber
+
+        transcriber = load_transcriber("bundled:tiny.en")
+        # the CLI's default: no VAD, Whisper's sequential long-form decoding (30 s windows, fallback)
+        return lambda s: transcriber.transcribe(s, language="en", beam_size=BEAM).text
     if name == "asrflow-transformers":
         from asrflow import load_transcriber
 
@@ -247,6 +255,7 @@ def main(names: list[str]):
                           ("files", f"dev corpus, file by file ({first['files_audio_s']} s in {len(corpus_rows())} files)")):
         print(f"\n{title}")
         print("\n".join(table(results, corpus)))
+    print("\n" + "\n".join(verdicts(results)))
     print(f"\ncold start in a fresh process (import, load models:/…@champion, transcribe 5 s): {cold['total_s']} s, "
           f"of which load + transcribe {cold['load_and_transcribe_s']} s; peak RSS {cold['peak_rss_mb']} MB")
     out = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
@@ -257,10 +266,27 @@ def main(names: list[str]):
     print(f"\nwritten to {path.relative_to(ROOT)}; third-party output in {LOG.relative_to(ROOT)}")
 
 
+def verdicts(results: dict[str, dict]) -> list[str]:
+    """Issue 14's targets, from this run: the fast path's WER and speed against faster-whisper, and the compute type
+    the rule picks (the fastest whose WER is within 0.5 point of float32's on both corpora)."""
+    lines = []
+    if {"asrflow-pyfunc", "fw-sequential", "fw-batched"} <= results.keys():
+        ours, seq, batched = results["asrflow-pyfunc"], results["fw-sequential"], results["fw-batched"]
+        for corpus in ("long", "files"):
+            lines.append(f"asrflow-pyfunc on {corpus}: WER {100 * (ours[corpus + '_wer'] - seq[corpus + '_wer']):+.1f} pt against "
+                         f"fw-sequential (target <= +0.5), RTFx {ours[corpus + '_rtf'] / batched[corpus + '_rtf']:.2f}x fw-batched (target >= 1.1x)")
+    typed = {t: results.get(f"asrflow-{t}") for t in COMPUTE_TYPES}
+    if all(typed.values()):
+        close = [t for t, r in typed.items() if all(r[c + "_wer"] <= typed["float32"][c + "_wer"] + 0.005 for c in ("long", "files"))]
+        fastest = max(close, key=lambda t: typed[t]["long_rtf"] * typed[t]["files_rtf"])
+        lines.append(f"compute types within 0.5 pt of float32 on both corpora: {', '.join(close)}; fastest (both corpora): {fastest}")
+    return lines
+
+
 def corpus_rows() -> list[str]:
     return [line for line in (CORPUS / "manifest.jsonl").read_text().splitlines() if line.strip()]
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["asrflow-pyfunc", "fw-batched", "fw-sequential", "tutorial-pipeline", "asrflow-transformers"]
+    main(sys.argv[1:] or ["asrflow-pyfunc", "fw-batched", "fw-sequential", "asrflow-sequential", "tutorial-pipeline", "asrflow-transformers"]
          + [f"asrflow-{t}" for t in COMPUTE_TYPES])
