@@ -140,3 +140,21 @@ def test_stream_tells_language_and_duration_first_then_the_segments(transcriber)
     assert stream.language == "en" and abs(stream.duration - 11.0) < 0.1
     segments = list(stream)
     assert segments and " ".join(s.text for s in segments) == transcriber.transcribe(SAMPLE).text
+
+
+def test_the_sequential_decoders_last_window_is_padded_with_silence(ct2_transcriber):
+    """faster-whisper pads a file's last window with zero-valued frames (`pad_or_trim`); asrflow's frames pad
+    with what openai-whisper's padding gives: the spectrogram of silent audio after the file."""
+    from faster_whisper.audio import pad_or_trim
+
+    from asrflow import decode_audio
+    from asrflow.backends.features import WindowedExtractor
+
+    audio = decode_audio(DATA / "dev000.wav")
+    extractor = ct2_transcriber.backend.model.feature_extractor
+    frames = WindowedExtractor(extractor)(audio)[:, 0:3000]  # as faster-whisper slices its last window
+    padded = pad_or_trim(frames)
+    silent = extractor(np.concatenate([audio, np.zeros(30 * 16000, np.float32)]))[:, :3000]  # openai-whisper's way
+    tail = slice(frames.shape[1] + 2, 3000)  # past the frames that see the audio's last samples
+    assert np.allclose(padded[:, tail], silent[:, tail], atol=1e-4)
+    assert not np.allclose(np.pad(np.asarray(frames), [(0, 0), (0, 3000 - frames.shape[1])])[:, tail], silent[:, tail], atol=1e-4)
