@@ -4,7 +4,7 @@ Files of 10 minutes, 1, 3 and 10 hours of speech (the dev corpus concatenated wi
 encoded as mp3 and flac into build/memory/ at bench time (never committed), each transcribed by:
   asrflow            `asrflow transcribe FILE` (its default path: decoded as it is transcribed, a block at a time)
   asrflow-in-memory  the same model and options on the whole decoded array (decode_audio, then the backend)
-  fw-sequential      faster-whisper used directly: WhisperModel.transcribe(FILE), float32
+  fw-sequential      faster-whisper used directly: WhisperModel.transcribe(FILE), int8 (asrflow's CPU default)
 All on the bundled tiny.en, beam 5, Whisper's sequential long-form decoding (each system's default). The peers hold the whole file, so they run up to
 MEMORY_PEER_HOURS (1 h by default). Lengths: MEMORY_HOURS (comma-separated hours; default 0.1667,1,3,10);
 beyond the peers' lengths the formats of MEMORY_LONG_FORMATS (mp3,flac).
@@ -49,7 +49,7 @@ else:
         out = " ".join(s.text for s in transcriber.backend.stream(decode_audio(path), options))
     else:
         from faster_whisper import WhisperModel
-        model = WhisperModel(resolve_model("bundled:tiny.en").location, device="cpu", compute_type="float32")
+        model = WhisperModel(resolve_model("bundled:tiny.en").location, device="cpu", compute_type="int8")
         segments, _ = model.transcribe(path, beam_size=5, language="en")
         out = " ".join(s.text for s in segments)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
