@@ -24,6 +24,8 @@ from asrflow.vad import is_silent
 BLOCK_SECONDS = 600.0
 SEARCH_SECONDS = 30.0  # the cut is at the quietest half second of a block's last 30 s
 FRAME = SAMPLE_RATE // 20  # 50 ms
+M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+_heap_kept = False
 
 
 def keep_heap_flat() -> None:
@@ -40,10 +42,6 @@ def keep_heap_flat() -> None:
         except (OSError, AttributeError):  # musl and others: no mallopt
             pass
         _heap_kept = True
-
-
-M_MMAP_THRESHOLD = -3
-_heap_kept = False
 
 
 def blocks(pieces: Iterable[np.ndarray], block_seconds: float = BLOCK_SECONDS, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:

@@ -80,8 +80,7 @@ class CTranslate2Backend:
         against 0.44 s. Tokens are capped near speech rate, so a guess cannot loop long. The language is the
         options' (English for English-only models): a few seconds are too few to tell it."""
         frames = min(3000, int(np.ceil(len(audio) / SAMPLE_RATE + 1.0)) * 100)
-        clip = np.zeros(frames * 160, np.float32)
-        clip[: min(len(audio), len(clip))] = audio[: len(clip)]
+        clip = np.pad(audio[: frames * 160], (0, max(0, frames * 160 - len(audio))))
         features = self.model.feature_extractor(clip)[:, :frames]
         encoded = self.model.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])))
         tokenizer = Tokenizer(self.model.hf_tokenizer, self.multilingual, task=options.task, language=options.language or "en")
