@@ -31,6 +31,8 @@ DECODING_FLAGS = {
             typer.Option(None, "--vad/--no-vad", help="Skip non-speech with Silero VAD (and batch long audio).")),
     "multilingual": ("multilingual", Optional[bool], typer.Option(
         None, "--multilingual/--no-multilingual", help="Detect and keep each segment's language (multilingual models).")),
+    "languages": ("languages", Optional[str], typer.Option(
+        None, help="With --multilingual: the languages spoken, e.g. en,de (detection chooses among them).")),
     "beam_size": ("beam_size", Optional[str], typer.Option(None, help="Beam width (default 5).")),
     "temperature": ("temperature", Optional[str], typer.Option(
         None, help="Temperature, or a fallback list such as 0,0.2,0.4 (default 0,0.2,...,1).")),

@@ -39,6 +39,7 @@ class TranscribeOptions:
     word_timestamps: bool = False
     vad_filter: bool = False
     multilingual: bool = False  # faster-whisper's name: the language of each speech region, detected and kept
+    languages: tuple[str, ...] | None = None  # multilingual: the languages spoken (detection chooses among them)
     chunk_length_s: float = 30.0
     stride_length_s: tuple[float, float] | None = None  # transformers backend only
     batch_size: int = 8
@@ -55,6 +56,11 @@ class TranscribeOptions:
         if counts and not self.diarize:
             names = " and ".join(counts)
             raise InvalidOptionError(f"{names} only apply to diarization: turn diarize on (CLI --diarize), or leave {names} out.")
+        if self.languages and not self.multilingual:
+            raise InvalidOptionError(
+                "languages lists the languages that multilingual detection chooses among: turn multilingual on "
+                "(CLI --multilingual), or leave languages out."
+            )
         if self.channels == "split" and self.diarize:
             raise InvalidOptionError(
                 "channels=split already tells the speakers apart (one a channel), so it cannot be used with diarize: "
@@ -188,6 +194,19 @@ def _language(value: Any) -> str | None:
     return code
 
 
+def _languages(value: Any) -> tuple[str, ...] | None:
+    if value is None or (isinstance(value, (str, list, tuple)) and len(value) == 0):
+        return None
+    codes = value.replace(",", " ").split() if isinstance(value, str) else value
+    if not isinstance(codes, (list, tuple)):
+        raise TypeError
+    unknown = [c for c in codes if not isinstance(c, str) or c.strip().lower() not in LANGUAGES]
+    if unknown:
+        raise InvalidOptionError(f"languages: {_show(unknown[0])} is not a Whisper language code: list ISO 639-1 "
+                                 "codes such as en,de,fr.")
+    return tuple(dict.fromkeys(c.strip().lower() for c in codes)) or None
+
+
 def _choice(value: Any, choices: tuple[str, ...], name: str) -> str:
     if value not in choices:
         raise InvalidOptionError(f"{name} must be one of {', '.join(choices)}, not {_show(value)}.")
@@ -234,6 +253,7 @@ _CONVERTERS = {
     "word_timestamps": _boolean,
     "vad_filter": _boolean,
     "multilingual": _boolean,
+    "languages": _languages,
     "chunk_length_s": _ranged(_number, 1.0, 30.0, "chunk_length_s (seconds, at most Whisper's 30 s window)"),
     "stride_length_s": _stride,
     "batch_size": _ranged(_integer, 1, 64, "batch_size"),
@@ -255,6 +275,7 @@ _EXPECTED = {
     "word_timestamps": "expected true or false",
     "vad_filter": "expected true or false",
     "multilingual": "expected true or false",
+    "languages": "expected language codes such as en,de,fr",
     "chunk_length_s": "expected a number of seconds from 1 to 30",
     "stride_length_s": "expected one or two numbers of seconds",
     "batch_size": "expected a whole number from 1 to 64",

@@ -12,6 +12,7 @@ import ctranslate2
 import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.transcribe import get_compression_ratio
 
 from asrflow.audio import SAMPLE_RATE
 from asrflow.backends.features import SilencePaddedExtractor, WindowedExtractor
@@ -21,6 +22,9 @@ from asrflow.models import ModelSource, ctranslate2_dir, hub_error
 from asrflow.options import TranscribeOptions
 from asrflow.transcript import Segment, SegmentStream, Word, fit_segment
 from asrflow.vad import speech_regions
+
+
+CANDIDATES = 3  # languages decoded per speech region to choose its language (multilingual)
 
 
 class CTranslate2Backend:
@@ -111,7 +115,7 @@ class CTranslate2Backend:
         runs of regions of one language (in batches), each segment tagged with it. Nothing is translated unless
         task=translate. The stream's language is the one spoken longest."""
         regions = speech_regions(audio, options.chunk_length_s, merge=False)
-        detected = [self.model.detect_language(audio[a:b])[:2] for a, b in regions]
+        detected = [self._language_of(audio[a:b], options) for a, b in regions]
         kwargs = {k: v for k, v in kwargs.items() if k != "vad_filter"} | {"without_timestamps": False}
         language, probability = dominant(detected, regions)
 
@@ -121,6 +125,40 @@ class CTranslate2Backend:
             return _fitted(itertools.chain.from_iterable(ready for ready, _ in decoded))
 
         return SegmentStream(by_language(regions, detected, decode), language, probability, len(audio) / SAMPLE_RATE)
+
+    def _language_of(self, clip: np.ndarray, options: TranscribeOptions) -> tuple[str, float]:
+        """A region's language and its detection probability. The detector's best guesses (among
+        `options.languages` when given) are each decoded, and the one whose language token and transcript are
+        likeliest together wins (log-probability per token, as beam search ranks; a repetitive transcript, over
+        the compression-ratio threshold, loses): the detector alone reads one token, and takes short synthetic
+        French for Thai or Spanish for Italian."""
+        ranked = self.model.detect_language(clip)[2]
+        if options.languages:
+            ranked = [(code, p) for code, p in ranked if code in options.languages]
+        total = sum(p for _, p in ranked) or 1.0
+        candidates = ranked[:CANDIDATES]
+        if len(candidates) > 1:
+            candidates = [self._likeliest(clip, candidates, options)]
+        code, p = candidates[0]
+        return code, round(float(p / total), 4)
+
+    def _likeliest(self, clip: np.ndarray, candidates: list[tuple[str, float]], options: TranscribeOptions) -> tuple[str, float]:
+        window = self.model.feature_extractor.n_samples  # the clip padded with silence to a window, encoded once
+        frames = self.model.feature_extractor(np.pad(clip[:window], (0, max(0, window - len(clip)))))[None, :, :3000]
+        encoded = np.array(self.model.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(frames))))
+        prompts = [[*Tokenizer(self.model.hf_tokenizer, True, task=options.task, language=code).sot_sequence,
+                    self.model.hf_tokenizer.token_to_id("<|notimestamps|>")] for code, _ in candidates]
+        results = self.model.model.generate(ctranslate2.StorageView.from_array(np.repeat(encoded, len(candidates), axis=0)),
+                                            prompts, beam_size=options.beam_size, return_scores=True)
+
+        def score(pair) -> tuple[bool, float]:
+            (_, p), result = pair
+            text = self.model.hf_tokenizer.decode(result.sequences_ids[0])
+            fluent = options.compression_ratio_threshold is None or get_compression_ratio(text) <= options.compression_ratio_threshold
+            n = len(result.sequences_ids[0]) + 1  # and its end token
+            return fluent, (np.log(max(p, 1e-10)) + result.scores[0] * n) / (n + 1)
+
+        return max(zip(candidates, results), key=score)[0]
 
     def _region_batches(self, audio: np.ndarray, regions: list[dict], batch_size: int, kwargs: dict, retries: int = 2):
         """Yields (segments now complete in time order, info) after each batch."""

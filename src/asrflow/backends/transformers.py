@@ -73,7 +73,7 @@ class TransformersBackend:
     def _by_language(self, audio: np.ndarray, options: TranscribeOptions, duration: float) -> SegmentStream:
         """As the CTranslate2 backend: each stretch of speech in its own language, in runs of one language."""
         regions = speech_regions(audio, options.chunk_length_s, merge=False)
-        detected = [self.detect_language(audio[a:b]) for a, b in regions]
+        detected = [self.detect_language(audio[a:b], options.languages) for a, b in regions]
 
         def decode(code: str, run: list) -> Iterator[Segment]:
             pieces = [(a / SAMPLE_RATE, audio[a:b]) for (a, b), _ in run]
@@ -92,10 +92,10 @@ class TransformersBackend:
                     previous_end = fitted.end
                     yield fitted
 
-    def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
+    def detect_language(self, audio: np.ndarray, among: tuple[str, ...] | None = None) -> tuple[str, float]:
         if not self.multilingual:
             return "en", 1.0
-        return detect_language_of(self.model, self.pipeline.feature_extractor, audio)
+        return detect_language_of(self.model, self.pipeline.feature_extractor, audio, among)
 
     def _run_pipeline(self, pieces: list[np.ndarray], language, options) -> list[dict]:
         # num_beams always explicit: the pipeline's own default is 5, whatever the model's config says.
@@ -137,11 +137,12 @@ class TransformersBackend:
         return segments_from_words([Word(s, e, t) for s, e, t in chunks if t])
 
 
-def detect_language_of(model, feature_extractor, audio: np.ndarray) -> tuple[str, float]:
+def detect_language_of(model, feature_extractor, audio: np.ndarray, among: tuple[str, ...] | None = None) -> tuple[str, float]:
+    """The likeliest language of `audio` (among those codes, when given) and its probability among them."""
     import torch
 
     features = feature_extractor(audio[: 30 * SAMPLE_RATE], sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
-    lang_to_id = model.generation_config.lang_to_id
+    lang_to_id = {k: v for k, v in model.generation_config.lang_to_id.items() if not among or k.strip("<|>") in among}
     with torch.inference_mode():
         encoded = model.model.encoder(features.to(model.dtype))
         start = torch.tensor([[model.generation_config.decoder_start_token_id]])

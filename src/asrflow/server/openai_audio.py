@@ -23,7 +23,7 @@ from asrflow.writers import WRITERS
 
 AUDIO_EXTENSIONS = {"flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "oga", "opus", "wav", "webm", "aac"}
 # asrflow's own fields beyond OpenAI's (the openai client sends them with extra_body): the options of the same name
-EXTENSIONS = ("multilingual", "diarize", "num_speakers", "min_speakers", "max_speakers", "channels")
+EXTENSIONS = ("multilingual", "languages", "diarize", "num_speakers", "min_speakers", "max_speakers", "channels")
 FIELDS = {"file", "model", "language", "prompt", "temperature", "response_format", "timestamp_granularities[]",
           "timestamp_granularities", "stream", "chunking_strategy", "known_speaker_names[]", "known_speaker_references[]",
           *EXTENSIONS}
