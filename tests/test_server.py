@@ -93,6 +93,8 @@ def test_openai_client_diarized_json(client):
         client.audio.transcriptions.create(model="whisper-1", file=("call.ogg", audio), chunking_strategy={"type": "fixed"})
     with pytest.raises(openai.BadRequestError, match="turn diarize on"):
         client.audio.transcriptions.create(model="whisper-1", file=("call.ogg", audio), extra_body={"num_speakers": "2"})
+    with pytest.raises(openai.BadRequestError, match="turn multilingual on"):  # a field of asrflow's, read and checked
+        client.audio.transcriptions.create(model="whisper-1", file=("call.ogg", audio), extra_body={"languages": "en,de"})
 
 
 def test_openai_client_streaming(client):
