@@ -200,11 +200,12 @@ def _languages(value: Any) -> tuple[str, ...] | None:
     codes = value.replace(",", " ").split() if isinstance(value, str) else value
     if not isinstance(codes, (list, tuple)):
         raise TypeError
-    unknown = [c for c in codes if not isinstance(c, str) or c.strip().lower() not in LANGUAGES]
+    known = {c: c.strip().lower() if isinstance(c, str) else None for c in codes}
+    unknown = [c for c, code in known.items() if code not in LANGUAGES]
     if unknown:
         raise InvalidOptionError(f"languages: {_show(unknown[0])} is not a Whisper language code: list ISO 639-1 "
                                  "codes such as en,de,fr.")
-    return tuple(dict.fromkeys(c.strip().lower() for c in codes)) or None
+    return tuple(dict.fromkeys(known.values())) or None
 
 
 def _choice(value: Any, choices: tuple[str, ...], name: str) -> str:
