@@ -1,6 +1,7 @@
 """Language per segment (multilingual=True) on a mixed en/de/fr/es/it file (tools/make_mixed_languages.py)."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,9 @@ def test_multilingual_from_the_cli_and_its_errors(two_turns):
                              capture_output=True, text=True)
     assert printed.returncode == 0, printed.stderr
     assert [json.loads(line)["language"] for line in printed.stdout.splitlines()] == ["en", "de"]
+    vtt = subprocess.run([ASRFLOW, "transcribe", str(two_turns), "-m", "bundled:base", "--multilingual", "-f", "vtt"],
+                         capture_output=True, text=True).stdout
+    assert len(re.findall(r"<lang (?:en|de)>[^<\n]+</lang>\n", vtt)) == 1, vtt  # the turn not in the file's language
     for args, needle in ((["--multilingual"], "English-only"), (["-m", "bundled:base", "--multilingual", "--language", "de"], "leave language out"),
                          (["-m", "bundled:base", "--languages", "en,de"], "turn multilingual on"),
                          (["-m", "bundled:base", "--multilingual", "--languages", "en,german"], "'german' is not a Whisper language code")):

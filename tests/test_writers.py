@@ -62,7 +62,8 @@ def test_speakers_and_languages_in_every_format():
                                          for s, who, lang in zip(TRANSCRIPT.segments, "AB", ("en", "de"))])
     assert WRITERS["txt"](said) == "[A] Hello there.\n[B] Second part.\n"
     assert [c[2] for c in parse_srt(WRITERS["srt"](said))] == ["[A] Hello there.", "[B] Second part."]
-    assert "\n<v A>Hello there.\n" in WRITERS["vtt"](said)  # WebVTT's voice span
+    assert "\n<v A>Hello there.\n" in WRITERS["vtt"](said)  # WebVTT's voice span; the file's language untagged
+    assert "\n<v B><lang de>Second part.</lang>\n" in WRITERS["vtt"](said)  # another language: a language span
     assert WRITERS["tsv"](said).splitlines()[2] == "3661250\t3725500\tSecond part.\tde\tB"
     assert [json.loads(line)["speaker"] for line in WRITERS["jsonl"](said).splitlines()] == ["A", "B"]
     assert Transcript.from_dict(json.loads(WRITERS["json"](said))) == said

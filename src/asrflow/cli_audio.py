@@ -129,7 +129,7 @@ def transcribe(
                                               known_speakers=known)
             segments = _advancing(stream, bar, done)
             if output_dir is None and format in FORMATS:  # printed as decoded: a cut-short run leaves a valid prefix
-                write_incrementally(format, segments, sys.stdout)
+                write_incrementally(format, segments, sys.stdout, stream.language)
                 sys.stdout.write(FORMATS[format].tail(stream.transcript([])))
             else:
                 result = stream.transcript(list(segments))

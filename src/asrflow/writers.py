@@ -30,11 +30,12 @@ def _cue(segment: Segment) -> tuple[float, float, str] | None:
 
 @dataclass(frozen=True)
 class Format:
-    """A format written a segment at a time: a head, a piece per segment (numbered from 1), a tail. Written as
-    segments are decoded, an output cut short anywhere between pieces is still a valid file of its format."""
+    """A format written a segment at a time: a head, a piece per segment (numbered from 1; given the file's
+    language too), a tail. Written as segments are decoded, an output cut short anywhere between pieces is still a
+    valid file of its format."""
 
     head: Callable[[], str]
-    piece: Callable[[int, Segment], str]
+    piece: Callable[[int, Segment, str | None], str]
     tail: Callable[[Transcript], str]
 
 
@@ -43,30 +44,34 @@ def _said(s: Segment, text: str) -> str:
     return f"[{s.speaker}] {text}" if s.speaker else text
 
 
-def _srt(i: int, s: Segment) -> str:
+def _srt(i: int, s: Segment, language: str | None = None) -> str:
     start, end, text = _cue(s)
     return f"{'' if i == 1 else chr(10)}{i}\n{format_timestamp(start)} --> {format_timestamp(end)}\n{_said(s, text)}\n"
 
 
-def _vtt(i: int, s: Segment) -> str:
+def _vtt(i: int, s: Segment, language: str | None = None) -> str:
+    """A cue; its speaker in WebVTT's voice span, its language in a language span when not the file's
+    (multilingual: a German sentence in an English file is `<lang de>...</lang>`)."""
     start, end, text = _cue(s)
-    voice = f"<v {s.speaker}>" if s.speaker else ""  # WebVTT's voice span
+    if s.language and language and s.language != language:
+        text = f"<lang {s.language}>{text}</lang>"
+    voice = f"<v {s.speaker}>" if s.speaker else ""
     return f"\n{format_timestamp(start, '.')} --> {format_timestamp(end, '.')}\n{voice}{text}\n"
 
 
-def _txt(i: int, s: Segment) -> str:
+def _txt(i: int, s: Segment, language: str | None = None) -> str:
     """Plain text runs on; with speakers, a line a segment, each with its speaker."""
     if s.speaker:
         return ("" if i == 1 else "\n") + _said(s, s.text.strip())
     return ("" if i == 1 else " ") + s.text.strip()
 
 
-def _tsv(i: int, s: Segment) -> str:
+def _tsv(i: int, s: Segment, language: str | None = None) -> str:
     start, end, text = _cue(s)
     return f"{int(start * 1000)}\t{int(end * 1000)}\t{text}\t{s.language or ''}\t{s.speaker or ''}\n"
 
 
-def _jsonl(i: int, s: Segment) -> str:
+def _jsonl(i: int, s: Segment, language: str | None = None) -> str:
     return json.dumps(asdict(s), ensure_ascii=False) + "\n"
 
 
@@ -79,15 +84,15 @@ FORMATS: dict[str, Format] = {
 }
 
 
-def write_incrementally(format: str, segments: Iterable[Segment], out: TextIO) -> int:
-    """Write `segments` to `out` as they come (flushed after each); returns how many were written."""
+def write_incrementally(format: str, segments: Iterable[Segment], out: TextIO, language: str | None = None) -> int:
+    """Write `segments` (of a file in `language`) to `out` as they come (flushed after each); returns how many."""
     spec = FORMATS[format]
     out.write(spec.head())
     count = 0
     for segment in segments:
         if _cue(segment):
             count += 1
-            out.write(spec.piece(count, segment))
+            out.write(spec.piece(count, segment, language))
             out.flush()
     return count
 
@@ -95,7 +100,7 @@ def write_incrementally(format: str, segments: Iterable[Segment], out: TextIO) -
 def _whole(spec: Format) -> Callable[[Transcript], str]:
     def write(transcript: Transcript) -> str:
         cues = [s for s in sorted(transcript.segments, key=lambda s: (s.start, s.end)) if _cue(s)]
-        return spec.head() + "".join(spec.piece(i, s) for i, s in enumerate(cues, start=1)) + spec.tail(transcript)
+        return spec.head() + "".join(spec.piece(i, s, transcript.language) for i, s in enumerate(cues, start=1)) + spec.tail(transcript)
 
     return write
 
