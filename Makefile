@@ -45,6 +45,7 @@ bench: setup-test
 	python bench/load.py | tee bench/results/load.txt
 	python bench/memory.py | tee bench/results/memory.txt
 	python bench/speakers.py | tee bench/results/speakers.txt
+	python bench/languages.py | tee bench/results/languages.txt
 	python bench/realtime.py | tee bench/results/realtime.txt
 
 clean:
