@@ -7,7 +7,8 @@ encoded as mp3 and flac into build/memory/ at bench time (never committed), each
   fw-sequential      faster-whisper used directly: WhisperModel.transcribe(FILE), int8 (asrflow's CPU default)
 All on the bundled tiny.en, beam 5, Whisper's sequential long-form decoding (each system's default). The peers hold the whole file, so they run up to
 MEMORY_PEER_HOURS (1 h by default). Lengths: MEMORY_HOURS (comma-separated hours; default 0.1667,1,3,10);
-beyond the peers' lengths the formats of MEMORY_LONG_FORMATS (mp3,flac).
+formats MEMORY_FORMATS (mp3,flac), beyond the peers' lengths MEMORY_LONG_FORMATS (mp3,flac). Results go to
+bench/results/MEMORY_RESULTS.json (memory).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 OUT = ROOT / "build" / "memory"
 HOURS = [float(h) for h in os.environ.get("MEMORY_HOURS", "0.1667,1,3,10").split(",")]
 PEER_HOURS = float(os.environ.get("MEMORY_PEER_HOURS", 1))
-FORMATS = ["mp3", "flac"]
+FORMATS = os.environ.get("MEMORY_FORMATS", "mp3,flac").split(",")
 LONG_FORMATS = os.environ.get("MEMORY_LONG_FORMATS", "mp3,flac").split(",")  # beyond the peers' lengths
+RESULTS = os.environ.get("MEMORY_RESULTS", "memory")  # bench/results/RESULTS.json
 
 # Each run: a fresh Python process; prints {"wall_s", "peak_rss_mb", "words"} as its last line.
 RUN = r"""
@@ -123,7 +125,7 @@ def main():
 
 def write(rows: list[dict]) -> Path:
     """After every run: a bench stopped half-way keeps what it measured."""
-    path = ROOT / "bench" / "results" / "memory.json"
+    path = ROOT / "bench" / "results" / f"{RESULTS}.json"
     path.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv),
                                 "hours": HOURS, "rows": rows}, indent=2) + "\n")
     return path
