@@ -19,18 +19,24 @@ def speech_regions(audio: np.ndarray, max_seconds: float = 30.0, merge: bool = T
     from asrflow.blocks import quiet_cut
 
     options = VadOptions(max_speech_duration_s=max_seconds, min_silence_duration_ms=500, speech_pad_ms=200)
-    merged: list[tuple[int, int]] = []
+    found: list[tuple[int, int]] = []
     start, size = 0, SLICE_SECONDS * SAMPLE_RATE
     while start < len(audio):
         stop = len(audio) if len(audio) - start <= 1.5 * size else start + quiet_cut(audio[start : start + size], size // 4)
-        for r in get_speech_timestamps(audio[start:stop], options):
-            a, b = start + r["start"], start + r["end"]
-            if merge and merged and b - merged[-1][0] <= max_seconds * SAMPLE_RATE:
-                merged[-1] = (merged[-1][0], b)
-            else:
-                merged.append((a, b))
+        found += [(start + r["start"], start + r["end"]) for r in get_speech_timestamps(audio[start:stop], options)]
         start = stop
-    return merged
+    return merged(found, max_seconds) if merge else found
+
+
+def merged(regions: list[tuple[int, int]], max_seconds: float) -> list[tuple[int, int]]:
+    """Consecutive regions joined (with the pauses between them) as long as the whole spans at most `max_seconds`."""
+    joined: list[tuple[int, int]] = []
+    for a, b in regions:
+        if joined and b - joined[-1][0] <= max_seconds * SAMPLE_RATE:
+            joined[-1] = (joined[-1][0], b)
+        else:
+            joined.append((a, b))
+    return joined
 
 
 def is_silent(audio: np.ndarray, threshold: float = 0.002) -> bool:
