@@ -178,3 +178,57 @@ def test_subtitles_are_printed_as_decoded_and_a_killed_run_leaves_a_valid_prefix
     process.kill()
     assert process.wait(timeout=30) != 0  # killed before it finished: the cues came while it was decoding
     assert len(parse_srt(printed)) == 2
+
+
+def _stderr_on_a_terminal(args: list, until) -> str:
+    """Runs the CLI with stderr on a pseudo-terminal (stdout piped) until `until(terminal_text)` or its first
+    line of stdout when `until` is None; kills it and returns what the terminal got."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal's size: 100 columns
+    process = subprocess.Popen(ASRFLOW + ["transcribe", *args], stdout=subprocess.PIPE, stderr=follower, text=True)
+    os.close(follower)
+    seen = b""
+    try:
+        while until is not None and not until(seen.decode(errors="replace")):
+            ready, _, _ = select.select([leader], [], [], 120)
+            assert ready, f"no progress on the terminal: {seen!r}"
+            more = _read(leader)
+            assert more, f"the run ended: {seen!r}"
+            seen += more
+        if until is None:
+            assert process.stdout.readline()
+            while select.select([leader], [], [], 1)[0] and (more := _read(leader)):
+                seen += more
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+        os.close(leader)
+    return seen.decode(errors="replace")
+
+
+def _read(fd: int) -> bytes:
+    import os
+
+    try:
+        return os.read(fd, 4096)
+    except OSError:  # the terminal's other end closed: the run ended
+        return b""
+
+
+def test_a_progress_bar_on_a_terminal_shows_audio_time_done_of_the_total_and_an_eta(five_minutes):
+    """More than a minute of audio, stderr a terminal: the bar counts audio seconds of the header's total
+    (the "five-minute" file: 374 s) with an ETA once a segment is done; -q hides it."""
+    import re
+
+    moving = re.compile(r"transcribing: +\d+%.*?(\d+(?:\.\d+)?)/(\d+(?:\.\d+)?) \[\d\d:\d\d<\d\d:\d\d")
+    terminal = _stderr_on_a_terminal([str(five_minutes), "-f", "txt"], lambda text: moving.search(text))
+    done, total = map(float, moving.search(terminal).groups())
+    assert 0 < done <= total and abs(total - 374.1) < 0.2, terminal
+    assert "transcribing" not in _stderr_on_a_terminal([str(five_minutes), "-f", "txt", "-q"], None)
