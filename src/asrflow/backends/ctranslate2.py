@@ -21,7 +21,7 @@ from asrflow.errors import ModelNotFoundError
 from asrflow.models import ModelSource, ctranslate2_dir, hub_error
 from asrflow.options import TranscribeOptions
 from asrflow.transcript import Segment, SegmentStream, Word, fit_segment
-from asrflow.vad import merged, speech_regions
+from asrflow.vad import speech_regions
 
 
 CANDIDATES = 3  # languages decoded per speech region to choose its language (multilingual)
@@ -119,13 +119,13 @@ class CTranslate2Backend:
         kwargs = {k: v for k, v in kwargs.items() if k != "vad_filter"} | {"without_timestamps": False}
         language, probability = dominant(detected, regions)
 
-        def decode(code: str, run: list) -> Iterator[Segment]:
-            joined = merged([region for region, _ in run], options.chunk_length_s)
-            clips = [{"start": a / SAMPLE_RATE, "end": b / SAMPLE_RATE} for a, b in joined]
+        def decode(code: str, spans: list) -> Iterator[Segment]:
+            clips = [{"start": a / SAMPLE_RATE, "end": b / SAMPLE_RATE} for a, b in spans]
             decoded = self._region_batches(audio, clips, options.batch_size, kwargs | {"language": code})
             return _fitted(itertools.chain.from_iterable(ready for ready, _ in decoded))
 
-        return SegmentStream(by_language(regions, detected, decode), language, probability, len(audio) / SAMPLE_RATE)
+        segments = by_language(regions, detected, options.chunk_length_s, decode)
+        return SegmentStream(segments, language, probability, len(audio) / SAMPLE_RATE)
 
     def _language_of(self, clip: np.ndarray, options: TranscribeOptions) -> tuple[str, float]:
         """A region's language and its detection probability. The detector's best guesses (among

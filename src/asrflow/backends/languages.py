@@ -8,6 +8,7 @@ from typing import Callable, Iterable, Iterator
 
 from asrflow.audio import SAMPLE_RATE
 from asrflow.transcript import Segment
+from asrflow.vad import merged
 
 
 def dominant(detected: list[tuple[str, float]], regions: list[tuple[int, int]]) -> tuple[str | None, float | None]:
@@ -29,11 +30,12 @@ def chance_at(seconds: float, run: list) -> float:
     return round(float(probability), 4)
 
 
-def by_language(regions: list[tuple[int, int]], detected: list[tuple[str, float]],
-                decode: Callable[[str, list], Iterable[Segment]]) -> Iterator[Segment]:
-    """Runs of consecutive regions of one language, each decoded by `decode(language, run)` (run: ((start, end),
-    (language, probability)) pairs); its segments tagged with the language and their region's probability."""
+def by_language(regions: list[tuple[int, int]], detected: list[tuple[str, float]], max_seconds: float,
+                decode: Callable[[str, list[tuple[int, int]]], Iterable[Segment]]) -> Iterator[Segment]:
+    """Runs of consecutive regions of one language, each decoded by `decode(language, spans)` (its regions joined
+    up to `max_seconds`, pauses kept: sample ranges); its segments tagged with the language and their region's
+    probability."""
     for code, run in itertools.groupby(zip(regions, detected), key=lambda pair: pair[1][0]):
         run = list(run)
-        for segment in decode(code, run):
+        for segment in decode(code, merged([region for region, _ in run], max_seconds)):
             yield replace(segment, language=code, language_probability=chance_at(segment.start, run))

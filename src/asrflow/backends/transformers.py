@@ -14,7 +14,7 @@ from asrflow.errors import ModelNotFoundError
 from asrflow.models import ModelSource, hub_error, transformers_dir
 from asrflow.options import TranscribeOptions
 from asrflow.transcript import Segment, SegmentStream, Word, fit_segment
-from asrflow.vad import merged, speech_regions
+from asrflow.vad import speech_regions
 
 WINDOW_S = 30  # Whisper's window
 
@@ -75,11 +75,11 @@ class TransformersBackend:
         regions = speech_regions(audio, options.chunk_length_s, merge=False)
         detected = [self.detect_language(audio[a:b], options.languages) for a, b in regions]
 
-        def decode(code: str, run: list) -> Iterator[Segment]:
-            pieces = [(a / SAMPLE_RATE, audio[a:b]) for a, b in merged([r for r, _ in run], options.chunk_length_s)]
+        def decode(code: str, spans: list) -> Iterator[Segment]:
+            pieces = [(a / SAMPLE_RATE, audio[a:b]) for a, b in spans]
             return self._decode(pieces, options.batch_size, code, duration, options)
 
-        return SegmentStream(by_language(regions, detected, decode), *dominant(detected, regions), duration)
+        return SegmentStream(by_language(regions, detected, options.chunk_length_s, decode), *dominant(detected, regions), duration)
 
     def _decode(self, pieces: list, step: int, language, duration: float, options) -> Iterator[Segment]:
         previous_end = 0.0
