@@ -158,3 +158,36 @@ def test_the_sequential_decoders_last_window_is_padded_with_silence(ct2_transcri
     tail = slice(frames.shape[1] + 2, 3000)  # past the frames that see the audio's last samples
     assert np.allclose(padded[:, tail], silent[:, tail], atol=1e-4)
     assert not np.allclose(np.pad(np.asarray(frames), [(0, 0), (0, 3000 - frames.shape[1])])[:, tail], silent[:, tail], atol=1e-4)
+
+
+def test_a_short_clips_window_encodes_its_own_frames_and_takes_the_silent_rest_from_a_cache(ct2_transcriber):
+    """A 5 s clip's 30 s window: its encoder runs on 15 s (the clip, a second, rounded to 5 s), the silent rest
+    of the encoding comes from one encoded silent window, and the words are the same as from the full window."""
+    import ctranslate2
+    from faster_whisper.audio import pad_or_trim
+
+    from asrflow import decode_audio
+    from asrflow.backends.encoder import TrimmedEncoder
+    from asrflow.backends.features import SilencePaddedExtractor
+
+    audio = decode_audio(DATA / "dev000.wav")
+    backend = ct2_transcriber.backend
+    window = pad_or_trim(SilencePaddedExtractor(backend.model.feature_extractor)(audio))
+    encoder = TrimmedEncoder(backend.model.model)
+    assert encoder._length(window, float(window.min())) == 1500
+    trimmed = np.array(encoder(window))
+    full = np.array(backend.model.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(window[None]))))
+    assert trimmed.shape == full.shape and len(encoder.silence) == 1
+    speech = slice(0, int(len(audio) / 16000 * 50))  # 50 encoder positions a second
+    assert np.corrcoef(trimmed[0, speech].ravel(), full[0, speech].ravel())[0, 1] > 0.9
+
+    def words(encoded):
+        prompt = [backend.model.hf_tokenizer.token_to_id(t) for t in ("<|startoftranscript|>", "<|notimestamps|>")]
+        result = backend.model.model.generate(ctranslate2.StorageView.from_array(encoded), [prompt], beam_size=5)
+        return backend.model.hf_tokenizer.decode(result[0].sequences_ids[0]).strip()
+
+    from asrflow.metrics import word_error_rate
+
+    reference = "The committee will meet again on Thursday to review the budget proposal for the next fiscal year."
+    assert word_error_rate([words(full)], [words(trimmed)]) <= 0.1  # one word in 17 at most
+    assert word_error_rate([reference], [ct2_transcriber.transcribe(audio, vad_filter=True).text]) <= 0.1

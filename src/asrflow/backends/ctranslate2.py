@@ -15,6 +15,7 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_compression_ratio, pad_or_trim
 
 from asrflow.audio import SAMPLE_RATE
+from asrflow.backends.encoder import TrimmedEncoder
 from asrflow.backends.features import SilencePaddedExtractor, WindowedExtractor
 from asrflow.backends.languages import by_language, dominant
 from asrflow.errors import ModelNotFoundError
@@ -46,10 +47,12 @@ class CTranslate2Backend:
         # the batched pipeline (speech regions shorter than a window), with each region padded with silence
         padded = copy.copy(self.model)
         padded.feature_extractor = SilencePaddedExtractor(self.model.feature_extractor)
+        padded.encode = TrimmedEncoder(self.model.model)  # windows mostly silence: cheaper
         self.batched = BatchedInferencePipeline(padded)
         # the sequential decoder, with the spectrogram computed a window at a time (same values, bounded memory)
         self.sequential = copy.copy(self.model)
         self.sequential.feature_extractor = WindowedExtractor(self.model.feature_extractor)
+        self.sequential.encode = padded.encode
 
     def stream(self, audio: np.ndarray, options: TranscribeOptions) -> SegmentStream:
         """Segments as faster-whisper decodes them, one window (or one batch of VAD chunks) at a time."""

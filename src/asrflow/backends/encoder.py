@@ -1,0 +1,58 @@
+"""Whisper's encoder on windows that are mostly silence, at a fraction of the cost.
+
+Whisper reads 30 s windows; a short clip, or the last stretch of a file, is padded with silence to fill one.
+On a CPU the encoder is most of the work (its attention grows with the square of the window), and most of it
+goes on the padding. Here only the clip's own frames are encoded (plus a second, rounded up to 5 s, at least
+15 s), and the rest of the window's encoding is taken from an encoded window of pure silence, computed once
+per loudness floor: the decoder reads a full window, as Whisper expects. On the dev corpus and 40 held-out
+clips (clean and noisy) this was 1.65x faster with the same or lower WER (README, Performance); the clip
+alone, without the silent rest, costs accuracy (dev WER 0.086 against 0.066 at 15 s).
+"""
+
+from __future__ import annotations
+
+import ctranslate2
+import numpy as np
+
+WINDOW = 3000  # frames in Whisper's 30 s window
+STEP = 500  # encoded lengths are whole multiples of 5 s ...
+SHORTEST = 1500  # ... and at least 15 s (10 s cost 1.3 WER points on the dev corpus)
+MARGIN = 100  # a second of the silence after the clip is encoded with it
+
+
+class TrimmedEncoder:
+    """Stands in for faster-whisper's `WhisperModel.encode(features)` on silence-padded windows (the floor,
+    each window's minimum, is the value its padding repeats)."""
+
+    def __init__(self, model: ctranslate2.models.Whisper):
+        self.model = model
+        self.silence: dict[float, np.ndarray] = {}  # floor (to a quarter) -> encoded silent window
+
+    def __call__(self, features: np.ndarray) -> ctranslate2.StorageView:
+        features = features[None] if features.ndim == 2 else features
+        if features.shape[-1] != WINDOW:
+            return self._encode(features)
+        floors = features.min(axis=(1, 2))
+        lengths = [self._length(window, floor) for window, floor in zip(features, floors)]
+        encoded: list[np.ndarray | None] = [None] * len(features)
+        for length in set(lengths):
+            which = [i for i, n in enumerate(lengths) if n == length]
+            batch = np.array(self._encode(features[which, :, :length]))
+            for row, i in zip(batch, which):
+                encoded[i] = row if length == WINDOW else np.concatenate([row, self._silence(floors[i], features.shape[1])[length // 2 :]])
+        return ctranslate2.StorageView.from_array(np.stack(encoded))
+
+    def _length(self, window: np.ndarray, floor: float) -> int:
+        loud = np.flatnonzero((window > floor).any(axis=0))
+        last = int(loud[-1]) + 1 if len(loud) else 0
+        return min(WINDOW, max(SHORTEST, -(-(last + MARGIN) // STEP) * STEP))
+
+    def _silence(self, floor: float, rows: int) -> np.ndarray:
+        key = round(float(floor) * 4) / 4
+        if key not in self.silence:
+            self.silence[key] = np.array(self._encode(np.full((1, rows, WINDOW), key, np.float32)))[0]
+        return self.silence[key]
+
+    def _encode(self, features: np.ndarray) -> ctranslate2.StorageView:
+        return self.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features, dtype=np.float32)))
+
