@@ -34,6 +34,8 @@ class TrimmedEncoder:
             return self._encode(features)
         floors = features.min(axis=(1, 2))
         lengths = [self._length(window, floor) for window, floor in zip(features, floors)]
+        if min(lengths) == WINDOW:  # windows full of speech (long audio): encoded as they are, with no copy
+            return self._encode(features)
         encoded: list[np.ndarray | None] = [None] * len(features)
         for length in set(lengths):
             which = [i for i, n in enumerate(lengths) if n == length]
