@@ -191,3 +191,50 @@ def test_a_short_clips_window_encodes_its_own_frames_and_takes_the_silent_rest_f
     reference = "The committee will meet again on Thursday to review the budget proposal for the next fiscal year."
     assert word_error_rate([words(full)], [words(trimmed)]) <= 0.1  # one word in 17 at most
     assert word_error_rate([reference], [ct2_transcriber.transcribe(audio, vad_filter=True).text]) <= 0.1
+
+
+def test_batched_regions_are_decoded_as_streams_each_prompted_with_its_streams_text(corpus):
+    """condition_on_previous_text in the batched path: 6 regions in batches of 2 are 2 streams of 3 regions
+    decoded in lockstep; each region after a stream's first is prompted with the text decoded before it in its
+    stream (as the sequential decoder is), and turning the option off leaves every prompt without a context."""
+    from asrflow import decode_audio, load_transcriber
+
+    transcriber = load_transcriber("bundled:tiny.en")
+    prompts = transcriber.backend.prompts
+    tokenizer = transcriber.backend.model.hf_tokenizer
+    sot_prev = tokenizer.token_to_id("<|startofprev|>")
+
+    class Recording:  # the model itself, with each generate call's prompts kept
+        def __init__(self, model):
+            self.model, self.calls = model, []
+
+        def __getattr__(self, name):
+            return getattr(self.model, name)
+
+        def generate(self, features, batch, **kwargs):
+            self.calls.append(batch)
+            return self.model.generate(features, batch, **kwargs)
+
+    gap = np.zeros(16000, np.float32)
+    audio = np.concatenate([piece for path, _ in corpus[:6] for piece in (decode_audio(path), gap)])
+    recording = prompts._model = Recording(prompts._model)
+    try:
+        result = transcriber.transcribe(audio, language="en", vad_filter=True, batch_size=2, chunk_length_s=7)
+        first, *later = recording.calls[:3]
+        assert [len(c) for c in recording.calls[:3]] == [2, 2, 2]
+        assert all(sot_prev not in p for p in first)
+        bounds = np.cumsum([0] + [len(decode_audio(p)) / 16000 + 1 for p, _ in corpus[:6]])
+        clip = [int(np.searchsorted(bounds, (s.start + s.end) / 2)) - 1 for s in result.segments]
+        texts = [" ".join(s.text for s, c in zip(result.segments, clip) if c == k) for k in range(6)]
+        for n, call in enumerate(later, start=1):
+            for stream, prompt in enumerate(call):
+                assert prompt[0] == sot_prev
+                context = tokenizer.decode(prompt[1 : prompt.index(tokenizer.token_to_id("<|startoftranscript|>"))]).strip()
+                before = " ".join(texts[stream * 3 : stream * 3 + n])
+                assert context and before.endswith(context), (context, before)
+        assert word_error_rate([" ".join(t for _, t in corpus[:6])], [result.text]) < 0.15
+        recording.calls.clear()
+        transcriber.transcribe(audio, language="en", vad_filter=True, batch_size=2, chunk_length_s=7, condition_on_previous_text=False)
+        assert recording.calls and all(sot_prev not in p for call in recording.calls for p in call)
+    finally:
+        prompts._model = recording.model

@@ -18,6 +18,7 @@ from asrflow.audio import SAMPLE_RATE
 from asrflow.backends.encoder import TrimmedEncoder
 from asrflow.backends.features import SilencePaddedExtractor, WindowedExtractor
 from asrflow.backends.languages import by_language, dominant
+from asrflow.backends.prompts import PerItemPrompts
 from asrflow.errors import ModelNotFoundError
 from asrflow.models import ModelSource, ctranslate2_dir, hub_error
 from asrflow.options import TranscribeOptions
@@ -48,6 +49,9 @@ class CTranslate2Backend:
         padded = copy.copy(self.model)
         padded.feature_extractor = SilencePaddedExtractor(self.model.feature_extractor)
         padded.encode = TrimmedEncoder(self.model.model)  # windows mostly silence: cheaper
+        tokens = self.model.hf_tokenizer
+        padded.model = self.prompts = PerItemPrompts(self.model.model, tokens.token_to_id("<|startofprev|>"),
+                                                     tokens.token_to_id("<|startoftranscript|>"))
         self.batched = BatchedInferencePipeline(padded)
         # the sequential decoder, with the spectrogram computed a window at a time (same values, bounded memory)
         self.sequential = copy.copy(self.model)
@@ -169,17 +173,28 @@ class CTranslate2Backend:
         return max(zip(candidates, results), key=score)[0]
 
     def _region_batches(self, audio: np.ndarray, regions: list[dict], batch_size: int, kwargs: dict, retries: int = 2):
-        """Yields (segments now complete in time order, info) after each batch."""
-        queue = deque((i, region, retries) for i, region in enumerate(regions))
-        decoded, unfinished, released = [[] for _ in regions], [1] * len(regions), 0
+        """Yields (segments now complete in time order, info) after each batch.
+
+        With condition_on_previous_text (Whisper's default) the regions are decoded as contiguous streams in
+        lockstep, as many as make the fewest batches: each batch holds the next region of every stream, prompted
+        with the stream's text so far, as the sequential decoder is (backends/prompts.py)."""
+        conditioned = kwargs.get("condition_on_previous_text", True)
+        runs = max(1, -(-len(regions) // batch_size))  # batches needed; stream k is regions k*runs ... k*runs + runs - 1
+        order = sorted(range(len(regions)), key=lambda i: (i % runs, i)) if conditioned else range(len(regions))
+        queue = deque((i, regions[i], retries) for i in order)
+        decoded, unfinished, released, texts = [[] for _ in regions], [1] * len(regions), 0, [""] * len(regions)
         while queue:
             batch = [queue.popleft() for _ in range(min(batch_size, len(queue)))]
+            if conditioned:  # the text of its stream so far: a rest's follows its own region's
+                before = ["".join(texts[i - i % runs : i + (region is not regions[i])]) for i, region, _ in batch]
+                self.prompts.set_contexts([self._tokens(text, kwargs) for text in before])
             segments, info = self.batched.transcribe(audio, clip_timestamps=[r for _, r, _ in batch], batch_size=batch_size, **kwargs)
             kwargs["language"] = info.language  # one language for the file, detected on its first batch
             segments = list(segments)
             for i, region, left in reversed(batch):
                 ours = [s for s in segments if region["start"] - 0.01 <= s.start < region["end"]]
                 decoded[i] += ours
+                texts[i] += "".join(s.text for s in ours)
                 if left and (rest := _unfinished(region, ours)):
                     queue.appendleft((i, rest, left - 1))
                 else:
@@ -189,6 +204,13 @@ class CTranslate2Backend:
                 ready += sorted(decoded[released], key=lambda s: s.start)
                 decoded[released], released = [], released + 1
             yield ready, info
+
+    def _tokens(self, text: str, kwargs: dict) -> list[int]:
+        """A context's tokens; none after a repetitive text (Whisper drops its prompt when it falls back)."""
+        threshold = kwargs.get("compression_ratio_threshold")
+        if not text or (threshold is not None and get_compression_ratio(text) > threshold):
+            return []
+        return self.model.hf_tokenizer.encode(text, add_special_tokens=False).ids
 
 
 def _unfinished(region: dict, segments, at_least: float = 1.0) -> dict | None:
