@@ -23,6 +23,8 @@ class PerItemPrompts:
         self._local = threading.local()
 
     def __getattr__(self, name):
+        if name.startswith("_"):  # not set yet (a copy, a pickle): never look it up on the model
+            raise AttributeError(name)
         return getattr(self._model, name)
 
     def set_contexts(self, contexts: list[list[int]]) -> None:
