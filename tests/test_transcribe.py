@@ -196,13 +196,14 @@ def test_a_short_clips_window_encodes_its_own_frames_and_takes_the_silent_rest_f
 def test_batched_regions_are_decoded_as_streams_each_prompted_with_its_streams_text(corpus):
     """condition_on_previous_text in the batched path: 6 regions in batches of 2 are 2 streams of 3 regions
     decoded in lockstep; each region after a stream's first is prompted with the text decoded before it in its
-    stream (as the sequential decoder is), and turning the option off leaves every prompt without a context."""
+    stream, timestamps included (as the sequential decoder is), and turning the option off leaves every prompt without a context."""
     from asrflow import decode_audio, load_transcriber
 
     transcriber = load_transcriber("bundled:tiny.en")
     prompts = transcriber.backend.prompts
     tokenizer = transcriber.backend.model.hf_tokenizer
     sot_prev = tokenizer.token_to_id("<|startofprev|>")
+    timestamp_begin = tokenizer.token_to_id("<|notimestamps|>") + 1
 
     class Recording:  # the model itself, with each generate call's prompts kept
         def __init__(self, model):
@@ -229,9 +230,11 @@ def test_batched_regions_are_decoded_as_streams_each_prompted_with_its_streams_t
         for n, call in enumerate(later, start=1):
             for stream, prompt in enumerate(call):
                 assert prompt[0] == sot_prev
-                context = tokenizer.decode(prompt[1 : prompt.index(tokenizer.token_to_id("<|startoftranscript|>"))]).strip()
+                context = prompt[1 : prompt.index(tokenizer.token_to_id("<|startoftranscript|>"))]
+                assert any(t >= timestamp_begin for t in context)  # with its timestamps, as sequential decoding has it
+                text = tokenizer.decode([t for t in context if t < timestamp_begin]).strip()
                 before = " ".join(texts[stream * 3 : stream * 3 + n])
-                assert context and before.endswith(context), (context, before)
+                assert text and before.endswith(text), (text, before)
         assert word_error_rate([" ".join(t for _, t in corpus[:6])], [result.text]) < 0.15
         recording.calls.clear()
         transcriber.transcribe(audio, language="en", vad_filter=True, batch_size=2, chunk_length_s=7, condition_on_previous_text=False)

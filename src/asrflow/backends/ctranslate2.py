@@ -18,7 +18,7 @@ from asrflow.audio import SAMPLE_RATE
 from asrflow.backends.encoder import TrimmedEncoder
 from asrflow.backends.features import SilencePaddedExtractor, WindowedExtractor
 from asrflow.backends.languages import by_language, dominant
-from asrflow.backends.prompts import PerItemPrompts
+from asrflow.backends.prompts import MAX_PROMPT, PerItemPrompts
 from asrflow.errors import ModelNotFoundError
 from asrflow.models import ModelSource, ctranslate2_dir, hub_error
 from asrflow.options import TranscribeOptions
@@ -177,24 +177,29 @@ class CTranslate2Backend:
 
         With condition_on_previous_text (Whisper's default) the regions are decoded as contiguous streams in
         lockstep, as many as make the fewest batches: each batch holds the next region of every stream, prompted
-        with the stream's text so far, as the sequential decoder is (backends/prompts.py)."""
+        with the tokens its stream decoded so far, timestamps included, as the sequential decoder's prompt has
+        them (backends/prompts.py). Without the timestamps a prompted window is decoded as one long segment."""
         conditioned = kwargs.get("condition_on_previous_text", True)
         runs = max(1, -(-len(regions) // batch_size))  # batches needed; stream k is regions k*runs ... k*runs + runs - 1
         order = sorted(range(len(regions)), key=lambda i: (i % runs, i)) if conditioned else range(len(regions))
         queue = deque((i, regions[i], retries) for i in order)
-        decoded, unfinished, released, texts = [[] for _ in regions], [1] * len(regions), 0, [""] * len(regions)
+        decoded, unfinished, released = [[] for _ in regions], [1] * len(regions), 0
+        contexts = [[] for _ in regions]  # each region's stream's tokens up to its end
+
+        def before(i: int, region: dict) -> list[int]:  # a region's rest follows its own tokens, a region the last's
+            return contexts[i] if region is not regions[i] else contexts[i - 1] if i % runs else []
+
         while queue:
             batch = [queue.popleft() for _ in range(min(batch_size, len(queue)))]
-            if conditioned:  # the text of its stream so far: a rest's follows its own region's
-                before = ["".join(texts[i - i % runs : i + (region is not regions[i])]) for i, region, _ in batch]
-                self.prompts.set_contexts([self._tokens(text, kwargs) for text in before])
+            if conditioned:
+                self.prompts.set_contexts([before(i, region) for i, region, _ in batch])
             segments, info = self.batched.transcribe(audio, clip_timestamps=[r for _, r, _ in batch], batch_size=batch_size, **kwargs)
             kwargs["language"] = info.language  # one language for the file, detected on its first batch
             segments = list(segments)
             for i, region, left in reversed(batch):
                 ours = [s for s in segments if region["start"] - 0.01 <= s.start < region["end"]]
                 decoded[i] += ours
-                texts[i] += "".join(s.text for s in ours)
+                contexts[i] = self._context(before(i, region), ours, kwargs)
                 if left and (rest := _unfinished(region, ours)):
                     queue.appendleft((i, rest, left - 1))
                 else:
@@ -205,12 +210,14 @@ class CTranslate2Backend:
                 decoded[released], released = [], released + 1
             yield ready, info
 
-    def _tokens(self, text: str, kwargs: dict) -> list[int]:
-        """A context's tokens; none after a repetitive text (Whisper drops its prompt when it falls back)."""
+    def _context(self, before: list[int], segments, kwargs: dict) -> list[int]:
+        """A stream's tokens after `segments`: none after a repetitive text (where the sequential decoder would
+        fall back to sampling, and so drop its prompt)."""
         threshold = kwargs.get("compression_ratio_threshold")
-        if not text or (threshold is not None and get_compression_ratio(text) > threshold):
+        text = "".join(s.text for s in segments)
+        if threshold is not None and text and get_compression_ratio(text) > threshold:
             return []
-        return self.model.hf_tokenizer.encode(text, add_special_tokens=False).ids
+        return (before + [t for s in segments for t in s.tokens])[-MAX_PROMPT:]
 
 
 def _unfinished(region: dict, segments, at_least: float = 1.0) -> dict | None:
