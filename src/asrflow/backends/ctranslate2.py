@@ -176,8 +176,8 @@ class CTranslate2Backend:
         """Yields (segments now complete in time order, info) after each batch.
 
         With condition_on_previous_text (Whisper's default) the regions are decoded as contiguous streams in
-        lockstep, as many as make the fewest batches: each batch holds the next region of every stream, prompted
-        with the tokens its stream decoded so far, timestamps included, as the sequential decoder's prompt has
+        lockstep, as many as make the fewest batches: a batch holds the next region of each stream whose regions
+        before it are decoded, prompted with the tokens its stream decoded so far, timestamps included, as the sequential decoder's prompt has
         them (backends/prompts.py). Without the timestamps a prompted window is decoded as one long segment."""
         conditioned = kwargs.get("condition_on_previous_text", True)
         runs = max(1, -(-len(regions) // batch_size))  # batches needed; stream k is regions k*runs ... k*runs + runs - 1
@@ -189,8 +189,15 @@ class CTranslate2Backend:
         def before(i: int, region: dict) -> list[int]:  # a region's rest follows its own tokens, a region the last's
             return contexts[i] if region is not regions[i] else contexts[i - 1] if i % runs else []
 
+        def due(i: int, region: dict) -> bool:  # all of its stream before it is decoded (a rest's is)
+            return not conditioned or region is not regions[i] or not i % runs or not unfinished[i - 1]
+
         while queue:
-            batch = [queue.popleft() for _ in range(min(batch_size, len(queue)))]
+            batch = []
+            for item in list(queue):
+                if len(batch) < batch_size and due(*item[:2]):
+                    batch.append(item)
+                    queue.remove(item)
             if conditioned:
                 self.prompts.set_contexts([before(i, region) for i, region, _ in batch])
             segments, info = self.batched.transcribe(audio, clip_timestamps=[r for _, r, _ in batch], batch_size=batch_size, **kwargs)
