@@ -59,6 +59,15 @@ def test_each_segment_in_its_own_language(base, languages):
         assert {s.language for s in single.segments} == {single.language}
 
 
+def test_a_short_clip_is_not_translated_when_its_own_detection_misses_its_language(base):
+    """german.mp3's first 4.8 s alone are detected en 0.68, de 0.04: decoded as English they came out a fluent
+    translation ("Good morning, I'm ... in Berlin"). The language of the 30 s around a region is a candidate too."""
+    result = base.transcribe(DATA / "german.mp3", multilingual=True)
+    first = result.segments[0]
+    assert result.language == "de" and first.language == "de", [(s.language, s.text) for s in result.segments]
+    assert "Morgen" in first.text and "morning" not in result.text.lower()
+
+
 def test_multilingual_on_the_transformers_backend(two_turns):
     from asrflow import load_transcriber
 

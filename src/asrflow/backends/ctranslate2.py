@@ -122,7 +122,12 @@ class CTranslate2Backend:
         runs of regions of one language (joined up to a window, in batches), each segment tagged with it.
         Nothing is translated unless task=translate. The stream's language is the one spoken longest."""
         regions = speech_regions(audio, options.chunk_length_s, merge=False)
-        detected = [self._language_of(audio[a:b], options) for a, b in regions]
+        window, around = self.model.feature_extractor.n_samples, {}
+        for a, b in regions:  # the language of the 30 s around each region (a block of the file) is a candidate too
+            around.setdefault((a + b) // 2 // window, None)
+        for k in around:
+            around[k] = self._ranked(audio[k * window : (k + 1) * window], options)[1][0][0]
+        detected = [self._language_of(audio[a:b], options, around[(a + b) // 2 // window]) for a, b in regions]
         kwargs = {k: v for k, v in kwargs.items() if k != "vad_filter"} | {"without_timestamps": False}
         language, probability = dominant(detected, regions)
 
@@ -134,7 +139,7 @@ class CTranslate2Backend:
         segments = by_language(regions, detected, options.chunk_length_s, decode)
         return SegmentStream(segments, language, probability, len(audio) / SAMPLE_RATE)
 
-    def _language_of(self, clip: np.ndarray, options: TranscribeOptions) -> tuple[str, float]:
+    def _language_of(self, clip: np.ndarray, options: TranscribeOptions, nearby: str) -> tuple[str, float]:
         """A region's language and its detection probability. The detector's best guesses (among
         `options.languages` when given) are each decoded, and the one whose language token and transcript are
         likeliest together wins (log-probability per token, as beam search ranks; a repetitive transcript, over
@@ -143,19 +148,24 @@ class CTranslate2Backend:
         `detect_language`: the clip's frames, zero-padded to a window): on 30 mixed-language turns the same
         languages came out as with a second, silence-padded encoding for the candidates, in 0.73x the time
         (an encoding of just the clip's seconds, as `draft` uses, was faster still but got 22 of 30 right
-        against 26)."""
-        extractor = self.model.feature_extractor
-        frames = pad_or_trim(extractor(clip[: extractor.n_samples])[:, : extractor.nb_max_frames])
-        encoded = self.model.encode(frames)
-        ranked = [(token[2:-2], p) for token, p in self.model.model.detect_language(encoded)[0]]
-        if options.languages:
-            ranked = [(code, p) for code, p in ranked if code in options.languages]
+        against 26). The language detected over the 30 s around the clip (`nearby`) is a candidate as well: a
+        short clip's own detection can miss its language altogether (`tests/data/german.mp3`'s first 4.8 s: en
+        0.68, de 0.04), and a wrong candidate only costs a decode."""
+        encoded, ranked = self._ranked(clip, options)
         total = sum(p for _, p in ranked) or 1.0
         candidates = ranked[:CANDIDATES]
+        candidates += [(code, p) for code, p in ranked[CANDIDATES:] if code == nearby]
         if len(candidates) > 1:
             candidates = [self._likeliest(encoded, candidates, options)]
         code, p = candidates[0]
         return code, round(float(p / total), 4)
+
+    def _ranked(self, clip: np.ndarray, options: TranscribeOptions):
+        """The clip's encoding (its frames, zero-padded to a window) and its languages, likeliest first."""
+        extractor = self.model.feature_extractor
+        encoded = self.model.encode(pad_or_trim(extractor(clip[: extractor.n_samples])[:, : extractor.nb_max_frames]))
+        ranked = [(token[2:-2], p) for token, p in self.model.model.detect_language(encoded)[0]]
+        return encoded, [(code, p) for code, p in ranked if not options.languages or code in options.languages]
 
     def _likeliest(self, encoded, candidates: list[tuple[str, float]], options: TranscribeOptions) -> tuple[str, float]:
         prompts = [[*Tokenizer(self.model.hf_tokenizer, True, task=options.task, language=code).sot_sequence,
