@@ -122,11 +122,9 @@ class CTranslate2Backend:
         runs of regions of one language (joined up to a window, in batches), each segment tagged with it.
         Nothing is translated unless task=translate. The stream's language is the one spoken longest."""
         regions = speech_regions(audio, options.chunk_length_s, merge=False)
-        window, around = self.model.feature_extractor.n_samples, {}
-        for a, b in regions:  # the language of the 30 s around each region (a block of the file) is a candidate too
-            around.setdefault((a + b) // 2 // window, None)
-        for k in around:
-            around[k] = self._ranked(audio[k * window : (k + 1) * window], options)[1][0][0]
+        window = self.model.feature_extractor.n_samples  # the language of each region's 30 s block is a candidate too
+        around = {k: self._ranked(audio[k * window : (k + 1) * window], options)[1][0][0]
+                  for k in {(a + b) // 2 // window for a, b in regions}}
         detected = [self._language_of(audio[a:b], options, around[(a + b) // 2 // window]) for a, b in regions]
         kwargs = {k: v for k, v in kwargs.items() if k != "vad_filter"} | {"without_timestamps": False}
         language, probability = dominant(detected, regions)
@@ -187,12 +185,12 @@ class CTranslate2Backend:
 
         With condition_on_previous_text (Whisper's default) the regions are decoded as contiguous streams in
         lockstep, as many as make the fewest batches: a batch holds the next region of each stream whose regions
-        before it are decoded, prompted with the tokens its stream decoded so far, timestamps included, as the sequential decoder's prompt has
-        them (backends/prompts.py). Without the timestamps a prompted window is decoded as one long segment."""
+        before it are decoded, prompted with the tokens its stream decoded so far, timestamps included, as the
+        sequential decoder's prompt has them (backends/prompts.py). Without the timestamps a prompted window is
+        decoded as one long segment."""
         conditioned = kwargs.get("condition_on_previous_text", True)
         runs = max(1, -(-len(regions) // batch_size))  # batches needed; stream k is regions k*runs ... k*runs + runs - 1
-        order = sorted(range(len(regions)), key=lambda i: (i % runs, i)) if conditioned else range(len(regions))
-        queue = deque((i, regions[i], retries) for i in order)
+        queue = deque((i, region, retries) for i, region in enumerate(regions))
         decoded, unfinished, released = [[] for _ in regions], [1] * len(regions), 0
         contexts = [[] for _ in regions]  # each region's stream's tokens up to its end
 

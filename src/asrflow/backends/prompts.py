@@ -2,8 +2,8 @@
 
 Decoding a window after the text before it (`condition_on_previous_text`, Whisper's default) is what the
 sequential decoder has and the batched pipeline lacks: it gives every item of a batch the same prompt. On long
-audio that is most of the batched path's extra errors: the sequential decoder without it made 0.048 WER where it
-made 0.035 (the bench's long audio with three pause lengths, 16-bit), and the batched path 0.052.
+audio that is most of the batched path's extra errors: on the bench's long audio (four renditions) the sequential
+decoder made 0.035 WER, the batched path 0.047 without contexts and 0.042 with them.
 """
 
 from __future__ import annotations
