@@ -125,7 +125,7 @@ def worker(name: str, conn):
     log = os.open(LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(log, 1)  # third-party warnings and prints: to the log, not the terminal
     os.dup2(log, 2)
-    from asrflow.metrics import word_error_rate
+    from asrflow.metrics import deleted_share, word_error_rate
 
     items = corpus()
     audio, reference = long_audio(items)
@@ -139,9 +139,11 @@ def worker(name: str, conn):
         if task == "long":
             text = transcribe(audio)
             result["long_wer"] = round(word_error_rate([reference], [text]), 4)
+            result["long_deleted"] = round(deleted_share([reference], [text]), 4)
         else:
             per_file = [transcribe(samples) for samples, _ in items]
             result["files_wer"] = round(word_error_rate([t for _, t in items], per_file), 4)
+            result["files_deleted"] = round(deleted_share([t for _, t in items], per_file), 4)
         conn.send(time.perf_counter() - t0)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     result["files_audio_s"] = round(sum(len(s) for s, _ in items) / 16000, 1)
@@ -235,13 +237,14 @@ PEERS = ["fw-batched", "fw-sequential", "tutorial-pipeline"]
 
 
 def table(results: dict[str, dict], corpus: str) -> list[str]:
-    """One corpus: each system's speed (real-time factor), WER and peak RSS, and its speed as a ratio to each peer."""
+    """One corpus: each system's speed (real-time factor), WER, deleted words (share of the reference's) and peak
+    RSS, and its speed as a ratio to each peer."""
     peers = [p for p in PEERS if p in results]
-    head = f"{'system':>21} {'RTFx':>7} {'WER':>7} {'peak MB':>8}" + "".join(f" {'x ' + p:>20}" for p in peers)
+    head = f"{'system':>21} {'RTFx':>7} {'WER':>7} {'deleted':>8} {'peak MB':>8}" + "".join(f" {'x ' + p:>20}" for p in peers)
     lines = [head]
     for name, r in results.items():
         ratios = "".join(f" {r[corpus + '_rtf'] / results[p][corpus + '_rtf']:>19.2f}x" for p in peers)
-        lines.append(f"{name:>21} {r[corpus + '_rtf']:>7} {r[corpus + '_wer']:>7.4f} {r['peak_rss_mb']:>8.0f}{ratios}")
+        lines.append(f"{name:>21} {r[corpus + '_rtf']:>7} {r[corpus + '_wer']:>7.4f} {r[corpus + '_deleted']:>8.2%} {r['peak_rss_mb']:>8.0f}{ratios}")
     return lines
 
 
@@ -274,7 +277,8 @@ def verdicts(results: dict[str, dict]) -> list[str]:
         ours, seq, batched = results["asrflow-pyfunc"], results["fw-sequential"], results["fw-batched"]
         for corpus in ("long", "files"):
             lines.append(f"asrflow-pyfunc on {corpus}: WER {100 * (ours[corpus + '_wer'] - seq[corpus + '_wer']):+.1f} pt against "
-                         f"fw-sequential (target <= +0.5), RTFx {ours[corpus + '_rtf'] / batched[corpus + '_rtf']:.2f}x fw-batched (target >= 1.1x)")
+                         f"fw-sequential (target <= +0.5), RTFx {ours[corpus + '_rtf'] / batched[corpus + '_rtf']:.2f}x fw-batched (target >= 1.1x), "
+                         f"deleted words {100 * (ours[corpus + '_deleted'] - seq[corpus + '_deleted']):+.1f} pt (target <= +1)")
     typed = {t: results.get(f"asrflow-{t}") for t in COMPUTE_TYPES}
     if all(typed.values()):
         close = [t for t, r in typed.items() if all(r[c + "_wer"] <= typed["float32"][c + "_wer"] + 0.005 for c in ("long", "files"))]

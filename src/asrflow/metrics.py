@@ -27,6 +27,15 @@ def word_error_rate(references: list[str], hypotheses: list[str], language: str 
     return jiwer.wer([refs[i] for i in keep], [hyps[i] for i in keep])
 
 
+def deleted_share(references: list[str], hypotheses: list[str], language: str | None = "en") -> float:
+    """The share of reference words missing from the hypotheses (jiwer's deletions): dropped speech."""
+    refs = [normalize(r, language) for r in references]
+    hyps = [normalize(h, language) for h in hypotheses]
+    keep = [i for i, r in enumerate(refs) if r]
+    out = jiwer.process_words([refs[i] for i in keep], [hyps[i] for i in keep])
+    return out.deletions / max(1, out.hits + out.substitutions + out.deletions)
+
+
 def character_error_rate(references: list[str], hypotheses: list[str], language: str | None = "en") -> float:
     refs = [normalize(r, language) for r in references]
     hyps = [normalize(h, language) for h in hypotheses]
