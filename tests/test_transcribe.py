@@ -239,3 +239,38 @@ def test_batched_regions_are_decoded_as_streams_each_prompted_with_its_streams_t
         assert recording.calls and all(sot_prev not in p for call in recording.calls for p in call)
     finally:
         prompts._model = recording.model
+
+
+def test_segment_bounds_on_the_fast_path_are_where_speech_starts_and_stops(transcriber, corpus):
+    """Whisper's timestamps (tiny.en's especially) fall on a grid of whole seconds, up to a second off: the fast
+    path moves each bound to the pause VAD found next to it. Sentences 0.8 s apart: every segment bound is within
+    a quarter of a second of where its sentence's sound starts or stops, on both backends."""
+    from asrflow import decode_audio
+
+    clips = [decode_audio(path) for path, _ in corpus[:8]]
+    gap = np.zeros(int(0.8 * 16000), np.float32)
+    audio, truth, t = np.concatenate([piece for clip in clips for piece in (clip, gap)]), [], 0.0
+    for clip in clips:
+        loud = np.flatnonzero(np.abs(clip) > 0.02 * np.abs(clip).max())
+        truth.append((t + loud[0] / 16000, t + loud[-1] / 16000))
+        t += (len(clip) + len(gap)) / 16000
+    segments = transcriber.transcribe(audio, language="en", vad_filter=True, batch_size=8).segments
+    errors = []
+    for start, end in truth:
+        mine = [s for s in segments if start - 0.3 <= (s.start + s.end) / 2 <= end + 0.3]
+        assert mine, (start, end, segments)
+        errors += [abs(mine[0].start - start), abs(mine[-1].end - end)]
+    assert max(errors) < 0.25, errors
+
+
+def test_a_bound_moves_to_the_pause_near_it_and_stays_inside_speech():
+    from asrflow.transcript import Segment, Word
+    from asrflow.vad import snapped
+
+    edges = [(0.3, 4.2), (5.0, 12.0)]  # speech, a pause from 4.2 to 5.0, speech
+    moved = list(snapped([Segment(0.0, 5.0, "a"), Segment(5.0, 9.0, "b"), Segment(9.0, 11.0, "c")], edges))
+    assert [(s.start, s.end) for s in moved] == [(0.3, 4.2), (5.0, 9.0), (9.0, 12.0)]  # 9.0: no pause near
+    far = list(snapped([Segment(2.0, 7.0, "a")], edges))  # nothing within a second: as decoded
+    assert [(s.start, s.end) for s in far] == [(2.0, 7.0)]
+    worded = Segment(0.0, 5.0, "a", [Word(0.0, 5.0, "a")])  # words are aligned to the audio: kept
+    assert list(snapped([worded], edges)) == [worded]

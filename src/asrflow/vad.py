@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import bisect
+from dataclasses import replace
+from typing import Iterable, Iterator
+
 import numpy as np
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from asrflow.audio import SAMPLE_RATE
+from asrflow.transcript import Segment
 
 
 SLICE_SECONDS = 60  # Silero's cost grows with what it is given at once (180 MB for 10 minutes): a minute at a time
+PAD_MS = 200  # speech padding on each side of a region (pauses are at least 500 ms, so each keeps its full pad)
+SNAP_SECONDS = 1.0  # a segment bound this close to a pause (or to the first onset, the last offset) moves there
 
 
 def speech_regions(audio: np.ndarray, max_seconds: float = 30.0, merge: bool = True) -> list[tuple[int, int]]:
@@ -18,7 +25,7 @@ def speech_regions(audio: np.ndarray, max_seconds: float = 30.0, merge: bool = T
     is one slice)."""
     from asrflow.blocks import quiet_cut
 
-    options = VadOptions(max_speech_duration_s=max_seconds, min_silence_duration_ms=500, speech_pad_ms=200)
+    options = VadOptions(max_speech_duration_s=max_seconds, min_silence_duration_ms=500, speech_pad_ms=PAD_MS)
     found: list[tuple[int, int]] = []
     start, size = 0, SLICE_SECONDS * SAMPLE_RATE
     while start < len(audio):
@@ -37,6 +44,56 @@ def merged(regions: list[tuple[int, int]], max_seconds: float) -> list[tuple[int
         else:
             joined.append((a, b))
     return joined
+
+
+def speech_edges(spans: list[tuple[int, int]], length: int) -> list[tuple[float, float]]:
+    """Where the speech of each span (`speech_regions(..., merge=False)`, in samples) starts and stops, in
+    seconds: the padding taken off, except where a span meets the audio's start or end."""
+    pad = PAD_MS * SAMPLE_RATE // 1000
+    return [((a + pad if a > 0 else a) / SAMPLE_RATE, (b - pad if b < length else b) / SAMPLE_RATE)
+            for a, b in spans]
+
+
+def snapped(segments: Iterable[Segment], edges: list[tuple[float, float]], tolerance: float = SNAP_SECONDS) -> Iterator[Segment]:
+    """Segments (in time order) whose bounds are moved to where speech starts and stops (`speech_edges`): the
+    bound between two segments into the pause nearest it, the first start to the nearest onset, the last end to
+    the nearest offset, each when it is within `tolerance` seconds. Whisper's timestamps (tiny.en's especially)
+    often fall on a grid of whole seconds from the window's start, up to a second off the speech: on the bench's
+    long audio the bounds were 0.29 s off on average and a fifth of them over half a second; snapped, 0.04 s
+    and none (README, Performance). A bound inside speech, with no pause near, stays where it is; segments with
+    words keep theirs (the words are aligned to the audio)."""
+    pauses = [(b, a) for (_, b), (a, _) in zip(edges, edges[1:])]
+    middles = [(b + a) / 2 for b, a in pauses]
+    previous = None
+    for segment in segments:
+        if previous is None:
+            segment = _moved(segment, start=_nearest([a for a, _ in edges], segment.start, tolerance))
+        elif not (previous.words or segment.words):
+            k = _nearest_index(middles, (previous.end + segment.start) / 2, tolerance)
+            if k is not None and previous.start < pauses[k][0] and pauses[k][1] < segment.end:
+                previous, segment = _moved(previous, end=pauses[k][0]), _moved(segment, start=pauses[k][1])
+        if previous is not None:
+            yield previous
+        previous = segment
+    if previous is not None:
+        yield _moved(previous, end=_nearest([b for _, b in edges], previous.end, tolerance))
+
+
+def _moved(segment: Segment, start: float | None = None, end: float | None = None) -> Segment:
+    start, end = segment.start if start is None else start, segment.end if end is None else end
+    return segment if segment.words or not start < end else replace(segment, start=round(start, 3), end=round(end, 3))
+
+
+def _nearest(values: list[float], t: float, tolerance: float) -> float | None:
+    k = _nearest_index(values, t, tolerance)
+    return None if k is None else values[k]
+
+
+def _nearest_index(values: list[float], t: float, tolerance: float) -> int | None:
+    """The index of the sorted value nearest `t`, if it is within `tolerance`."""
+    k = bisect.bisect_left(values, t)
+    near = min((i for i in (k - 1, k) if 0 <= i < len(values)), key=lambda i: abs(values[i] - t), default=None)
+    return near if near is not None and abs(values[near] - t) <= tolerance else None
 
 
 def is_silent(audio: np.ndarray, threshold: float = 0.002) -> bool:

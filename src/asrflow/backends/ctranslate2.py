@@ -23,7 +23,7 @@ from asrflow.errors import ModelNotFoundError
 from asrflow.models import ModelSource, ctranslate2_dir, hub_error
 from asrflow.options import TranscribeOptions
 from asrflow.transcript import Segment, SegmentStream, Word, fit_segment
-from asrflow.vad import speech_regions
+from asrflow.vad import merged, snapped, speech_edges, speech_regions
 
 
 CANDIDATES = 3  # languages decoded per speech region to choose its language (multilingual)
@@ -107,7 +107,8 @@ class CTranslate2Backend:
         sequential decoder seeks back and decodes them again): here such a region's rest goes back to the
         front of the queue, to be decoded in the next batch, and segments come out in time order.
         """
-        regions = [{"start": a / SAMPLE_RATE, "end": b / SAMPLE_RATE} for a, b in speech_regions(audio, options.chunk_length_s)]
+        spans = speech_regions(audio, options.chunk_length_s, merge=False)
+        regions = [{"start": a / SAMPLE_RATE, "end": b / SAMPLE_RATE} for a, b in merged(spans, options.chunk_length_s)]
         duration = len(audio) / SAMPLE_RATE
         if not regions:
             return SegmentStream(iter(()), options.language or (None if self.multilingual else "en"), None, duration)
@@ -115,7 +116,8 @@ class CTranslate2Backend:
         batches = self._region_batches(audio, regions, options.batch_size, kwargs)
         first, info = next(batches)  # the first batch tells the language
         segments = itertools.chain(first, itertools.chain.from_iterable(ready for ready, _ in batches))
-        return SegmentStream(_fitted(segments), info.language, round(float(info.language_probability), 4), duration)
+        segments = snapped(_fitted(segments), speech_edges(spans, len(audio)))
+        return SegmentStream(segments, info.language, round(float(info.language_probability), 4), duration)
 
     def _by_language(self, audio: np.ndarray, options: TranscribeOptions, kwargs: dict) -> SegmentStream:
         """Each stretch of speech (VAD, between pauses) in its own language: detected per region, decoded in
@@ -134,7 +136,7 @@ class CTranslate2Backend:
             decoded = self._region_batches(audio, clips, options.batch_size, kwargs | {"language": code})
             return _fitted(itertools.chain.from_iterable(ready for ready, _ in decoded))
 
-        segments = by_language(regions, detected, options.chunk_length_s, decode)
+        segments = snapped(by_language(regions, detected, options.chunk_length_s, decode), speech_edges(regions, len(audio)))
         return SegmentStream(segments, language, probability, len(audio) / SAMPLE_RATE)
 
     def _language_of(self, clip: np.ndarray, options: TranscribeOptions, nearby: str) -> tuple[str, float]:

@@ -14,7 +14,7 @@ from asrflow.errors import ModelNotFoundError
 from asrflow.models import ModelSource, hub_error, transformers_dir
 from asrflow.options import TranscribeOptions
 from asrflow.transcript import Segment, SegmentStream, Word, fit_segment
-from asrflow.vad import speech_regions
+from asrflow.vad import merged, snapped, speech_edges, speech_regions
 
 WINDOW_S = 30  # Whisper's window
 
@@ -64,11 +64,12 @@ class TransformersBackend:
         # passing stride_length_s (as the tutorial's params do): the merge is less accurate (README, Performance).
         if options.vad_filter or (duration > WINDOW_S and options.stride_length_s is None):
             # Speech regions of at most one window, decoded in batches: no overlap, no stride, no wasted work.
-            pieces = [(start / SAMPLE_RATE, audio[start:end]) for start, end in speech_regions(audio, options.chunk_length_s)]
-            step = options.batch_size
+            spans = speech_regions(audio, options.chunk_length_s, merge=False)
+            pieces = [(start / SAMPLE_RATE, audio[start:end]) for start, end in merged(spans, options.chunk_length_s)]
+            segments = snapped(self._decode(pieces, options.batch_size, language, duration, options), speech_edges(spans, len(audio)))
         else:
-            pieces, step = [(0.0, audio)], 1
-        return SegmentStream(self._decode(pieces, step, language, duration, options), language, probability, duration)
+            segments = self._decode([(0.0, audio)], 1, language, duration, options)
+        return SegmentStream(segments, language, probability, duration)
 
     def _by_language(self, audio: np.ndarray, options: TranscribeOptions, duration: float) -> SegmentStream:
         """As the CTranslate2 backend: each stretch of speech in its own language, in runs of one language."""
@@ -79,7 +80,8 @@ class TransformersBackend:
             pieces = [(a / SAMPLE_RATE, audio[a:b]) for a, b in spans]
             return self._decode(pieces, options.batch_size, code, duration, options)
 
-        return SegmentStream(by_language(regions, detected, options.chunk_length_s, decode), *dominant(detected, regions), duration)
+        segments = snapped(by_language(regions, detected, options.chunk_length_s, decode), speech_edges(regions, len(audio)))
+        return SegmentStream(segments, *dominant(detected, regions), duration)
 
     def _decode(self, pieces: list, step: int, language, duration: float, options) -> Iterator[Segment]:
         previous_end = 0.0
