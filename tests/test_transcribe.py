@@ -263,7 +263,7 @@ def test_segment_bounds_on_the_fast_path_are_where_speech_starts_and_stops(trans
     assert max(errors) < 0.25, errors
 
 
-def test_a_bound_moves_to_the_pause_near_it_and_stays_inside_speech():
+def test_a_bound_moves_to_the_pause_near_it_with_its_words_and_none_moves_inside_speech():
     from asrflow.transcript import Segment, Word
     from asrflow.vad import snapped
 
@@ -272,5 +272,9 @@ def test_a_bound_moves_to_the_pause_near_it_and_stays_inside_speech():
     assert [(s.start, s.end) for s in moved] == [(0.3, 4.2), (5.0, 9.0), (9.0, 12.0)]  # 9.0: no pause near
     far = list(snapped([Segment(2.0, 7.0, "a")], edges))  # nothing within a second: as decoded
     assert [(s.start, s.end) for s in far] == [(2.0, 7.0)]
-    worded = Segment(0.0, 5.0, "a", [Word(0.0, 5.0, "a")])  # words are aligned to the audio: kept
-    assert list(snapped([worded], edges)) == [worded]
+    worded = [Segment(0.1, 4.6, "a b", [Word(0.1, 1.0, "a"), Word(1.0, 4.6, "b")]), Segment(4.6, 6.0, "c", [Word(4.6, 6.0, "c")])]
+    first, second = snapped(worded, edges)  # the words at the bounds move with them
+    assert [(w.start, w.end) for w in first.words] == [(0.3, 1.0), (1.0, 4.2)] and (first.start, first.end) == (0.3, 4.2)
+    assert [(w.start, w.end) for w in second.words] == [(5.0, 6.0)] and (second.start, second.end) == (5.0, 6.0)
+    tight = Segment(0.0, 4.6, "a b", [Word(0.0, 0.2, "a"), Word(0.2, 4.6, "b")])  # 0.3 would leave "a" no time: kept
+    assert next(snapped([tight], edges)).words[0] == Word(0.0, 0.2, "a")
