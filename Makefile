@@ -47,6 +47,7 @@ bench: setup-test
 	python bench/speakers.py | tee bench/results/speakers.txt
 	python bench/languages.py | tee bench/results/languages.txt
 	python bench/realtime.py | tee bench/results/realtime.txt
+	python bench/timestamps.py | tee bench/results/timestamps.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache build

@@ -49,14 +49,19 @@ def corpus():
     return [(decode_audio(CORPUS / r["audio"]), r["text"]) for r in rows]
 
 
-def long_audio(items):
-    """The corpus concatenated (0.6 s gaps) and repeated until it lasts at least MIN_SECONDS."""
+def long_audio(items, sentences: list | None = None):
+    """The corpus concatenated (0.6 s gaps) and repeated until it lasts at least MIN_SECONDS. `sentences`, when
+    given, gets where each clip's sound starts and stops (seconds; its samples over 2% of its peak)."""
     gap = np.zeros(int(0.6 * 16000), np.float32)
-    pieces, texts = [], []
-    while sum(len(p) for p in pieces) < MIN_SECONDS * 16000:
+    pieces, texts, length = [], [], 0
+    while length < MIN_SECONDS * 16000:
         for samples, text in items:
+            loud = np.flatnonzero(np.abs(samples) > 0.02 * np.abs(samples).max())
+            if sentences is not None:
+                sentences.append(((length + loud[0]) / 16000, (length + loud[-1]) / 16000))
             pieces += [samples, gap]
             texts.append(text)
+            length += len(samples) + len(gap)
     return np.concatenate(pieces), " ".join(texts)
 
 
