@@ -293,6 +293,10 @@ def verdicts(results: dict[str, dict]) -> list[str]:
         close = [t for t, r in typed.items() if all(r[c + "_wer"] <= typed["float32"][c + "_wer"] + 0.005 for c in ("long", "files"))]
         fastest = max(close, key=lambda t: typed[t]["long_rtf"] * typed[t]["files_rtf"])
         lines.append(f"compute types within 0.5 pt of float32 on both corpora: {', '.join(close)}; fastest (both corpora): {fastest}")
+        for t in COMPUTE_TYPES[:-1]:  # what each quantized type costs and buys against float32
+            lines.append(f"{t} against float32: " + "; ".join(
+                f"{c} WER {100 * (typed[t][c + '_wer'] - typed['float32'][c + '_wer']):+.1f} pt at "
+                f"{typed[t][c + '_rtf'] / typed['float32'][c + '_rtf']:.2f}x its speed" for c in ("long", "files")))
     return lines
 
 
