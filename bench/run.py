@@ -60,8 +60,8 @@ def long_audio(items, sentences: list | None = None):
     pieces, texts, length = [], [], 0
     while length < MIN_SECONDS * 16000:
         for samples, text in items:
-            loud = np.flatnonzero(np.abs(samples) > 0.02 * np.abs(samples).max())
             if sentences is not None:
+                loud = np.flatnonzero(np.abs(samples) > 0.02 * np.abs(samples).max())
                 sentences.append(((length + loud[0]) / 16000, (length + loud[-1]) / 16000))
             pieces += [samples, gap]
             texts.append(text)

@@ -136,7 +136,7 @@ class CTranslate2Backend:
             decoded = self._region_batches(audio, clips, options.batch_size, kwargs | {"language": code})
             return _fitted(itertools.chain.from_iterable(ready for ready, _ in decoded))
 
-        segments = snapped(by_language(regions, detected, options.chunk_length_s, decode), speech_edges(regions, len(audio)))
+        segments = by_language(regions, detected, options.chunk_length_s, decode, len(audio))
         return SegmentStream(segments, language, probability, len(audio) / SAMPLE_RATE)
 
     def _language_of(self, clip: np.ndarray, options: TranscribeOptions, nearby: str) -> tuple[str, float]:

@@ -8,7 +8,7 @@ from typing import Callable, Iterable, Iterator
 
 from asrflow.audio import SAMPLE_RATE
 from asrflow.transcript import Segment
-from asrflow.vad import merged
+from asrflow.vad import merged, snapped, speech_edges
 
 
 def dominant(detected: list[tuple[str, float]], regions: list[tuple[int, int]]) -> tuple[str | None, float | None]:
@@ -31,11 +31,14 @@ def chance_at(seconds: float, run: list) -> float:
 
 
 def by_language(regions: list[tuple[int, int]], detected: list[tuple[str, float]], max_seconds: float,
-                decode: Callable[[str, list[tuple[int, int]]], Iterable[Segment]]) -> Iterator[Segment]:
+                decode: Callable[[str, list[tuple[int, int]]], Iterable[Segment]], length: int) -> Iterator[Segment]:
     """Runs of consecutive regions of one language, each decoded by `decode(language, spans)` (its regions joined
     up to `max_seconds`, pauses kept: sample ranges); its segments tagged with the language and their region's
-    probability."""
-    for code, run in itertools.groupby(zip(regions, detected), key=lambda pair: pair[1][0]):
-        run = list(run)
-        for segment in decode(code, merged([region for region, _ in run], max_seconds)):
-            yield replace(segment, language=code, language_probability=chance_at(segment.start, run))
+    probability, their bounds snapped to the regions' pauses (`length`: the audio's samples)."""
+    def tagged() -> Iterator[Segment]:
+        for code, run in itertools.groupby(zip(regions, detected), key=lambda pair: pair[1][0]):
+            run = list(run)
+            for segment in decode(code, merged([region for region, _ in run], max_seconds)):
+                yield replace(segment, language=code, language_probability=chance_at(segment.start, run))
+
+    return snapped(tagged(), speech_edges(regions, length))

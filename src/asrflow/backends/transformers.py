@@ -80,7 +80,7 @@ class TransformersBackend:
             pieces = [(a / SAMPLE_RATE, audio[a:b]) for a, b in spans]
             return self._decode(pieces, options.batch_size, code, duration, options)
 
-        segments = snapped(by_language(regions, detected, options.chunk_length_s, decode), speech_edges(regions, len(audio)))
+        segments = by_language(regions, detected, options.chunk_length_s, decode, len(audio))
         return SegmentStream(segments, *dominant(detected, regions), duration)
 
     def _decode(self, pieces: list, step: int, language, duration: float, options) -> Iterator[Segment]:
