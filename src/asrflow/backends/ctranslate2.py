@@ -33,7 +33,7 @@ class CTranslate2Backend:
     name = "ctranslate2"
 
     def __init__(self, source: ModelSource, device: str = "cpu", compute_type: str = "default"):
-        if compute_type == "default":  # on CPU int8: within a point of float32 and 1.1-1.4x its speed (README, Performance)
+        if compute_type == "default":  # on CPU int8: within a point of float32 and 1.1-1.4x its speed; its WER moves with the CPU (README, Performance)
             compute_type = "int8" if device == "cpu" else "float16"
         self.compute_type = compute_type
         try:
