@@ -301,13 +301,13 @@ def verdicts(results: dict[str, dict]) -> list[str]:
 
 
 def cpu() -> str:
-    """The CPU's model and the vector instructions CTranslate2's int8 kernels use: they decide its rounding, so
-    int8 WER moves between machines (the fast path's long-audio WER was 0.050 on one, 0.033 on an AVX-512 VNNI one)."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in info.splitlines() if ":" in line)}
-    flags = set(fields.get("flags", "").split())
-    model = fields.get("model name") or platform.processor() or "unknown CPU"
-    return ", ".join([model] + [f for f in ("avx2", "avx512f", "avx512_vnni", "amx_int8") if f in flags])
+    """The CPU's model and the vector instructions CTranslate2's int8 products use: they decide their rounding, so
+    int8 WER moves between machines (the default compute type follows them: backends/ctranslate2.py)."""
+    from asrflow.backends.ctranslate2 import cpu_info
+
+    info = cpu_info()
+    flags = set(info.get("flags", "").split())
+    return ", ".join([info.get("model name") or platform.machine()] + [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags])
 
 
 def corpus_rows() -> list[str]:

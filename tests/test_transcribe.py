@@ -278,3 +278,16 @@ def test_a_bound_moves_to_the_pause_near_it_with_its_words_and_none_moves_inside
     assert [(w.start, w.end) for w in second.words] == [(5.0, 6.0)] and (second.start, second.end) == (5.0, 6.0)
     tight = Segment(0.0, 4.6, "a b", [Word(0.0, 0.2, "a"), Word(0.2, 4.6, "b")])  # 0.3 would leave "a" no time: kept
     assert next(snapped([tight], edges)).words[0] == Word(0.0, 0.2, "a")
+
+
+def test_the_cpu_default_is_int8_only_where_its_8_bit_products_do_not_saturate(ct2_transcriber):
+    from asrflow.backends.ctranslate2 import cpu_info, default_compute_type
+
+    # x86 without VNNI (AVX2's 8-bit dot products saturate; int8 cost the fast path 1.5 WER points): float32
+    assert default_compute_type("cpu", {"flags": "fpu sse4_2 avx avx2 fma"}) == "float32"
+    assert default_compute_type("cpu", {"flags": "avx2 avx512f avx512_vnni"}) == "int8"
+    assert default_compute_type("cpu", {"flags": "avx2 avx_vnni"}) == "int8"
+    assert default_compute_type("cpu", {"Features": "fp asimd asimddp"}) == "int8"  # ARM: 32-bit accumulation
+    assert default_compute_type("cuda") == "float16"
+    # the bundled model, loaded with the default, follows this machine's CPU
+    assert ct2_transcriber.backend.compute_type == default_compute_type("cpu", cpu_info())

@@ -85,7 +85,7 @@ def transcribe(
     backend: Optional[str] = typer.Option(None, help="ctranslate2 (fast) or transformers (default: the model's own)."),
     format: str = typer.Option("txt", "--format", "-f", help="txt, json, srt, vtt, tsv or jsonl (a segment per line)."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Write FILE.FORMAT here instead of stdout."),
-    compute_type: str = typer.Option("default", help="CTranslate2 compute type: int8 on CPU by default (int8_float32, float32, float16 on GPU...)."),
+    compute_type: str = typer.Option("default", help="CTranslate2 compute type: by default int8 on CPUs with VNNI, float32 on other x86 CPUs, float16 on GPU (or int8_float32, float32...)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     allow_urls: bool = typer.Option(False, "--allow-urls", help="Allow http(s) URLs as inputs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import os
+from pathlib import Path
 from collections import deque
 from typing import Iterator
 
@@ -27,14 +28,37 @@ from asrflow.vad import merged, snapped, speech_edges, speech_regions
 
 
 CANDIDATES = 3  # languages decoded per speech region to choose its language (multilingual)
+VNNI = {"avx512_vnni", "avx_vnni", "amx_int8"}  # x86 instructions whose 8-bit dot products do not saturate
+
+
+def default_compute_type(device: str, info: dict[str, str] | None = None) -> str:
+    """GPU: float16. CPU: int8, the fastest type within half a WER point of float32 (README, Performance), except
+    on x86 CPUs without VNNI (`info`: /proc/cpuinfo's fields, by default this machine's): their 8-bit dot products
+    saturate (oneDNN's AVX2 path), and int8 cost the fast path 1.5 WER points on the bench's long audio and 2.6
+    on a 2-minute file against VNNI's arithmetic, so float32 there. Where the flags cannot be read: int8."""
+    if device != "cpu":
+        return "float16"
+    info = cpu_info() if info is None else info
+    x86 = "flags" in info  # ARM's cpuinfo has "Features" (int8 there accumulates in 32 bits)
+    return "float32" if x86 and not VNNI & set(info["flags"].split()) else "int8"
+
+
+def cpu_info() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo ("model name", "flags" ...); empty where there is none."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    first = text.split("\n\n")[0].splitlines()
+    return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in first if ":" in line)}
 
 
 class CTranslate2Backend:
     name = "ctranslate2"
 
     def __init__(self, source: ModelSource, device: str = "cpu", compute_type: str = "default"):
-        if compute_type == "default":  # on CPU int8: within a point of float32 and 1.1-1.4x its speed; its WER moves with the CPU (README, Performance)
-            compute_type = "int8" if device == "cpu" else "float16"
+        if compute_type == "default":
+            compute_type = default_compute_type(device)
         self.compute_type = compute_type
         try:
             self.model = WhisperModel(
