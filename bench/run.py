@@ -303,11 +303,11 @@ def verdicts(results: dict[str, dict]) -> list[str]:
 def cpu() -> str:
     """The CPU's model and the vector instructions CTranslate2's int8 products use: they decide their rounding, so
     int8 WER moves between machines (the default compute type follows them: backends/ctranslate2.py)."""
-    from asrflow.backends.ctranslate2 import cpu_info
+    from asrflow.backends.ctranslate2 import VNNI, cpu_info
 
     info = cpu_info()
     flags = set(info.get("flags", "").split())
-    return ", ".join([info.get("model name") or platform.machine()] + [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags])
+    return ", ".join([info.get("model name") or platform.machine()] + [f for f in ("avx2", "avx512f", *sorted(VNNI)) if f in flags])
 
 
 def corpus_rows() -> list[str]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 import itertools
 import os
-from pathlib import Path
 from collections import deque
+from pathlib import Path
 from typing import Iterator
 
 import ctranslate2
