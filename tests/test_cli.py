@@ -38,6 +38,9 @@ def test_transcribe_writes_files_with_all_options(tmp_path):
     data = json.loads((tmp_path / "jfk.json").read_text())
     assert "ask not what your country" in data["text"] and data["segments"][0]["words"]
     assert "revenue" in json.loads((tmp_path / "dev004.json").read_text())["text"]
+    strict = run("transcribe", SAMPLE, "--vad", "--vad-threshold", "0.9", "--vad-min-silence-duration-ms", "300",
+                 "--vad-speech-pad-ms", "100")  # VAD's settings: a high threshold takes the quiet first words for noise
+    assert strict.returncode == 0 and "fellow Americans" not in strict.stdout and "your country" in strict.stdout
 
 
 def test_bad_input_is_one_line_and_nonzero(tmp_path):
@@ -141,6 +144,7 @@ def test_command_options_override_the_models_saved_ones(champion):
     (["transcribe", SAMPLE, "--model", "bundled:base", "--language", "xx"], "not a Whisper language code"),
     (["transcribe", SAMPLE, "--beam-size", "1000000000"], "beam_size must be between 1 and 20"),
     (["transcribe", SAMPLE, "--temperature", "hot"], "temperature cannot be 'hot'"),
+    (["transcribe", SAMPLE, "--vad", "--vad-min-silence-duration-ms", "50"], "vad_min_silence_duration_ms must be between"),
     (["register", "whisper-nope", "--model-uri", "models:/nope/1"], "could not register models:/nope/1"),
 ])
 def test_bad_values_are_one_line_naming_them(args, message):

@@ -26,6 +26,9 @@ from asrflow.options import FALLBACK_TEMPERATURES
         ({"chunk_length_s": "nan"}, "chunk_length_s"),
         ({"word_timestamps": "maybe"}, "word_timestamps"),
         ({"stride_length_s": [15, 10], "chunk_length_s": 20}, "stride_length_s"),
+        ({"vad_threshold": 1.5}, "vad_threshold must be between 0.01 and 0.99"),
+        ({"vad_min_silence_duration_ms": "long"}, "vad_min_silence_duration_ms cannot be 'long'"),
+        ({"vad_speech_pad_ms": -1}, "vad_speech_pad_ms"),
         ({"colour": "blue"}, "unknown option"),
     ],
 )

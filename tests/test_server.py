@@ -91,13 +91,21 @@ def test_openai_client_diarized_json(client):
     assert_jfk(vad.text)
     with pytest.raises(openai.BadRequestError, match="chunking_strategy must be"):
         client.audio.transcriptions.create(model="whisper-1", file=("call.ogg", audio), chunking_strategy={"type": "fixed"})
+    # server_vad's settings are the VAD's: a high threshold takes JFK's quieter first words for noise
+    strict = client.audio.transcriptions.create(model="whisper-1", file=("jfk.flac", AUDIO), chunking_strategy={
+        "type": "server_vad", "threshold": 0.9, "silence_duration_ms": 300, "prefix_padding_ms": 100})
+    assert "fellow Americans" not in strict.text and "your country" in strict.text
+    for strategy, message in (({"type": "server_vad", "threshold": 2}, "vad_threshold must be between"),
+                              ({"type": "server_vad", "eagerness": "high"}, "no field 'eagerness'")):
+        with pytest.raises(openai.BadRequestError, match=message):
+            client.audio.transcriptions.create(model="whisper-1", file=("jfk.flac", AUDIO), chunking_strategy=strategy)
     with pytest.raises(openai.BadRequestError, match="turn diarize on"):
         client.audio.transcriptions.create(model="whisper-1", file=("call.ogg", audio), extra_body={"num_speakers": "2"})
     with pytest.raises(openai.BadRequestError, match="turn multilingual on"):  # a field of asrflow's, read and checked
         client.audio.transcriptions.create(model="whisper-1", file=("call.ogg", audio), extra_body={"languages": "en,de"})
 
 
-def test_openai_client_streaming(client):
+def test_openai_client_streaming(client, server):
     stream = client.audio.transcriptions.create(model="whisper-1", file=("jfk.flac", AUDIO), stream=True)
     events = list(stream)
     assert events[-1].type == "transcript.text.done"
@@ -108,6 +116,8 @@ def test_openai_client_streaming(client):
     progress = [d["progress"] for d in deltas]
     assert all(abs(p["total_seconds"] - 11.0) < 0.1 for p in progress)
     assert [p["seconds"] for p in progress] == sorted(p["seconds"] for p in progress) and progress[-1]["seconds"] > 9
+    maybe = httpx.post(f"{server}/v1/audio/transcriptions", files={"file": ("jfk.flac", AUDIO)}, data={"stream": "maybe"})
+    assert maybe.status_code == 400 and "stream cannot be 'maybe'" in maybe.json()["error"]["message"]
 
 
 def test_invocations_with_mlflows_documented_formats(server):

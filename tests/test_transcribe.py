@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from asrflow import InvalidOptionError, Transcript
+from asrflow import InvalidOptionError, TranscribeOptions, Transcript
 from asrflow.metrics import word_error_rate
 from conftest import DATA, JFK_TEXT, SAMPLE
 
@@ -38,6 +38,29 @@ def test_vad_keeps_the_speech(transcriber):
     result = transcriber.transcribe(padded, vad_filter=True)
     assert word_error_rate([JFK_TEXT], [result.text]) < 0.2
     assert result.segments[0].start >= 4.0
+
+
+def test_the_vad_settings_decide_what_is_speech_and_where_regions_end(transcriber):
+    from asrflow.vad import speech_edges, speech_regions
+
+    sample = transcriber_sample()  # JFK: four stretches of speech, pauses of 0.6 to 1.1 s between them
+    regions = lambda **settings: speech_regions(sample, TranscribeOptions(**settings), merge=False)
+    assert [len(regions(vad_min_silence_duration_ms=ms)) for ms in (500, 1000, 1500)] == [4, 3, 1]  # which pauses end one
+    # the padding moves the regions' bounds, not where speech is found to start and stop
+    tight, wide = regions(vad_speech_pad_ms=50), regions(vad_speech_pad_ms=300)
+    assert wide[1][0] - tight[1][0] == -0.25 * 16000
+    assert np.allclose(speech_edges(tight, len(sample), 50), speech_edges(wide, len(sample), 300), atol=0.01)
+    # a high threshold takes the quieter first sentence for noise: the transcript keeps only the second
+    strict = transcriber.transcribe(sample, vad_filter=True, vad_threshold=0.9).text
+    assert "fellow Americans" not in strict and "your country" in strict
+    assert "fellow Americans" in transcriber.transcribe(sample, vad_filter=True).text
+
+
+def test_speech_edges_take_off_the_padding_except_where_spans_meet_each_other_or_the_audio_ends():
+    from asrflow.vad import speech_edges
+
+    spans = [(0, 32000), (32000, 64000), (80000, 96000)]  # the first two meet: Silero split a short pause between them
+    assert speech_edges(spans, 96000, 250) == [(0.0, 2.0), (2.0, 3.75), (5.25, 6.0)]
 
 
 def transcriber_sample():

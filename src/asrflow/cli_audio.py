@@ -29,6 +29,12 @@ DECODING_FLAGS = {
                         typer.Option(None, "--word-timestamps/--no-word-timestamps", help="Add per-word timings.")),
     "vad": ("vad_filter", Optional[bool],
             typer.Option(None, "--vad/--no-vad", help="Skip non-speech with Silero VAD (and batch long audio).")),
+    "vad_threshold": ("vad_threshold", Optional[str],
+                      typer.Option(None, help="VAD: speech probability above which audio is speech (default 0.5).")),
+    "vad_min_silence_duration_ms": ("vad_min_silence_duration_ms", Optional[str], typer.Option(
+        None, help="VAD: a pause this long (ms) ends a speech region (default 500).")),
+    "vad_speech_pad_ms": ("vad_speech_pad_ms", Optional[str],
+                          typer.Option(None, help="VAD: padding kept on each side of a speech region, ms (default 200).")),
     "multilingual": ("multilingual", Optional[bool], typer.Option(
         None, "--multilingual/--no-multilingual", help="Detect and keep each segment's language (multilingual models).")),
     "languages": ("languages", Optional[str], typer.Option(

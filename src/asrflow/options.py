@@ -38,6 +38,11 @@ class TranscribeOptions:
     hotwords: str | None = None  # faster-whisper's: hint phrases put in every window's prompt
     word_timestamps: bool = False
     vad_filter: bool = False
+    # the VAD's settings wherever speech regions are found (vad_filter, multilingual, long audio): Silero's speech
+    # probability threshold, the pause that ends a region, and the padding kept on each side (faster-whisper's names)
+    vad_threshold: float = 0.5
+    vad_min_silence_duration_ms: int = 500
+    vad_speech_pad_ms: int = 200
     multilingual: bool = False  # faster-whisper's name: the language of each speech region, detected and kept
     languages: tuple[str, ...] | None = None  # multilingual: the languages spoken (detection chooses among them)
     chunk_length_s: float = 30.0
@@ -253,6 +258,9 @@ _CONVERTERS = {
     "hotwords": _text,
     "word_timestamps": _boolean,
     "vad_filter": _boolean,
+    "vad_threshold": _ranged(_number, 0.01, 0.99, "vad_threshold"),
+    "vad_min_silence_duration_ms": _ranged(_integer, 100, 10_000, "vad_min_silence_duration_ms"),
+    "vad_speech_pad_ms": _ranged(_integer, 0, 2_000, "vad_speech_pad_ms"),
     "multilingual": _boolean,
     "languages": _languages,
     "chunk_length_s": _ranged(_number, 1.0, 30.0, "chunk_length_s (seconds, at most Whisper's 30 s window)"),
@@ -275,6 +283,9 @@ _EXPECTED = {
     "hotwords": "expected text (words or phrases, separated by spaces)",
     "word_timestamps": "expected true or false",
     "vad_filter": "expected true or false",
+    "vad_threshold": "expected a speech probability between 0.01 and 0.99",
+    "vad_min_silence_duration_ms": "expected a whole number of milliseconds from 100 to 10000",
+    "vad_speech_pad_ms": "expected a whole number of milliseconds from 0 to 2000",
     "multilingual": "expected true or false",
     "languages": "expected language codes such as en,de,fr",
     "chunk_length_s": "expected a number of seconds from 1 to 30",

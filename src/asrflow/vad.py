@@ -10,29 +10,31 @@ import numpy as np
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from asrflow.audio import SAMPLE_RATE
+from asrflow.options import TranscribeOptions
 from asrflow.transcript import Segment
 
 
 SLICE_SECONDS = 60  # Silero's cost grows with what it is given at once (180 MB for 10 minutes): a minute at a time
-PAD_MS = 200  # speech padding on each side of a region (pauses are at least 500 ms, so each keeps its full pad)
 SNAP_SECONDS = 1.0  # a segment bound this close to a pause (or to the first onset, the last offset) moves there
 
 
-def speech_regions(audio: np.ndarray, max_seconds: float = 30.0, merge: bool = True) -> list[tuple[int, int]]:
-    """Sample ranges that hold speech; neighbours are merged up to `max_seconds` to keep context (unless not
-    `merge`: each stretch of speech between pauses of half a second by itself, e.g. to tell languages apart).
-    Silero looks at a minute at a time, cut at the quietest moment near its end (audio up to a minute and a half
-    is one slice)."""
+def speech_regions(audio: np.ndarray, options: TranscribeOptions, merge: bool = True) -> list[tuple[int, int]]:
+    """Sample ranges that hold speech, as the options' VAD settings find them (vad_threshold; a pause of
+    vad_min_silence_duration_ms ends a region; vad_speech_pad_ms kept on each side); neighbours are merged up to
+    chunk_length_s to keep context (unless not `merge`: each stretch of speech between pauses by itself, e.g. to
+    tell languages apart). Silero looks at a minute at a time, cut at the quietest moment near its end (audio up to
+    a minute and a half is one slice)."""
     from asrflow.blocks import quiet_cut
 
-    options = VadOptions(max_speech_duration_s=max_seconds, min_silence_duration_ms=500, speech_pad_ms=PAD_MS)
+    settings = VadOptions(threshold=options.vad_threshold, max_speech_duration_s=options.chunk_length_s,
+                          min_silence_duration_ms=options.vad_min_silence_duration_ms, speech_pad_ms=options.vad_speech_pad_ms)
     found: list[tuple[int, int]] = []
     start, size = 0, SLICE_SECONDS * SAMPLE_RATE
     while start < len(audio):
         stop = len(audio) if len(audio) - start <= 1.5 * size else start + quiet_cut(audio[start : start + size], size // 4)
-        found += [(start + r["start"], start + r["end"]) for r in get_speech_timestamps(audio[start:stop], options)]
+        found += [(start + r["start"], start + r["end"]) for r in get_speech_timestamps(audio[start:stop], settings)]
         start = stop
-    return merged(found, max_seconds) if merge else found
+    return merged(found, options.chunk_length_s) if merge else found
 
 
 def merged(regions: list[tuple[int, int]], max_seconds: float) -> list[tuple[int, int]]:
@@ -46,12 +48,15 @@ def merged(regions: list[tuple[int, int]], max_seconds: float) -> list[tuple[int
     return joined
 
 
-def speech_edges(spans: list[tuple[int, int]], length: int) -> list[tuple[float, float]]:
+def speech_edges(spans: list[tuple[int, int]], length: int, pad_ms: int) -> list[tuple[float, float]]:
     """Where the speech of each span (`speech_regions(..., merge=False)`, in samples) starts and stops, in
-    seconds: the padding taken off, except where a span meets the audio's start or end."""
-    pad = PAD_MS * SAMPLE_RATE // 1000
-    return [((a + pad if a > 0 else a) / SAMPLE_RATE, (b - pad if b < length else b) / SAMPLE_RATE)
-            for a, b in spans]
+    seconds: the padding (`pad_ms`) taken off, except where a span meets the audio's start or end, or meets
+    another span (Silero splits a pause shorter than two pads between its neighbours)."""
+    pad = pad_ms * SAMPLE_RATE // 1000
+    before = [0] + [b for _, b in spans]  # where the span before each ends (the audio's start for the first)
+    after = [a for a, _ in spans[1:]] + [length]
+    return [((a + pad if a != before[k] else a) / SAMPLE_RATE, (b - pad if b != after[k] else b) / SAMPLE_RATE)
+            for k, (a, b) in enumerate(spans)]
 
 
 def snapped(segments: Iterable[Segment], edges: list[tuple[float, float]], tolerance: float = SNAP_SECONDS) -> Iterator[Segment]:

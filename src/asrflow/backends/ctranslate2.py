@@ -104,7 +104,9 @@ class CTranslate2Backend:
         # Batching needs cut points, which VAD finds; without VAD decode sequentially (long-form seeking).
         if options.vad_filter and options.batch_size > 1:
             return self._batched(audio, options, kwargs)
-        segments, info = self.sequential.transcribe(audio, **kwargs)
+        vad = dict(threshold=options.vad_threshold, min_silence_duration_ms=options.vad_min_silence_duration_ms,
+                   speech_pad_ms=options.vad_speech_pad_ms)
+        segments, info = self.sequential.transcribe(audio, **kwargs, vad_parameters=vad if options.vad_filter else None)
         probability = round(float(info.language_probability), 4)
         return SegmentStream(_fitted(segments), info.language, probability, float(info.duration))
 
@@ -131,7 +133,7 @@ class CTranslate2Backend:
         sequential decoder seeks back and decodes them again): here such a region's rest goes back to the
         front of the queue, to be decoded in the next batch, and segments come out in time order.
         """
-        spans = speech_regions(audio, options.chunk_length_s, merge=False)
+        spans = speech_regions(audio, options, merge=False)
         regions = [{"start": a / SAMPLE_RATE, "end": b / SAMPLE_RATE} for a, b in merged(spans, options.chunk_length_s)]
         duration = len(audio) / SAMPLE_RATE
         if not regions:
@@ -140,14 +142,14 @@ class CTranslate2Backend:
         batches = self._region_batches(audio, regions, options.batch_size, kwargs)
         first, info = next(batches)  # the first batch tells the language
         segments = itertools.chain(first, itertools.chain.from_iterable(ready for ready, _ in batches))
-        segments = snapped(_fitted(segments), speech_edges(spans, len(audio)))
+        segments = snapped(_fitted(segments), speech_edges(spans, len(audio), options.vad_speech_pad_ms))
         return SegmentStream(segments, info.language, round(float(info.language_probability), 4), duration)
 
     def _by_language(self, audio: np.ndarray, options: TranscribeOptions, kwargs: dict) -> SegmentStream:
         """Each stretch of speech (VAD, between pauses) in its own language: detected per region, decoded in
         runs of regions of one language (joined up to a window, in batches), each segment tagged with it.
         Nothing is translated unless task=translate. The stream's language is the one spoken longest."""
-        regions = speech_regions(audio, options.chunk_length_s, merge=False)
+        regions = speech_regions(audio, options, merge=False)
         window = self.model.feature_extractor.n_samples  # the language of each region's 30 s block is a candidate too
         around = {k: self._ranked(audio[k * window : (k + 1) * window], options)[1][0][0]
                   for k in {(a + b) // 2 // window for a, b in regions}}
@@ -160,7 +162,7 @@ class CTranslate2Backend:
             decoded = self._region_batches(audio, clips, options.batch_size, kwargs | {"language": code})
             return _fitted(itertools.chain.from_iterable(ready for ready, _ in decoded))
 
-        segments = by_language(regions, detected, options.chunk_length_s, decode, len(audio))
+        segments = by_language(regions, detected, options, decode, len(audio))
         return SegmentStream(segments, language, probability, len(audio) / SAMPLE_RATE)
 
     def _language_of(self, clip: np.ndarray, options: TranscribeOptions, nearby: str) -> tuple[str, float]:

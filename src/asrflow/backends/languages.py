@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Callable, Iterable, Iterator
 
 from asrflow.audio import SAMPLE_RATE
+from asrflow.options import TranscribeOptions
 from asrflow.transcript import Segment
 from asrflow.vad import merged, snapped, speech_edges
 
@@ -30,15 +31,15 @@ def chance_at(seconds: float, run: list) -> float:
     return round(float(probability), 4)
 
 
-def by_language(regions: list[tuple[int, int]], detected: list[tuple[str, float]], max_seconds: float,
+def by_language(regions: list[tuple[int, int]], detected: list[tuple[str, float]], options: TranscribeOptions,
                 decode: Callable[[str, list[tuple[int, int]]], Iterable[Segment]], length: int) -> Iterator[Segment]:
     """Runs of consecutive regions of one language, each decoded by `decode(language, spans)` (its regions joined
-    up to `max_seconds`, pauses kept: sample ranges); its segments tagged with the language and their region's
+    up to chunk_length_s, pauses kept: sample ranges); its segments tagged with the language and their region's
     probability, their bounds snapped to the regions' pauses (`length`: the audio's samples)."""
     def tagged() -> Iterator[Segment]:
         for code, run in itertools.groupby(zip(regions, detected), key=lambda pair: pair[1][0]):
             run = list(run)
-            for segment in decode(code, merged([region for region, _ in run], max_seconds)):
+            for segment in decode(code, merged([region for region, _ in run], options.chunk_length_s)):
                 yield replace(segment, language=code, language_probability=chance_at(segment.start, run))
 
-    return snapped(tagged(), speech_edges(regions, length))
+    return snapped(tagged(), speech_edges(regions, length, options.vad_speech_pad_ms))

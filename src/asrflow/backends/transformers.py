@@ -64,23 +64,24 @@ class TransformersBackend:
         # passing stride_length_s (as the tutorial's params do): the merge is less accurate (README, Performance).
         if options.vad_filter or (duration > WINDOW_S and options.stride_length_s is None):
             # Speech regions of at most one window, decoded in batches: no overlap, no stride, no wasted work.
-            spans = speech_regions(audio, options.chunk_length_s, merge=False)
+            spans = speech_regions(audio, options, merge=False)
             pieces = [(start / SAMPLE_RATE, audio[start:end]) for start, end in merged(spans, options.chunk_length_s)]
-            segments = snapped(self._decode(pieces, options.batch_size, language, duration, options), speech_edges(spans, len(audio)))
+            decoded = self._decode(pieces, options.batch_size, language, duration, options)
+            segments = snapped(decoded, speech_edges(spans, len(audio), options.vad_speech_pad_ms))
         else:
             segments = self._decode([(0.0, audio)], 1, language, duration, options)
         return SegmentStream(segments, language, probability, duration)
 
     def _by_language(self, audio: np.ndarray, options: TranscribeOptions, duration: float) -> SegmentStream:
         """As the CTranslate2 backend: each stretch of speech in its own language, in runs of one language."""
-        regions = speech_regions(audio, options.chunk_length_s, merge=False)
+        regions = speech_regions(audio, options, merge=False)
         detected = [self.detect_language(audio[a:b], options.languages) for a, b in regions]
 
         def decode(code: str, spans: list) -> Iterator[Segment]:
             pieces = [(a / SAMPLE_RATE, audio[a:b]) for a, b in spans]
             return self._decode(pieces, options.batch_size, code, duration, options)
 
-        segments = by_language(regions, detected, options.chunk_length_s, decode, len(audio))
+        segments = by_language(regions, detected, options, decode, len(audio))
         return SegmentStream(segments, *dominant(detected, regions), duration)
 
     def _decode(self, pieces: list, step: int, language, duration: float, options) -> Iterator[Segment]:

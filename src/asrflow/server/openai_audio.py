@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from asrflow.audio import decode_audio
 from asrflow.errors import AsrflowError
 from asrflow.limits import BodyTooLarge
-from asrflow.options import FALLBACK_TEMPERATURES, TranscribeOptions
+from asrflow.options import FALLBACK_TEMPERATURES, TranscribeOptions, flag
 from asrflow.server.errors import HTTPError, root_cause
 from asrflow.server.holder import ModelHolder, Reservation, holder
 from asrflow.server.pool import Served
@@ -30,6 +30,9 @@ FIELDS = {"file", "model", "language", "prompt", "temperature", "response_format
 FORMATS = {"json", "text", "srt", "vtt", "verbose_json", "diarized_json"}
 OPTIONS = {"language": "language", "prompt": "initial_prompt", "temperature": "temperature"}  # form field -> option
 OPTIONS |= {name: name for name in EXTENSIONS}
+# chunking_strategy server_vad's fields -> the VAD options that do the same
+VAD_FIELDS = {"threshold": "vad_threshold", "silence_duration_ms": "vad_min_silence_duration_ms",
+              "prefix_padding_ms": "vad_speech_pad_ms"}
 
 router = APIRouter()
 Holder = Annotated[ModelHolder, Depends(holder)]
@@ -65,6 +68,10 @@ async def openai_audio(request: Request, model: ModelHolder, task: str):
     changes |= {option: form.get(field) for field, option in OPTIONS.items() if form.get(field) not in (None, "")}
     if response_format == "diarized_json":
         changes["diarize"] = True
+    try:
+        streaming = flag("stream", form.get("stream") or False)
+    except AsrflowError as e:
+        raise HTTPError(400, str(e), "stream") from None
     served = await model.model(form.get("model"))
     try:
         options = served.transcriber.resolve(openai_temperature(changes))
@@ -72,7 +79,7 @@ async def openai_audio(request: Request, model: ModelHolder, task: str):
         raise HTTPError(400, str(e)) from None
     speakers = known_speakers(form, options)
     reservation = await model.admit([upload.file])  # spooled to disk: never read whole into memory
-    if str(form.get("stream", "")).lower() == "true":
+    if streaming:
         return stream_segments(model, served, reservation, options, speakers)
     [result] = await model.run(served, reservation, options, disconnected=request.is_disconnected, speakers=speakers)
     response = openai_response(result, response_format, task, granularities)
@@ -106,18 +113,29 @@ def known_speakers(form, options: TranscribeOptions) -> dict | None:
 
 
 def chunking(form) -> dict:
-    """OpenAI's chunking_strategy: "auto" or {"type": "server_vad", ...} (sent as JSON, or as the openai client
-    sends objects: chunking_strategy[type]=...) cut the audio where speech pauses, which asrflow's VAD does."""
-    strategy, kind = form.get("chunking_strategy"), form.get("chunking_strategy[type]")
-    if strategy in (None, "") and kind is None:
+    """OpenAI's chunking_strategy: "auto" or {"type": "server_vad", "threshold", "prefix_padding_ms",
+    "silence_duration_ms"} (sent as JSON, or as the openai client sends objects: chunking_strategy[type]=...) cut
+    the audio where speech pauses, which asrflow's VAD does, with server_vad's settings as its own."""
+    strategy = form.get("chunking_strategy")
+    fields = {k[len("chunking_strategy["):-1]: v for k, v in form.items() if k.startswith("chunking_strategy[")}
+    if strategy in (None, "") and not fields:
         return {}
     try:
-        kind = kind or (strategy if strategy == "auto" else json.loads(strategy).get("type"))
-    except (ValueError, AttributeError):
-        kind = None
-    if kind not in ("auto", "server_vad"):
+        fields = fields or ({"type": "auto"} if strategy == "auto" else dict(json.loads(strategy)))
+    except (ValueError, TypeError):
+        fields = {}
+    if fields.get("type") not in ("auto", "server_vad") or (fields["type"] == "auto" and len(fields) > 1):
         raise HTTPError(400, 'chunking_strategy must be "auto" or {"type": "server_vad", ...}.', "chunking_strategy")
-    return {"vad_filter": True}
+    unknown = sorted(set(fields) - {"type", *VAD_FIELDS})
+    if unknown:
+        raise HTTPError(400, f"chunking_strategy has no field {unknown[0]!r}: server_vad takes "
+                        f"{', '.join(VAD_FIELDS)}.", "chunking_strategy")
+    changes = {"vad_filter": True} | {VAD_FIELDS[k]: v for k, v in fields.items() if k in VAD_FIELDS}
+    try:
+        TranscribeOptions().resolve(changes)
+    except AsrflowError as e:
+        raise HTTPError(400, f"chunking_strategy: {e}", "chunking_strategy") from None
+    return changes
 
 
 def openai_temperature(changes: dict) -> dict:
