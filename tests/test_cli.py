@@ -145,6 +145,11 @@ def test_command_options_override_the_models_saved_ones(champion):
     (["transcribe", SAMPLE, "--beam-size", "1000000000"], "beam_size must be between 1 and 20"),
     (["transcribe", SAMPLE, "--temperature", "hot"], "temperature cannot be 'hot'"),
     (["transcribe", SAMPLE, "--vad", "--vad-min-silence-duration-ms", "50"], "vad_min_silence_duration_ms must be between"),
+    (["transcribe", SAMPLE, "--device", "tpu"], "unknown device 'tpu': choose cpu or cuda"),
+    (["transcribe", SAMPLE, "--backend", "transformers", "--device", "cuda"], "no usable CUDA GPU"),  # torch: CPU build
+    (["transcribe", SAMPLE, "-o", SAMPLE], "is a file, not a folder"),
+    (["transcribe", SAMPLE, "-o", "/proc/asrflow"], "cannot write outputs to '/proc/asrflow'"),
+    (["batch", SAMPLE.parent, "-o", SAMPLE], "is a file, not a folder"),
     (["register", "whisper-nope", "--model-uri", "models:/nope/1"], "could not register models:/nope/1"),
 ])
 def test_bad_values_are_one_line_naming_them(args, message):

@@ -13,7 +13,7 @@ from asrflow.errors import AsrflowError, InvalidOptionError
 from asrflow.evaluate import AUDIO_EXTENSIONS
 from asrflow.journal import journal_path, transcribe_resumably
 from asrflow.options import TranscribeOptions
-from asrflow.writers import WRITERS, remove_dead_temp_files, write_file
+from asrflow.writers import WRITERS, output_folder, remove_dead_temp_files, write_file
 
 ERRORS_FILE = "errors.jsonl"
 # engine -> "module:function(jobs, model, output_dir, formats, changes, summary, show_progress=, master=)"
@@ -183,8 +183,7 @@ def run_batch(
         raise InvalidOptionError(f"unknown engine {engine!r}: choose {' or '.join(ENGINES)}.")
     changes = dict(options or {})
     TranscribeOptions().resolve(changes)  # bad options fail before anything runs
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = output_folder(output_dir)
     remove_dead_temp_files(output_dir)  # left by a run that was killed mid-write
     jobs = find_jobs(source)
     todo = pending(jobs, output_dir, formats)

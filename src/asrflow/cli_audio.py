@@ -109,11 +109,13 @@ def transcribe(
     from asrflow.errors import InvalidOptionError
     from asrflow.journal import journal_path, transcribe_resumably
     from asrflow.transcriber import load_transcriber
-    from asrflow.writers import FORMATS, get_writer, write_file, write_incrementally
+    from asrflow.writers import FORMATS, get_writer, output_folder, write_file, write_incrementally
 
     writer = get_writer(format)
     if resume and output_dir is None:
         raise InvalidOptionError("--resume continues the files of an --output-dir: give one.")
+    if output_dir is not None:
+        output_folder(output_dir)
     # bad inputs fail before the model loads, from their headers: one file at a time is decoded, not all at once
     declared = {f: check_audio(f, allow_urls=allow_urls) for f in files}
     known = _known_speakers(speaker or [])

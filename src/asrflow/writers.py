@@ -131,6 +131,22 @@ def get_writer(format: str) -> Callable[[Transcript], str]:
 TEMP_SUFFIX = re.compile(r"\.asrflow-(\d+)\.tmp$")  # .NAME.asrflow-PID.tmp: whose it is, and whether it is alive
 
 
+def output_folder(path: str | Path) -> Path:
+    """The folder outputs go to, created if need be; one that cannot be is an error naming it (before any work)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InvalidOptionError(f"{str(path)!r} is a file, not a folder: give a folder for the outputs.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".asrflow-{os.getpid()}.tmp"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise InvalidOptionError(f"cannot write outputs to {str(path)!r} ({e.strerror or e}): give a folder you can "
+                                 "write to (it is created if it does not exist).") from None
+    return path
+
+
 def write_file(transcript: Transcript, path: Path, format: str) -> Path:
     """Write atomically (temp file + rename): a crash never leaves a half-written output."""
     path.parent.mkdir(parents=True, exist_ok=True)

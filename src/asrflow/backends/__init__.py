@@ -33,5 +33,21 @@ class Backend(Protocol):
 def load_backend(name: str, source: ModelSource, device: str = "cpu", compute_type: str = "default") -> Backend:
     if name not in BACKENDS:
         raise InvalidOptionError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}.")
+    if device not in ("cpu", "cuda"):
+        raise InvalidOptionError(f"unknown device {device!r}: choose cpu or cuda.")
+    if device == "cuda" and not cuda_usable(name):
+        raise InvalidOptionError(f"device cuda: the {name} backend sees no usable CUDA GPU here (no GPU, no driver, or "
+                                 "a CPU-only build): use --device cpu.")
     module, cls = BACKENDS[name].split(":")
     return getattr(importlib.import_module(module), cls)(source, device, compute_type)
+
+
+def cuda_usable(backend: str) -> bool:
+    """Whether the backend's own runtime can run on a CUDA GPU here."""
+    if backend == "ctranslate2":
+        import ctranslate2
+
+        return ctranslate2.get_cuda_device_count() > 0
+    import torch
+
+    return torch.cuda.is_available()
