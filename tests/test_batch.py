@@ -124,6 +124,16 @@ def test_spark_failure_is_one_clear_line(tree, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("master, message", [
+    ("local[x]", "is not a Spark master: use local[N]"),
+    ("yarn", "set HADOOP_CONF_DIR"),  # before the JVM starts: no Java trace
+])
+def test_a_master_spark_cannot_use_is_one_clear_line(tree, tmp_path, master, message):
+    result = batch(tree, "-o", tmp_path / "out", "--engine", "spark", "--master", master)
+    assert result.returncode != 0 and result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
 def test_same_stem_different_extension_both_kept_and_failures_of_any_kind_recorded(tmp_path):
     source = tmp_path / "calls"
     source.mkdir()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from asrflow.batch import ERRORS_FILE, BatchSummary, Job, transcribe_job
-from asrflow.errors import AsrflowError
+from asrflow.errors import AsrflowError, InvalidOptionError
 
 RESULT_SCHEMA = "path string, text string, language string, duration double, segments string, error string"
 RESULT_COLUMNS = [column.split()[0] for column in RESULT_SCHEMA.split(", ")]
@@ -40,6 +41,19 @@ def transcribe_partitions(model: str, output_dir: str, formats: list[str], chang
     return run
 
 
+MASTERS = ("local", "spark://", "yarn", "k8s://")  # what Spark's --master takes
+
+
+def check_master(master: str) -> None:
+    """A master Spark cannot use is an error before the JVM starts (it would print a Java trace)."""
+    if not master.startswith(MASTERS) or (master.startswith("local") and not re.fullmatch(r"local(\[(\*|\d+)(,\d+)?\])?", master)):
+        raise InvalidOptionError(f"--master {master!r} is not a Spark master: use local[N] (this machine, N cores), "
+                                 "spark://HOST:PORT, yarn or k8s://URL.")
+    if master == "yarn" and not (os.environ.get("HADOOP_CONF_DIR") or os.environ.get("YARN_CONF_DIR")):
+        raise InvalidOptionError("--master yarn needs the cluster's configuration: set HADOOP_CONF_DIR (or "
+                                 "YARN_CONF_DIR) to its folder.")
+
+
 def run_spark(jobs: list[Job], model: str, output_dir: Path, formats: list[str], changes: dict, summary: BatchSummary,
               master: str = "local[2]", **_):
     """The Spark engine: executors transcribe and write every output (per-file files and the Parquet table);
@@ -53,9 +67,14 @@ def run_spark(jobs: list[Job], model: str, output_dir: Path, formats: list[str],
     if master.startswith("local"):
         # local workers are this Python (with asrflow), not whatever python3 is first on PATH
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    spark = (SparkSession.builder.master(master).appName("asrflow-batch")
-             .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-             .config("spark.sql.execution.arrow.pyspark.enabled", "true").getOrCreate())
+    check_master(master)
+    try:
+        spark = (SparkSession.builder.master(master).appName("asrflow-batch")
+                 .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+                 .config("spark.sql.execution.arrow.pyspark.enabled", "true").getOrCreate())
+    except Exception as e:  # the JVM did not start, or the master did not answer
+        raise AsrflowError(f"Spark could not start with master {master!r} ({type(e).__name__}): check that the master "
+                           "is reachable and accepts applications, and that Java 17 is installed.") from None
     spark.sparkContext.setLogLevel("FATAL")  # failures are reported once, below
     try:
         frame = spark.createDataFrame(pd.DataFrame([asdict(j) for j in jobs]))
