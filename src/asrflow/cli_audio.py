@@ -195,8 +195,9 @@ def serve(
     model_alias: List[str] = typer.Option([], help="NAME=MODEL: a name requests may use for a model (repeatable); "
                                           "whisper-1 means the default."),
 ):
-    """Serve OpenAI's audio API, MLflow's scoring protocol and a web page: the given model by default, and any
-    registered (models:/...) or bundled model that a request names."""
+    """Serve OpenAI's audio API, MLflow's scoring protocol and a web page.
+
+    The given model answers by default; a request may name any registered (models:/...) or bundled model."""
     import uvicorn
 
     from asrflow.errors import InvalidOptionError
