@@ -44,7 +44,7 @@ def test_the_vad_settings_decide_what_is_speech_and_where_regions_end(transcribe
     from asrflow.vad import speech_edges, speech_regions
 
     sample = transcriber_sample()  # JFK: four stretches of speech, pauses of 0.6 to 1.1 s between them
-    regions = lambda **settings: speech_regions(sample, TranscribeOptions(**settings), merge=False)
+    regions = lambda **settings: speech_regions(sample, TranscribeOptions(**settings))
     assert [len(regions(vad_min_silence_duration_ms=ms)) for ms in (500, 1000, 1500)] == [4, 3, 1]  # which pauses end one
     # the padding moves the regions' bounds, not where speech is found to start and stop
     tight, wide = regions(vad_speech_pad_ms=50), regions(vad_speech_pad_ms=300)

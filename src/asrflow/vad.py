@@ -18,23 +18,27 @@ SLICE_SECONDS = 60  # Silero's cost grows with what it is given at once (180 MB 
 SNAP_SECONDS = 1.0  # a segment bound this close to a pause (or to the first onset, the last offset) moves there
 
 
-def speech_regions(audio: np.ndarray, options: TranscribeOptions, merge: bool = True) -> list[tuple[int, int]]:
-    """Sample ranges that hold speech, as the options' VAD settings find them (vad_threshold; a pause of
-    vad_min_silence_duration_ms ends a region; vad_speech_pad_ms kept on each side); neighbours are merged up to
-    chunk_length_s to keep context (unless not `merge`: each stretch of speech between pauses by itself, e.g. to
-    tell languages apart). Silero looks at a minute at a time, cut at the quietest moment near its end (audio up to
-    a minute and a half is one slice)."""
+def vad_settings(options: TranscribeOptions, max_speech_s: float = float("inf")) -> VadOptions:
+    """Silero's settings from the options (the one place they are read): vad_threshold, a pause of
+    vad_min_silence_duration_ms ends a region, vad_speech_pad_ms kept on each side."""
+    return VadOptions(threshold=options.vad_threshold, min_silence_duration_ms=options.vad_min_silence_duration_ms,
+                      speech_pad_ms=options.vad_speech_pad_ms, max_speech_duration_s=max_speech_s)
+
+
+def speech_regions(audio: np.ndarray, options: TranscribeOptions) -> list[tuple[int, int]]:
+    """Sample ranges that hold speech, each stretch between pauses by itself (at most chunk_length_s; `merged`
+    joins neighbours to keep context), as the options' VAD settings find them. Silero looks at a minute at a time,
+    cut at the quietest moment near its end (audio up to a minute and a half is one slice)."""
     from asrflow.blocks import quiet_cut
 
-    settings = VadOptions(threshold=options.vad_threshold, max_speech_duration_s=options.chunk_length_s,
-                          min_silence_duration_ms=options.vad_min_silence_duration_ms, speech_pad_ms=options.vad_speech_pad_ms)
+    settings = vad_settings(options, options.chunk_length_s)
     found: list[tuple[int, int]] = []
     start, size = 0, SLICE_SECONDS * SAMPLE_RATE
     while start < len(audio):
         stop = len(audio) if len(audio) - start <= 1.5 * size else start + quiet_cut(audio[start : start + size], size // 4)
         found += [(start + r["start"], start + r["end"]) for r in get_speech_timestamps(audio[start:stop], settings)]
         start = stop
-    return merged(found, options.chunk_length_s) if merge else found
+    return found
 
 
 def merged(regions: list[tuple[int, int]], max_seconds: float) -> list[tuple[int, int]]:
@@ -49,7 +53,7 @@ def merged(regions: list[tuple[int, int]], max_seconds: float) -> list[tuple[int
 
 
 def speech_edges(spans: list[tuple[int, int]], length: int, pad_ms: int) -> list[tuple[float, float]]:
-    """Where the speech of each span (`speech_regions(..., merge=False)`, in samples) starts and stops, in
+    """Where the speech of each span (`speech_regions`, in samples) starts and stops, in
     seconds: the padding (`pad_ms`) taken off, except where a span meets the audio's start or end, or meets
     another span (Silero splits a pause shorter than two pads between its neighbours)."""
     pad = pad_ms * SAMPLE_RATE // 1000

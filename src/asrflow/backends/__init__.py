@@ -25,6 +25,10 @@ class Backend(Protocol):
 
     def __init__(self, source: ModelSource, device: str, compute_type: str) -> None: ...
 
+    @staticmethod
+    def cuda_usable() -> bool:
+        """Whether this backend's own runtime can run on a CUDA GPU here."""
+
     def stream(self, audio: np.ndarray, options: TranscribeOptions) -> SegmentStream:
         """Language and duration now; segments as they are decoded (a window or a batch at a time), so long
         work can show progress, stream, and be interleaved with other requests."""
@@ -35,19 +39,9 @@ def load_backend(name: str, source: ModelSource, device: str = "cpu", compute_ty
         raise InvalidOptionError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}.")
     if device not in ("cpu", "cuda"):
         raise InvalidOptionError(f"unknown device {device!r}: choose cpu or cuda.")
-    if device == "cuda" and not cuda_usable(name):
+    module, name_ = BACKENDS[name].split(":")
+    backend = getattr(importlib.import_module(module), name_)
+    if device == "cuda" and not backend.cuda_usable():
         raise InvalidOptionError(f"device cuda: the {name} backend sees no usable CUDA GPU here (no GPU, no driver, or "
                                  "a CPU-only build): use --device cpu.")
-    module, cls = BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(source, device, compute_type)
-
-
-def cuda_usable(backend: str) -> bool:
-    """Whether the backend's own runtime can run on a CUDA GPU here."""
-    if backend == "ctranslate2":
-        import ctranslate2
-
-        return ctranslate2.get_cuda_device_count() > 0
-    import torch
-
-    return torch.cuda.is_available()
+    return backend(source, device, compute_type)

@@ -24,7 +24,7 @@ from asrflow.errors import ModelNotFoundError
 from asrflow.models import ModelSource, ctranslate2_dir, hub_error
 from asrflow.options import TranscribeOptions
 from asrflow.transcript import Segment, SegmentStream, Word, fit_segment
-from asrflow.vad import merged, snapped, speech_edges, speech_regions
+from asrflow.vad import merged, snapped, speech_edges, speech_regions, vad_settings
 
 
 CANDIDATES = 3  # languages decoded per speech region to choose its language (multilingual)
@@ -55,6 +55,10 @@ def cpu_info() -> dict[str, str]:
 
 class CTranslate2Backend:
     name = "ctranslate2"
+
+    @staticmethod
+    def cuda_usable() -> bool:
+        return ctranslate2.get_cuda_device_count() > 0
 
     def __init__(self, source: ModelSource, device: str = "cpu", compute_type: str = "default"):
         if compute_type == "default":
@@ -104,9 +108,7 @@ class CTranslate2Backend:
         # Batching needs cut points, which VAD finds; without VAD decode sequentially (long-form seeking).
         if options.vad_filter and options.batch_size > 1:
             return self._batched(audio, options, kwargs)
-        vad = dict(threshold=options.vad_threshold, min_silence_duration_ms=options.vad_min_silence_duration_ms,
-                   speech_pad_ms=options.vad_speech_pad_ms)
-        segments, info = self.sequential.transcribe(audio, **kwargs, vad_parameters=vad if options.vad_filter else None)
+        segments, info = self.sequential.transcribe(audio, **kwargs, vad_parameters=vad_settings(options))
         probability = round(float(info.language_probability), 4)
         return SegmentStream(_fitted(segments), info.language, probability, float(info.duration))
 
@@ -133,7 +135,7 @@ class CTranslate2Backend:
         sequential decoder seeks back and decodes them again): here such a region's rest goes back to the
         front of the queue, to be decoded in the next batch, and segments come out in time order.
         """
-        spans = speech_regions(audio, options, merge=False)
+        spans = speech_regions(audio, options)
         regions = [{"start": a / SAMPLE_RATE, "end": b / SAMPLE_RATE} for a, b in merged(spans, options.chunk_length_s)]
         duration = len(audio) / SAMPLE_RATE
         if not regions:
@@ -149,7 +151,7 @@ class CTranslate2Backend:
         """Each stretch of speech (VAD, between pauses) in its own language: detected per region, decoded in
         runs of regions of one language (joined up to a window, in batches), each segment tagged with it.
         Nothing is translated unless task=translate. The stream's language is the one spoken longest."""
-        regions = speech_regions(audio, options, merge=False)
+        regions = speech_regions(audio, options)
         window = self.model.feature_extractor.n_samples  # the language of each region's 30 s block is a candidate too
         around = {k: self._ranked(audio[k * window : (k + 1) * window], options)[1][0][0]
                   for k in {(a + b) // 2 // window for a, b in regions}}

@@ -43,6 +43,12 @@ def build_pipeline(model_dir: str, device: str = "cpu", dtype=None):
 class TransformersBackend:
     name = "transformers"
 
+    @staticmethod
+    def cuda_usable() -> bool:
+        import torch
+
+        return torch.cuda.is_available()
+
     def __init__(self, source: ModelSource, device: str = "cpu", compute_type: str = "default"):
         self.compute_type = "float32" if device == "cpu" else "float16"
         try:
@@ -64,7 +70,7 @@ class TransformersBackend:
         # passing stride_length_s (as the tutorial's params do): the merge is less accurate (README, Performance).
         if options.vad_filter or (duration > WINDOW_S and options.stride_length_s is None):
             # Speech regions of at most one window, decoded in batches: no overlap, no stride, no wasted work.
-            spans = speech_regions(audio, options, merge=False)
+            spans = speech_regions(audio, options)
             pieces = [(start / SAMPLE_RATE, audio[start:end]) for start, end in merged(spans, options.chunk_length_s)]
             decoded = self._decode(pieces, options.batch_size, language, duration, options)
             segments = snapped(decoded, speech_edges(spans, len(audio), options.vad_speech_pad_ms))
@@ -74,7 +80,7 @@ class TransformersBackend:
 
     def _by_language(self, audio: np.ndarray, options: TranscribeOptions, duration: float) -> SegmentStream:
         """As the CTranslate2 backend: each stretch of speech in its own language, in runs of one language."""
-        regions = speech_regions(audio, options, merge=False)
+        regions = speech_regions(audio, options)
         detected = [self.detect_language(audio[a:b], options.languages) for a, b in regions]
 
         def decode(code: str, spans: list) -> Iterator[Segment]:
