@@ -11,6 +11,8 @@ Each system runs in its own child process (so peak RSS is its own), on the bundl
   asrflow-<type>       load_transcriber(compute_type=<type>): the same fast path (VAD batches) as asrflow-pyfunc,
                        for int8, int8_float32 and float32: what quantization costs and buys; the bench prints
                        which one its rule picks (the fastest within 0.5 WER point of float32 on both corpora)
+  asrflow-ct2-encoder  asrflow-int8 with CTranslate2's own encoder (ASRFLOW_ENCODER=ctranslate2) instead of
+                       OpenVINO's: what the OpenVINO encoder costs and buys
 
 Third-party output of the systems goes to build/bench.log; the terminal gets progress and the tables.
 """
@@ -113,6 +115,12 @@ def system(name: str):
         from asrflow import load_transcriber
 
         transcriber = load_transcriber("bundled:tiny.en", compute_type=name.removeprefix("asrflow-"))
+        return lambda s: transcriber.transcribe(s, language="en", vad_filter=True, beam_size=BEAM, batch_size=BATCH).text
+    if name == "asrflow-ct2-encoder":  # the fast path as it ran before the OpenVINO encoder: CTranslate2's int8 encoder
+        from asrflow import load_transcriber
+
+        os.environ["ASRFLOW_ENCODER"] = "ctranslate2"
+        transcriber = load_transcriber("bundled:tiny.en", compute_type="int8")
         return lambda s: transcriber.transcribe(s, language="en", vad_filter=True, beam_size=BEAM, batch_size=BATCH).text
     if name == "asrflow-sequential":
         from asrflow import load_transcriber
@@ -288,6 +296,11 @@ def verdicts(results: dict[str, dict]) -> list[str]:
             lines.append(f"asrflow-pyfunc on {corpus}: WER {100 * (ours[corpus + '_wer'] - seq[corpus + '_wer']):+.1f} pt against "
                          f"fw-sequential (target <= +0.5), RTFx {ours[corpus + '_rtf'] / batched[corpus + '_rtf']:.2f}x fw-batched (target >= 1.1x), "
                          f"deleted words {100 * (ours[corpus + '_deleted'] - seq[corpus + '_deleted']):+.1f} pt (target <= +1)")
+    if {"asrflow-int8", "asrflow-ct2-encoder"} <= results.keys():
+        ov, ct2 = results["asrflow-int8"], results["asrflow-ct2-encoder"]
+        lines.append("OpenVINO's encoder against CTranslate2's (int8 decoder both): " + "; ".join(
+            f"{c} WER {100 * (ov[c + '_wer'] - ct2[c + '_wer']):+.1f} pt at {ov[c + '_rtf'] / ct2[c + '_rtf']:.2f}x its speed"
+            for c in ("long", "files")))
     typed = {t: results.get(f"asrflow-{t}") for t in COMPUTE_TYPES}
     if all(typed.values()):
         close = [t for t, r in typed.items() if all(r[c + "_wer"] <= typed["float32"][c + "_wer"] + 0.005 for c in ("long", "files"))]
@@ -307,7 +320,7 @@ def cpu() -> str:
 
     info = cpu_info()
     flags = set(info.get("flags", "").split())
-    return ", ".join([info.get("model name") or platform.machine()] + [f for f in ("avx2", "avx512f", *sorted(VNNI)) if f in flags])
+    return ", ".join([info.get("model name") or platform.machine()] + [f for f in ("avx2", "avx512f", "avx512_bf16", *sorted(VNNI)) if f in flags])
 
 
 def corpus_rows() -> list[str]:
@@ -316,4 +329,4 @@ def corpus_rows() -> list[str]:
 
 if __name__ == "__main__":
     main(sys.argv[1:] or ["asrflow-pyfunc", "fw-batched", "fw-sequential", "asrflow-sequential", "tutorial-pipeline", "asrflow-transformers"]
-         + [f"asrflow-{t}" for t in COMPUTE_TYPES])
+         + [f"asrflow-{t}" for t in COMPUTE_TYPES] + ["asrflow-ct2-encoder"])

@@ -18,5 +18,6 @@ def test_two_processes_building_the_same_cache_both_get_a_complete_model(tmp_pat
     for run, (out, err) in zip(runs, outputs):
         assert run.returncode == 0 and "Berlin" in out, err[-2000:]
     models = sorted(p.name for p in (tmp_path / "models").iterdir())
-    assert len(models) == 1 and models[0].startswith("bundled-base-"), models  # no temp or partial leftovers
-    assert (tmp_path / "models" / models[0] / ".complete").is_file()
+    # the joined weights and their encoder for OpenVINO, each once: no temp or partial leftovers
+    assert len(models) == 2 and models[0].startswith("bundled-base-") and models[1].startswith(models[0] + "-openvino-"), models
+    assert all((tmp_path / "models" / m / ".complete").is_file() for m in models)

@@ -19,6 +19,7 @@ from asrflow.audio import SAMPLE_RATE
 from asrflow.backends.encoder import TrimmedEncoder
 from asrflow.backends.features import SilencePaddedExtractor, WindowedExtractor
 from asrflow.backends.languages import by_language, dominant
+from asrflow.backends.openvino_encoder import openvino_encoder
 from asrflow.backends.prompts import MAX_PROMPT, PerItemPrompts
 from asrflow.errors import ModelNotFoundError
 from asrflow.models import ModelSource, ctranslate2_dir, hub_error
@@ -64,19 +65,21 @@ class CTranslate2Backend:
         if compute_type == "default":
             compute_type = default_compute_type(device)
         self.compute_type = compute_type
+        model_dir = ctranslate2_dir(source)
         try:
-            self.model = WhisperModel(
-                ctranslate2_dir(source), device=device, compute_type=compute_type, cpu_threads=os.cpu_count() or 0
-            )
+            self.model = WhisperModel(model_dir, device=device, compute_type=compute_type, cpu_threads=os.cpu_count() or 0)
         except (OSError, ValueError) as e:
             if source.is_local:
                 raise ModelNotFoundError(f"could not load {source.name} with CTranslate2: {e}") from None
             raise hub_error(source.name, e) from None
         self.multilingual = self.model.model.is_multilingual
+        # the encoder: OpenVINO's on CPU (backends/openvino_encoder.py), else CTranslate2's; the decoder reads either
+        self.encoder = openvino_encoder(model_dir, device, compute_type)
+        self.encode = self.encoder or (lambda features: self.model.model.encode(ctranslate2.StorageView.from_array(features)))
         # the batched pipeline (speech regions shorter than a window), with each region padded with silence
         padded = copy.copy(self.model)
         padded.feature_extractor = SilencePaddedExtractor(self.model.feature_extractor)
-        padded.encode = TrimmedEncoder(self.model.model)  # windows mostly silence: cheaper
+        padded.encode = TrimmedEncoder(self.encode)  # windows mostly silence: cheaper
         tokens = self.model.hf_tokenizer
         padded.model = self.prompts = PerItemPrompts(self.model.model, tokens.token_to_id("<|startofprev|>"),
                                                      tokens.token_to_id("<|startoftranscript|>"))
@@ -121,7 +124,7 @@ class CTranslate2Backend:
         frames = min(3000, int(np.ceil(len(audio) / SAMPLE_RATE + 1.0)) * 100)
         clip = np.pad(audio[: frames * 160], (0, max(0, frames * 160 - len(audio))))
         features = self.model.feature_extractor(clip)[:, :frames]
-        encoded = self.model.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])))
+        encoded = self.encode(np.ascontiguousarray(features[None], dtype=np.float32))
         tokenizer = Tokenizer(self.model.hf_tokenizer, self.multilingual, task=options.task, language=options.language or "en")
         prompt = list(tokenizer.sot_sequence) + [tokenizer.no_timestamps]
         result = self.model.model.generate(encoded, [prompt], beam_size=options.beam_size, suppress_blank=True,
@@ -191,7 +194,7 @@ class CTranslate2Backend:
     def _ranked(self, clip: np.ndarray, options: TranscribeOptions):
         """The clip's encoding (its frames, zero-padded to a window) and its languages, likeliest first."""
         extractor = self.model.feature_extractor
-        encoded = self.model.encode(pad_or_trim(extractor(clip[: extractor.n_samples])[:, : extractor.nb_max_frames]))
+        encoded = self.encode(pad_or_trim(extractor(clip[: extractor.n_samples])[:, : extractor.nb_max_frames])[None])
         ranked = [(token[2:-2], p) for token, p in self.model.model.detect_language(encoded)[0]]
         return encoded, [(code, p) for code, p in ranked if not options.languages or code in options.languages]
 

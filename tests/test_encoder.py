@@ -1,0 +1,74 @@
+"""The encoder on OpenVINO: the model's own weights, close to CTranslate2's float32 encoding, the same words;
+CTranslate2's own on request; no telemetry."""
+
+import os
+import subprocess
+import sys
+
+import ctranslate2
+import numpy as np
+import pytest
+
+from asrflow import InvalidOptionError, load_transcriber
+from asrflow.audio import decode_audio
+from asrflow.metrics import word_error_rate
+from conftest import DATA, JFK_TEXT, SAMPLE
+
+
+def _window(path, frames: int = 3000) -> np.ndarray:
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    audio = decode_audio(path)
+    features = FeatureExtractor()(np.pad(audio, (0, max(0, 480000 - len(audio))))[:480000])[:, :frames]
+    return np.ascontiguousarray(features[None], dtype=np.float32)
+
+
+@pytest.mark.parametrize("frames", [3000, 1500])  # a whole window, and the trimmed encoder's shortest input
+def test_the_openvino_encoding_is_close_to_ctranslate2s_float32_encoding(ct2_transcriber, frames):
+    from asrflow.backends.openvino_encoder import OpenVINOEncoder
+
+    backend = ct2_transcriber.backend
+    assert isinstance(backend.encoder, OpenVINOEncoder)  # the default on CPU
+    exact = ctranslate2.models.Whisper(_model_dir(), device="cpu", compute_type="float32")
+    features = _window(SAMPLE, frames)
+    reference = np.array(exact.encode(ctranslate2.StorageView.from_array(features)))
+    ours = np.array(backend.encoder(features))
+    assert ours.shape == reference.shape == (1, frames // 2, reference.shape[-1])
+    assert np.linalg.norm(ours - reference) / np.linalg.norm(reference) < 0.05
+    # CTranslate2's own int8 encoding is further from float32 than OpenVINO's
+    int8 = np.array(backend.model.model.encode(ctranslate2.StorageView.from_array(features)))
+    assert np.linalg.norm(ours - reference) < np.linalg.norm(int8 - reference)
+
+
+def _model_dir() -> str:
+    from asrflow.models import ctranslate2_dir, resolve_model
+
+    return ctranslate2_dir(resolve_model("bundled:tiny.en"))
+
+
+def test_either_encoder_gives_the_same_words(ct2_transcriber, monkeypatch):
+    monkeypatch.setenv("ASRFLOW_ENCODER", "ctranslate2")
+    theirs = load_transcriber("bundled:tiny.en")
+    assert theirs.backend.encoder is None
+    for path in (SAMPLE, DATA / "dev003.ogg"):
+        ours = ct2_transcriber.transcribe(path, vad_filter=True, batch_size=8).text
+        assert word_error_rate([theirs.transcribe(path, vad_filter=True, batch_size=8).text], [ours]) < 0.1
+    assert word_error_rate([JFK_TEXT], [ct2_transcriber.transcribe(SAMPLE).text]) < 0.1
+
+
+def test_a_bad_encoder_setting_is_an_error_naming_the_choices(monkeypatch):
+    monkeypatch.setenv("ASRFLOW_ENCODER", "fast")
+    with pytest.raises(InvalidOptionError, match="ASRFLOW_ENCODER='fast': choose auto, openvino, ctranslate2"):
+        load_transcriber("bundled:tiny.en")
+
+
+def test_building_the_encoder_sends_no_telemetry(tmp_path):
+    """OpenVINO's converter writes a client id under ~/intel and reports to Google Analytics when it finds its
+    telemetry package and no consent file; asrflow's build leaves no trace there."""
+    env = {k: v for k, v in os.environ.items() if k != "CI"} | {"HOME": str(tmp_path / "home"), "ASRFLOW_HOME": str(tmp_path / "asrflow")}
+    (tmp_path / "home").mkdir()
+    code = "from asrflow import load_transcriber; print(type(load_transcriber('bundled:tiny.en').backend.encoder).__name__)"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip() == "OpenVINOEncoder", result.stderr[-2000:]
+    assert any((tmp_path / "asrflow" / "models").glob("*-openvino-*"))  # built here, in this test
+    assert not (tmp_path / "home" / "intel").exists()
