@@ -128,7 +128,8 @@ def build_once(target: Path, build: Callable[[Path], object]) -> Path:
     return target
 
 
-def _cache_path(source: ModelSource, kind: str) -> Path:
+def cache_path(source: ModelSource, kind: str) -> Path:
+    """Where a conversion of `source` (a `kind`: transformers, ctranslate2, openvino) is cached: named by its files."""
     stamp = source.location
     if source.is_local:
         stamp += "".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in sorted(Path(source.location).iterdir()) if f.is_file())
@@ -142,7 +143,7 @@ def transformers_dir(source: ModelSource) -> str:
 
     if source.format != "ctranslate2":
         return source.location
-    return str(build_once(_cache_path(source, "transformers"), lambda tmp: ct2_to_transformers(source.location, tmp)))
+    return str(build_once(cache_path(source, "transformers"), lambda tmp: ct2_to_transformers(source.location, tmp)))
 
 
 def ctranslate2_dir(source: ModelSource) -> str:
@@ -154,7 +155,7 @@ def ctranslate2_dir(source: ModelSource) -> str:
     if source.format == "hub" and ("/" not in source.location or "faster-whisper" in source.location):
         return source.location  # faster-whisper downloads these itself
     try:
-        return str(build_once(_cache_path(source, "ctranslate2"), lambda tmp: transformers_to_ct2(source.location, tmp)))
+        return str(build_once(cache_path(source, "ctranslate2"), lambda tmp: transformers_to_ct2(source.location, tmp)))
     except OSError as e:
         raise hub_error(source.name, e) from None
 

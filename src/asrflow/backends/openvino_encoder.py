@@ -14,7 +14,6 @@ CTranslate2's encoder (faster-whisper's numerics); `ASRFLOW_ENCODER=openvino` ma
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -28,7 +27,7 @@ import ctranslate2
 import numpy as np
 
 from asrflow.errors import AsrflowError, InvalidOptionError
-from asrflow.models import build_once, home_dir
+from asrflow.models import ModelSource, build_once, cache_path
 
 ENGINES = ("auto", "openvino", "ctranslate2")
 
@@ -89,10 +88,8 @@ class OpenVINOEncoder:
 
 def _ir_dir(model_dir: Path) -> Path:
     """The cached IR of the model's encoder, built once (a few seconds) from its model.bin."""
-    weights = model_dir / "model.bin"
-    stamp = f"{weights.resolve()}:{weights.stat().st_size}:{weights.stat().st_mtime_ns}"
-    digest = hashlib.sha256(stamp.encode()).hexdigest()[:16]
-    return build_once(home_dir() / "models" / f"{model_dir.name}-openvino-{digest}", lambda tmp: _build_apart(model_dir, tmp))
+    source = ModelSource(model_dir.name, "ctranslate2", str(model_dir))
+    return build_once(cache_path(source, "openvino"), lambda tmp: _build_apart(model_dir, tmp))
 
 
 def _build_apart(model_dir: Path, out: Path) -> None:
