@@ -74,3 +74,36 @@ def test_building_the_encoder_sends_no_telemetry_and_leaves_no_torch_behind(tmp_
     assert result.stdout.strip() == "OpenVINOEncoder False", result.stderr[-2000:]
     assert any((tmp_path / "asrflow" / "models").glob("*-openvino-*"))  # built here, in this test
     assert not (tmp_path / "home" / "intel").exists()
+
+
+def test_with_openvino_encoding_a_batch_is_decoded_in_parts_at_once_into_the_same_tokens(ct2_transcriber, corpus):
+    """The decoder runs a worker per core, one thread each (backends/workers.py): a batch's generate is split
+    among them, and gives what one call on the whole batch gives. With CTranslate2's encoder: one worker."""
+    from asrflow.backends.workers import Workers, layout
+
+    cores = os.cpu_count() or 1
+    assert layout(encoder_is_ctranslate2=False) == (min(cores, 8), max(1, cores // min(cores, 8)))
+    assert layout(encoder_is_ctranslate2=True) == (1, cores)
+    model = ct2_transcriber.backend.model.model
+    assert isinstance(model, Workers) and model._parts == min(cores, 8)
+    whole = ctranslate2.models.Whisper(_model_dir(), device="cpu", compute_type=ct2_transcriber.backend.compute_type)
+    features = np.concatenate([_window(path) for path, _ in corpus[:5]])
+    encoded = np.array(ct2_transcriber.backend.encode(features))
+    sot = ct2_transcriber.backend.model.hf_tokenizer.token_to_id("<|startoftranscript|>")
+    split = Workers(model._model, 3)
+    jobs = []
+    real_generate = model._model.generate
+
+    class Counting:  # the model, with each generate call's batch size kept
+        def __getattr__(self, name):
+            return getattr(model._model, name)
+
+        def generate(self, features, prompts, **kwargs):
+            jobs.append(len(prompts))
+            return real_generate(features, prompts, **kwargs)
+
+    split._model = Counting()
+    ours = split.generate(ctranslate2.StorageView.from_array(encoded), [[sot]] * 5, beam_size=5)
+    theirs = whole.generate(ctranslate2.StorageView.from_array(encoded), [[sot]] * 5, beam_size=5)
+    assert jobs == [2, 2, 1]
+    assert [r.sequences_ids for r in ours] == [r.sequences_ids for r in theirs]

@@ -248,14 +248,16 @@ def test_batched_regions_are_decoded_as_streams_each_prompted_with_its_streams_t
         bounds = np.cumsum([0] + [len(decode_audio(p)) / 16000 + 1 for p, _ in corpus[:6]])
         clip = [int(np.searchsorted(bounds, (s.start + s.end) / 2)) - 1 for s in result.segments]
         texts = [" ".join(s.text for s, c in zip(result.segments, clip) if c == k) for k in range(6)]
-        for n, call in enumerate(later, start=1):
-            for stream, prompt in enumerate(call):
+        for n, call in enumerate(later, start=1):  # a batch's items come shortest first: any stream at any place
+            befores = [" ".join(texts[stream * 3 : stream * 3 + n]) for stream in range(2)]
+            matched = []
+            for prompt in call:
                 assert prompt[0] == sot_prev
                 context = prompt[1 : prompt.index(tokenizer.token_to_id("<|startoftranscript|>"))]
                 assert any(t >= timestamp_begin for t in context)  # with its timestamps, as sequential decoding has it
                 text = tokenizer.decode([t for t in context if t < timestamp_begin]).strip()
-                before = " ".join(texts[stream * 3 : stream * 3 + n])
-                assert text and before.endswith(text), (text, before)
+                matched += [stream for stream, before in enumerate(befores) if text and before.endswith(text)]
+            assert sorted(matched) == [0, 1], (call, befores)
         assert word_error_rate([" ".join(t for _, t in corpus[:6])], [result.text]) < 0.15
         recording.calls.clear()
         transcriber.transcribe(audio, language="en", vad_filter=True, batch_size=2, chunk_length_s=7, condition_on_previous_text=False)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import bisect
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Iterable, Iterator
 
@@ -28,17 +30,19 @@ def vad_settings(options: TranscribeOptions, max_speech_s: float = float("inf"))
 def speech_regions(audio: np.ndarray, options: TranscribeOptions) -> list[tuple[int, int]]:
     """Sample ranges that hold speech, each stretch between pauses by itself (at most chunk_length_s; `merged`
     joins neighbours to keep context), as the options' VAD settings find them. Silero looks at a minute at a time,
-    cut at the quietest moment near its end (audio up to a minute and a half is one slice)."""
+    cut at the quietest moment near its end (audio up to a minute and a half is one slice); the slices are
+    independent, so they are looked at on every core at once (Silero runs on one thread)."""
     from asrflow.blocks import quiet_cut
 
     settings = vad_settings(options, options.chunk_length_s)
-    found: list[tuple[int, int]] = []
-    start, size = 0, SLICE_SECONDS * SAMPLE_RATE
-    while start < len(audio):
-        stop = len(audio) if len(audio) - start <= 1.5 * size else start + quiet_cut(audio[start : start + size], size // 4)
-        found += [(start + r["start"], start + r["end"]) for r in get_speech_timestamps(audio[start:stop], settings)]
-        start = stop
-    return found
+    cuts, size = [0], SLICE_SECONDS * SAMPLE_RATE
+    while cuts[-1] < len(audio):
+        start = cuts[-1]
+        cuts.append(len(audio) if len(audio) - start <= 1.5 * size else start + quiet_cut(audio[start : start + size], size // 4))
+    slices = list(zip(cuts, cuts[1:]))
+    with ThreadPoolExecutor(min(len(slices), os.cpu_count() or 1) or 1) as pool:
+        found = pool.map(lambda ab: get_speech_timestamps(audio[ab[0] : ab[1]], settings), slices)
+        return [(start + r["start"], start + r["end"]) for (start, _), regions in zip(slices, found) for r in regions]
 
 
 def merged(regions: list[tuple[int, int]], max_seconds: float) -> list[tuple[int, int]]:

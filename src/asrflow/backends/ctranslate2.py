@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import os
 from collections import deque
 from pathlib import Path
 from typing import Iterator
@@ -21,6 +20,7 @@ from asrflow.backends.features import SilencePaddedExtractor, WindowedExtractor
 from asrflow.backends.languages import by_language, dominant
 from asrflow.backends.openvino_encoder import openvino_encoder
 from asrflow.backends.prompts import MAX_PROMPT, PerItemPrompts
+from asrflow.backends.workers import Workers, layout
 from asrflow.errors import ModelNotFoundError
 from asrflow.models import ModelSource, ctranslate2_dir, hub_error
 from asrflow.options import TranscribeOptions
@@ -66,15 +66,17 @@ class CTranslate2Backend:
             compute_type = default_compute_type(device)
         self.compute_type = compute_type
         model_dir = ctranslate2_dir(source)
+        # the encoder: OpenVINO's on CPU (backends/openvino_encoder.py), else CTranslate2's; the decoder reads either
+        self.encoder = openvino_encoder(model_dir, device, compute_type)
+        workers, threads = layout(self.encoder is None) if device == "cpu" else (1, 0)
         try:
-            self.model = WhisperModel(model_dir, device=device, compute_type=compute_type, cpu_threads=os.cpu_count() or 0)
+            self.model = WhisperModel(model_dir, device=device, compute_type=compute_type, cpu_threads=threads, num_workers=workers)
         except (OSError, ValueError) as e:
             if source.is_local:
                 raise ModelNotFoundError(f"could not load {source.name} with CTranslate2: {e}") from None
             raise hub_error(source.name, e) from None
         self.multilingual = self.model.model.is_multilingual
-        # the encoder: OpenVINO's on CPU (backends/openvino_encoder.py), else CTranslate2's; the decoder reads either
-        self.encoder = openvino_encoder(model_dir, device, compute_type)
+        self.model.model = Workers(self.model.model, workers)  # a batch's decoding split among them
         self.encode = self.encoder or (lambda features: self.model.model.encode(ctranslate2.StorageView.from_array(features)))
         # the batched pipeline (speech regions shorter than a window), with each region padded with silence
         padded = copy.copy(self.model)
@@ -239,6 +241,8 @@ class CTranslate2Backend:
                 if len(batch) < batch_size and due(*item[:2]):
                     batch.append(item)
                     queue.remove(item)
+            # shortest first: the decoder's workers take a batch in contiguous parts, the first ones the largest
+            batch.sort(key=lambda item: item[1]["end"] - item[1]["start"])
             if conditioned:
                 self.prompts.set_contexts([before(i, region) for i, region, _ in batch])
             segments, info = self.batched.transcribe(audio, clip_timestamps=[r for _, r, _ in batch], batch_size=batch_size, **kwargs)
