@@ -78,12 +78,14 @@ def test_building_the_encoder_sends_no_telemetry_and_leaves_no_torch_behind(tmp_
 
 def test_with_openvino_encoding_a_batch_is_decoded_in_parts_at_once_into_the_same_tokens(ct2_transcriber, corpus):
     """The decoder runs a worker per core, one thread each (backends/workers.py): a batch's generate is split
-    among them, and gives what one call on the whole batch gives. With CTranslate2's encoder: one worker."""
+    among them, and gives what one call on the whole batch gives. With CTranslate2's encoder, or float32 weights
+    (whose matrix products gain from threads): one worker with every thread."""
     from asrflow.backends.workers import Workers, layout
 
     cores = os.cpu_count() or 1
-    assert layout(encoder_is_ctranslate2=False) == (min(cores, 8), max(1, cores // min(cores, 8)))
-    assert layout(encoder_is_ctranslate2=True) == (1, cores)
+    assert layout("int8", encoder_is_ctranslate2=False) == (min(cores, 8), max(1, cores // min(cores, 8)))
+    assert layout("int8_float32", encoder_is_ctranslate2=False) == (min(cores, 8), max(1, cores // min(cores, 8)))
+    assert layout("int8", encoder_is_ctranslate2=True) == layout("float32", encoder_is_ctranslate2=False) == (1, cores)
     model = ct2_transcriber.backend.model.model
     assert isinstance(model, Workers) and model._parts == min(cores, 8)
     whole = ctranslate2.models.Whisper(_model_dir(), device="cpu", compute_type=ct2_transcriber.backend.compute_type)

@@ -68,7 +68,7 @@ class CTranslate2Backend:
         model_dir = ctranslate2_dir(source)
         # the encoder: OpenVINO's on CPU (backends/openvino_encoder.py), else CTranslate2's; the decoder reads either
         self.encoder = openvino_encoder(model_dir, device, compute_type)
-        workers, threads = layout(self.encoder is None) if device == "cpu" else (1, 0)
+        workers, threads = layout(compute_type, self.encoder is None) if device == "cpu" else (1, 0)
         try:
             self.model = WhisperModel(model_dir, device=device, compute_type=compute_type, cpu_threads=threads, num_workers=workers)
         except (OSError, ValueError) as e:

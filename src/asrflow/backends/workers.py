@@ -4,9 +4,11 @@ A decoding step of a small Whisper is many small operations (a few hundred rows 
 among threads costs more in waking them than it saves. Measured on this project's 2-core machine, one decoding
 step of one clip (beam 5): tiny.en 7.6 ms with one thread against 12.9 ms with two, base 17 against 24; two
 half-batches decoded at once, a thread each, took 0.6-0.75x the time of the whole batch on two threads, with the
-same tokens. So where OpenVINO encodes (CTranslate2's encoder, large matrix products, does want every thread),
-the model runs a worker per core with one thread each (CTranslate2's `inter_threads`; the workers share the
-weights), and a batch's `generate` is split into as many parts, run at once.
+same tokens. So with 8-bit weights, where OpenVINO encodes (CTranslate2's encoder, large matrix products, does
+want every thread), the model runs a worker per core with one thread each (CTranslate2's `inter_threads`; the
+workers share the weights), and a batch's `generate` is split into as many parts, run at once. float32's matrix
+products do gain from threads (a step of five clips: 26 ms on two, 44 on one), so float32 keeps one worker with
+every thread.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ import numpy as np
 MOST_WORKERS = 8  # the default batch: more workers than items would idle
 
 
-def layout(encoder_is_ctranslate2: bool) -> tuple[int, int]:
+def layout(compute_type: str, encoder_is_ctranslate2: bool) -> tuple[int, int]:
     """(workers, threads per worker) for a CPU model."""
     cores = os.cpu_count() or 1
-    if encoder_is_ctranslate2:
+    if encoder_is_ctranslate2 or not compute_type.startswith("int8"):
         return 1, cores
     workers = min(cores, MOST_WORKERS)
     return workers, max(1, cores // workers)
