@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import threading
 
+from asrflow.backends.workers import StandIn
+
 MAX_PROMPT = 223  # tokens before <|startoftranscript|>: half of Whisper's 448, as faster-whisper's get_prompt
 
 
-class PerItemPrompts:
-    """Stands in for the CTranslate2 model inside faster-whisper's batched pipeline: `contexts` (token lists, one
-    per item in the batch's order, for this thread's next `generate`) are put into the items' prompts after any
-    initial prompt or hotwords, as the sequential decoder does. Everything else is the model's."""
+class PerItemPrompts(StandIn):
+    """The model inside faster-whisper's batched pipeline: `contexts` (token lists, one per item in the batch's
+    order, for this thread's next `generate`) are put into the items' prompts after any initial prompt or
+    hotwords, as the sequential decoder does."""
 
     def __init__(self, model, sot_prev: int, sot: int):
-        self._model, self._sot_prev, self._sot = model, sot_prev, sot
+        super().__init__(model)
+        self._sot_prev, self._sot = sot_prev, sot
         self._local = threading.local()
-
-    def __getattr__(self, name):
-        if name.startswith("_"):  # not set yet (a copy, a pickle): never look it up on the model
-            raise AttributeError(name)
-        return getattr(self._model, name)
 
     def set_contexts(self, contexts: list[list[int]]) -> None:
         self._local.contexts = contexts

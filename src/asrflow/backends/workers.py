@@ -30,25 +30,32 @@ def layout(compute_type: str, encoder_is_ctranslate2: bool) -> tuple[int, int]:
     return workers, max(1, cores // workers)
 
 
-class Workers:
-    """Stands in for CTranslate2's Whisper model: `generate` on a batch runs in up to `parts` pieces at once, the
-    results in the batch's order. Everything else is the model's."""
+class StandIn:
+    """Stands in for CTranslate2's Whisper model (held as `_model`): a subclass replaces what it changes, and
+    everything else is the model's."""
 
-    def __init__(self, model, parts: int):
-        self._model, self._parts = model, parts
+    def __init__(self, model):
+        self._model = model
 
     def __getattr__(self, name):
         if name.startswith("_"):  # not set yet (a copy, a pickle): never look it up on the model
             raise AttributeError(name)
         return getattr(self._model, name)
 
+
+class Workers(StandIn):
+    """`generate` on a batch runs in up to `parts` pieces at once, the results in the batch's order."""
+
+    def __init__(self, model, parts: int):
+        super().__init__(model)
+        self._parts = parts
+
     def generate(self, features, prompts, **kwargs):
         parts = min(self._parts, len(prompts))
         if parts < 2 or kwargs.get("asynchronous"):
             return self._model.generate(features, prompts, **kwargs)
-        features = np.asarray(features)
-        pieces = [np.ascontiguousarray(features[which]) for which in np.array_split(np.arange(len(prompts)), parts)]
-        views = [ctranslate2.StorageView.from_array(piece) for piece in pieces]  # kept until the results are in
+        pieces = np.array_split(np.asarray(features), parts)  # views of whole rows: nothing copied
+        views = [ctranslate2.StorageView.from_array(np.ascontiguousarray(piece)) for piece in pieces]  # kept until the results are in
         bounds = np.cumsum([0] + [len(piece) for piece in pieces])
         jobs = [self._model.generate(view, prompts[a:b], asynchronous=True, **kwargs) for view, a, b in zip(views, bounds, bounds[1:])]
         return [result.result() for job in jobs for result in job]
