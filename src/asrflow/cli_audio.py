@@ -190,6 +190,12 @@ def serve(
     allow_private_urls: bool = typer.Option(False, help="Let allowed hosts resolve to private addresses (your own network)."),
     url_timeout: float = typer.Option(30.0, help="Seconds a URL input may take to download (then 400)."),
     realtime_idle_seconds: float = typer.Option(60.0, help="A realtime session with no client event this long is closed."),
+    max_sessions: int = typer.Option(8, min=1, help="Realtime sessions open at once; one more is refused."),
+    allowed_host: List[str] = typer.Option([], help="A name clients may use in Host besides the bound address "
+                                           "(repeatable), e.g. when exposed behind a proxy or DNS name."),
+    cors_origin: List[str] = typer.Option([], help="An origin whose pages may call the API (repeatable); "
+                                          "none by default: only the server's own page."),
+    allow_hub: bool = typer.Option(False, help="Let requests and registry metadata name Hugging Face hub models."),
     max_models: int = typer.Option(2, min=1, help="Models held in memory at once (requests may name others: LRU)."),
     model_ttl: float = typer.Option(600.0, help="Seconds idle after which a model other than the default is unloaded."),
     model_alias: List[str] = typer.Option([], help="NAME=MODEL: a name requests may use for a model (repeatable); "
@@ -207,7 +213,9 @@ def serve(
         raise InvalidOptionError("--model-alias takes NAME=MODEL, e.g. challenger=models:/whisper@challenger.")
     config = ServerConfig(model_uri, backend, api_key, queue_size, timeout, max_upload_mb, max_audio_minutes,
                           max_queued_audio_minutes, tuple(allow_url_host), allow_private_urls, url_timeout_s=url_timeout,
-                          realtime_idle_s=realtime_idle_seconds, max_models=max_models, model_ttl_s=model_ttl,
+                          realtime_idle_s=realtime_idle_seconds, max_sessions=max_sessions, host=host,
+                          allowed_hosts=tuple(allowed_host), cors_origins=tuple(cors_origin), allow_hub=allow_hub,
+                          max_models=max_models, model_ttl_s=model_ttl,
                           aliases=dict(a.split("=", 1) for a in model_alias))
     uvicorn.run(create_app(config), host=host, port=port, log_level="warning", timeout_graceful_shutdown=grace)
 

@@ -38,6 +38,11 @@ class ServerConfig:
     max_urls: int = 4  # per request
     url_timeout_s: float = 30.0
     realtime_idle_s: float = 60.0  # a realtime session with no client event this long is closed
+    max_sessions: int = 8  # realtime sessions open at once
+    host: str = "127.0.0.1"  # the bound address: requests must name it (or an allowed host) in Host
+    allowed_hosts: tuple[str, ...] = field(default_factory=tuple)  # more names clients may use in Host
+    cors_origins: tuple[str, ...] = field(default_factory=tuple)  # other origins whose pages may call the API
+    allow_hub: bool = False  # requests and registry metadata may name Hugging Face hub ids
     max_models: int = 2  # models held in memory at once (least recently used unloaded first)
     model_ttl_s: float = 600.0  # a model other than the default is unloaded once idle this long
     aliases: dict[str, str] = field(default_factory=dict)  # names requests may use -> models (whisper-1: the default)
