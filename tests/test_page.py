@@ -46,6 +46,8 @@ def browser():
 def test_upload_listen_correct_download(browser, page_url, tmp_path):
     url, version = page_url
     page = browser.new_page(accept_downloads=True, viewport={"width": 1100, "height": 800})
+    blocked = []  # the page works within its own Content-Security-Policy: nothing it does is refused
+    page.on("console", lambda m: "Content Security Policy" in m.text and blocked.append(m.text))
     page.goto(url)
     page.wait_for_function("document.getElementById('model').textContent.includes('whisper-page')")
     assert f"whisper-page · version {version} · @champion" in page.text_content("#model")
@@ -81,6 +83,7 @@ def test_upload_listen_correct_download(browser, page_url, tmp_path):
     cues = parse_srt(path.read_text())
     assert cues[0][2].endswith("(corrected)")
     assert download.value.suggested_filename == "jfk.srt"
+    assert not blocked, blocked
 
 
 def test_bad_file_shows_an_error(browser, page_url, tmp_path):
@@ -97,6 +100,54 @@ def test_bad_file_shows_an_error(browser, page_url, tmp_path):
     page.set_input_files("#file", str(notes))
     page.wait_for_function("document.getElementById('status').textContent.includes('415')")
     assert "unsupported file type" in page.text_content("#status")
+
+
+XSS = "<img src=x onerror=alert(1)>"
+
+
+@pytest.mark.parametrize("name, content", [
+    (f"x.{XSS}", b"hello"),  # 415: the extension is in the message (issue 35)
+    (f"{XSS}.wav", b"RIFF\x00\x00\x00\x00WAVE" + b"junk" * 500),  # 400: not audio
+    (f"{XSS}.wav", SAMPLE.read_bytes()),  # transcribed; the name is kept for downloads
+], ids=["415", "400", "audio"])
+def test_file_names_stay_text(browser, page_url, name, content):
+    """A crafted file name is shown as text, never parsed as HTML: no element made of it, no script run."""
+    page = browser.new_page()
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(page_url[0])
+    with page.expect_response(lambda r: "/v1/audio/" in r.url, timeout=120_000) as answer:
+        page.set_input_files("#file", files=[{"name": name, "mimeType": "audio/wav", "buffer": content}])
+    response = answer.value
+    if response.status == 200:
+        page.wait_for_selector("#segments li", timeout=60_000)
+    else:
+        message = response.json()["error"]["message"]
+        page.wait_for_selector("#status.error")
+        assert page.text_content("#status") == f"Error {response.status}: {message}"  # literally, markup and all
+    page.wait_for_timeout(1000)  # what an injected <img> would have loaded, and its onerror run
+    assert dialogs == []
+    assert page.locator("img").count() == 0
+
+
+def test_page_has_a_strict_content_security_policy(page_url):
+    """Scripts only from the page's own files: no inline script or handler for injected markup to hide in."""
+    import httpx
+
+    url = page_url[0]
+    page = httpx.get(url)
+    policy = {d.split()[0]: d.split()[1:] for d in page.headers["content-security-policy"].split(";") if d.strip()}
+    assert policy["script-src"] == ["'self'"] and policy["object-src"] == ["'none'"]
+    assert page.headers["x-content-type-options"] == "nosniff" and page.headers["referrer-policy"] == "no-referrer"
+    scripts = re.findall(r"<script\b([^>]*)>(.*?)</script>", page.text, re.S)
+    assert scripts and all("src=" in attributes and not body.strip() for attributes, body in scripts)
+    assert not re.search(r"<[^>]*\s(on\w+|style)\s*=", page.text)  # no inline handlers or styles
+    for attributes, _ in scripts:
+        script = httpx.get(url + re.search(r'src="([^"]+)"', attributes)[1])
+        assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+        assert "innerHTML" not in script.text
+    for path in ("static/index.html", "static/..%2Fserver%2Fapp.py"):
+        assert httpx.get(url + path).status_code == 404, path
 
 
 def test_speakers_coloured_and_filtered(browser, page_url, tmp_path):

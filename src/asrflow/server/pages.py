@@ -13,13 +13,31 @@ from asrflow.server.holder import ModelHolder, holder
 from asrflow.transcript import Transcript
 from asrflow.writers import WRITERS
 
-PAGE = Path(__file__).parents[1] / "static" / "index.html"
+STATIC = Path(__file__).parents[1] / "static"
+FILES = {"page.js": "text/javascript; charset=utf-8", "page.css": "text/css; charset=utf-8"}  # all /static serves
+# The page holds the API key: scripts only from our own files (no inline ones, so injected markup cannot run),
+# audio from blob: URLs, live captions over a WebSocket to this host.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "media-src 'self' blob:; connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+    "form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 router = APIRouter()
 
 
 @router.get("/")
 async def page():
-    return FileResponse(PAGE, media_type="text/html")
+    return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
+
+
+@router.get("/static/{name}")
+async def static(name: str):
+    """The page's script and style, by name from a fixed list: no path reaches another file."""
+    if name not in FILES:
+        raise HTTPError(404, f"no static file {name!r}.")
+    return FileResponse(STATIC / name, media_type=FILES[name], headers=SECURITY_HEADERS)
 
 
 @router.get("/info")
