@@ -188,10 +188,9 @@ def test_batch_options_override_the_models(tmp_path):
     assert segments and all(s["words"] for s in segments), logged
 
 
-def test_a_rerun_continues_a_file_from_its_journal(tmp_path):
+def test_a_rerun_continues_a_file_from_its_journal(tmp_path, ct2_transcriber):
     """A file a killed run had half transcribed: the re-run keeps the journaled segments and goes on after them."""
-    from asrflow.journal import journal_path
-    from asrflow.options import TranscribeOptions
+    from asrflow.journal import journal_header, journal_path
 
     source, out = tmp_path / "in", tmp_path / "out"
     source.mkdir()
@@ -199,7 +198,8 @@ def test_a_rerun_continues_a_file_from_its_journal(tmp_path):
     journal = journal_path(out / "a.flac.json")
     journal.parent.mkdir(parents=True)
     journaled = {"start": 0.0, "end": 1.0, "text": "JOURNALED", "words": []}
-    journal.write_text(json.dumps({"language": "en", "options": TranscribeOptions().to_dict()}) + "\n" + json.dumps(journaled) + "\n")
+    header = {"language": "en"} | journal_header(ct2_transcriber, str(source / "a.flac"), ct2_transcriber.options)
+    journal.write_text(json.dumps(header) + "\n" + json.dumps(journaled) + "\n")
     result = batch(source, "-o", out, "-f", "json")
     assert result.returncode == 0, result.stderr
     transcript = json.loads((out / "a.flac.json").read_text())

@@ -241,3 +241,33 @@ def test_a_progress_bar_on_a_terminal_shows_audio_time_done_of_the_total_and_an_
     done, total = map(float, moving.search(terminal).groups())
     assert 0 < done <= total and abs(total - 374.1) < 0.2, terminal
     assert "transcribing" not in _stderr_on_a_terminal([str(five_minutes), "-f", "txt", "-q"], None)
+
+
+def test_inputs_whose_outputs_would_collide_are_refused_before_anything_runs(tmp_path):
+    """a/x.wav and b/x.wav would both write out/x.txt: one line naming both and the way out, before the model
+    loads (a model that does not exist is not what it complains of) and before the output folder is made."""
+    for folder, clip in [("a", "dev000.wav"), ("b", "dev004.wav")]:
+        (tmp_path / folder).mkdir()
+        shutil.copy(DATA / clip, tmp_path / folder / "x.wav")
+    a, b, out = tmp_path / "a" / "x.wav", tmp_path / "b" / "x.wav", tmp_path / "out"
+    result = run("transcribe", a, b, "-o", out, "--model", "bundled:huge")
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and str(a) in line and str(b) in line and "different --output-dir" in line, line
+    assert not out.exists()
+
+
+def test_resuming_a_journal_of_another_model_starts_over_with_a_note(tmp_path, ct2_transcriber):
+    from asrflow.journal import journal_header, journal_path
+
+    clip, out = DATA / "dev001.mp3", tmp_path / "out"
+    header = journal_header(ct2_transcriber, str(clip), ct2_transcriber.options)
+    journal = journal_path(out / "dev001.txt")
+    out.mkdir()
+    other = {"language": "en"} | header | {"model": header["model"] | {"sha256": "0" * 64}}
+    journal.write_text(json.dumps(other) + "\n" + json.dumps({"start": 0.0, "end": 1.0, "text": "JOURNALED"}) + "\n")
+    result = run("transcribe", clip, "-o", out, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == f"note: the journal of {out / 'dev001.txt'} was made with another model: starting over\n"
+    text = (out / "dev001.txt").read_text()
+    assert "JOURNALED" not in text and "identification card" in text and not journal.exists()

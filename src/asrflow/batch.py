@@ -88,15 +88,16 @@ def manifest_entries(manifest: Path) -> list[str]:
     return entries
 
 
-def unique_jobs(jobs: list[Job]) -> list[Job]:
-    """The same file listed twice is one job; two files that would write the same outputs are an error."""
+def unique_jobs(jobs: list[Job], fix: str = "put them in different folders") -> list[Job]:
+    """The same file listed twice is one job; two files that would write the same outputs are an error (saying
+    `fix`, or rename one)."""
     by_target: dict[str, Job] = {}
     for job in jobs:
         other = by_target.setdefault(job.relative, job)
         if other is not job and Path(other.source).resolve() != Path(job.source).resolve():
             raise InvalidOptionError(
                 f"{other.source} and {job.source} would write the same outputs ({job.relative}.*): "
-                "rename one, or put them in different folders."
+                f"rename one, or {fix}."
             )
     return list(by_target.values())
 

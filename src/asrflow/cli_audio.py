@@ -106,6 +106,7 @@ def transcribe(
     Options given here override those saved with a model (models:/...), which override the defaults.
     With --output-dir the segments are journaled as they are decoded, so that --resume loses nothing."""
     from asrflow.audio import check_audio
+    from asrflow.batch import Job, unique_jobs
     from asrflow.errors import InvalidOptionError
     from asrflow.journal import journal_path, transcribe_resumably
     from asrflow.transcriber import load_transcriber
@@ -115,6 +116,8 @@ def transcribe(
     if resume and output_dir is None:
         raise InvalidOptionError("--resume continues the files of an --output-dir: give one.")
     if output_dir is not None:
+        files = [job.source for job in unique_jobs([Job(f, _output_stem(f)) for f in files],
+                                                   fix="transcribe them into different --output-dir folders")]
         output_folder(output_dir)
     # bad inputs fail before the model loads, from their headers: one file at a time is decoded, not all at once
     declared = {f: check_audio(f, allow_urls=allow_urls) for f in files}
@@ -126,15 +129,15 @@ def transcribe(
     with _progress_bar(total, show, "transcribing") as bar:
         done = 0.0
         for name in files:
-            target = None if output_dir is None else output_dir / f"{Path(name.split('?')[0]).stem}.{format}"
+            target = None if output_dir is None else output_dir / f"{_output_stem(name)}.{format}"
             if resume and target.is_file():
                 done += declared[name] or 0.0
                 continue
             if target is None:
                 stream = transcriber.stream(name, options, allow_urls=allow_urls, known_speakers=known)  # decoded as it goes
             else:
-                stream = transcribe_resumably(transcriber, name, options, journal_path(target), resume, allow_urls=allow_urls,
-                                              known_speakers=known)
+                stream = transcribe_resumably(transcriber, name, options, journal_path(target), resume, _note,
+                                              allow_urls=allow_urls, known_speakers=known)
             segments = _advancing(stream, bar, done)
             if output_dir is None and format in FORMATS:  # printed as decoded: a cut-short run leaves a valid prefix
                 write_incrementally(format, segments, sys.stdout, stream.language)
@@ -148,6 +151,15 @@ def transcribe(
                     journal_path(target).unlink(missing_ok=True)
             done += stream.duration
             bar.update(round(done - bar.n, 1))
+
+
+def _output_stem(name: str) -> str:
+    """An input's output file name, less the format's extension: its own name less its extension (and a URL's query)."""
+    return Path(name.split("?")[0]).stem
+
+
+def _note(message: str) -> None:
+    typer.echo(f"note: {message}", err=True)
 
 
 def _known_speakers(given: list[str]) -> dict[str, str] | None:

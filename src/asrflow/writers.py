@@ -147,10 +147,16 @@ def output_folder(path: str | Path) -> Path:
     return path
 
 
+def temp_path(path: Path) -> Path:
+    """Where `path` is written before it is renamed into place: beside it (a rename within a folder is atomic),
+    named after this process so that remove_dead_temp_files can tell a killed run's leftovers."""
+    return path.with_name(f".{path.name}.asrflow-{os.getpid()}.tmp")
+
+
 def write_file(transcript: Transcript, path: Path, format: str) -> Path:
     """Write atomically (temp file + rename): a crash never leaves a half-written output."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.asrflow-{os.getpid()}.tmp")
+    tmp = temp_path(path)
     tmp.write_text(get_writer(format)(transcript), encoding="utf-8")
     tmp.replace(path)
     return path
