@@ -1,10 +1,12 @@
 """Shared fixtures: the real bundled models, loaded once per session, and the real audio in tests/data."""
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -97,3 +99,31 @@ def environment(**extra) -> dict:
     return {**{k: v for k, v in os.environ.items() if k != "MLFLOW_REGISTRY_URI"}, **extra}
 
 
+
+@contextlib.contextmanager
+def serve_in_process(transcriber, **config):
+    """`asrflow serve`'s app, in this process on a real socket (uvicorn in a thread), answering with a model the
+    tests already loaded: real HTTP without a server process to start."""
+    import uvicorn
+
+    from asrflow.server import ServerConfig, create_app
+
+    port = free_port()
+    app = create_app(ServerConfig(**config), transcriber=transcriber)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="test-server", daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(30)

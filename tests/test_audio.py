@@ -83,7 +83,7 @@ def test_check_audio_fails_like_decoding_from_the_header_alone(tmp_path):
     assert abs(check_audio(SAMPLE) - 11.0) < 0.1
     notes = tmp_path / "notes.mp3"
     notes.write_text("not audio at all")
-    for path, message in ((tmp_path / "missing.wav", "no audio file"), (notes, "not audio we can decode")):
+    for path, message in ((tmp_path / "missing.wav", "no audio file"), (notes, "not audio in a format asrflow reads")):
         with pytest.raises(AudioDecodeError, match=message):
             check_audio(path)
     with pytest.raises(AudioDecodeError, match="URL inputs are disabled"):

@@ -72,14 +72,15 @@ def test_two_versions_answer_by_model_field_and_the_lru_keeps_one(client, server
     result, headers = transcribe(client, "models:/whisper-ab@challenger", audio)
     assert headers["x-asrflow-model"] == "models:/whisper-ab@challenger" and headers["x-asrflow-model-version"] == challenger
     assert result.language == "german"  # base is multilingual
-    assert loaded(client) == {"models:/whisper-ab@challenger", "challenger"}  # N=1: the idle champion was unloaded
+    # N=1: the default is pinned (never evicted), so the challenger is unloaded once it has answered
+    assert loaded(client) == {"models:/whisper-ab@champion", "whisper-1"}
 
     _, headers = transcribe(client, "challenger", SAMPLE.read_bytes())  # a configured alias
     assert headers["x-asrflow-model"] == "models:/whisper-ab@challenger"
     _, headers = transcribe(client, "whisper-1", SAMPLE.read_bytes())
-    assert loaded(client) == {"models:/whisper-ab@champion", "whisper-1"}  # and back
+    assert loaded(client) == {"models:/whisper-ab@champion", "whisper-1"}
     assert metric(url, "asrflow_model_requests_total", model="models:/whisper-ab@challenger", version=challenger) >= 2
-    assert metric(url, "asrflow_model_loads_total", model="models:/whisper-ab@champion") == 2
+    assert metric(url, "asrflow_model_loads_total", model="models:/whisper-ab@champion") == 1  # never reloaded
 
 
 def test_concurrent_first_requests_load_a_model_once(server):

@@ -18,6 +18,12 @@ from asrflow.errors import AudioDecodeError, AudioTooLongError
 SAMPLE_RATE = 16000
 MAX_URL_BYTES = 200 * 1024 * 1024
 PIECE = 60 * SAMPLE_RATE  # samples handed on at once from arrays and WAV files
+# The only demuxers ever opened (FFmpeg's names). Left to guess, FFmpeg picks among all it has, and some of those
+# read the files or URLs that an input names (concat, HLS, image sequences): an upload could read the server's disk.
+DEMUXERS = "wav,w64,mp3,flac,ogg,matroska,webm,mov,mp4,m4a,aac"
+FORMATS = "wav, mp3, flac, ogg/opus, webm/mkv, m4a/mp4 or aac"
+MIN_RATE, MAX_RATE = 1000, 768_000  # sample rates outside these are a forged header, not audio
+MAX_CHANNELS, MAX_SPLIT_CHANNELS = 8, 32  # mixed; decoded one by one (channels=split)
 
 AudioInput = Union[bytes, bytearray, str, os.PathLike, BinaryIO, np.ndarray]
 
@@ -62,9 +68,9 @@ def declared_seconds(data: AudioInput) -> float | None:
     try:
         if (seconds := _wav_declared_seconds(data)) is not None:
             return seconds
-        with av.open(data, mode="r", metadata_errors="ignore") as container:
+        with open_container(data, "the audio", split=True) as container:
             return container.duration / av.time_base if container.duration else None
-    except (av.error.FFmpegError, ValueError, EOFError, IndexError, OSError):
+    except (AudioDecodeError, OSError):
         return None  # decoding will name the problem
     finally:
         data.seek(start)
@@ -77,12 +83,8 @@ def check_audio(audio: AudioInput, allow_urls: bool = False) -> float | None:
         with open(_audio_file(audio), "rb") as f:
             if (seconds := declared_seconds(f)) is not None:
                 return seconds
-            try:
-                with av.open(f, mode="r", metadata_errors="ignore") as container:
-                    if not container.streams.audio:
-                        raise AudioDecodeError(f"{str(audio)!r} has no audio stream: send an audio file.")
-            except (av.error.FFmpegError, ValueError, EOFError, IndexError) as e:
-                raise _not_audio(repr(str(audio)), e) from None
+            with open_container(f, repr(str(audio)), split=True):
+                pass
         return None
     if isinstance(audio, str) and allow_urls:
         return None  # an allowed URL is fetched once, when it is decoded
@@ -149,9 +151,7 @@ def _decode_stream(stream: BinaryIO, what: str, max_seconds: float | None = None
     expected, size = _wav_declared_seconds(stream), 0
     limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
     try:
-        with av.open(stream, mode="r", metadata_errors="ignore") as container:
-            if not container.streams.audio:
-                raise AudioDecodeError(f"{what} has no audio stream: send an audio file (wav, mp3, flac, ogg, m4a, webm).")
+        with open_container(stream, what, split=channel is not None) as container:
             if limit is not None and (container.duration or 0) / av.time_base > max_seconds:
                 raise too_long(max_seconds)  # the header says so: refuse before decoding anything
             layout = "mono" if channel is None else container.streams.audio[0].layout.name  # planar: a row a channel
@@ -168,10 +168,10 @@ def _decode_stream(stream: BinaryIO, what: str, max_seconds: float | None = None
                     raise too_long(max_seconds)
     except AudioDecodeError:
         raise
-    except (av.error.FFmpegError, ValueError, EOFError, IndexError) as e:
+    except (av.error.FFmpegError, ValueError, EOFError, IndexError, OSError):
         if size:
-            raise AudioDecodeError(f"{what} is truncated or corrupt after {size / SAMPLE_RATE:.1f} s of audio ({e}).") from None
-        raise _not_audio(what, e) from None
+            raise AudioDecodeError(f"{what} is truncated or corrupt after {size / SAMPLE_RATE:.1f} s of audio.") from None
+        raise _not_audio(what) from None
     if size == 0:
         raise AudioDecodeError(f"{what} contains no audio samples: the file is empty or truncated.")
     if expected and size / SAMPLE_RATE < 0.8 * expected - 0.5:
@@ -192,12 +192,36 @@ def channel_count(audio: AudioInput) -> int:
             return channel_count(f)
     start = audio.tell()
     try:
-        with av.open(audio, mode="r", metadata_errors="ignore") as container:
-            return container.streams.audio[0].channels if container.streams.audio else 0
-    except (av.error.FFmpegError, ValueError, EOFError, IndexError) as e:
-        raise _not_audio("the audio", e) from None
+        with open_container(audio, "the audio", split=True) as container:
+            return container.streams.audio[0].channels
     finally:
         audio.seek(start)
+
+
+def open_container(stream: BinaryIO, what: str, split: bool = False) -> av.container.InputContainer:
+    """The input opened by one of the DEMUXERS, its first audio stream checked against sane bounds before
+    anything is decoded (a forged header must not declare hours at 1 Hz, or hundreds of channels). `split`: its
+    channels will be decoded one by one, so more of them are allowed."""
+    try:
+        container = av.open(stream, mode="r", metadata_errors="ignore", container_options={"format_whitelist": DEMUXERS})
+    except (av.error.FFmpegError, ValueError, EOFError, IndexError, OSError):
+        raise _not_audio(what) from None
+    try:
+        if not container.streams.audio:
+            raise AudioDecodeError(f"{what} has no audio stream: send an audio file ({FORMATS}).")
+        codec = container.streams.audio[0].codec_context  # None where FFmpeg knows no decoder for it
+        rate, channels = getattr(codec, "sample_rate", 0), getattr(codec, "channels", 0)
+        if not MIN_RATE <= (rate or 0) <= MAX_RATE:
+            raise AudioDecodeError(f"{what} declares a sample rate of {rate} Hz: audio is sampled at "
+                                   f"{MIN_RATE}-{MAX_RATE} Hz, so the file is corrupt or forged.")
+        limit = MAX_SPLIT_CHANNELS if split else MAX_CHANNELS
+        if not 1 <= channels <= limit:
+            raise AudioDecodeError(f"{what} declares {channels} channels: at most {limit} are accepted"
+                                   + ("" if split else f" (or {MAX_SPLIT_CHANNELS} decoded one by one, channels=split)."))
+    except BaseException:
+        container.close()
+        raise
+    return container
 
 
 def _channel_of(samples: np.ndarray, channel: int) -> np.ndarray:
@@ -252,8 +276,10 @@ def _audio_file(audio: str | os.PathLike) -> Path:
     return path
 
 
-def _not_audio(what: str, error: Exception) -> AudioDecodeError:
-    return AudioDecodeError(f"{what} is not audio we can decode ({error}): send wav, mp3, flac, ogg, m4a/aac or webm/opus.")
+def _not_audio(what: str) -> AudioDecodeError:
+    """One message for everything that is not audio in a format we open: it says nothing of what FFmpeg saw
+    (a playlist naming a file that exists and one that does not must read alike)."""
+    return AudioDecodeError(f"{what} is not audio in a format asrflow reads: send {FORMATS}.")
 
 
 def _is_empty(stream: BinaryIO) -> bool:
@@ -304,6 +330,7 @@ def _wav_declared_seconds(stream: BinaryIO) -> float | None:
     try:
         start = stream.tell()
         head = stream.read(4096)
+        total = stream.seek(0, io.SEEK_END) - start
         stream.seek(start)
     except (OSError, AttributeError, io.UnsupportedOperation):
         return None
@@ -312,11 +339,12 @@ def _wav_declared_seconds(stream: BinaryIO) -> float | None:
     fmt, data = head.find(b"fmt "), head.find(b"data")
     if fmt < 0 or data < 0:
         return None
+    rate = int.from_bytes(head[fmt + 12 : fmt + 16], "little")
     byte_rate = int.from_bytes(head[fmt + 16 : fmt + 20], "little")
     size = int.from_bytes(head[data + 4 : data + 8], "little")
-    if byte_rate == 0 or size in (0, 0xFFFFFFFF):  # streamed WAVs leave the size open
-        return None
-    return size / byte_rate
+    if not MIN_RATE <= rate <= MAX_RATE or byte_rate < rate or size in (0, 0xFFFFFFFF):  # forged, or streamed (open size)
+        return None  # PyAV's checks and decoding name the problem
+    return min(size, total - data - 8) / byte_rate  # no more than the file holds (a forged size is not hours)
 
 
 def _from_samples(samples: np.ndarray, sample_rate: int) -> np.ndarray:

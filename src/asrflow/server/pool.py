@@ -82,6 +82,9 @@ class ModelPool:
                 return done
             if name in self.loading:
                 return self.loading[name]
+            if len(self.loading) >= self.max_models:  # each load holds a model's memory until it is trimmed
+                raise HTTPError(503, f"{len(self.loading)} models are loading: retry shortly.", "model",
+                                headers={"Retry-After": "10"})
             future = self.loading[name] = Future()
         threading.Thread(target=self._load, args=(name, future), name="asrflow-load", daemon=True).start()
         return future
@@ -104,8 +107,9 @@ class ModelPool:
         with self.lock:
             self.models[name] = served
             del self.loading[name]
-            while len(self.models) > self.max_models:
-                evicted, _ = self.models.popitem(last=False)
+            while len(self.models) > self.max_models:  # the least recently used; never the default (pinned)
+                evicted = next(n for n in self.models if n != self.default)
+                del self.models[evicted]
                 LOG.info("unloaded %s (least recently used; at most %d models)", evicted, self.max_models)
         future.set_result(served)
 

@@ -73,7 +73,7 @@ class DecodeAhead:
         while not self.stopped.is_set():
             try:
                 self.chunks.put(item, timeout=0.5)
-                return len(item) if item is not END else 0
+                return len(item) if isinstance(item, np.ndarray) else 0  # END or the decoder's error
             except queue.Full:
                 continue
         raise Stopped

@@ -1,0 +1,184 @@
+"""Hostile input: only audio formats are opened (an upload never makes FFmpeg read another file), forged headers are
+refused before decoding, and hundreds of mutated uploads get no 5xx."""
+
+import random
+import re
+import resource
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from asrflow import AudioDecodeError, decode_audio
+from asrflow.audio import check_audio, declared_seconds
+from asrflow.encoding import encode_audio
+from conftest import DATA, SAMPLE, serve_in_process
+
+REPO = Path(__file__).parents[1]
+NOT_AUDIO = "is not audio in a format asrflow reads"
+EXISTING, MISSING = "tests/data/dev004.wav", "tests/data/no-such-file.wav"  # relative: FFmpeg's "safe" names
+
+
+def png() -> bytes:
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00\x00")) + chunk(b"IEND", b""))
+
+
+def naming(path: str) -> dict[str, bytes]:
+    """Inputs that are not audio but make a demuxer read the file they name (concat, HLS, a playlist)."""
+    return {
+        "ffconcat": f"ffconcat version 1.0\nfile '{path}'\n".encode(),
+        "hls": f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\n{path}\n#EXT-X-ENDLIST\n".encode(),
+        "playlist": f"{path}\n".encode(),
+    }
+
+
+NOT_AUDIO_INPUTS = {**{f"{k}-existing": v for k, v in naming(EXISTING).items()},
+                    **{f"{k}-missing": v for k, v in naming(MISSING).items()},
+                    "image": png(), "text": b"hello, this is not audio\n"}
+
+
+def wav_header(rate: int, channels: int = 1, frames: int = 2000) -> bytes:
+    data = b"\x00" * frames * channels * 2
+    return (b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE" + b"fmt "
+            + struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * channels * 2, channels * 2, 16)
+            + b"data" + struct.pack("<I", len(data)) + data)
+
+
+@pytest.fixture(scope="module")
+def server(ct2_transcriber):
+    with serve_in_process(ct2_transcriber, max_upload_mb=2) as url:
+        yield url
+
+
+@pytest.fixture(autouse=True)
+def in_repo(monkeypatch):
+    monkeypatch.chdir(REPO)  # where the playlists' relative names point: the files they name exist
+
+
+@pytest.mark.parametrize("name", NOT_AUDIO_INPUTS)
+def test_inputs_naming_other_files_are_not_opened_as_bytes_paths_or_file_objects(name, tmp_path):
+    data = NOT_AUDIO_INPUTS[name]
+    path = tmp_path / "upload.wav"  # the extension a client claims
+    path.write_bytes(data)
+    messages = []
+    for given in (data, path, open(path, "rb")):
+        with pytest.raises(AudioDecodeError) as e:
+            decode_audio(given)
+        messages.append(str(e.value))
+    with pytest.raises(AudioDecodeError, match=NOT_AUDIO):
+        check_audio(path)
+    assert all(NOT_AUDIO in m for m in messages), messages
+    assert declared_seconds(data) is None
+
+
+def test_a_file_that_exists_and_one_that_does_not_read_alike(server):
+    for kind in naming(EXISTING):
+        answers = [httpx.post(f"{server}/v1/audio/transcriptions", files={"file": ("x.wav", naming(p)[kind])}, timeout=30)
+                   for p in (EXISTING, MISSING)]
+        assert [a.status_code for a in answers] == [400, 400], [a.text for a in answers]
+        assert answers[0].json() == answers[1].json()
+        assert NOT_AUDIO in answers[0].json()["error"]["message"]
+        assert "/" not in answers[0].json()["error"]["message"].split(":")[0]  # no local path
+
+
+def test_the_cli_refuses_a_playlist_in_one_line(tmp_path):
+    path = tmp_path / "meeting.wav"
+    path.write_bytes(naming(EXISTING)["ffconcat"])
+    result = subprocess.run([Path(sys.executable).with_name("asrflow"), "transcribe", path], capture_output=True,
+                            text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 2 and result.stdout == ""
+    assert NOT_AUDIO in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize("format, wrong", [("wav", "mp3"), ("mp3", "wav"), ("flac", "ogg"), ("ogg", "flac"),
+                                           ("webm", "m4a"), ("mp4", "webm")])
+def test_each_audio_format_opens_under_a_wrong_extension(format, wrong, tmp_path):
+    source = decode_audio(DATA / "dev000.wav")
+    path = tmp_path / f"clip.{wrong}"
+    path.write_bytes(encode_audio(source, format))
+    assert abs(len(decode_audio(path)) - len(source)) < 0.2 * 16000
+    check_audio(path)
+
+
+def test_an_upload_under_the_wrong_extension_is_transcribed(server):
+    answer = httpx.post(f"{server}/v1/audio/transcriptions", files={"file": ("jfk.mp3", SAMPLE.read_bytes())}, timeout=60)
+    assert answer.status_code == 200 and "country" in answer.json()["text"]
+
+
+@pytest.mark.parametrize("rate, channels, match", [(1, 1, "sample rate of 1 Hz"), (0, 1, NOT_AUDIO),
+                                                   (900, 1, "sample rate"), (16000, 12, "12 channels")])
+def test_forged_sample_rates_and_channel_counts_are_refused_before_decoding(server, rate, channels, match):
+    data = wav_header(rate, channels)
+    assert (declared_seconds(data) or 0) < 1  # never admitted as hours of audio
+    with pytest.raises(AudioDecodeError, match=match):
+        decode_audio(data)
+    answer = httpx.post(f"{server}/v1/audio/transcriptions", files={"file": ("x.wav", data)}, timeout=30)
+    assert answer.status_code == 400 and match in answer.json()["error"]["message"]
+
+
+def test_a_header_declaring_more_than_the_file_holds_is_admitted_for_what_it_holds():
+    data = bytearray(wav_header(16000, 1, 16000))  # 1 s of samples
+    data[40:44] = struct.pack("<I", 0x7FFFFFF0)  # a data chunk of 18 hours
+    assert declared_seconds(bytes(data)) == pytest.approx(1.0)
+
+
+def test_only_audio_py_opens_containers_for_reading():
+    """Every path (library, CLI, batch, Spark, flavor, server, URL fetch) decodes through audio.open_container."""
+    opening = [p.relative_to(REPO).as_posix() for p in (REPO / "src").rglob("*.py") if "av.open(" in p.read_text()]
+    assert sorted(opening) == ["src/asrflow/audio.py", "src/asrflow/encoding.py"]
+    assert 'mode="w"' in re.search(r"av\.open\((.*)\)", (REPO / "src/asrflow/encoding.py").read_text()).group(1)
+    assert (REPO / "src/asrflow/audio.py").read_text().count("av.open(") == 1
+
+
+def mutants(count: int, seed: int = 35):
+    """Byte flips, truncations, spliced headers, huge and tiny headers, of short clips in every format."""
+    rng = random.Random(seed)
+    source = decode_audio(DATA / "dev000.wav")[: 16000 // 2]
+    seeds = [encode_audio(source, f) for f in ("wav", "mp3", "flac", "ogg", "webm", "mp4")]
+    for i in range(count):
+        data = bytearray(rng.choice(seeds))
+        kind = i % 5
+        if kind == 0:
+            for _ in range(rng.randint(1, 40)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        elif kind == 1:
+            data = data[: rng.randrange(1, len(data))]
+        elif kind == 2:
+            other = rng.choice(seeds)
+            cut = rng.randrange(1, 200)
+            data = bytearray(other[:cut]) + data[cut:]
+        elif kind == 3:
+            at = rng.randrange(0, min(64, len(data) - 4))
+            data[at : at + 4] = struct.pack("<I", rng.choice([0, 1, 0x7FFFFFFF, 0xFFFFFFFF, rng.randrange(2**32)]))
+        else:
+            data = data[: rng.randrange(0, 64)] + bytes(rng.randrange(256) for _ in range(rng.randrange(0, 2000)))
+        yield bytes(data)
+
+
+def rss_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
+
+
+def test_five_hundred_mutated_uploads_get_no_5xx_no_hang_and_memory_returns(server):
+    statuses: dict[int, int] = {}
+    with httpx.Client(timeout=60) as http:  # a hang fails the request at 60 s
+        http.post(f"{server}/v1/audio/transcriptions", files={"file": ("jfk.flac", SAMPLE.read_bytes())})
+        baseline = rss_mb()
+        for i, data in enumerate(mutants(500)):
+            # VAD and one temperature: the decoding of the mutants is under test, not Whisper's fallback on noise
+            status = http.post(f"{server}/v1/audio/transcriptions", files={"file": (f"m{i}.wav", data)},
+                               data={"chunking_strategy": "auto", "temperature": "1"}).status_code
+            statuses[status] = statuses.get(status, 0) + 1
+        good = http.post(f"{server}/v1/audio/transcriptions", files={"file": ("jfk.flac", SAMPLE.read_bytes())})
+    assert not [s for s in statuses if s >= 500], statuses
+    assert set(statuses) <= {200, 400, 413} and statuses.get(400, 0) > 100, statuses
+    assert good.status_code == 200 and "country" in good.json()["text"]
+    assert rss_mb() < baseline + 150, (baseline, rss_mb())
