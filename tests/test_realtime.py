@@ -2,28 +2,87 @@
 
 import base64
 import json
+import os
+import random
+import subprocess
 import threading
 import time
 
+import httpx
 import numpy as np
 import openai
 import websockets
+import websockets.sync.client as ws
 import pytest
 
 from asrflow.metrics import normalize, word_error_rate
-from conftest import BIN, DATA, environment, free_port, start, stop
+from conftest import BIN, DATA, environment, free_port, stop, wait_until_up
 
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 DELTA = "conversation.item.input_audio_transcription.delta"
+NO_TURNS_16K = {"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
+    "format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": None}}}}
+
+
+def serve(*flags, log=os.devnull) -> tuple[str, subprocess.Popen]:
+    """`asrflow serve bundled:tiny.en --api-key secret` on a free port, its stderr into `log`."""
+    port = free_port()
+    with open(log, "ab") as stderr:
+        process = subprocess.Popen([BIN / "asrflow", "serve", "bundled:tiny.en", "--port", str(port), "--api-key", "secret",
+                                    *flags], env=environment(), stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/ready", process)
+    except BaseException:
+        process.kill()
+        raise
+    return f"http://127.0.0.1:{port}", process
 
 
 @pytest.fixture(scope="module")
-def server():
-    port = free_port()
-    process = start([BIN / "asrflow", "serve", "bundled:tiny.en", "--port", str(port), "--api-key", "secret"],
-                    f"http://127.0.0.1:{port}/ready", environment())
-    yield f"http://127.0.0.1:{port}"
+def served(tmp_path_factory):
+    """The module's server, its process and its log (stderr)."""
+    log = tmp_path_factory.mktemp("realtime") / "server.log"
+    url, process = serve(log=log)
+    yield url, process, log
     stop(process)
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    return served[0]
+
+
+@pytest.fixture(scope="module")
+def limited():
+    """A server with small limits: 6 s of audio a session, 3 s queued at once, 2 sessions, 2 s idle."""
+    url, process = serve("--max-audio-minutes", "0.1", "--max-queued-audio-minutes", "0.05", "--max-sessions", "2",
+                         "--realtime-idle-seconds", "2")
+    yield url
+    stop(process)
+
+
+def connect(server: str, **options):
+    """A raw realtime connection (the JSON events as they are), its session.created read."""
+    connection = ws.connect(server.replace("http", "ws", 1) + "/v1/realtime?intent=transcription",
+                            additional_headers={"Authorization": "Bearer secret"}, **options)
+    assert json.loads(connection.recv(timeout=10))["type"] == "session.created"
+    return connection
+
+
+def recv(connection, timeout=30) -> dict:
+    return json.loads(connection.recv(timeout=timeout))
+
+
+def until(connection, kind: str, timeout=60) -> list[dict]:
+    """The events up to the first of type `kind` (included)."""
+    seen = []
+    while not seen or seen[-1]["type"] != kind:
+        seen.append(recv(connection, timeout))
+    return seen
+
+
+def append(connection, audio: bytes):
+    connection.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(audio).decode()}))
 
 
 def client(server, key="secret"):
@@ -119,43 +178,237 @@ def test_bad_events_get_error_events_and_the_session_goes_on(server):
     assert "gpt-9" in errors[4] and "/v1/models" in errors[4]
 
 
+def update(**given) -> dict:
+    return {"type": "session.update", "session": {"type": "transcription", "audio": {"input": given}}}
+
+
+MALFORMED = ["[1]", "null", '"x"', "5", "{", "{}", '{"type": 5}', '{"type": []}', '{"type": "response.create"}',
+             "[" * 100_000, '{"type": "session.update", "x": ' + "9" * 5000 + "}", " " * 1_600_000,
+             json.dumps({"type": "session.update", "session": []}), json.dumps({"type": "session.update", "session": "x"}),
+             json.dumps({"type": "session.update", "session": {"type": "realtime"}}),
+             json.dumps({"type": "session.update", "session": {"audio": []}}),
+             json.dumps({"type": "session.update", "session": {"audio": {"input": 5}}})]
+MALFORMED += [json.dumps(update(**given)) for given in (
+    {"format": "x"}, {"format": {"rate": 8000}}, {"format": {"rate": "24000"}}, {"format": {"rate": 24000.5}},
+    {"format": {"rate": True}}, {"format": {"type": "audio/pcmu"}}, {"transcription": []}, {"transcription": {"model": 5}},
+    {"transcription": {"model": "gpt-9"}}, {"transcription": {"language": ["en"]}}, {"transcription": {"language": "xx"}},
+    {"transcription": {"prompt": {}}}, {"turn_detection": "x"}, {"turn_detection": []},
+    {"turn_detection": {"type": "semantic_vad"}}, {"turn_detection": {"threshold": "nan"}},
+    {"turn_detection": {"threshold": 1}}, {"turn_detection": {"threshold": True}}, {"turn_detection": {"threshold": None}},
+    {"turn_detection": {"silence_duration_ms": -1}}, {"turn_detection": {"silence_duration_ms": 10**400}},
+    {"turn_detection": {"prefix_padding_ms": "300"}})]
+MALFORMED += ['{"type": "session.update", "session": {"audio": {"input": {"turn_detection": {"prefix_padding_ms": 1e400}}}}}',
+              '{"type": "session.update", "session": {"audio": {"input": {"turn_detection": {"threshold": NaN}}}}}',
+              '{"type": "session.update", "session": {"audio": {"input": {"turn_detection": {"threshold": -Infinity}}}}}',
+              json.dumps({"type": "input_audio_buffer.append", "audio": 5}),
+              json.dumps({"type": "input_audio_buffer.append", "audio": ["AAAA"]}),
+              json.dumps({"type": "input_audio_buffer.append", "audio": "é"}),
+              json.dumps({"type": "input_audio_buffer.append", "audio": "not base64!"}),
+              json.dumps({"type": "input_audio_buffer.commit", "event_id": {"a": 1}})]  # nothing to commit
+VALID = [json.dumps(update(format={"type": "audio/pcm", "rate": 16000}, turn_detection=None)),
+         json.dumps(update(turn_detection={"type": "server_vad", "threshold": 0.3, "prefix_padding_ms": 0})),
+         json.dumps({"type": "input_audio_buffer.clear"}),
+         json.dumps({"type": "input_audio_buffer.append", "audio": ""})]
+
+
+def test_every_malformed_frame_gets_an_error_and_the_session_goes_on(served):
+    server, _, log = served
+    with connect(server) as connection:
+        for frame in MALFORMED + [b"binary", bytes(100)]:
+            connection.send(frame)
+            event = recv(connection)
+            assert event["type"] == "error", (frame[:100], event)
+        connection.send(json.dumps(update(turn_detection=None)))
+        assert recv(connection)["type"] == "session.updated"
+    assert "Traceback" not in log.read_text()
+
+
+def test_fuzzed_frames_get_errors_and_never_crash_the_session(served):
+    """300 frames, a seeded mix of malformed ones, random bytes, random text and valid events: an error event for
+    each invalid frame, an answer to each valid one, the session answers afterwards, and the server logs no
+    traceback. Invalid UTF-8 in a text frame fails the connection, as RFC 6455 says (1007)."""
+    server, _, log = served
+    rng = random.Random(35)
+    frames = []
+    for _ in range(300):
+        kind = rng.random()
+        if kind < 0.45:
+            frames.append((rng.choice(MALFORMED), "error"))
+        elif kind < 0.6:
+            frames.append((rng.randbytes(rng.randrange(1, 2000)), "error"))
+        elif kind < 0.75:
+            frames.append(("".join(chr(rng.randrange(1, 0xD7FF)) for _ in range(rng.randrange(1, 200))), "error"))
+        else:
+            frame = rng.choice(VALID)
+            frames.append((frame, {"session.update": "session.updated", "input_audio_buffer.clear": "input_audio_buffer.cleared",
+                                   "input_audio_buffer.append": None}[json.loads(frame)["type"]]))
+    with connect(server, max_queue=None) as connection:
+        for frame, _ in frames:
+            connection.send(frame)
+        connection.send(json.dumps(update(turn_detection=None)))  # the session still answers
+        expected = [answer for _, answer in frames if answer] + ["session.updated"]
+        assert [recv(connection)["type"] for _ in expected] == expected
+        assert "Traceback" not in log.read_text()
+        connection.send(b"\xff\xfe{}", text=True)  # uvicorn fails the connection (and logs it)
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            connection.recv(timeout=10)
+        assert closed.value.rcvd.code == 1007
+
+
 def test_a_wrong_key_is_refused(server):
     with pytest.raises(Exception):
         with client(server, "wrong").realtime.connect(extra_query={"intent": "transcription"}) as connection:
             connection.recv()
 
 
-def test_limits_hold_for_every_session():
+def test_sessions_beyond_the_cap_are_refused(limited):
+    """--max-sessions 2: a third session gets an error event and close code 1013 (try again later) before any
+    audio; once one closes, a new one is served."""
+    first, second = connect(limited), connect(limited)
+    with ws.connect(limited.replace("http", "ws", 1) + "/v1/realtime?intent=transcription",
+                    additional_headers={"Authorization": "Bearer secret"}) as third:
+        assert recv(third)["error"]["code"] == "session_limit_reached"
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            third.recv(timeout=5)
+        assert closed.value.rcvd.code == 1013
+    first.close()
+    for _ in range(20):  # the server hears of the close a moment later
+        with ws.connect(limited.replace("http", "ws", 1) + "/v1/realtime?intent=transcription",
+                        additional_headers={"Authorization": "Bearer secret"}) as fourth:
+            if recv(fourth)["type"] == "session.created":
+                break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("no session after one closed")
+    second.close()
+
+
+def test_turns_are_admitted_like_file_requests(limited):
+    """--max-queued-audio-minutes 0.05 (3 s): a committed turn holds its seconds until transcribed; one more than
+    the server holds gets an error event, and the session goes on."""
+    speech = pcm(DATA / "dev004.wav", 16000)
+    with connect(limited) as connection:
+        connection.send(json.dumps(NO_TURNS_16K))
+        until(connection, "session.updated")
+        for seconds in (2, 2):  # the second while the first is queued or transcribed: 4 s > 3 s
+            append(connection, speech[: 16000 * 2 * seconds])
+            connection.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        seen = until(connection, COMPLETED)
+        [refused] = [e for e in seen if e["type"] == "error"]
+        assert refused["error"]["code"] == "server_at_capacity", refused
+        assert [e["type"] for e in seen].count("input_audio_buffer.committed") == 1
+        append(connection, speech[: 16000 * 2 * 3 // 2])  # 1.5 s, once the first turn is answered
+        connection.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        assert "error" not in [e["type"] for e in until(connection, COMPLETED)]
+
+
+def test_limits_hold_for_every_session(limited):
     """At most 15 s an append, --max-audio-minutes a session (then closed), --realtime-idle-seconds of silence from
     the client (then closed); from a browser the key comes in OpenAI's subprotocol."""
-    import websockets.sync.client as ws
+    url = limited.replace("http", "ws", 1) + "/v1/realtime?intent=transcription"
+    with ws.connect(url, subprotocols=["realtime", "openai-insecure-api-key.secret"]) as connection:
+        assert json.loads(connection.recv())["type"] == "session.created"
+        big = base64.b64encode(bytes(24000 * 2 * 16)).decode()  # 16 s in one append
+        connection.send(json.dumps({"type": "input_audio_buffer.append", "audio": big}))
+        assert "at most 15 s" in json.loads(connection.recv())["error"]["message"]
+        piece = base64.b64encode(bytes(24000 * 2 * 2)).decode()  # 2 s of silence, 4 times: past 6 s
+        for _ in range(4):
+            connection.send(json.dumps({"type": "input_audio_buffer.append", "audio": piece}))
+        error = json.loads(connection.recv())["error"]
+        assert error["code"] == "session_limit" and "0.1 minutes" in error["message"]
+        with pytest.raises(websockets.exceptions.ConnectionClosed):
+            connection.recv(timeout=5)
+    with ws.connect(url, additional_headers={"Authorization": "Bearer secret"}) as connection:
+        connection.recv()  # session.created
+        started = time.monotonic()
+        assert json.loads(connection.recv(timeout=10))["error"]["code"] == "idle_timeout"
+        assert 1.5 < time.monotonic() - started < 5
+    with pytest.raises(websockets.exceptions.InvalidStatus):
+        ws.connect(url, subprotocols=["realtime", "openai-insecure-api-key.wrong"]).recv()
 
-    port = free_port()
-    process = start([BIN / "asrflow", "serve", "bundled:tiny.en", "--port", str(port), "--api-key", "secret",
-                     "--max-audio-minutes", "0.1", "--realtime-idle-seconds", "2"], f"http://127.0.0.1:{port}/ready", environment())
-    url = f"ws://127.0.0.1:{port}/v1/realtime?intent=transcription"
-    try:
-        with ws.connect(url, subprotocols=["realtime", "openai-insecure-api-key.secret"]) as connection:
-            assert json.loads(connection.recv())["type"] == "session.created"
-            big = base64.b64encode(bytes(24000 * 2 * 16)).decode()  # 16 s in one append
-            connection.send(json.dumps({"type": "input_audio_buffer.append", "audio": big}))
-            assert "at most 15 s" in json.loads(connection.recv())["error"]["message"]
-            piece = base64.b64encode(bytes(24000 * 2 * 2)).decode()  # 2 s of silence, 4 times: past 6 s
-            for _ in range(4):
-                connection.send(json.dumps({"type": "input_audio_buffer.append", "audio": piece}))
-            error = json.loads(connection.recv())["error"]
-            assert error["code"] == "session_limit" and "0.1 minutes" in error["message"]
-            with pytest.raises(websockets.exceptions.ConnectionClosed):
-                connection.recv(timeout=5)
-        with ws.connect(url, additional_headers={"Authorization": "Bearer secret"}) as connection:
-            connection.recv()  # session.created
-            started = time.monotonic()
-            assert json.loads(connection.recv(timeout=10))["error"]["code"] == "idle_timeout"
-            assert 1.5 < time.monotonic() - started < 5
-        with pytest.raises(websockets.exceptions.InvalidStatus):
-            ws.connect(url, subprotocols=["realtime", "openai-insecure-api-key.wrong"]).recv()
-    finally:
-        stop(process)
+
+def test_audio_faster_than_twice_real_time_is_dropped(server):
+    """5 minutes sent in one go: a burst of 15 s is taken, the rest dropped with rate_limited errors; the session
+    goes on and its turn holds only what was taken."""
+    with connect(server) as connection:
+        connection.send(json.dumps(NO_TURNS_16K))
+        until(connection, "session.updated")
+        started = time.monotonic()
+        for _ in range(20):
+            append(connection, bytes(16000 * 2 * 15))
+        connection.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        seen = until(connection, COMPLETED)
+        taken = 15 + 2 * (time.monotonic() - started)
+    errors = [e["error"]["code"] for e in seen if e["type"] == "error"]
+    assert len(errors) >= 15 and set(errors) == {"rate_limited"}, errors
+    assert seen[-1]["usage"]["seconds"] <= taken, (seen[-1]["usage"], taken)
+
+
+def test_a_vanished_session_leaves_no_work_behind(served):
+    """A client that commits turns and vanishes: its turns are withdrawn from the scheduler and their seconds
+    released from admission; the server goes quiet."""
+    server, process, _ = served
+    speech = pcm(DATA / "dev004.wav", 16000) + pcm(DATA / "dev008.wav", 16000)
+    connection = connect(server)
+    connection.send(json.dumps(NO_TURNS_16K))
+    until(connection, "session.updated")
+    for _ in range(3):
+        append(connection, speech[: 16000 * 2 * 5])
+        connection.send(json.dumps({"type": "input_audio_buffer.commit"}))
+    until(connection, "input_audio_buffer.committed")
+    assert metric(server, "asrflow_admitted_audio_seconds") > 0  # the turns are held while queued
+    connection.socket.close()  # vanished: no close frame
+    deadline = time.monotonic() + 5
+    while metric(server, "asrflow_admitted_audio_seconds") or metric(server, "asrflow_queue_depth"):
+        assert time.monotonic() < deadline, "the vanished session's turns are still held"
+        time.sleep(0.1)
+    while True:  # the step being decoded ends, and nothing follows it
+        before = cpu_seconds(process.pid)
+        time.sleep(0.5)
+        if cpu_seconds(process.pid) - before < 0.1:
+            break
+        assert time.monotonic() < deadline, "the server is still busy"
+
+
+def metric(server: str, name: str) -> float:
+    text = httpx.get(f"{server}/metrics", headers={"Authorization": "Bearer secret"}).text
+    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")))
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_health_answers_at_once_while_sessions_stream(server):
+    """Silero runs off the event loop: /health's p99 stays under 50 ms while 4 sessions stream speech at 2x."""
+    audio = pcm(DATA / "dev004.wav") + bytes(24000 * 2) + pcm(DATA / "dev008.wav") + bytes(24000 * 2)
+    streaming = threading.Event()
+
+    def stream():
+        with connect(server) as connection:
+            while not streaming.is_set():
+                for i in range(0, len(audio), 4800):  # 100 ms a piece
+                    append(connection, audio[i : i + 4800])
+                    time.sleep(0.05)
+                    if streaming.is_set():
+                        break
+
+    senders = [threading.Thread(target=stream) for _ in range(4)]
+    for sender in senders:
+        sender.start()
+    time.sleep(1)
+    latencies = []
+    with httpx.Client() as http:
+        for _ in range(150):
+            started = time.perf_counter()
+            http.get(f"{server}/health").raise_for_status()
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.02)
+    streaming.set()
+    for sender in senders:
+        sender.join()
+    print("P99", sorted(latencies)[-2], sorted(latencies)[75]); assert sorted(latencies)[-2] < 0.05, sorted(latencies)[-10:]  # p99 of 150
 
 
 def test_drafts_guess_a_turns_first_words_as_well_as_a_full_decode(ct2_transcriber, corpus):

@@ -6,35 +6,42 @@ input_audio_buffer.commit and .clear. Server events: session.created/.updated, i
 turn is spoken, live.Agreement) and .completed (the turn's final text), error. Turns are found by server_vad
 (live.TurnDetector) or committed by the client (turn_detection null). Every transcription goes through the
 server's scheduler, in turns with the file requests.
+
+Bounds: at most --max-sessions sessions at once (one more gets an error and close code 1013); each committed turn
+is admitted like a file request (the server's queued-audio limit); audio faster than twice real time, after a burst,
+is dropped; Silero (the turn detector) runs off the event loop; a frame that is not a valid event gets an error
+event and the session goes on (realtime_events); a session that closes withdraws its turns from the scheduler.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hmac
 import itertools
 import json
+import logging
 import time
 
 import av
 import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketDisconnected
 
 from asrflow.audio import SAMPLE_RATE
 from asrflow.errors import AsrflowError
 from asrflow.live import Agreement, TurnDetector
 from asrflow.server.errors import HTTPError
+from asrflow.server.realtime_events import SERVER_VAD, EventError, audio, parse, session_update
 
+LOG = logging.getLogger("asrflow.server")
+GONE = (WebSocketDisconnect, WebSocketDisconnected)  # the client went away (or the session was closed)
 router = APIRouter()
-RATES = (24000, 16000)
 PARTIAL_EVERY = 0.2  # seconds of new speech between hypotheses of the turn being spoken
 FIRST_PARTIAL = 0.5  # seconds of turn (prefix padding included) before its first hypothesis
 PAUSING = 0.2  # seconds of silence after which no new hypothesis starts: the turn may be ending, its final comes first
 MAX_TURN = 30.0  # a turn longer than Whisper's window is committed as it stands
 MAX_BUFFER = 600.0  # audio held uncommitted with turn_detection null
-SERVER_VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500}
+SPEED, BURST = 2.0, 15.0  # audio may come this many times faster than real time, after a burst of this many seconds
 ids = itertools.count(1)
 
 
@@ -42,9 +49,21 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{next(ids):012d}"
 
 
+def error_event(message: str, param: str | None = None, code: str | None = None, event_id=None) -> dict:
+    return {"type": "error", "error": {"type": "invalid_request_error", "code": code, "message": message,
+                                       "param": param, "event_id": event_id}}
+
+
 @router.websocket("/v1/realtime")
 async def realtime(websocket: WebSocket):
-    config = websocket.app.state.config
+    try:
+        await open_session(websocket)
+    except GONE:
+        pass
+
+
+async def open_session(websocket: WebSocket):
+    config, state = websocket.app.state.config, websocket.app.state
     offered = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
     # browsers cannot set headers: OpenAI's subprotocol "openai-insecure-api-key.KEY" carries the key instead
     key = websocket.headers.get("authorization", "").removeprefix("Bearer ").strip() or next(
@@ -53,18 +72,43 @@ async def realtime(websocket: WebSocket):
         await websocket.close(code=1008, reason="missing or wrong API key")
         return
     await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
-    session = LiveSession(websocket, websocket.app.state.holder, config.max_audio_minutes * 60, config.realtime_idle_s)
+    if getattr(state, "realtime_sessions", 0) >= config.max_sessions:  # one event loop: a plain count
+        await websocket.send_text(json.dumps({"event_id": new_id("event"), **error_event(
+            f"this server holds at most {config.max_sessions} realtime sessions at once: try again later.",
+            code="session_limit_reached")}))
+        await websocket.close(code=1013, reason="too many sessions: try again later")
+        return
+    state.realtime_sessions = getattr(state, "realtime_sessions", 0) + 1
     try:
-        await session.use_model(None)
-    except HTTPError as e:
-        await session.error(e.message, "model", "model_not_ready")
-        await websocket.close(code=1011)
-        return
-    if websocket.query_params.get("intent", "transcription") != "transcription":
-        await session.error("asrflow serves transcription sessions only: connect with ?intent=transcription.", "intent")
-        await websocket.close(code=1008)
-        return
-    await session.run()
+        session = LiveSession(websocket, state.holder, config.max_audio_minutes * 60, config.realtime_idle_s)
+        try:
+            await session.use_model(None)
+        except HTTPError as e:
+            await session.error(e.message, "model", "model_not_ready")
+            await websocket.close(code=1011)
+            return
+        if websocket.query_params.get("intent", "transcription") != "transcription":
+            await session.error("asrflow serves transcription sessions only: connect with ?intent=transcription.", "intent")
+            await websocket.close(code=1008)
+            return
+        await session.run()
+    finally:
+        state.realtime_sessions -= 1
+
+
+class Pace:
+    """A token bucket in audio seconds: BURST at once, then SPEED times real time."""
+
+    def __init__(self):
+        self.allowance, self.at = BURST, time.monotonic()
+
+    def take(self, seconds: float) -> bool:
+        now = time.monotonic()
+        self.allowance, self.at = min(BURST, self.allowance + (now - self.at) * SPEED), now
+        if seconds > self.allowance:
+            return False
+        self.allowance -= seconds
+        return True
 
 
 class LiveSession:
@@ -77,6 +121,7 @@ class LiveSession:
         self._reset_audio()
         self.item, self.previous_item, self.received = None, None, 0
         self.tasks: set[asyncio.Task] = set()
+        self.pace, self.failed = Pace(), False  # failed: an event failed on a bug (logged with its traceback once)
 
     async def use_model(self, requested: str | None) -> None:
         """The model the session's transcription names (any the server serves; whisper-1: its default)."""
@@ -102,89 +147,79 @@ class LiveSession:
             await self.websocket.send_text(json.dumps({"event_id": new_id("event"), **event}))
 
     async def error(self, message: str, param: str | None = None, code: str | None = None, event_id=None) -> None:
-        await self.send({"type": "error", "error": {"type": "invalid_request_error", "code": code, "message": message,
-                                                     "param": param, "event_id": event_id}})
+        await self.send(error_event(message, param, code, event_id))
 
     async def run(self) -> None:
         await self.send({"type": "session.created", "session": self.describe()})
         try:
             while True:
                 try:
-                    text = await asyncio.wait_for(self.websocket.receive_text(), self.idle)
+                    message = await asyncio.wait_for(self.websocket.receive(), self.idle)
                 except asyncio.TimeoutError:
                     await self.error(f"no event for {self.idle:g} s: the session is closed.", code="idle_timeout")
                     await self.websocket.close(code=1000)
                     return
-                if not await self.handle(text):
+                if message["type"] == "websocket.disconnect":
+                    return
+                if not await self.handle(message):
                     await self.websocket.close(code=1008)
                     return
-        except WebSocketDisconnect:
-            pass
         finally:
-            for task in self.tasks:
+            for task in self.tasks:  # turns waiting or being transcribed: withdrawn from the scheduler
                 task.cancel()
 
-    async def handle(self, text: str) -> bool:
-        """One client event; False ends the session (its audio limit reached)."""
+    async def handle(self, message: dict) -> bool:
+        """One client frame; False ends the session (its audio limit reached). A frame that is not a valid event,
+        or that the session cannot take, gets an error event and the session goes on."""
+        event_id = None
         try:
-            event = json.loads(text)
-            kind = event["type"] if isinstance(event, dict) else None
-        except (ValueError, KeyError):
-            await self.error("each message must be a JSON event with a type.", code="invalid_event")
-            return True
-        handler = {"session.update": self.update, "input_audio_buffer.append": self.append,
-                   "input_audio_buffer.commit": self.commit, "input_audio_buffer.clear": self.clear}.get(kind)
-        if handler is None:
-            await self.error(f"unknown or unsupported event type {str(kind)[:60]!r}.", "type", "invalid_event", event.get("event_id"))
-            return True
-        try:
+            event = parse(message)
+            event_id = event["event_id"]
+            handler = {"session.update": self.update, "input_audio_buffer.append": self.append,
+                       "input_audio_buffer.commit": self.commit, "input_audio_buffer.clear": self.clear}[event["type"]]
             return await handler(event) is not False
-        except (HTTPError, AsrflowError, ValueError, TypeError, KeyError, AttributeError) as e:
-            await self.error(getattr(e, "message", None) or str(e), code="invalid_value", event_id=event.get("event_id"))
-            return True
+        except EventError as e:
+            await self.error(e.message, e.param, e.code, event_id)
+        except (HTTPError, AsrflowError) as e:
+            code = e.code if isinstance(getattr(e, "code", None), str) else "invalid_value"
+            await self.error(getattr(e, "message", None) or str(e), getattr(e, "param", None), code, event_id)
+        except GONE:
+            raise
+        except Exception as e:  # noqa: BLE001 - a bug, not the client's: logged, and the session goes on
+            LOG.error("a realtime event failed: %r", e, exc_info=not self.failed)
+            self.failed = True
+            await self.error("the server failed on this event.", code="server_error", event_id=event_id)
+        return True
 
     async def update(self, event: dict) -> None:
-        session = event.get("session") or {}
-        if session.get("type", "transcription") != "transcription":
-            raise ValueError("asrflow serves transcription sessions only: session.type must be 'transcription'.")
-        given = (session.get("audio") or {}).get("input") or {}
-        rate = (given.get("format") or {}).get("rate", self.rate)
-        if (given.get("format") or {}).get("type", "audio/pcm") != "audio/pcm" or rate not in RATES:
-            raise ValueError("audio.input.format must be {'type': 'audio/pcm', 'rate': 24000} (16000 is accepted too).")
-        transcription = {**self.transcription, **(given.get("transcription") or {})}
-        served = await self.holder.model(transcription.get("model")) if "model" in (given.get("transcription") or {}) else self.served
-        options = served.transcriber.resolve({"language": transcription.get("language") or None,
-                                              "initial_prompt": transcription.get("prompt") or None})
-        detection = self.turn_detection
-        if "turn_detection" in given:
-            detection = None if given["turn_detection"] is None else {**SERVER_VAD, **given["turn_detection"]}
-            if detection and (detection["type"] != "server_vad" or not 0 < float(detection["threshold"]) < 1):
-                raise ValueError("turn_detection must be null or {'type': 'server_vad', 'threshold' between 0 and 1, ...}.")
+        rate, transcription, detection = session_update(event, self.rate, self.transcription, self.turn_detection)
+        model = transcription["model"]
+        served = await self.holder.model(model) if model != self.transcription["model"] else self.served
+        options = served.transcriber.resolve({"language": transcription["language"] or None,
+                                              "initial_prompt": transcription["prompt"] or None})
         self.rate, self.transcription, self.options, self.turn_detection = rate, transcription, options, detection
         self.served = served
         self._reset_audio()
         await self.send({"type": "session.updated", "session": self.describe()})
 
     async def append(self, event: dict) -> bool:
-        try:
-            pcm = base64.b64decode(event.get("audio") or "", validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("audio must be base64-encoded PCM16 (little-endian, mono).") from None
-        if len(pcm) > 15 * self.rate * 2:
-            raise ValueError("send at most 15 s of audio per input_audio_buffer.append.")
-        samples = self._resample(np.frombuffer(pcm[: len(pcm) // 2 * 2], "<i2"))
-        self.received += len(samples)
-        if self.received > self.max_samples:
+        pcm = audio(event, self.rate)
+        seconds = len(pcm) / 2 / self.rate
+        if not self.pace.take(seconds):
+            raise EventError(f"audio may come at most {SPEED:g} times faster than real time (after a burst of "
+                             f"{BURST:g} s): this append was dropped.", "audio", "rate_limited")
+        if self.received + seconds * SAMPLE_RATE > self.max_samples:
             await self.error(f"the session passed this server's limit of {self.max_samples / SAMPLE_RATE / 60:g} minutes "
                              "of audio: open a new one.", code="session_limit")
             return False
+        if self.detector is None and len(self.buffer) + seconds * SAMPLE_RATE > MAX_BUFFER * SAMPLE_RATE:
+            raise EventError(f"the buffer holds {MAX_BUFFER:g} s: commit it (input_audio_buffer.commit).", "audio", "buffer_full")
+        samples, events = await asyncio.to_thread(self._listen, pcm)  # off the event loop, one append at a time
+        self.received += len(samples)
         self.buffer = np.concatenate([self.buffer, samples])
         if self.detector is None:
-            if len(self.buffer) > MAX_BUFFER * SAMPLE_RATE:
-                self.buffer = self.buffer[: int(MAX_BUFFER * SAMPLE_RATE)]
-                raise ValueError(f"the buffer holds {MAX_BUFFER:g} s: commit it (input_audio_buffer.commit).")
             return True
-        for kind, at in self.detector.feed(samples):
+        for kind, at in events:
             await (self.started(at) if kind == "started" else self.stopped(at))
         if self.turn_start is None:  # between turns: keep what prefix padding may need
             keep = min(len(self.buffer), SAMPLE_RATE)
@@ -196,6 +231,11 @@ class LiveSession:
         else:
             self.maybe_hypothesis()
         return True
+
+    def _listen(self, pcm: bytes) -> tuple[np.ndarray, list]:
+        """The append at 16 kHz, and the turns Silero finds in it (in a thread)."""
+        samples = self._resample(np.frombuffer(pcm, "<i2"))
+        return samples, self.detector.feed(samples) if self.detector is not None else []
 
     def _resample(self, pcm: np.ndarray) -> np.ndarray:
         if not len(pcm):
@@ -226,7 +266,7 @@ class LiveSession:
 
     async def commit(self, event: dict) -> None:
         if self.detector is not None and self.turn_start is None or not len(self.buffer):
-            raise ValueError("the buffer holds no speech to commit.")
+            raise EventError("the buffer holds no speech to commit.", code="input_audio_buffer_commit_empty")
         if self.detector is not None:
             return await self.stopped(self.offset + len(self.buffer))
         self.item = new_id("item")
@@ -238,9 +278,15 @@ class LiveSession:
         await self.send({"type": "input_audio_buffer.cleared"})
 
     async def committed(self, turn: np.ndarray) -> None:
+        """A turn is admitted like a file request (the server's queued-audio limit), then transcribed in order."""
+        try:
+            reservation = self.holder.admission.reserve(len(turn) / SAMPLE_RATE, 1)
+        except HTTPError as e:
+            return await self.error(f"{self.item} was dropped: {e.message}", code="server_at_capacity")
         await self.send({"type": "input_audio_buffer.committed", "previous_item_id": self.previous_item, "item_id": self.item})
         self.previous_item = self.item
-        self._spawn(self.complete(self.item, turn, self.agreement, self.partial))
+        task = self._spawn(self.complete(self.item, turn, self.agreement, self.partial))
+        task.add_done_callback(lambda _: reservation.release())  # also when cancelled before it started
 
     def maybe_hypothesis(self) -> None:
         """While a turn is spoken: a new hypothesis every PARTIAL_EVERY seconds, one at a time, and only while the
@@ -254,7 +300,10 @@ class LiveSession:
             self.partial = self._spawn(self.hypothesise(self.item, turn, self.agreement))
 
     async def hypothesise(self, item: str, turn: np.ndarray, agreement: Agreement) -> None:
-        words = (await self.transcribe(turn, draft=True)).split()
+        try:
+            words = (await self.transcribe(turn, draft=True)).split()
+        except (HTTPError, AsrflowError):
+            return  # a courtesy: the turn's final text counts
         if new := agreement.update(words):
             await self.delta(item, agreement, new)
 
@@ -284,11 +333,19 @@ class LiveSession:
         """Through the scheduler; hypotheses of a turn still spoken are drafts (Transcriber.draft: quick, greedy,
         on the turn's length instead of a 30 s window), the final text is a full transcription."""
         job = self.holder.ready().submit(self.served.transcriber, samples, self.options, draft=draft)
-        result = await asyncio.wrap_future(job.future)
+        try:
+            result = await asyncio.wrap_future(job.future)
+        finally:
+            job.future.cancel()  # cancelled (the session closed): the scheduler drops it at its next turn
         return result if draft else result.text
 
     def _spawn(self, work) -> asyncio.Task:
         task = asyncio.ensure_future(work)
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._done)
         return task
+
+    def _done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), GONE):
+            LOG.error("a realtime transcription failed", exc_info=task.exception())
