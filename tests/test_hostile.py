@@ -6,6 +6,7 @@ import re
 import resource
 import struct
 import subprocess
+import time
 import sys
 import zlib
 from pathlib import Path
@@ -182,3 +183,88 @@ def test_five_hundred_mutated_uploads_get_no_5xx_no_hang_and_memory_returns(serv
     assert set(statuses) <= {200, 400, 413} and statuses.get(400, 0) > 100, statuses
     assert good.status_code == 200 and "country" in good.json()["text"]
     assert rss_mb() < baseline + 150, (baseline, rss_mb())
+
+
+def get_models(url: str, **headers) -> httpx.Response:
+    return httpx.get(f"{url}/v1/models", headers=headers, timeout=30)
+
+
+def test_a_dns_rebinding_page_gets_no_answer(server):
+    """A page at http://evil.example:PORT whose name now resolves to 127.0.0.1: to the browser its requests are
+    same-origin, so only the Host tells them apart."""
+    port = server.rsplit(":", 1)[1]
+    page = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
+    assert get_models(server, **page).status_code == 421
+    answer = httpx.post(f"{server}/v1/audio/transcriptions", headers=page, files={"file": ("jfk.flac", SAMPLE.read_bytes())})
+    assert answer.status_code == 421 and "--allowed-host" in answer.json()["error"]["message"]
+    assert get_models(server, Host="evil.example").status_code == 421
+
+
+def test_a_foreign_origin_is_refused_and_the_page_own_origin_is_not(server):
+    port = server.rsplit(":", 1)[1]
+    foreign = httpx.post(f"{server}/v1/audio/transcriptions", headers={"Origin": "http://evil.example"},
+                         files={"file": ("jfk.flac", SAMPLE.read_bytes())})
+    assert foreign.status_code == 403 and "--cors-origin" in foreign.json()["error"]["message"]
+    assert get_models(server, Origin="null").status_code == 403
+    assert get_models(server, Origin=f"http://127.0.0.1:{port}").status_code == 200  # the page's own
+    assert get_models(server, Host=f"localhost:{port}", Origin=f"http://localhost:{port}").status_code == 200
+    assert get_models(server).status_code == 200  # clients that are not browsers send no Origin
+
+
+def test_a_foreign_page_cannot_open_a_realtime_session(server):
+    import websockets.sync.client
+
+    ws_url = server.replace("http", "ws") + "/v1/realtime?intent=transcription"
+    with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+        websockets.sync.client.connect(ws_url, origin="http://evil.example", open_timeout=10)
+    assert refused.value.response.status_code == 403
+    with websockets.sync.client.connect(ws_url, open_timeout=10) as ws:
+        assert '"session.created"' in ws.recv(timeout=10)
+
+
+def test_allowed_hosts_and_cors_origins_are_answered(ct2_transcriber):
+    with serve_in_process(ct2_transcriber, allowed_hosts=("asr.example",), cors_origins=("https://app.example",)) as url:
+        assert get_models(url, Host="asr.example").status_code == 200
+        assert get_models(url, Host="other.example").status_code == 421
+        allowed = get_models(url, Origin="https://app.example")
+        assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "https://app.example"
+        preflight = httpx.options(f"{url}/v1/audio/transcriptions", headers={
+            "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization"})
+        assert preflight.status_code == 200
+        assert get_models(url, Origin="https://evil.example").status_code == 403
+
+
+def turns(url: str) -> float:
+    """How many turns (a window's work each) the model thread has taken."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    return float(re.search(r"^asrflow_model_turn_seconds_count (\S+)$", text, re.M).group(1))
+
+
+def settled_turns(url: str) -> float:
+    """The turn count once the model thread is idle (it stops moving)."""
+    last = turns(url)
+    while True:
+        time.sleep(1.5)
+        if (now := turns(url)) == last:
+            return now
+        last = now
+
+
+def test_a_departed_or_timed_out_request_stops_at_its_next_window(ct2_transcriber):
+    from test_server import long_speech
+
+    minutes = long_speech(10)  # a minute of the model's work or more
+    with serve_in_process(ct2_transcriber, timeout_s=3) as url:
+        before = turns(url)
+        answer = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("long.ogg", minutes)}, timeout=60)
+        assert answer.status_code == 504
+        assert settled_turns(url) - before <= 2  # the turn under way when the timeout struck, and at most one more
+    with serve_in_process(ct2_transcriber) as url:
+        before = turns(url)
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes the connection
+            httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("long.ogg", minutes)}, timeout=4)
+        at_departure = turns(url)
+        assert settled_turns(url) - at_departure <= 2 and at_departure - before < 10
+        metrics = httpx.get(f"{url}/metrics").text
+        assert re.search(r"^asrflow_audio_seconds_total 0\.0$", metrics, re.M)  # none of it was transcribed

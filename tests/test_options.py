@@ -18,6 +18,7 @@ from asrflow.options import FALLBACK_TEMPERATURES
         ({"batch_size": 10_000}, "batch_size"),
         ({"temperature": "hot"}, "temperature cannot be 'hot'"),
         ({"temperature": [0.0, 1.5]}, "temperature"),
+        ({"temperature": [0.0] * 30}, "at most 6 values"),
         ({"language": 5}, "language"),
         ({"language": "xx"}, "not a Whisper language code"),
         ({"initial_prompt": {"a": 1}}, "initial_prompt"),

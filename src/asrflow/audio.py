@@ -66,7 +66,7 @@ def declared_seconds(data: AudioInput) -> float | None:
         return None
     start = data.tell()
     try:
-        if (seconds := _wav_declared_seconds(data)) is not None:
+        if (seconds := _wav_declared_seconds(data, held=True)) is not None:
             return seconds
         with open_container(data, "the audio", split=True) as container:
             return container.duration / av.time_base if container.duration else None
@@ -325,8 +325,9 @@ def _pcm16_pieces(w: wave.Wave_read, what: str) -> Iterator[np.ndarray]:
         raise AudioDecodeError(f"{what} contains no audio samples: the file is empty or truncated.")
 
 
-def _wav_declared_seconds(stream: BinaryIO) -> float | None:
-    """The length a WAV header announces, to catch truncated files (FFmpeg decodes what is there)."""
+def _wav_declared_seconds(stream: BinaryIO, held: bool = False) -> float | None:
+    """The length a WAV header announces, to catch truncated files (FFmpeg decodes what is there); `held`: no more
+    than the bytes there hold (what admission counts: a forged size must not reserve hours)."""
     try:
         start = stream.tell()
         head = stream.read(4096)
@@ -344,7 +345,7 @@ def _wav_declared_seconds(stream: BinaryIO) -> float | None:
     size = int.from_bytes(head[data + 4 : data + 8], "little")
     if not MIN_RATE <= rate <= MAX_RATE or byte_rate < rate or size in (0, 0xFFFFFFFF):  # forged, or streamed (open size)
         return None  # PyAV's checks and decoding name the problem
-    return min(size, total - data - 8) / byte_rate  # no more than the file holds (a forged size is not hours)
+    return (min(size, total - data - 8) if held else size) / byte_rate
 
 
 def _from_samples(samples: np.ndarray, sample_rate: int) -> np.ndarray:

@@ -1,6 +1,11 @@
-"""Request limits that hold however the body arrives: a pure ASGI middleware that counts body bytes."""
+"""Request limits as pure ASGI middleware, so they hold however a request arrives (chunked or not, HTTP or
+WebSocket): body bytes counted, and only this server's Host names and allowed origins answered."""
 
 from __future__ import annotations
+
+import ipaddress
+import json
+from urllib.parse import urlsplit
 
 
 class BodyTooLarge(Exception):
@@ -26,7 +31,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            return await _refuse(send, BodyTooLarge(self.max_bytes))
+            return await refuse(send, 413, str(BodyTooLarge(self.max_bytes)))
         received = 0
 
         async def counted():
@@ -41,11 +46,52 @@ class BodyLimit:
         return await self.app(scope, counted, send)
 
 
-async def _refuse(send, error: BodyTooLarge) -> None:
-    import json
+class SameOrigin:
+    """Only this server's names in Host, and no cross-origin caller unless allowed, on every route and WebSocket.
 
-    body = json.dumps({"error": {"message": str(error), "type": "invalid_request_error", "param": None, "code": 413}}).encode()
-    await send({"type": "http.response.start", "status": 413,
+    Without it any web page could use a server on loopback: a form POST needs no CORS preflight, and DNS rebinding
+    (a page's name made to resolve to 127.0.0.1) lets the page read the answers. Host must be an IP address,
+    localhost, the bound name or an `allowed_hosts` name (a rebinding page's Host is its own name: 421); a request
+    with an Origin must come from the page's own origin (this server's) or one of `cors_origins` ('*': any): 403.
+    """
+
+    def __init__(self, app, host: str, allowed_hosts=(), cors_origins=()):
+        self.app, self.origins = app, {o.rstrip("/").lower() for o in cors_origins}
+        self.hosts = {"localhost", host.lower().strip("[]"), *(h.lower() for h in allowed_hosts)}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        host = headers.get(b"host", b"").decode("latin-1").lower()
+        origin = headers.get(b"origin", b"").decode("latin-1").rstrip("/").lower()
+        if not self.known(host):
+            status, message = 421, (f"this server does not answer to the name {host[:100]!r}: use its address, or "
+                                    "start it with --allowed-host NAME for the name clients use.")
+        elif origin and urlsplit(origin).netloc != host and "*" not in self.origins and origin not in self.origins:
+            status, message = 403, (f"requests from the web origin {origin[:100]!r} are refused: start the server "
+                                    "with --cors-origin ORIGIN to let that site's pages call it.")
+        else:
+            return await self.app(scope, receive, send)
+        if scope["type"] == "websocket":  # before the handshake is accepted: the client sees an HTTP 403
+            return await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
+        return await refuse(send, status, message)
+
+    def known(self, host: str) -> bool:
+        try:
+            name = urlsplit(f"//{host}").hostname or ""  # '[::1]:8000' -> '::1', 'Example.com:80' -> 'example.com'
+        except ValueError:
+            return False
+        try:
+            ipaddress.ip_address(name)
+            return True  # an address is never a rebinding page's name
+        except ValueError:
+            return name in self.hosts
+
+
+async def refuse(send, status: int, message: str) -> None:
+    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": status}}).encode()
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})

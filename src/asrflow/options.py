@@ -232,6 +232,11 @@ def _temperatures(value: Any) -> tuple[float, ...]:
             f"temperature must be one number or a list of numbers between 0 and 1 (the fallback sequence), "
             f"not {_show(value)}."
         )
+    if len(temperatures) > len(FALLBACK_TEMPERATURES):  # each is one more decode of a window: bounded
+        raise InvalidOptionError(
+            f"temperature takes at most {len(FALLBACK_TEMPERATURES)} values (a fallback sequence such as "
+            f"{','.join(f'{t:g}' for t in FALLBACK_TEMPERATURES)}), not {len(temperatures)}."
+        )
     return temperatures
 
 

@@ -7,8 +7,9 @@ import time
 from importlib.metadata import version
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 
-from asrflow.limits import BodyLimit
+from asrflow.limits import BodyLimit, SameOrigin
 from asrflow.server import health, mlflow_scoring, openai_audio, openai_models, pages, realtime
 from asrflow.server.errors import HTTPError, error_response, http_error
 from asrflow.server.holder import ModelHolder, ServerConfig
@@ -25,25 +26,53 @@ def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
     for module in (openai_audio, openai_models, realtime, mlflow_scoring, pages, health):
         app.include_router(module.router)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        started = time.perf_counter()
-        try:
-            check_key(config.api_key, request)
-            response = await call_next(request)
-        except Exception as e:  # noqa: BLE001 - the one place exceptions become statuses
-            response = error_response(http_error(e, request.method, request.url.path), request.url.path)
-        endpoint = getattr(request.scope.get("route"), "path", "unmatched")  # templates, not raw paths: bounded
-        app.state.metrics.observe(endpoint, response.status_code, time.perf_counter() - started)
-        return response
-
     @app.exception_handler(HTTPError)
     async def handled(request: Request, e: HTTPError):
         return error_response(e, request.url.path)
 
-    # outermost: counts body bytes on every route, chunked or not (base64 in /invocations is 4/3 of the audio)
+    app.add_middleware(Guard, config=config, metrics=app.state.metrics)
+    # counts body bytes on every route, chunked or not (base64 in /invocations is 4/3 of the audio)
     app.add_middleware(BodyLimit, max_bytes=config.max_bytes * 4 // 3 + 64 * 1024)
+    if config.cors_origins:  # answers the preflights of the allowed origins' pages
+        origins = list(config.cors_origins)
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"], allow_headers=["*"],
+                           expose_headers=["x-asrflow-model", "x-asrflow-model-version"])
+    # outermost: only this server's names and origins reach anything else
+    app.add_middleware(SameOrigin, host=config.host, allowed_hosts=config.allowed_hosts, cors_origins=config.cors_origins)
     return app
+
+
+class Guard:
+    """The one guard of every HTTP request: the API key, any exception as its status (errors.http_error), metrics.
+
+    Pure ASGI: Starlette's BaseHTTPMiddleware runs the route in a task group whose cancellation swallows the
+    client's http.disconnect, so a departed client's request never saw it go and its work ran on to the end.
+    """
+
+    def __init__(self, app, config: ServerConfig, metrics: ServerMetrics):
+        self.app, self.config, self.metrics = app, config, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), None
+
+        async def sending(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        path = scope["path"]
+        try:
+            check_key(self.config.api_key, Request(scope))
+            await self.app(scope, receive, sending)
+        except Exception as e:  # noqa: BLE001 - the one place exceptions become statuses
+            error = http_error(e, scope["method"], path)  # logs what is not the client's doing
+            if status is None:
+                await error_response(error, path)(scope, receive, sending)
+        endpoint = getattr(scope.get("route"), "path", "unmatched")  # templates, not raw paths: bounded
+        self.metrics.observe(endpoint, status or 499, time.perf_counter() - started)
 
 
 def check_key(api_key: str | None, request: Request) -> None:

@@ -121,7 +121,7 @@ class ModelHolder:
             self.error = getattr(future.exception(), "message", str(future.exception()))  # reported by /ready
             return
         self.default = future.result()
-        self.scheduler = Scheduler()
+        self.scheduler = Scheduler(on_turn=self.metrics.turns.observe)
         self.metrics.queue.set_function(self.scheduler.depth)
 
     @property
@@ -211,7 +211,7 @@ class ModelHolder:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise HTTPError(504, f"transcription took longer than {self.config.timeout_s:g} s.")
-            await asyncio.wait(waiting, timeout=min(left, 1.0))
+            await asyncio.wait(waiting, timeout=min(left, 0.25))  # a departed client is noticed within a turn
             if disconnected is not None and await disconnected():
                 raise HTTPError(499, "the client closed the connection.")
         try:

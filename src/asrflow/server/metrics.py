@@ -17,6 +17,8 @@ class ServerMetrics:
         self.model_requests = Counter("asrflow_model_requests_total", "Requests answered per model", ["model", "version"],
                                       registry=self.registry)
         self.model_loads = Counter("asrflow_model_loads_total", "Models loaded", ["model"], registry=self.registry)
+        self.turns = Histogram("asrflow_model_turn_seconds", "The model thread's turns (a window each) and their time",
+                               registry=self.registry, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10))
         self.queue = Gauge("asrflow_queue_depth", "Requests waiting for the model", registry=self.registry)
         self.admitted = Gauge("asrflow_admitted_audio_seconds", "Audio admitted and not yet answered", registry=self.registry)
 

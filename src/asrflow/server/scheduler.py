@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
 
@@ -55,7 +56,8 @@ class Job:
 
 
 class Scheduler:
-    def __init__(self):
+    def __init__(self, on_turn=None):
+        self.on_turn = on_turn  # hears the seconds each turn took (the model's busy time)
         self.jobs: deque[Job] = deque()
         self.wakeup = threading.Condition()
         threading.Thread(target=self._run, name="asrflow-scheduler", daemon=True).start()
@@ -89,6 +91,7 @@ class Scheduler:
         """One step of one job; a failure fails that job only, and a cancelled job is dropped here."""
         if job.future.done():
             return
+        started = time.perf_counter()
         try:
             finished = job.step()
         except InvalidStateError:  # cancelled while its last step ran
@@ -101,6 +104,9 @@ class Scheduler:
             except InvalidStateError:
                 pass
             return
+        finally:
+            if self.on_turn:
+                self.on_turn(time.perf_counter() - started)
         if not finished:
             with self.wakeup:
                 self.jobs.append(job)
