@@ -268,3 +268,33 @@ def test_a_departed_or_timed_out_request_stops_at_its_next_window(ct2_transcribe
         assert settled_turns(url) - at_departure <= 2 and at_departure - before < 10
         metrics = httpx.get(f"{url}/metrics").text
         assert re.search(r"^asrflow_audio_seconds_total 0\.0$", metrics, re.M)  # none of it was transcribed
+
+
+def test_a_registered_model_cannot_point_the_server_at_other_files(tmp_path):
+    """What an MLmodel says (model_files, a reference-only model's name) must not make a server load a directory
+    of its machine or, unless allowed, a hub model."""
+    import yaml
+
+    from asrflow.errors import ModelNotFoundError
+    from asrflow.flavor import save_model, transcriber_from_model_dir
+
+    save_model(tmp_path / "m", "bundled:tiny.en", reference_only=True)
+    mlmodel = tmp_path / "m" / "MLmodel"
+    conf = yaml.safe_load(mlmodel.read_text())
+    for model_files, model, allowed, match in [("../../../etc", None, ("bundled",), "outside its own directory"),
+                                               (None, str(tmp_path), ("bundled",), "local model"),
+                                               (None, "openai/whisper-tiny", ("bundled",), "--allow-hub")]:
+        conf["flavors"]["asrflow"].update(model_files=model_files, model=model or conf["flavors"]["asrflow"]["model"])
+        mlmodel.write_text(yaml.safe_dump(conf))
+        with pytest.raises(ModelNotFoundError, match=match):
+            transcriber_from_model_dir(tmp_path / "m", "models:/x/1", references=allowed)
+
+
+def test_the_duration_limit_holds_for_each_channel_of_a_split_file(ct2_transcriber, tmp_path):
+    from asrflow.errors import AudioTooLongError
+    from test_diarize import stereo_call
+
+    call = stereo_call(tmp_path / "call.wav")
+    with pytest.raises(AudioTooLongError):
+        ct2_transcriber.transcribe(call, channels="split", max_seconds=2.0)
+    assert ct2_transcriber.transcribe(call, channels="split", max_seconds=600).segments

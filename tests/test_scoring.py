@@ -92,3 +92,20 @@ def test_two_hundred_malformed_requests_get_no_500_and_the_servers_stay_up(serve
     for server, url in servers.items():
         good = invoke(url, {"inputs": [base64.b64encode((DATA / "dev001.mp3").read_bytes()).decode()]})
         assert good.status_code == 200 and "identification card" in good.json()["predictions"][0], server
+
+
+@pytest.mark.parametrize("server", ["mlflow models serve", "asrflow serve"])
+def test_a_path_on_the_server_is_never_read_and_existing_and_missing_read_alike(servers, server):
+    existing, missing = str(DATA / "dev004.wav"), str(DATA / "no-such-file.wav")
+    answers = [httpx.post(f"{servers[server]}/invocations", json={"inputs": [path]}, timeout=60) for path in (existing, missing)]
+    assert [a.status_code for a in answers] == [400, 400], [a.text for a in answers]
+    assert answers[0].json() == answers[1].json()
+    message = answers[0].json()["message"]  # MLflow decodes the binary column's base64 itself, leniently
+    assert ("base64" in message or "not audio" in message) and "revenue" not in answers[0].text
+
+
+def test_an_unknown_registered_model_names_no_tracking_store(servers):
+    answer = httpx.post(f"{servers['asrflow serve']}/invocations", json={"inputs": [AUDIO], "params": {"model": "models:/nope/1"}})
+    assert answer.status_code == 404
+    message = answer.json()["message"]
+    assert "models:/nope/1" in message and registry.tracking_uri() not in message and "sqlite" not in message

@@ -29,6 +29,7 @@ from asrflow.transcriber import Transcriber, load_transcriber
 
 FLAVOR_NAME = "asrflow"
 MODEL_DIR = "model"  # the weights, inside the MLmodel directory
+REFERENCES = ("bundled", "hub", "local")  # what a reference-only model may name, by default
 CODE_DIR = "code"  # asrflow's own code, so a served model needs only its pip requirements
 BACKEND_PACKAGES = {"ctranslate2": ["faster-whisper", "ctranslate2"], "transformers": ["transformers", "torch", "tokenizers"]}
 BUNDLED_PACKAGES = {
@@ -142,14 +143,16 @@ def log_model(name: str = "whisper", registered_model_name: str | None = None, *
     return Model.log(None, sys.modules[__name__], registered_model_name=registered_model_name, name=name, **kwargs)
 
 
-def load_model(model_uri: str, backend: str | None = None, device: str = "cpu", compute_type: str = "default") -> Transcriber:
+def load_model(model_uri: str, backend: str | None = None, device: str = "cpu", compute_type: str = "default",
+               references: tuple[str, ...] = REFERENCES) -> Transcriber:
     """A Transcriber from a logged or registered model (asrflow or transformers flavor).
 
     A registered asrflow model in a SQLite registry on this machine is read in place: no MLflow import, no copy.
+    `references`: what a reference-only model may name ("bundled", "hub", "local"; a server allows fewer).
     """
     from asrflow.registry import download_model, is_model_uri, local_model_dir
 
-    how = dict(backend=backend, device=device, compute_type=compute_type)  # given ones override the model's
+    how = dict(backend=backend, device=device, compute_type=compute_type, references=references)  # given ones override
     if not is_model_uri(model_uri):
         return transcriber_from_model_dir(Path(model_uri), model_uri, **how)
     local = local_model_dir(model_uri)
@@ -168,12 +171,12 @@ def read_mlmodel(path: Path) -> dict:
 
 
 def transcriber_from_model_dir(path: Path, name: str, backend: str | None = None, device: str = "cpu",
-                               compute_type: str = "default") -> Transcriber:
+                               compute_type: str = "default", references: tuple[str, ...] = REFERENCES) -> Transcriber:
     """The asrflow flavor's model files, or MLflow's transformers flavor (the tutorial's)."""
     flavors = read_mlmodel(path).get("flavors", {})
     if FLAVOR_NAME in flavors:
         conf = flavors[FLAVOR_NAME]
-        files = path / conf["model_files"] if conf.get("model_files") else None
+        files = confined(path, conf, name, references)
         return load_transcriber(
             str(files) if files else conf["model"], backend=backend or conf.get("backend", "ctranslate2"), device=device,
             compute_type=conf.get("compute_type", "default") if compute_type == "default" else compute_type,
@@ -186,6 +189,30 @@ def transcriber_from_model_dir(path: Path, name: str, backend: str | None = None
         f"{name} is not a Whisper model logged with asrflow's flavor or MLflow's transformers flavor: "
         "log it with `asrflow log`."
     )
+
+
+def confined(path: Path, conf: dict, name: str, references: tuple[str, ...]) -> Path | None:
+    """The weights a model's MLmodel names, inside its own directory (None: it references a model by name, which
+    must be of a kind in `references`): what an MLmodel says must not make a loader read anything else."""
+    if conf.get("model_files"):
+        files = (path / str(conf["model_files"])).resolve()
+        if not files.is_relative_to(path.resolve()):
+            raise ModelNotFoundError(f"{name}'s MLmodel names weights outside its own directory: log it again.")
+        return files
+    reference = str(conf.get("model") or "")
+    kind = "bundled" if reference.startswith("bundled:") else "hub" if resolve_model_kind(reference) == "hub" else "local"
+    if kind not in references:
+        raise ModelNotFoundError(f"{name} references a {kind} model, which is not allowed here"
+                                 + (" (start the server with --allow-hub to allow hub models)." if kind == "hub" else
+                                    ": log it with its weights (not reference-only)."))
+    return None
+
+
+def resolve_model_kind(reference: str) -> str:
+    try:
+        return resolve_model(reference).format
+    except ModelNotFoundError:
+        return "local"
 
 
 def _transformers_files(path: Path) -> Path:

@@ -77,8 +77,9 @@ def format_results(results: list, response_format: str = "text", timestamps: boo
     return [WRITERS[response_format](r) for r in results]
 
 
-def audio_inputs(model_input) -> list:
-    """The audio items of any pyfunc input: a DataFrame column, a list, an array, bytes or base64."""
+def audio_inputs(model_input, paths: bool = True) -> list:
+    """The audio items of any pyfunc input: a DataFrame column, a list, an array, bytes or base64 (and, with
+    `paths`, local file paths)."""
     import pandas as pd
 
     if isinstance(model_input, pd.DataFrame):
@@ -94,18 +95,23 @@ def audio_inputs(model_input) -> list:
         items = items[0] if items and isinstance(items[0], list) else items
     else:
         items = [model_input]
-    return [unwrap(item) for item in items]
+    return [unwrap(item, paths) for item in items]
 
 
-def unwrap(item):
-    """Serving sends base64 text, with or without line breaks; paths and raw bytes pass through."""
+def unwrap(item, paths: bool = True):
+    """Serving sends base64 text, with or without line breaks; raw bytes and URLs pass through, and so do local
+    paths where `paths` allows them. Served (`paths=False`), any other text is refused alike whether or not a file
+    of that name exists: a client must neither read the server's files nor learn which exist."""
     if isinstance(item, np.bytes_):
         item = bytes(item)
-    if isinstance(item, str) and not _is_file(item) and not item.startswith(("http://", "https://")):
+    if isinstance(item, str) and not (paths and _is_file(item)) and not item.startswith(("http://", "https://")):
         try:
             return base64.b64decode("".join(item.split()), validate=True)
         except (binascii.Error, ValueError):
-            return item
+            if paths:
+                return item
+            raise InvalidOptionError("each input must be base64-encoded audio (or an http(s) URL, where the server "
+                                     "allows them).") from None
     if isinstance(item, (bytes, bytearray)) and not bytes(item[:4]).startswith(AUDIO_MAGIC):
         try:
             return base64.b64decode(b"".join(bytes(item).split()), validate=True)

@@ -50,19 +50,21 @@ class Transcriber:
 
     def stream(
         self, audio: AudioInput, options: TranscribeOptions | None = None, sample_rate: int = SAMPLE_RATE,
-        allow_urls: bool = False, start: float = 0.0, known_speakers: dict[str, AudioInput] | None = None, **changes,
+        allow_urls: bool = False, start: float = 0.0, known_speakers: dict[str, AudioInput] | None = None,
+        max_seconds: float | None = None, **changes,
     ) -> SegmentStream:
         """Segments as they are decoded (iterate it), with the language known up front. The audio is decoded
         as it is transcribed, a block at a time (blocks.py): memory does not grow with its length. `start`:
         transcribe from there on (seconds; times stay the file's). `known_speakers`: with diarize, name -> a short
-        clip of that voice (any audio input): speakers who sound like one are named after it."""
+        clip of that voice (any audio input): speakers who sound like one are named after it. `max_seconds`: longer
+        audio (each channel's, with channels=split) is refused (AudioTooLongError)."""
         options = self.resolve(changes, options)
         if known_speakers and not options.diarize:
             raise InvalidOptionError("known speakers name the speakers diarization finds: turn diarize on too.")
         default_language = options.language or ("en" if not self.multilingual else None)
         if options.channels == "split":
-            return self._by_channel(audio, options, sample_rate, allow_urls, default_language, start)
-        pieces = stream_audio(audio, sample_rate=sample_rate, allow_urls=allow_urls)
+            return self._by_channel(audio, options, sample_rate, allow_urls, default_language, start, max_seconds)
+        pieces = stream_audio(audio, sample_rate=sample_rate, allow_urls=allow_urls, max_seconds=max_seconds)
         if not options.diarize:
             return stream_blocks(self.backend.stream, pieces, options, default_language, start=start)
         # Speakers need the whole file's voices: the segments come, labelled, once the audio is decoded.
@@ -74,7 +76,7 @@ class Transcriber:
         return stream
 
     def _by_channel(self, audio: AudioInput, options: TranscribeOptions, sample_rate: int, allow_urls: bool,
-                    default_language: str | None, start: float) -> SegmentStream:
+                    default_language: str | None, start: float, max_seconds: float | None = None) -> SegmentStream:
         """channels="split": each channel transcribed by itself (a stereo call: one voice a channel), the segments
         merged in time order, each with its channel as speaker (left, right; channel 1, 2 ... beyond two)."""
         if isinstance(audio, str) and audio.startswith(("http://", "https://")):
@@ -88,7 +90,7 @@ class Transcriber:
                 "leave channels out (or set it to mix)."
             )
         labels = ["left", "right"] if count == 2 else [f"channel {k + 1}" for k in range(count)]
-        streams = [stream_blocks(self.backend.stream, stream_audio(audio, sample_rate, allow_urls, channel=k), options,
+        streams = [stream_blocks(self.backend.stream, stream_audio(audio, sample_rate, allow_urls, max_seconds, channel=k), options,
                                  default_language, start=start) for k in range(count)]
         merged = SegmentStream(iter(()), streams[0].language, streams[0].language_probability, streams[0].duration)
 
@@ -150,19 +152,21 @@ def load_transcriber(
     compute_type: str = "default",
     options: TranscribeOptions | None = None,
     name: str | None = None,
+    references: tuple[str, ...] | None = None,
 ) -> Transcriber:
     """Load `model` with `backend` (ctranslate2 unless the model says otherwise).
 
     `model` is a bundled name, a local model directory, a hub id, or an MLflow model (models:/NAME@alias,
     models:/NAME/VERSION, runs:/RUN/PATH, or a local MLflow model directory), which the flavor reads.
-    `name` is how messages refer to the model (default: `model`).
+    `name` is how messages refer to the model (default: `model`). `references`: what a reference-only MLflow
+    model may name (flavor.REFERENCES by default; a server allows fewer).
     """
     from asrflow.registry import is_model_uri
 
     if is_model_uri(model) or (Path(model) / "MLmodel").is_file():
         from asrflow.flavor import load_model
 
-        return load_model(model, backend, device, compute_type)
+        return load_model(model, backend, device, compute_type, **({"references": references} if references else {}))
     source = resolve_model(model)
     backend_ = load_backend(backend or "ctranslate2", source, device, compute_type)
     return Transcriber(backend_, replace(source, name=name) if name else source, options)

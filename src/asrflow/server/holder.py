@@ -109,7 +109,8 @@ class ModelHolder:
     def __init__(self, config: ServerConfig, metrics: ServerMetrics, transcriber=None):
         self.config, self.metrics = config, metrics
         self.pool = ModelPool(config.model, config.backend, config.max_models, config.model_ttl_s, config.aliases,
-                              transcriber, on_load=lambda name: metrics.model_loads.labels(name).inc())
+                              transcriber, on_load=lambda name: metrics.model_loads.labels(name).inc(),
+                              allow_hub=config.allow_hub)
         self.scheduler, self.error, self.default = None, None, None
         self.admission = Admission(config.max_queued_audio_minutes * 60, config.queue_size)
         self.urls = UrlPolicy(config.allowed_url_hosts, config.allow_private_urls, config.max_bytes, config.url_timeout_s)
@@ -187,8 +188,9 @@ class ModelHolder:
         """Schedule the admitted clips on the `served` model and wait for them all; on any exit (timeout,
         disconnect, error) the work left is withdrawn, the decoders stopped and the reservation released.
         `speakers`: known speakers (name -> samples)."""
-        jobs = [self.ready().submit(served.transcriber, self._audio(ahead, options), options, on_segment, speakers)
-                for ahead in reservation.clips_ahead]
+        limit = self.config.max_audio_minutes * 60
+        jobs = [self.ready().submit(served.transcriber, self._audio(ahead, options), options, on_segment, speakers,
+                                    max_seconds=limit) for ahead in reservation.clips_ahead]
         try:
             results = await self._wait([job.future for job in jobs], disconnected)
         finally:

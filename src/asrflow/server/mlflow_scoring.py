@@ -35,9 +35,10 @@ async def invocations(request: Request, model: Holder):
         options, response = parse_params(served.transcriber, params)
     except AsrflowError as e:
         return mlflow_error(str(e))
-    inputs = list(map(unwrap, items))
-    if any(isinstance(item, str) and not item.startswith(("http://", "https://")) for item in inputs):
-        return mlflow_error("each input must be base64-encoded audio (or an http(s) URL, where the server allows them).")
+    try:
+        inputs = [unwrap(item, paths=False) for item in items]
+    except AsrflowError as e:
+        return mlflow_error(str(e))
     reservation = await model.admit(inputs)  # a request is admitted or refused whole
     results = await model.run(served, reservation, options, disconnected=request.is_disconnected)
     return JSONResponse({"predictions": format_results(list(results), *response)}, headers=served.headers)

@@ -44,7 +44,7 @@ class Served:
 
 class ModelPool:
     def __init__(self, default: str, backend: str | None, max_models: int = 2, ttl_s: float = 600.0,
-                 aliases: dict[str, str] | None = None, transcriber=None, on_load=None):
+                 aliases: dict[str, str] | None = None, transcriber=None, on_load=None, allow_hub: bool = False):
         if max_models < 1:
             raise ValueError("max_models must be at least 1.")
         self.default, self.backend, self.max_models, self.ttl_s = default, backend, max_models, ttl_s
@@ -54,6 +54,8 @@ class ModelPool:
         self.lock = threading.Lock()
         self.preloaded = transcriber  # the default, already loaded by the caller (tests, embedding)
         self.on_load = on_load  # hears the name of each model loaded (metrics)
+        # what a registered model's metadata may point at: never a directory of this machine; the hub if allowed
+        self.references = ("bundled", "hub") if allow_hub else ("bundled",)
         threading.Thread(target=self._sweep, name="asrflow-model-ttl", daemon=True).start()
 
     def canonical(self, requested: str | None) -> str:
@@ -95,7 +97,7 @@ class ModelPool:
 
         try:
             preloaded = self.preloaded if name == self.default else None
-            transcriber = preloaded or load_transcriber(name, backend=self.backend)
+            transcriber = preloaded or load_transcriber(name, backend=self.backend, references=self.references)
             served = Served(name, transcriber, model_identity(name) | {"backend": transcriber.backend.name})
             if self.on_load:
                 self.on_load(name)
@@ -133,14 +135,17 @@ def load_error(name: str, error: Exception) -> HTTPError:
     cannot be loaded here a 400; anything else a 503."""
     if isinstance(error, HTTPError):
         return error
+    # the error's own text may name the tracking store or this machine's paths: logged, never sent
     if isinstance(error, ModelNotFoundError):
-        return HTTPError(404, f"{error} GET /v1/models lists the models this server answers with.", "model",
-                         code="model_not_found")
+        LOG.warning("model %s not found: %s", name, error)
+        return HTTPError(404, f"the model {name!r} does not exist here: GET /v1/models lists the models this server "
+                         "answers with.", "model", code="model_not_found")
     if isinstance(error, AsrflowError):
-        return HTTPError(400, f"the model {name!r} could not be loaded: {error}", "model")
-    message = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+        LOG.warning("model %s could not be loaded: %s", name, error)
+        return HTTPError(400, f"the model {name!r} exists but cannot be loaded by this server (its log says why).",
+                         "model")
     LOG.error("loading %s failed", name, exc_info=error)
-    return HTTPError(503, f"the model {name!r} could not be loaded ({message}): retry later, or ask for another.",
+    return HTTPError(503, f"the model {name!r} could not be loaded: retry later, or ask for another.",
                      "model", headers={"Retry-After": "10"})
 
 

@@ -30,8 +30,9 @@ class Job:
     """One clip to transcribe: its future is the answer; cancelling the future withdraws the work."""
 
     def __init__(self, transcriber, samples: np.ndarray, options: TranscribeOptions, on_segment=None, speakers=None,
-                 draft: bool = False):
+                 draft: bool = False, max_seconds: float | None = None):
         self.transcriber, self.samples, self.options, self.draft = transcriber, samples, options, draft
+        self.max_seconds = max_seconds  # the request's limit, for audio decoded here (each channel of channels=split)
         self.on_segment, self.speakers = on_segment, speakers
         self.future: Future = Future()
         self.stream, self.segments = None, []
@@ -43,7 +44,8 @@ class Job:
             self.future.set_result(self.transcriber.draft(self.samples, self.options))
             return True
         if self.stream is None:
-            self.stream = self.transcriber.stream(self.samples, self.options, known_speakers=self.speakers)
+            self.stream = self.transcriber.stream(self.samples, self.options, known_speakers=self.speakers,
+                                                  max_seconds=self.max_seconds)
             self.samples = None
         segment: Segment | None = next(self.stream.segments, None)
         if segment is None:
@@ -63,8 +65,8 @@ class Scheduler:
         threading.Thread(target=self._run, name="asrflow-scheduler", daemon=True).start()
 
     def submit(self, transcriber, samples: np.ndarray, options: TranscribeOptions, on_segment=None, speakers=None,
-               draft: bool = False) -> Job:
-        job = Job(transcriber, samples, options, on_segment, speakers, draft)
+               draft: bool = False, max_seconds: float | None = None) -> Job:
+        job = Job(transcriber, samples, options, on_segment, speakers, draft, max_seconds)
         with self.wakeup:
             self.jobs.append(job)
             self.wakeup.notify()
