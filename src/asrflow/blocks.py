@@ -112,23 +112,30 @@ def stream_blocks(
     stream = SegmentStream(iter(()), first.language, first.language_probability, seen / SAMPLE_RATE)
     later = replace(options, language=first.language) if first.language and not options.multilingual else options
 
-    def segments() -> Iterator[Segment]:
-        yield from shifted(first, offset, first)
+    def segments() -> Iterator[Segment | None]:
+        for segment in shifted(first.segments, offset, first):
+            if stream.language is None:  # known once the first block's regions are detected (multilingual)
+                stream.language, stream.language_probability = first.language, first.language_probability
+            yield segment
         for start, samples in parts:
             trim_heap()
             stream.duration = (start + len(samples)) / SAMPLE_RATE
             if not is_silent(samples):
-                yield from shifted(decode(samples, later), start, first)
+                yield from shifted(decode(samples, later).segments, start, first)
             del samples  # not held while the next block is read
 
     stream.segments = segments()
     return stream
 
 
-def shifted(segments: Iterable[Segment], offset: int, file: SegmentStream) -> Iterator[Segment]:
-    """Segments in the file's time, each with its language (the file's, unless the backend found its own)."""
+def shifted(segments: Iterable[Segment | None], offset: int, file: SegmentStream) -> Iterator[Segment | None]:
+    """Segments in the file's time, each with its language (the file's, unless the backend found its own); the
+    steps without a segment (None) pass."""
     seconds = offset / SAMPLE_RATE
     for s in segments:
+        if s is None:
+            yield s
+            continue
         if s.language is None:
             s = replace(s, language=file.language, language_probability=file.language_probability)
         if seconds:

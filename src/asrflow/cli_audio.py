@@ -140,7 +140,7 @@ def transcribe(
                                               allow_urls=allow_urls, known_speakers=known)
             segments = _advancing(stream, bar, done)
             if output_dir is None and format in FORMATS:  # printed as decoded: a cut-short run leaves a valid prefix
-                write_incrementally(format, segments, sys.stdout, stream.language)
+                write_incrementally(format, segments, sys.stdout, lambda: stream.language)
                 sys.stdout.write(FORMATS[format].tail(stream.transcript([])))
             else:
                 result = stream.transcript(list(segments))

@@ -24,6 +24,7 @@ RATE = 4  # windows a second
 SPEECH = 0.7  # windows at least this much covered by words are clustered
 SAME_VOICE = 0.8  # clusters whose centroids are this alike (cosine) are one voice (Resemblyzer's embeddings)
 KNOWN_VOICE = 0.7  # a cluster is named after a known speaker only if its voice is at least this alike (cosine)
+MAX_CLUSTERED = 2000  # embeddings clustered at most (the rest join the nearest cluster)
 MIN_SECONDS = 2.0  # a speaker found in less speech than this is taken for noise, when the count is estimated
 
 
@@ -68,9 +69,15 @@ class Diarizer:
             self.times.pop()
             self.embeddings.pop()
 
-    def labelled(self, segments: Iterable[Segment]) -> Iterator[Segment]:
-        """The segments, labelled once they are all decoded (and all the audio heard)."""
-        yield from self.label(list(segments))
+    def labelled(self, segments: Iterable[Segment | None]) -> Iterator[Segment | None]:
+        """The segments, labelled once they are all decoded (and all the audio heard); until then a None for each
+        step of decoding (SegmentStream: a scheduler's turn each)."""
+        decoded = []
+        for segment in segments:
+            if segment is not None:
+                decoded.append(segment)
+            yield None
+        yield from self.label(decoded)
 
     def label(self, segments: list[Segment]) -> list[Segment]:
         """The segments with a speaker on every word and segment, split where the speaker changes."""
@@ -96,21 +103,46 @@ class Diarizer:
     def _cluster(self, x: np.ndarray) -> np.ndarray:
         """Cluster numbers for the embeddings: `num` clusters if given; else the count within min..max with the
         best silhouette among those whose every cluster is a voice of its own (SAME_VOICE) heard for at least
-        MIN_SECONDS; one speaker when no count passes (unless min_speakers asks for more)."""
-        from sklearn.cluster import AgglomerativeClustering
+        MIN_SECONDS; one speaker when no count passes (unless min_speakers asks for more).
+
+        Average-linkage clustering needs every pair's distance: past MAX_CLUSTERED embeddings (about 8 minutes
+        of speech) an evenly spaced sample of them is clustered and the rest join the nearest cluster, so that
+        memory and time stay bounded however long the audio (10 hours: 144,000 embeddings)."""
+        if len(x) > MAX_CLUSTERED:
+            sample = np.linspace(0, len(x) - 1, MAX_CLUSTERED).astype(int)
+            return _nearest(x, x[sample], self._cluster(x[sample]))
+        if len(x) < 3:
+            return np.zeros(len(x), int)
+        from scipy.cluster.hierarchy import fcluster, linkage
+        from scipy.spatial.distance import pdist, squareform
         from sklearn.metrics import silhouette_score
 
-        def fit(k: int) -> np.ndarray:
-            return AgglomerativeClustering(n_clusters=k, metric="cosine", linkage="average").fit_predict(x)
+        distances = pdist(x, "cosine")
+        tree = linkage(distances, "average")  # once: each count is a cut of the same tree
 
-        if self.num is not None or len(x) < 3:
-            return fit(min(self.num or 1, len(x))) if len(x) > 1 else np.zeros(len(x), int)
-        candidates = []
+        def fit(k: int) -> np.ndarray:
+            return fcluster(tree, k, "maxclust") - 1
+
+        if self.num is not None:
+            return fit(min(self.num, len(x)))
+        square, candidates = squareform(distances), []
         for k in range(max(2, self.low), min(self.high, len(x) - 1) + 1):
             labels = fit(k)
-            candidates.append((_distinct(x, labels), silhouette_score(x, labels, metric="cosine"), labels))
+            if len(set(labels.tolist())) < 2:
+                continue
+            score = silhouette_score(square, labels, metric="precomputed")
+            candidates.append((_distinct(x, labels), score, labels))
         passing = [c for c in candidates if c[0]] or ([] if self.low <= 1 else candidates)
         return max(passing, key=lambda c: c[1])[2] if passing else np.zeros(len(x), int)
+
+
+def _nearest(x: np.ndarray, sample: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each embedding's cluster: that of the nearest (cosine) centroid of the clustered sample's."""
+    clusters = sorted(set(labels.tolist()))
+    centroids = np.array([sample[labels == c].mean(axis=0) for c in clusters])
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    nearest = np.concatenate([np.argmax(part @ centroids.T, axis=1) for part in np.array_split(x, max(1, len(x) // 10_000))])
+    return np.asarray(clusters)[nearest]
 
 
 def _distinct(x: np.ndarray, labels: np.ndarray) -> bool:

@@ -103,6 +103,9 @@ def transcribe_resumably(transcriber, audio: AudioInput, options: TranscribeOpti
         yield from done
         with out:
             for segment in decoded:
+                if segment is None:  # a step of work without a segment (SegmentStream)
+                    yield segment
+                    continue
                 out.write(JSONL.piece(0, segment))  # the jsonl writer's line
                 out.flush()
                 yield segment

@@ -77,7 +77,10 @@ class SegmentStream:
     duration: float
 
     def __iter__(self) -> Iterator[Segment]:
-        return self.segments
+        """The segments. `self.segments` also holds None after each window (or batch) of work that completed no
+        segment (diarization's labels come at the end; a batch may finish none): a server's scheduler takes it a
+        step at a time, so that no request holds the model longer than one window's work."""
+        return (segment for segment in self.segments if segment is not None)
 
     def transcript(self, segments: list[Segment]) -> Transcript:
         return Transcript.from_segments(segments, self.language, self.language_probability, self.duration)
@@ -85,7 +88,7 @@ class SegmentStream:
     def collect(self, progress: Callable[[Segment], None] | None = None) -> Transcript:
         """Decode to the end; `progress(segment)` hears of each segment as it comes."""
         segments = []
-        for segment in self.segments:
+        for segment in self:
             segments.append(segment)
             if progress:
                 progress(segment)

@@ -79,6 +79,9 @@ def snapped(segments: Iterable[Segment], edges: list[tuple[float, float]], toler
     middles = [(b + a) / 2 for b, a in pauses]
     previous = None
     for segment in segments:
+        if segment is None:  # a step of work without a segment (SegmentStream): passed on
+            yield segment
+            continue
         if previous is None:
             segment = _moved(segment, start=_nearest([a for a, _ in edges], segment.start, tolerance))
         else:

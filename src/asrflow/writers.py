@@ -84,15 +84,17 @@ FORMATS: dict[str, Format] = {
 }
 
 
-def write_incrementally(format: str, segments: Iterable[Segment], out: TextIO, language: str | None = None) -> int:
-    """Write `segments` (of a file in `language`) to `out` as they come (flushed after each); returns how many."""
+def write_incrementally(format: str, segments: Iterable[Segment], out: TextIO,
+                        language: str | None | Callable[[], str | None] = None) -> int:
+    """Write `segments` (of a file in `language`: or a function that tells it once it is known, as a multilingual
+    stream's is after its regions' detection) to `out` as they come (flushed after each); returns how many."""
     spec = FORMATS[format]
     out.write(spec.head())
     count = 0
     for segment in segments:
         if _cue(segment):
             count += 1
-            out.write(spec.piece(count, segment, language))
+            out.write(spec.piece(count, segment, language() if callable(language) else language))
             out.flush()
     return count
 

@@ -148,29 +148,38 @@ class CTranslate2Backend:
         kwargs = {k: v for k, v in kwargs.items() if k != "vad_filter"} | {"without_timestamps": False}
         batches = self._region_batches(audio, regions, options.batch_size, kwargs)
         first, info = next(batches)  # the first batch tells the language
-        segments = itertools.chain(first, itertools.chain.from_iterable(ready for ready, _ in batches))
+        segments = itertools.chain(first, itertools.chain.from_iterable(ready or [None] for ready, _ in batches))
         segments = snapped(_fitted(segments), speech_edges(spans, len(audio), options.vad_speech_pad_ms))
         return SegmentStream(segments, info.language, round(float(info.language_probability), 4), duration)
 
     def _by_language(self, audio: np.ndarray, options: TranscribeOptions, kwargs: dict) -> SegmentStream:
         """Each stretch of speech (VAD, between pauses) in its own language: detected per region, decoded in
         runs of regions of one language (joined up to a window, in batches), each segment tagged with it.
-        Nothing is translated unless task=translate. The stream's language is the one spoken longest."""
+        Nothing is translated unless task=translate. The stream's language is the one spoken longest, known
+        once every region's is: the segments yield a step (None) per region detected, so that a scheduler
+        takes the detection a region at a time too."""
         regions = speech_regions(audio, options)
         window = self.model.feature_extractor.n_samples  # the language of each region's 30 s block is a candidate too
-        around = {k: self._ranked(audio[k * window : (k + 1) * window], options)[1][0][0]
-                  for k in {(a + b) // 2 // window for a, b in regions}}
-        detected = [self._language_of(audio[a:b], options, around[(a + b) // 2 // window]) for a, b in regions]
         kwargs = {k: v for k, v in kwargs.items() if k != "vad_filter"} | {"without_timestamps": False}
-        language, probability = dominant(detected, regions)
+        stream = SegmentStream(iter(()), None, None, len(audio) / SAMPLE_RATE)
 
-        def decode(code: str, spans: list) -> Iterator[Segment]:
+        def decode(code: str, spans: list) -> Iterator[Segment | None]:
             clips = [{"start": a / SAMPLE_RATE, "end": b / SAMPLE_RATE} for a, b in spans]
             decoded = self._region_batches(audio, clips, options.batch_size, kwargs | {"language": code})
-            return _fitted(itertools.chain.from_iterable(ready for ready, _ in decoded))
+            return _fitted(itertools.chain.from_iterable(ready or [None] for ready, _ in decoded))
 
-        segments = by_language(regions, detected, options, decode, len(audio))
-        return SegmentStream(segments, language, probability, len(audio) / SAMPLE_RATE)
+        def segments() -> Iterator[Segment | None]:
+            around, detected = {}, []
+            for a, b in regions:
+                if (k := (a + b) // 2 // window) not in around:
+                    around[k] = self._ranked(audio[k * window : (k + 1) * window], options)[1][0][0]
+                detected.append(self._language_of(audio[a:b], options, around[k]))
+                yield None
+            stream.language, stream.language_probability = dominant(detected, regions)
+            yield from by_language(regions, detected, options, decode, len(audio))
+
+        stream.segments = segments()
+        return stream
 
     def _language_of(self, clip: np.ndarray, options: TranscribeOptions, nearby: str) -> tuple[str, float]:
         """A region's language and its detection probability. The detector's best guesses (among
@@ -278,9 +287,12 @@ def _unfinished(region: dict, segments, at_least: float = 1.0) -> dict | None:
     return {"start": last, "end": region["end"]} if region["end"] - last > at_least else None
 
 
-def _fitted(segments) -> Iterator[Segment]:
+def _fitted(segments) -> Iterator[Segment | None]:
     previous_end = 0.0
     for s in segments:
+        if s is None:  # a batch that completed no segment: a step of work all the same (SegmentStream)
+            yield s
+            continue
         words = [Word(_seconds(w.start), _seconds(w.end), w.word.strip(), round(float(w.probability), 4)) for w in s.words or []]
         segment = fit_segment(_seconds(s.start), _seconds(s.end), s.text.strip(), words, previous_end)
         previous_end = segment.end

@@ -40,6 +40,9 @@ def by_language(regions: list[tuple[int, int]], detected: list[tuple[str, float]
         for code, run in itertools.groupby(zip(regions, detected), key=lambda pair: pair[1][0]):
             run = list(run)
             for segment in decode(code, merged([region for region, _ in run], options.chunk_length_s)):
+                if segment is None:  # a step of work without a segment (SegmentStream)
+                    yield segment
+                    continue
                 yield replace(segment, language=code, language_probability=chance_at(segment.start, run))
 
     return snapped(tagged(), speech_edges(regions, length, options.vad_speech_pad_ms))

@@ -1,8 +1,8 @@
 """Whisper's encoder on OpenVINO, with the model's own weights; CTranslate2 still decodes.
 
 The encoder reads every 30 s window whole, however little speech it holds. CTranslate2 runs it in int8 or
-float32; OpenVINO runs it in bfloat16 on CPUs that compute it natively (AVX-512 BF16, AMX) and in float32
-elsewhere (and when the compute type is float32). On the bench's CPU (AMD EPYC, 2 cores, AVX-512 BF16) five
+float32; OpenVINO runs it in float32 (its default on CPUs that compute bfloat16 natively is bfloat16, which broke
+timestamps on an Intel CPU with AMX: see openvino_encoder). On the bench's CPU (AMD EPYC, 2 cores, AVX-512 BF16) five
 windows of tiny.en took 0.57 s against 1.81 s with CTranslate2's int8, and the encoding is closer to float32's;
 the fast path became 1.34x faster on long audio and 1.19x on short files, with WER 0.2 and 0.7 point lower
 (README, Performance). CTranslate2's `generate` reads the encoded windows as they are.
@@ -58,7 +58,10 @@ def openvino_encoder(model_dir: str, device: str, compute_type: str) -> "OpenVIN
             raise InvalidOptionError(f"ASRFLOW_ENCODER=openvino needs {', '.join(missing)}: pip install {' '.join(missing)}.")
         return None
     try:
-        return OpenVINOEncoder(model_dir, "f32" if compute_type == "float32" else None)
+        # float32 always: OpenVINO's own default on CPUs with bfloat16 units is bfloat16, 2.2x faster here (Intel,
+        # AMX), but there it collapsed the timestamps of a window of the dev clips (a 19 s segment "The", then
+        # segments of no length); float32 gave the right ones, as CTranslate2's encoder does
+        return OpenVINOEncoder(model_dir, "f32")
     except (AsrflowError, RuntimeError):  # a model OpenVINO cannot build or run: CTranslate2's encoder, unless asked
         if engine == "openvino":
             raise

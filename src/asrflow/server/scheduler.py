@@ -24,6 +24,7 @@ from asrflow.options import TranscribeOptions
 from asrflow.transcript import Segment
 
 LOG = logging.getLogger("asrflow.server")
+END = object()
 
 
 class Job:
@@ -47,10 +48,12 @@ class Job:
             self.stream = self.transcriber.stream(self.samples, self.options, known_speakers=self.speakers,
                                                   max_seconds=self.max_seconds)
             self.samples = None
-        segment: Segment | None = next(self.stream.segments, None)
-        if segment is None:
+        segment: Segment | None = next(self.stream.segments, END)
+        if segment is END:
             self.future.set_result(self.stream.transcript(self.segments))
             return True
+        if segment is None:  # a window's (or batch's) work that completed no segment yet
+            return False
         self.segments.append(segment)
         if self.on_segment:
             self.on_segment(segment)
