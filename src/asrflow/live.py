@@ -15,13 +15,18 @@ WINDOW = 512  # Silero's window at 16 kHz (32 ms)
 WARM_UP = 16  # windows of context fed again before new ones (Silero's state starts afresh each call)
 
 
+def silero():
+    """Silero's VAD model: loaded by the first call, then shared (faster-whisper keeps it)."""
+    from faster_whisper.vad import get_vad_model
+
+    return get_vad_model()
+
+
 class TurnDetector:
     """Feeds on 16 kHz samples; reports ("started", sample) and ("stopped", sample) in the stream's time."""
 
     def __init__(self, threshold: float = 0.5, prefix_padding_ms: int = 300, silence_duration_ms: int = 500):
-        from faster_whisper.vad import get_vad_model
-
-        self.model = get_vad_model()
+        self.model = silero()
         self.threshold, self.release = threshold, max(threshold - 0.15, 0.01)  # Silero's hysteresis
         self.padding = int(prefix_padding_ms * SAMPLE_RATE / 1000)
         self.silence = int(silence_duration_ms * SAMPLE_RATE / 1000)

@@ -21,6 +21,7 @@ import itertools
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import av
 import numpy as np
@@ -29,9 +30,10 @@ from starlette.websockets import WebSocketDisconnected
 
 from asrflow.audio import SAMPLE_RATE
 from asrflow.errors import AsrflowError
-from asrflow.live import Agreement, TurnDetector
+from asrflow.live import Agreement, TurnDetector, silero
 from asrflow.server.errors import HTTPError
-from asrflow.server.realtime_events import SERVER_VAD, EventError, audio, parse, session_update
+from asrflow.server.realtime_events import (SERVER_VAD, EventError, Pace, audio, audio_seconds, error_event, parse,
+                                            session_update)
 
 LOG = logging.getLogger("asrflow.server")
 GONE = (WebSocketDisconnect, WebSocketDisconnected)  # the client went away (or the session was closed)
@@ -41,17 +43,13 @@ FIRST_PARTIAL = 0.5  # seconds of turn (prefix padding included) before its firs
 PAUSING = 0.2  # seconds of silence after which no new hypothesis starts: the turn may be ending, its final comes first
 MAX_TURN = 30.0  # a turn longer than Whisper's window is committed as it stands
 MAX_BUFFER = 600.0  # audio held uncommitted with turn_detection null
-SPEED, BURST = 2.0, 15.0  # audio may come this many times faster than real time, after a burst of this many seconds
 ids = itertools.count(1)
+# every session's resampling and Silero, off the event loop in one thread: a core stays free for the loop
+LISTENER = ThreadPoolExecutor(1, thread_name_prefix="asrflow-listen")
 
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{next(ids):012d}"
-
-
-def error_event(message: str, param: str | None = None, code: str | None = None, event_id=None) -> dict:
-    return {"type": "error", "error": {"type": "invalid_request_error", "code": code, "message": message,
-                                       "param": param, "event_id": event_id}}
 
 
 @router.websocket("/v1/realtime")
@@ -80,6 +78,7 @@ async def open_session(websocket: WebSocket):
         return
     state.realtime_sessions = getattr(state, "realtime_sessions", 0) + 1
     try:
+        await asyncio.get_running_loop().run_in_executor(LISTENER, silero)  # the first session loads it
         session = LiveSession(websocket, state.holder, config.max_audio_minutes * 60, config.realtime_idle_s)
         try:
             await session.use_model(None)
@@ -94,21 +93,6 @@ async def open_session(websocket: WebSocket):
         await session.run()
     finally:
         state.realtime_sessions -= 1
-
-
-class Pace:
-    """A token bucket in audio seconds: BURST at once, then SPEED times real time."""
-
-    def __init__(self):
-        self.allowance, self.at = BURST, time.monotonic()
-
-    def take(self, seconds: float) -> bool:
-        now = time.monotonic()
-        self.allowance, self.at = min(BURST, self.allowance + (now - self.at) * SPEED), now
-        if seconds > self.allowance:
-            return False
-        self.allowance -= seconds
-        return True
 
 
 class LiveSession:
@@ -130,9 +114,7 @@ class LiveSession:
 
     def _reset_audio(self) -> None:
         self.resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-        detection = self.turn_detection
-        self.detector = TurnDetector(detection["threshold"], detection["prefix_padding_ms"],
-                                     detection["silence_duration_ms"]) if detection else None
+        self.detector = None  # made by _listen, off the event loop (the first one loads Silero)
         self.buffer, self.offset, self.turn_start = np.zeros(0, np.float32), 0, None  # offset: buffer[0]'s sample
         self.agreement, self.hypothesis_at, self.partial = Agreement(), 0, None
 
@@ -203,21 +185,19 @@ class LiveSession:
         await self.send({"type": "session.updated", "session": self.describe()})
 
     async def append(self, event: dict) -> bool:
-        pcm = audio(event, self.rate)
+        self.pace.take(audio_seconds(event, self.rate))  # audio too fast is dropped before it costs any decoding
+        pcm = audio(event)
         seconds = len(pcm) / 2 / self.rate
-        if not self.pace.take(seconds):
-            raise EventError(f"audio may come at most {SPEED:g} times faster than real time (after a burst of "
-                             f"{BURST:g} s): this append was dropped.", "audio", "rate_limited")
         if self.received + seconds * SAMPLE_RATE > self.max_samples:
             await self.error(f"the session passed this server's limit of {self.max_samples / SAMPLE_RATE / 60:g} minutes "
                              "of audio: open a new one.", code="session_limit")
             return False
-        if self.detector is None and len(self.buffer) + seconds * SAMPLE_RATE > MAX_BUFFER * SAMPLE_RATE:
+        if self.turn_detection is None and len(self.buffer) + seconds * SAMPLE_RATE > MAX_BUFFER * SAMPLE_RATE:
             raise EventError(f"the buffer holds {MAX_BUFFER:g} s: commit it (input_audio_buffer.commit).", "audio", "buffer_full")
-        samples, events = await asyncio.to_thread(self._listen, pcm)  # off the event loop, one append at a time
+        samples, events = await asyncio.get_running_loop().run_in_executor(LISTENER, self._listen, pcm)
         self.received += len(samples)
         self.buffer = np.concatenate([self.buffer, samples])
-        if self.detector is None:
+        if self.turn_detection is None:
             return True
         for kind, at in events:
             await (self.started(at) if kind == "started" else self.stopped(at))
@@ -234,8 +214,12 @@ class LiveSession:
 
     def _listen(self, pcm: bytes) -> tuple[np.ndarray, list]:
         """The append at 16 kHz, and the turns Silero finds in it (in a thread)."""
-        samples = self._resample(np.frombuffer(pcm, "<i2"))
-        return samples, self.detector.feed(samples) if self.detector is not None else []
+        samples, detection = self._resample(np.frombuffer(pcm, "<i2")), self.turn_detection
+        if detection is None:
+            return samples, []
+        if self.detector is None:
+            self.detector = TurnDetector(detection["threshold"], detection["prefix_padding_ms"], detection["silence_duration_ms"])
+        return samples, self.detector.feed(samples)
 
     def _resample(self, pcm: np.ndarray) -> np.ndarray:
         if not len(pcm):
@@ -265,9 +249,9 @@ class LiveSession:
         self.turn_start = None
 
     async def commit(self, event: dict) -> None:
-        if self.detector is not None and self.turn_start is None or not len(self.buffer):
+        if self.turn_detection is not None and self.turn_start is None or not len(self.buffer):
             raise EventError("the buffer holds no speech to commit.", code="input_audio_buffer_commit_empty")
-        if self.detector is not None:
+        if self.turn_detection is not None:
             return await self.stopped(self.offset + len(self.buffer))
         self.item = new_id("item")
         turn, self.buffer = self.buffer, np.zeros(0, np.float32)
@@ -293,7 +277,7 @@ class LiveSession:
         model has nothing else queued (hypotheses are a courtesy; completed turns and file requests come first)."""
         end = self.offset + len(self.buffer)
         idle = self.holder.ready().depth() == 0
-        pausing = self.detector is not None and end - self.detector.last_speech > PAUSING * SAMPLE_RATE
+        pausing = self.turn_detection is not None and end - self.detector.last_speech > PAUSING * SAMPLE_RATE
         if idle and not pausing and (self.partial is None or self.partial.done()) and end - self.hypothesis_at >= PARTIAL_EVERY * SAMPLE_RATE:
             self.hypothesis_at = end
             turn = self.buffer[self.turn_start - self.offset :].copy()
