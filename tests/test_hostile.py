@@ -1,6 +1,7 @@
 """Hostile input: only audio formats are opened (an upload never makes FFmpeg read another file), forged headers are
 refused before decoding, and hundreds of mutated uploads get no 5xx."""
 
+import base64
 import random
 import re
 import resource
@@ -298,3 +299,48 @@ def test_the_duration_limit_holds_for_each_channel_of_a_split_file(ct2_transcrib
     with pytest.raises(AudioTooLongError):
         ct2_transcriber.transcribe(call, channels="split", max_seconds=2.0)
     assert ct2_transcriber.transcribe(call, channels="split", max_seconds=600).segments
+
+
+def test_a_short_clip_beside_diarized_multilingual_and_30_temperature_requests_waits_little(ct2_transcriber):
+    """No request holds the model past one window's work, and the scheduler serves the request that has had the
+    least of the model first: a 6 s clip's latency stays within 3x its idle latency beside long requests of every
+    kind (diarization and multilingual detection advance one window or region a turn)."""
+    import threading
+
+    from test_server import long_speech
+
+    clip = (DATA / "dev004.wav").read_bytes()
+    minutes = long_speech(10)
+    with serve_in_process(ct2_transcriber) as url:
+        def latency() -> float:
+            started = time.perf_counter()
+            answer = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("clip.wav", clip)}, timeout=120)
+            assert answer.status_code == 200 and "revenue" in answer.json()["text"]
+            return time.perf_counter() - started
+
+        with pytest.raises(httpx.ReadTimeout):  # loads base, then leaves
+            httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("clip.wav", clip)},
+                       data={"model": "bundled:base"}, timeout=httpx.Timeout(60, read=0.1))
+        time.sleep(15)
+        idle = sorted(latency() for _ in range(3))[1]
+        hot = httpx.post(f"{url}/invocations", json={"inputs": [base64.b64encode(clip).decode()],
+                                                     "params": {"temperature": ",".join(["0.5"] * 30)}})
+        assert hot.status_code == 400 and "at most 6" in hot.json()["message"]
+        def long_request(data: dict) -> None:  # under way while the clip is measured, then left (the client goes)
+            try:
+                httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("long.ogg", minutes)}, data=data, timeout=30)
+            except httpx.TimeoutException:
+                pass
+
+        threads = [threading.Thread(target=long_request, args=(data,), daemon=True)
+                   for data in ({"response_format": "diarized_json"}, {"multilingual": "true", "model": "bundled:base"})]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and turns(url) < 5:  # both long requests under way
+            time.sleep(0.2)
+        time.sleep(3)
+        busy = sorted(latency() for _ in range(3))[1]
+        for thread in threads:
+            thread.join(60)
+    assert busy < 3 * idle, (busy, idle)

@@ -37,6 +37,7 @@ class Job:
         self.on_segment, self.speakers = on_segment, speakers
         self.future: Future = Future()
         self.stream, self.segments = None, []
+        self.used = 0.0  # seconds of the model's time this job has had
 
     def step(self) -> bool:
         """Decode a little more (at most one window or one batch); True when the job is answered. A draft (a
@@ -87,10 +88,14 @@ class Scheduler:
             os._exit(70)
 
     def _next(self) -> Job:
+        """The job that has had the least of the model so far (least attained service): a short request, or a
+        live turn, goes ahead of long ones at once, and long ones share what is left in turns (ties: first come)."""
         with self.wakeup:
             while not self.jobs:
                 self.wakeup.wait()
-            return self.jobs.popleft()
+            job = min(self.jobs, key=lambda j: j.used)
+            self.jobs.remove(job)
+            return job
 
     def _turn(self, job: Job) -> None:
         """One step of one job; a failure fails that job only, and a cancelled job is dropped here."""
@@ -110,6 +115,7 @@ class Scheduler:
                 pass
             return
         finally:
+            job.used += time.perf_counter() - started
             if self.on_turn:
                 self.on_turn(time.perf_counter() - started)
         if not finished:
