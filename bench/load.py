@@ -5,7 +5,10 @@
 - fairness: p95 latency of 8 clients sending 5 s clips while one client transcribes a 30-minute file, against
   their p95 on an idle server;
 - flood: 64 clients sending max-size (25 MB) Opus uploads of long audio for 60 s: every status, requests left
-  without an answer, /health answered throughout, the server's peak RSS.
+  without an answer, /health answered throughout, the server's peak RSS;
+- hostile (docs/security.md): the short clips' p95 beside a diarized and a multilingual 10-minute request (and
+  30 temperatures, refused), against idle; the model's turns after a 10-minute request's client leaves; 64
+  clients sending forged headers and playlists for 20 s.
 
 Run: `python bench/load.py` (or `make bench`); writes bench/results/load.json and prints the table.
 """
@@ -165,6 +168,52 @@ async def flood(url, uploads: list[tuple[str, bytes]], clients=64, seconds=60.0)
             "health_ok": f"{sum(ok for ok, _ in health)}/{len(health)}", "health_max_s": round(max(s for _, s in health), 2)}
 
 
+def turns(url: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    return float(next(line.split()[1] for line in text.splitlines() if line.startswith("asrflow_model_turn_seconds_count")))
+
+
+async def hostile(url, clip: bytes, long: bytes) -> dict:
+    """What issue 35's attacks cost now: each figure against its peer in the same run."""
+    forged = [("x.wav", b"RIFF\x00\x10\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x01\x00\x00\x00\x02\x00\x00\x00"
+                        b"\x02\x00\x10\x00data\xf0\xff\xff\x7f" + bytes(4000)),
+              ("x.wav", b"ffconcat version 1.0\nfile 'README.md'\n"),
+              ("x.m3u8", b"#EXTM3U\n#EXTINF:10,\nREADME.md\n#EXT-X-ENDLIST\n")]
+    idle = await short_latencies(url, clip, clients=2, requests=6)
+    async with httpx.AsyncClient(timeout=600) as http:
+        hot = await http.post(f"{url}/v1/audio/transcriptions", files={"file": ("c.wav", clip)},
+                              data={"temperature": ",".join(["0.5"] * 30)})
+        long_ones = [asyncio.ensure_future(post(http, url, "long.ogg", long, fields)) for fields in
+                     ({"response_format": "diarized_json"}, {"multilingual": "true", "model": "bundled:base"})]
+        await asyncio.sleep(20)  # base loaded, both under way
+        loaded = await short_latencies(url, clip, clients=2, requests=6)
+        for request in long_ones:
+            request.cancel()  # their clients go away
+    await asyncio.sleep(10)
+    before = turns(url)
+    async with httpx.AsyncClient(timeout=3) as http:
+        try:
+            await post(http, url, "long.ogg", long)
+        except httpx.TimeoutException:
+            pass
+    left = turns(url)
+    await asyncio.sleep(15)
+    statuses = Counter()
+    stop = time.monotonic() + 20
+
+    async def client(http, c):
+        while time.monotonic() < stop:
+            response, _ = await post(http, url, *forged[c % len(forged)])
+            statuses[response.status_code] += 1
+
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=68)) as http:
+        await asyncio.gather(*(client(http, c) for c in range(64)))
+    return {"thirty_temperatures_status": hot.status_code, "short_p95_idle_s": round(p95(idle), 3),
+            "short_p95_beside_diarized_and_multilingual_s": round(p95(loaded), 3),
+            "ratio": round(p95(loaded) / p95(idle), 2), "turns_before_leaving": int(left - before),
+            "turns_after_leaving": int(turns(url) - left), "forged_statuses": dict(sorted(statuses.items()))}
+
+
 def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[18]
 
@@ -195,6 +244,11 @@ def main():
         result["flood_upload_mb"] = [round(len(data) / 2**20, 1) for _, data in uploads]
         result |= {f"flood_{k}": v for k, v in asyncio.run(flood(server.url, uploads)).items()}
         result["flood_server_peak_rss_mb"] = server.peak_rss_mb()
+    finally:
+        server.stop()
+    server = Server()
+    try:
+        result |= {f"hostile_{k}": v for k, v in asyncio.run(hostile(server.url, clip, encode_audio(speech(600)))).items()}
     finally:
         server.stop()
     print(f"# python bench/load.py, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs; bundled:tiny.en")
