@@ -57,21 +57,28 @@ def too_long(max_seconds: float) -> AudioTooLongError:
     )
 
 
-def declared_seconds(data: AudioInput) -> float | None:
+def declared_seconds(data: AudioInput, what: str | None = None) -> float | None:
     """How long encoded audio (bytes or a file object) lasts by its container's header, without decoding it
-    (None: the header does not say, or `data` is something else)."""
+    (None: the header does not say, or `data` is something else). With `what` (how messages name it), what is
+    not audio in a format we open is an AudioDecodeError now, instead of None."""
     if isinstance(data, (bytes, bytearray)):
         data = io.BytesIO(data)
     if not hasattr(data, "read") or not hasattr(data, "seek"):
         return None
     start = data.tell()
+    if _is_empty(data):
+        return None  # decoding says it is empty
     try:
         if (seconds := _wav_declared_seconds(data, held=True)) is not None:
             return seconds
-        with open_container(data, "the audio", split=True) as container:
+        with open_container(data, what or "the audio", split=True) as container:
             return container.duration / av.time_base if container.duration else None
-    except (AudioDecodeError, OSError):
+    except AudioDecodeError:
+        if what:
+            raise
         return None  # decoding will name the problem
+    except OSError:
+        return None
     finally:
         data.seek(start)
 

@@ -38,30 +38,41 @@ class Diarizer:
         self.known = {name: encoder().embed_utterance(samples) for name, samples in (known or {}).items()}
         self.times: list[float] = []
         self.embeddings: list[np.ndarray] = []
-        self.pieces, self.held, self.offset = [], 0, 0  # audio not yet embedded (from sample `offset`)
+        self.pieces, self.held, self.offset = [], 0, 0  # audio not yet chunked (from sample `offset`)
+        self.pending: list[tuple[np.ndarray, int, bool]] = []  # chunks heard, not yet embedded
 
     def hear(self, pieces: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """Passes the pieces on, embedding them a chunk at a time on the way."""
+        """Passes the pieces on, setting them aside a chunk at a time to be embedded (`embed_one`): no more than
+        the block being decoded is held, since the segments come through `labelled`, which embeds as it goes."""
         for piece in pieces:
             self.pieces.append(piece)
             self.held += len(piece)
             if self.held >= CHUNK + WINDOW:
-                self._embed(final=False)
+                self._set_aside(final=False)
             yield piece
-        self._embed(final=True)
+        self._set_aside(final=True)
 
-    def _embed(self, final: bool) -> None:
+    def _set_aside(self, final: bool) -> None:
         samples = np.concatenate(self.pieces) if self.pieces else np.zeros(0, np.float32)
+        self.pending.append((samples, self.offset, final))
+        if not final:  # keep the last window's worth, so that windows across the edge are embedded next time
+            keep = len(samples) - WINDOW
+            self.pieces, self.held, self.offset = [samples[keep:]], WINDOW, self.offset + keep
+
+    def embed_one(self) -> bool:
+        """Embeds the oldest chunk set aside (a step of work, as long as a window's decoding); False if none."""
+        if not self.pending:
+            return False
+        samples, offset, final = self.pending.pop(0)
         if len(samples) >= WINDOW:
             _, partials, slices = encoder().embed_utterance(samples, return_partials=True, rate=RATE, min_coverage=0.5)
             for partial, where in zip(partials, slices):
                 centre = (where.start + min(where.stop, len(samples))) / 2
-                self.times.append((self.offset + centre) / SAMPLE_RATE)
+                self.times.append((offset + centre) / SAMPLE_RATE)
                 self.embeddings.append(partial)
-        if not final:  # keep the last window's worth, so that windows across the edge are embedded next time
-            keep = len(samples) - WINDOW
-            self.pieces, self.held, self.offset = [samples[keep:]], WINDOW, self.offset + keep
-            self._drop_after(self.offset / SAMPLE_RATE + WINDOW / SAMPLE_RATE / 2)
+        if not final:  # windows centred in the kept overlap: embedded again, with their context, next time
+            self._drop_after((offset + len(samples) - WINDOW) / SAMPLE_RATE + WINDOW / SAMPLE_RATE / 2)
+        return True
 
     def _drop_after(self, seconds: float) -> None:
         """Windows centred in the kept overlap are embedded again with their context next time."""
@@ -73,9 +84,13 @@ class Diarizer:
         """The segments, labelled once they are all decoded (and all the audio heard); until then a None for each
         step of decoding (SegmentStream: a scheduler's turn each)."""
         decoded = []
-        for segment in segments:
+        for segment in segments:  # a chunk embedded after each step of decoding: the two keep pace
             if segment is not None:
                 decoded.append(segment)
+            yield None
+            if self.embed_one():
+                yield None
+        while self.embed_one():
             yield None
         yield from self.label(decoded)
 

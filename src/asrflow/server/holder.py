@@ -171,7 +171,10 @@ class ModelHolder:
     def _declared(self, data) -> float | None:
         """What the header declares; over the per-request limit: 413 before anything is decoded."""
         limit = self.config.max_audio_minutes * 60
-        declared = declared_seconds(data)
+        try:  # what is not audio is refused before its seconds are reserved (a forged header must not fill the queue)
+            declared = declared_seconds(data, "the audio file")
+        except AudioDecodeError as e:
+            raise HTTPError(e.http_status, str(e), "file") from None
         if declared is not None and declared > limit:
             raise HTTPError(413, too_long(limit).args[0], "file")
         return declared
