@@ -344,3 +344,25 @@ def test_a_short_clip_beside_diarized_multilingual_and_30_temperature_requests_w
         for thread in threads:
             thread.join(60)
     assert busy < 3 * idle, (busy, idle)
+
+
+def test_eight_channels_split_are_decoded_one_by_one_without_crashing(server, tmp_path):
+    """PyAV's planar frames of 8 or more channels report a plane too many: reading one crashed the server."""
+    import wave
+
+    samples = decode_audio(SAMPLE)[: 16000 * 3]
+    path = tmp_path / "eight.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(8), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes((np.stack([samples] * 8, 1) * 32767).astype("<i2").tobytes())
+    answer = httpx.post(f"{server}/v1/audio/transcriptions", files={"file": ("eight.wav", path.read_bytes())},
+                        data={"channels": "split", "response_format": "verbose_json"}, timeout=120)
+    assert answer.status_code == 200, answer.text
+    assert {s["speaker"] for s in answer.json()["segments"]} <= {f"channel {k}" for k in range(1, 9)}
+
+
+def test_a_batch_larger_than_a_turn_is_refused(server):
+    answer = httpx.post(f"{server}/invocations", json={"inputs": [base64.b64encode(SAMPLE.read_bytes()).decode()],
+                                                       "params": {"batch_size": 64, "vad_filter": True}}, timeout=60)
+    assert answer.status_code == 400 and "batch_size takes at most 8" in answer.json()["message"]
+    assert httpx.get(f"{server}/metrics").text.count("asrflow_admitted_audio_seconds 0.0") == 1  # released

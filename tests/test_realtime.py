@@ -466,3 +466,18 @@ def test_drafts_guess_a_turns_first_words_as_well_as_a_full_decode(ct2_transcrib
         right["draft"] += normalize(ct2_transcriber.draft(start, options)).split()[:3] == first
         right["full"] += normalize(ct2_transcriber.transcribe(start, options).text).split()[:3] == first
     assert right["draft"] >= right["full"] - 1 and right["draft"] >= 0.6 * len(corpus), right
+
+
+def test_a_session_committing_bits_of_audio_holds_at_most_three_turns(server):
+    """Each turn costs a window however short: a client committing 0.2 s at a time gets an error event past three
+    turns in flight, instead of filling the server's queue (file requests would get 503s)."""
+    speech = pcm(DATA / "dev004.wav", 16000)
+    with connect(server) as connection:
+        connection.send(json.dumps(NO_TURNS_16K))
+        until(connection, "session.updated")
+        for _ in range(8):
+            append(connection, speech[: 16000 * 2 // 5])
+            connection.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        seen = until(connection, COMPLETED)
+        assert any(e["type"] == "error" and e["error"]["code"] == "too_many_pending_turns" for e in seen), seen
+        assert [e["type"] for e in seen].count("input_audio_buffer.committed") <= 3

@@ -23,7 +23,7 @@ PIECE = 60 * SAMPLE_RATE  # samples handed on at once from arrays and WAV files
 DEMUXERS = "wav,w64,mp3,flac,ogg,matroska,webm,mov,mp4,m4a,aac"
 FORMATS = "wav, mp3, flac, ogg/opus, webm/mkv, m4a/mp4 or aac"
 MIN_RATE, MAX_RATE = 1000, 768_000  # sample rates outside these are a forged header, not audio
-MAX_CHANNELS, MAX_SPLIT_CHANNELS = 8, 32  # mixed; decoded one by one (channels=split)
+MAX_CHANNELS, MAX_SPLIT_CHANNELS = 8, 32  # mixed; decoded one by one (channels=split, CLI and library)
 
 AudioInput = Union[bytes, bytearray, str, os.PathLike, BinaryIO, np.ndarray]
 
@@ -161,14 +161,17 @@ def _decode_stream(stream: BinaryIO, what: str, max_seconds: float | None = None
         with open_container(stream, what, split=channel is not None) as container:
             if limit is not None and (container.duration or 0) / av.time_base > max_seconds:
                 raise too_long(max_seconds)  # the header says so: refuse before decoding anything
-            layout = "mono" if channel is None else container.streams.audio[0].layout.name  # planar: a row a channel
-            resampler = av.AudioResampler(format="flt" if channel is None else "fltp", layout=layout, rate=SAMPLE_RATE)
+            # one channel: packed samples, reshaped (PyAV's planar frames of 8 or more channels report a plane too
+            # many, and reading them crashed the process)
+            layout = "mono" if channel is None else container.streams.audio[0].layout.name
+            channels = 1 if channel is None else container.streams.audio[0].codec_context.channels
+            resampler = av.AudioResampler(format="flt", layout=layout, rate=SAMPLE_RATE)
             frames = itertools.chain(container.decode(container.streams.audio[0]), [None])
             for frame in frames:
                 if frame is not None:
                     frame.pts = None  # let the resampler ignore gaps in broken timestamps
                 for out in resampler.resample(frame):  # None at the end: what the resampler still holds
-                    piece = out.to_ndarray()[0 if channel is None else channel]
+                    piece = out.to_ndarray().reshape(-1, channels)[:, 0 if channel is None else channel]
                     size += len(piece)
                     yield piece
                 if limit is not None and size > limit:

@@ -23,6 +23,9 @@ from asrflow.server.scheduler import Scheduler
 from asrflow.transcript import Transcript
 
 
+MAX_BATCH = 8  # batch_size a served request may ask for (the default): one turn's work
+
+
 @dataclass
 class ServerConfig:
     model: str = "bundled:tiny.en"
@@ -191,6 +194,10 @@ class ModelHolder:
         """Schedule the admitted clips on the `served` model and wait for them all; on any exit (timeout,
         disconnect, error) the work left is withdrawn, the decoders stopped and the reservation released.
         `speakers`: known speakers (name -> samples)."""
+        if options.batch_size > MAX_BATCH:  # a batch is one turn of the shared model
+            reservation.release()
+            raise HTTPError(400, f"batch_size takes at most {MAX_BATCH} on this server (a batch is one turn of the "
+                            "model that every request shares): send a smaller one, or leave it out.", "batch_size")
         limit = self.config.max_audio_minutes * 60
         jobs = [self.ready().submit(served.transcriber, self._audio(ahead, options), options, on_segment, speakers,
                                     max_seconds=limit) for ahead in reservation.clips_ahead]

@@ -21,7 +21,8 @@ from asrflow.transcriber import REFERENCE_SECONDS
 from asrflow.transcript import Segment, Transcript
 from asrflow.writers import WRITERS
 
-AUDIO_EXTENSIONS = {"flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "oga", "opus", "wav", "webm", "aac"}
+AUDIO_EXTENSIONS = {"flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "oga", "opus", "wav", "webm", "aac", "mka", "mkv",
+                    "w64"}  # OpenAI's, and the other containers audio.DEMUXERS opens
 # asrflow's own fields beyond OpenAI's (the openai client sends them with extra_body): the options of the same name
 EXTENSIONS = ("multilingual", "languages", "diarize", "num_speakers", "min_speakers", "max_speakers", "channels")
 FIELDS = {"file", "model", "language", "prompt", "temperature", "response_format", "timestamp_granularities[]",

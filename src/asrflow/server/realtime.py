@@ -43,6 +43,7 @@ FIRST_PARTIAL = 0.5  # seconds of turn (prefix padding included) before its firs
 PAUSING = 0.2  # seconds of silence after which no new hypothesis starts: the turn may be ending, its final comes first
 MAX_TURN = 30.0  # a turn longer than Whisper's window is committed as it stands
 MAX_BUFFER = 600.0  # audio held uncommitted with turn_detection null
+MAX_PENDING = 3  # turns of one session committed and not yet completed
 ids = itertools.count(1)
 # every session's resampling and Silero, off the event loop in one thread: a core stays free for the loop
 LISTENER = ThreadPoolExecutor(1, thread_name_prefix="asrflow-listen")
@@ -105,6 +106,7 @@ class LiveSession:
         self._reset_audio()
         self.item, self.previous_item, self.received = None, None, 0
         self.tasks: set[asyncio.Task] = set()
+        self.pending = 0  # turns committed and not yet completed
         self.pace, self.failed = Pace(), False  # failed: an event failed on a bug (logged with its traceback once)
 
     async def use_model(self, requested: str | None) -> None:
@@ -262,15 +264,26 @@ class LiveSession:
         await self.send({"type": "input_audio_buffer.cleared"})
 
     async def committed(self, turn: np.ndarray) -> None:
-        """A turn is admitted like a file request (the server's queued-audio limit), then transcribed in order."""
+        """A turn is admitted like a file request (the server's queued-audio limit), then transcribed in order.
+        A session holds at most MAX_PENDING turns not yet completed: each costs a window, however short, so a
+        client committing bits of audio must not fill the server's queue (every file request would get a 503)."""
+        if self.pending >= MAX_PENDING:
+            return await self.error(f"{self.item} was dropped: {MAX_PENDING} turns of this session are still being "
+                                    "transcribed; commit longer turns, or wait for their completed events.",
+                                    code="too_many_pending_turns")
         try:
             reservation = self.holder.admission.reserve(len(turn) / SAMPLE_RATE, 1)
         except HTTPError as e:
             return await self.error(f"{self.item} was dropped: {e.message}", code="server_at_capacity")
         await self.send({"type": "input_audio_buffer.committed", "previous_item_id": self.previous_item, "item_id": self.item})
         self.previous_item = self.item
+        self.pending += 1
         task = self._spawn(self.complete(self.item, turn, self.agreement, self.partial))
-        task.add_done_callback(lambda _: reservation.release())  # also when cancelled before it started
+        task.add_done_callback(lambda _: self._settled(reservation))  # also when cancelled before it started
+
+    def _settled(self, reservation) -> None:
+        self.pending -= 1
+        reservation.release()
 
     def maybe_hypothesis(self) -> None:
         """While a turn is spoken: a new hypothesis every PARTIAL_EVERY seconds, one at a time, and only while the
