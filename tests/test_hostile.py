@@ -257,10 +257,10 @@ def test_a_departed_or_timed_out_request_stops_at_its_next_window(ct2_transcribe
 
     minutes = long_speech(10)  # a minute of the model's work or more
     with serve_in_process(ct2_transcriber, timeout_s=3) as url:
-        before = turns(url)
         answer = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("long.ogg", minutes)}, timeout=60)
         assert answer.status_code == 504
-        assert settled_turns(url) - before <= 2  # the turn under way when the timeout struck, and at most one more
+        at_timeout = turns(url)
+        assert settled_turns(url) - at_timeout <= 2  # the turn under way when the timeout struck, and at most one more
     with serve_in_process(ct2_transcriber) as url:
         before = turns(url)
         with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes the connection
@@ -366,3 +366,22 @@ def test_a_batch_larger_than_a_turn_is_refused(server):
                                                        "params": {"batch_size": 64, "vad_filter": True}}, timeout=60)
     assert answer.status_code == 400 and "batch_size takes at most 8" in answer.json()["message"]
     assert httpx.get(f"{server}/metrics").text.count("asrflow_admitted_audio_seconds 0.0") == 1  # released
+
+
+def test_windows_that_yield_no_segment_are_still_a_step_each(ct2_transcriber):
+    """Noise that Whisper skips as silence yields no segment, and faster-whisper's loop goes straight on: under a
+    Stepper (a server's turns) each window's encoding ends a step, so one turn is one window, not the block."""
+    from asrflow.steps import END, Stepper
+
+    noise = (np.random.RandomState(35).randn(16000 * 120) * 0.3).astype(np.float32)  # 2 minutes: 4 windows or more
+    stepper = Stepper(ct2_transcriber.stream(noise, temperature=0.0).segments)
+    results = []
+    while (result := stepper.step()) is not END:
+        results.append(result)
+    ends = [r.end for r in results if r is not None]
+    assert len(results) >= 4 and (not ends or max(ends) >= 90), results  # a step per window at least
+    closed = Stepper(ct2_transcriber.stream(noise, temperature=0.0).segments)
+    closed.step()
+    closed.close()
+    closed.thread.join(30)
+    assert not closed.thread.is_alive()  # a withdrawn job's generator unwinds

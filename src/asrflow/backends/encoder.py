@@ -16,6 +16,8 @@ from typing import Callable
 import ctranslate2
 import numpy as np
 
+from asrflow.steps import checkpoint
+
 WINDOW = 3000  # frames in Whisper's 30 s window
 STEP = 500  # encoded lengths are whole multiples of 5 s ...
 SHORTEST = 1500  # ... and at least 15 s (10 s cost 1.3 WER points on the dev corpus)
@@ -31,6 +33,7 @@ class TrimmedEncoder:
         self.silence: dict[float, np.ndarray] = {}  # floor (to a quarter) -> encoded silent window
 
     def __call__(self, features: np.ndarray) -> ctranslate2.StorageView:
+        checkpoint()  # a window's work (or a batch's) from here: where a server's scheduler may end a turn
         features = features[None] if features.ndim == 2 else features
         if features.shape[-1] != WINDOW:
             return self._encode(features)

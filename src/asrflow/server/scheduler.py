@@ -21,10 +21,10 @@ import numpy as np
 
 from asrflow.errors import AsrflowError
 from asrflow.options import TranscribeOptions
+from asrflow.steps import END, Stepper
 from asrflow.transcript import Segment
 
 LOG = logging.getLogger("asrflow.server")
-END = object()
 
 
 class Job:
@@ -36,8 +36,15 @@ class Job:
         self.max_seconds = max_seconds  # the request's limit, for audio decoded here (each channel of channels=split)
         self.on_segment, self.speakers = on_segment, speakers
         self.future: Future = Future()
-        self.stream, self.segments = None, []
+        self.stream, self.segments, self.stepper = None, [], None
         self.used = 0.0  # seconds of the model's time this job has had
+
+    def _segments(self):
+        """The transcription, from the stream's creation (which decodes its first block) on: run by a Stepper."""
+        self.stream = self.transcriber.stream(self.samples, self.options, known_speakers=self.speakers,
+                                              max_seconds=self.max_seconds)
+        self.samples = None
+        yield from self.stream.segments
 
     def step(self) -> bool:
         """Decode a little more (at most one window or one batch); True when the job is answered. A draft (a
@@ -45,11 +52,9 @@ class Job:
         if self.draft:
             self.future.set_result(self.transcriber.draft(self.samples, self.options))
             return True
-        if self.stream is None:
-            self.stream = self.transcriber.stream(self.samples, self.options, known_speakers=self.speakers,
-                                                  max_seconds=self.max_seconds)
-            self.samples = None
-        segment: Segment | None = next(self.stream.segments, END)
+        if self.stepper is None:
+            self.stepper = Stepper(self._segments())
+        segment: Segment | None = self.stepper.step()  # up to the next segment, or the next window's encoding
         if segment is END:
             self.future.set_result(self.stream.transcript(self.segments))
             return True
@@ -100,6 +105,8 @@ class Scheduler:
     def _turn(self, job: Job) -> None:
         """One step of one job; a failure fails that job only, and a cancelled job is dropped here."""
         if job.future.done():
+            if job.stepper is not None:
+                job.stepper.close()  # its generator unwinds: decoders stopped, files closed
             return
         started = time.perf_counter()
         try:
