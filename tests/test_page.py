@@ -31,6 +31,17 @@ def page_url():
     stop(process)
 
 
+def wait_until(page, expression: str, seconds: float = 30.0) -> None:
+    """Polls `expression` from the test (DevTools' evaluation): Playwright's wait_for_function polls with eval in the
+    page, which the page's Content-Security-Policy (no 'unsafe-eval') rightly refuses."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="module")
 def browser():
     with playwright.sync_playwright() as p:
@@ -49,7 +60,7 @@ def test_upload_listen_correct_download(browser, page_url, tmp_path):
     blocked = []  # the page works within its own Content-Security-Policy: nothing it does is refused
     page.on("console", lambda m: "Content Security Policy" in m.text and blocked.append(m.text))
     page.goto(url)
-    page.wait_for_function("document.getElementById('model').textContent.includes('whisper-page')")
+    wait_until(page, "document.getElementById('model').textContent.includes('whisper-page')")
     assert f"whisper-page · version {version} · @champion" in page.text_content("#model")
     # the models the server can answer with (GET /v1/models): choose one by its registered version
     chosen = f"models:/whisper-page/{version}"
@@ -67,7 +78,7 @@ def test_upload_listen_correct_download(browser, page_url, tmp_path):
     assert ends == sorted(ends)
 
     page.locator("#segments .time").first.click()  # plays from the segment's start
-    page.wait_for_function("!document.getElementById('player').paused || document.getElementById('player').currentTime > 0")
+    wait_until(page, "!document.getElementById('player').paused || document.getElementById('player').currentTime > 0")
 
     first = page.locator("#segments .text").first
     first.click()
@@ -98,7 +109,7 @@ def test_bad_file_shows_an_error(browser, page_url, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("hello")
     page.set_input_files("#file", str(notes))
-    page.wait_for_function("document.getElementById('status').textContent.includes('415')")
+    wait_until(page, "document.getElementById('status').textContent.includes('415')")
     assert "unsupported file type" in page.text_content("#status")
 
 
