@@ -199,8 +199,7 @@ def confined(path: Path, conf: dict, name: str, references: tuple[str, ...]) -> 
         if not files.is_relative_to(path.resolve()):
             raise ModelNotFoundError(f"{name}'s MLmodel names weights outside its own directory: log it again.")
         return files
-    reference = str(conf.get("model") or "")
-    kind = "bundled" if reference.startswith("bundled:") else "hub" if resolve_model_kind(reference) == "hub" else "local"
+    kind = reference_kind(str(conf.get("model") or ""))
     if kind not in references:
         raise ModelNotFoundError(f"{name} references a {kind} model, which is not allowed here"
                                  + (" (start the server with --allow-hub to allow hub models)." if kind == "hub" else
@@ -208,9 +207,12 @@ def confined(path: Path, conf: dict, name: str, references: tuple[str, ...]) -> 
     return None
 
 
-def resolve_model_kind(reference: str) -> str:
+def reference_kind(reference: str) -> str:
+    """What a reference-only model names: "bundled", "hub" or "local" (a directory, or nothing found)."""
+    if reference.startswith("bundled:"):
+        return "bundled"
     try:
-        return resolve_model(reference).format
+        return "hub" if resolve_model(reference).format == "hub" else "local"
     except ModelNotFoundError:
         return "local"
 

@@ -54,6 +54,10 @@ class ServerConfig:
     def max_bytes(self) -> int:
         return int(self.max_upload_mb * 2**20)
 
+    @property
+    def max_audio_seconds(self) -> float:
+        return self.max_audio_minutes * 60
+
 
 class Reservation:
     """Audio seconds and clips held for one request from before decoding until it is answered."""
@@ -157,7 +161,7 @@ class ModelHolder:
             raise HTTPError(400, f"at most {self.config.max_urls} URLs per request: send the rest in other requests.")
         data = [await fetch_audio(x, self.urls) if isinstance(x, str) else x for x in inputs]
         declared = [await run_in_threadpool(self._declared, item) for item in data]
-        limit = self.config.max_audio_minutes * 60
+        limit = self.config.max_audio_seconds
         bounds = [limit if d is None else min(limit, d * 1.05 + 1) for d in declared]  # decoding enforces the margin
         reservation = self.admission.reserve(sum(bounds), len(data))
         reservation.declared = None if None in declared else sum(declared)
@@ -173,7 +177,7 @@ class ModelHolder:
 
     def _declared(self, data) -> float | None:
         """What the header declares; over the per-request limit: 413 before anything is decoded."""
-        limit = self.config.max_audio_minutes * 60
+        limit = self.config.max_audio_seconds
         try:  # what is not audio is refused before its seconds are reserved (a forged header must not fill the queue)
             declared = declared_seconds(data, "the audio file")
         except AudioDecodeError as e:
@@ -198,7 +202,7 @@ class ModelHolder:
             reservation.release()
             raise HTTPError(400, f"batch_size takes at most {MAX_BATCH} on this server (a batch is one turn of the "
                             "model that every request shares): send a smaller one, or leave it out.", "batch_size")
-        limit = self.config.max_audio_minutes * 60
+        limit = self.config.max_audio_seconds
         jobs = [self.ready().submit(served.transcriber, self._audio(ahead, options), options, on_segment, speakers,
                                     max_seconds=limit) for ahead in reservation.clips_ahead]
         try:

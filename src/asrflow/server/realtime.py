@@ -80,7 +80,7 @@ async def open_session(websocket: WebSocket):
     state.realtime_sessions = getattr(state, "realtime_sessions", 0) + 1
     try:
         await asyncio.get_running_loop().run_in_executor(LISTENER, silero)  # the first session loads it
-        session = LiveSession(websocket, state.holder, config.max_audio_minutes * 60, config.realtime_idle_s)
+        session = LiveSession(websocket, state.holder, config.max_audio_seconds, config.realtime_idle_s)
         try:
             await session.use_model(None)
         except HTTPError as e:

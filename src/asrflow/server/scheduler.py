@@ -122,9 +122,10 @@ class Scheduler:
                 pass
             return
         finally:
-            job.used += time.perf_counter() - started
+            seconds = time.perf_counter() - started
+            job.used += seconds
             if self.on_turn:
-                self.on_turn(time.perf_counter() - started)
+                self.on_turn(seconds)
         if not finished:
             with self.wakeup:
                 self.jobs.append(job)
