@@ -65,16 +65,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 120):
+def wait_until_up(url: str, process: subprocess.Popen | None = None, seconds: float = 120):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if process is not None and process.poll() is not None:
             raise RuntimeError(f"{process.args} exited with {process.returncode}")
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
-            time.sleep(0.5)
+            pass
+        time.sleep(0.2)  # not yet ready (503) or not yet listening
     raise TimeoutError(url)
 
 
@@ -114,14 +115,7 @@ def serve_in_process(transcriber, **config):
     thread = threading.Thread(target=server.run, name="test-server", daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
+    wait_until_up(f"{url}/ready", seconds=60)
     try:
         yield url
     finally:
