@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", 2))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 REPEAT = 2
 BEAM, BATCH = 5, 8
 LOG = ROOT / "build" / "bench-languages.log"
@@ -51,14 +50,20 @@ def systems() -> dict:
     from asrflow.models import ctranslate2_dir, resolve_model
 
     ours = load_transcriber("bundled:base")
-    model = WhisperModel(ctranslate2_dir(resolve_model("bundled:base")), compute_type="int8", cpu_threads=os.cpu_count())
+    model = WhisperModel(
+        ctranslate2_dir(resolve_model("bundled:base")), compute_type="int8", cpu_threads=os.cpu_count()
+    )
     batched = BatchedInferencePipeline(model)
 
     def asrflow(**options):
-        return lambda s: [(g.start, g.end, g.text, g.language) for g in ours.transcribe(s, beam_size=BEAM, **options).segments]
+        return lambda s: [
+            (g.start, g.end, g.text, g.language) for g in ours.transcribe(s, beam_size=BEAM, **options).segments
+        ]
 
     def fw(run, **options):
-        return lambda s: [(g.start, g.end, g.text, None) for g in run(s, beam_size=BEAM, multilingual=True, **options)[0]]
+        return lambda s: [
+            (g.start, g.end, g.text, None) for g in run(s, beam_size=BEAM, multilingual=True, **options)[0]
+        ]
 
     return {
         "asrflow-batched": asrflow(multilingual=True, vad_filter=True, batch_size=BATCH),
@@ -87,8 +92,11 @@ def measure(progress) -> tuple[dict, float]:
             walls.append(time.perf_counter() - t0)
         text = " ".join(s[2].strip() for s in segments)
         hits, scored = language_hits(turns, [Segment(a, b, t, language=code) for a, b, t, code in segments])
-        results[name] = {"rtfx": round(seconds / min(walls), 2), "wer": round(word_error_rate([reference], [text], "mixed"), 4),
-                         "language_ok": round(hits / scored, 3) if segments[0][3] and scored else None}
+        results[name] = {
+            "rtfx": round(seconds / min(walls), 2),
+            "wer": round(word_error_rate([reference], [text], "mixed"), 4),
+            "language_ok": round(hits / scored, 3) if segments[0][3] and scored else None,
+        }
     return results, seconds
 
 
@@ -100,16 +108,24 @@ def main() -> None:
     os.dup2(log, 2)
     results, seconds = measure(progress)
     os.dup2(terminal, 1)
-    lines = [f"bench/languages.py, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, bundled:base, beam {BEAM}, "
-             f"batch {BATCH}, best of {ROUNDS} rounds; {seconds:.1f} s: tests/data/mixed-languages.ogg x{REPEAT} (en/de/fr/es/it)",
-             f"{'system':>21} {'RTFx':>7} {'WER':>7} {'lang ok':>8} {'x fw-batched':>13} {'x fw-sequential':>16}"]
+    lines = [
+        (
+            f"bench/languages.py, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, bundled:base, beam {BEAM}, "
+            f"batch {BATCH}, best of {ROUNDS} rounds; {seconds:.1f} s: tests/data/mixed-languages.ogg x{REPEAT} (en/de/fr/es/it)"
+        ),
+        f"{'system':>21} {'RTFx':>7} {'WER':>7} {'lang ok':>8} {'x fw-batched':>13} {'x fw-sequential':>16}",
+    ]
     for name, r in results.items():
         ok = "-" if r["language_ok"] is None else f"{r['language_ok']:.0%}"
-        lines.append(f"{name:>21} {r['rtfx']:>7} {r['wer']:>7.4f} {ok:>8} {r['rtfx'] / results['fw-batched']['rtfx']:>12.2f}x"
-                     f" {r['rtfx'] / results['fw-sequential']['rtfx']:>15.2f}x")
+        lines.append(
+            f"{name:>21} {r['rtfx']:>7} {r['wer']:>7.4f} {ok:>8} {r['rtfx'] / results['fw-batched']['rtfx']:>12.2f}x"
+            f" {r['rtfx'] / results['fw-sequential']['rtfx']:>15.2f}x"
+        )
     ours, seq = results["asrflow-batched"], results["fw-sequential"]
-    lines.append(f"asrflow-batched: WER {100 * (ours['wer'] - seq['wer']):+.1f} pt against fw-sequential (target <= +0.5), "
-                 f"RTFx {ours['rtfx'] / results['fw-batched']['rtfx']:.2f}x fw-batched (target >= 1.1x)")
+    lines.append(
+        f"asrflow-batched: WER {100 * (ours['wer'] - seq['wer']):+.1f} pt against fw-sequential (target <= +0.5), "
+        f"RTFx {ours['rtfx'] / results['fw-batched']['rtfx']:.2f}x fw-batched (target >= 1.1x)"
+    )
     print("\n".join(lines))
     out = {"seconds": round(seconds, 1), "results": results, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     (ROOT / "bench" / "results" / "languages.json").write_text(json.dumps(out, indent=2) + "\n")

@@ -58,7 +58,14 @@ class Server:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.url = f"http://127.0.0.1:{s.getsockname()[1]}"
-        command = [Path(sys.executable).with_name("asrflow"), "serve", "bundled:tiny.en", "--port", self.url.rsplit(":", 1)[1], *args]
+        command = [
+            Path(sys.executable).with_name("asrflow"),
+            "serve",
+            "bundled:tiny.en",
+            "--port",
+            self.url.rsplit(":", 1)[1],
+            *args,
+        ]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(240):
             try:
@@ -164,27 +171,43 @@ async def flood(url, uploads: list[tuple[str, bytes]], clients=64, seconds=60.0)
 
     async with httpx.AsyncClient(timeout=900, limits=httpx.Limits(max_connections=clients + 4)) as http:
         await asyncio.gather(probe(http), *(client(http, c) for c in range(clients)))
-    return {"statuses": dict(sorted(statuses.items())), "unanswered": len(unanswered),
-            "health_ok": f"{sum(ok for ok, _ in health)}/{len(health)}", "health_max_s": round(max(s for _, s in health), 2)}
+    return {
+        "statuses": dict(sorted(statuses.items())),
+        "unanswered": len(unanswered),
+        "health_ok": f"{sum(ok for ok, _ in health)}/{len(health)}",
+        "health_max_s": round(max(s for _, s in health), 2),
+    }
 
 
 def turns(url: str) -> float:
     text = httpx.get(f"{url}/metrics").text
-    return float(next(line.split()[1] for line in text.splitlines() if line.startswith("asrflow_model_turn_seconds_count")))
+    return float(
+        next(line.split()[1] for line in text.splitlines() if line.startswith("asrflow_model_turn_seconds_count"))
+    )
 
 
 async def hostile(url, clip: bytes, long: bytes) -> dict:
     """What issue 35's attacks cost now: each figure against its peer in the same run."""
-    forged = [("x.wav", b"RIFF\x00\x10\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x01\x00\x00\x00\x02\x00\x00\x00"
-                        b"\x02\x00\x10\x00data\xf0\xff\xff\x7f" + bytes(4000)),
-              ("x.wav", b"ffconcat version 1.0\nfile 'README.md'\n"),
-              ("x.m3u8", b"#EXTM3U\n#EXTINF:10,\nREADME.md\n#EXT-X-ENDLIST\n")]
+    forged = [
+        (
+            "x.wav",
+            b"RIFF\x00\x10\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x01\x00\x00\x00\x02\x00\x00\x00"
+            b"\x02\x00\x10\x00data\xf0\xff\xff\x7f" + bytes(4000),
+        ),
+        ("x.wav", b"ffconcat version 1.0\nfile 'README.md'\n"),
+        ("x.m3u8", b"#EXTM3U\n#EXTINF:10,\nREADME.md\n#EXT-X-ENDLIST\n"),
+    ]
     idle = await short_latencies(url, clip, clients=2, requests=6)
     async with httpx.AsyncClient(timeout=600) as http:
-        hot = await http.post(f"{url}/v1/audio/transcriptions", files={"file": ("c.wav", clip)},
-                              data={"temperature": ",".join(["0.5"] * 30)})
-        long_ones = [asyncio.ensure_future(post(http, url, "long.ogg", long, fields)) for fields in
-                     ({"response_format": "diarized_json"}, {"multilingual": "true", "model": "bundled:base"})]
+        hot = await http.post(
+            f"{url}/v1/audio/transcriptions",
+            files={"file": ("c.wav", clip)},
+            data={"temperature": ",".join(["0.5"] * 30)},
+        )
+        long_ones = [
+            asyncio.ensure_future(post(http, url, "long.ogg", long, fields))
+            for fields in ({"response_format": "diarized_json"}, {"multilingual": "true", "model": "bundled:base"})
+        ]
         await asyncio.sleep(20)  # base loaded, both under way
         loaded = await short_latencies(url, clip, clients=2, requests=6)
         for request in long_ones:
@@ -208,10 +231,15 @@ async def hostile(url, clip: bytes, long: bytes) -> dict:
 
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=68)) as http:
         await asyncio.gather(*(client(http, c) for c in range(64)))
-    return {"thirty_temperatures_status": hot.status_code, "short_p95_idle_s": round(p95(idle), 3),
-            "short_p95_beside_diarized_and_multilingual_s": round(p95(loaded), 3),
-            "ratio": round(p95(loaded) / p95(idle), 2), "turns_before_leaving": int(left - before),
-            "turns_after_leaving": int(turns(url) - left), "forged_statuses": dict(sorted(statuses.items()))}
+    return {
+        "thirty_temperatures_status": hot.status_code,
+        "short_p95_idle_s": round(p95(idle), 3),
+        "short_p95_beside_diarized_and_multilingual_s": round(p95(loaded), 3),
+        "ratio": round(p95(loaded) / p95(idle), 2),
+        "turns_before_leaving": int(left - before),
+        "turns_after_leaving": int(turns(url) - left),
+        "forged_statuses": dict(sorted(statuses.items())),
+    }
 
 
 def p95(values: list[float]) -> float:
@@ -231,11 +259,17 @@ def main():
     server = Server()
     try:
         served, errors = asyncio.run(throughput(server.url, items))
-        result |= {"served_audio_s_per_s": round(served, 2), "throughput_errors": errors,
-                   "ratio_to_offline": round(served / result["offline_audio_s_per_s"], 2)}
+        result |= {
+            "served_audio_s_per_s": round(served, 2),
+            "throughput_errors": errors,
+            "ratio_to_offline": round(served / result["offline_audio_s_per_s"], 2),
+        }
         idle, loaded = asyncio.run(fairness(server.url, clip, long))
-        result |= {"short_p95_idle_s": round(idle, 3), "short_p95_beside_30min_s": round(loaded, 3),
-                   "fairness_ratio": round(loaded / idle, 2)}
+        result |= {
+            "short_p95_idle_s": round(idle, 3),
+            "short_p95_beside_30min_s": round(loaded, 3),
+            "fairness_ratio": round(loaded / idle, 2),
+        }
     finally:
         server.stop()
     server = Server("--max-upload-mb", "25")
@@ -248,7 +282,9 @@ def main():
         server.stop()
     server = Server()
     try:
-        result |= {f"hostile_{k}": v for k, v in asyncio.run(hostile(server.url, clip, encode_audio(speech(600)))).items()}
+        result |= {
+            f"hostile_{k}": v for k, v in asyncio.run(hostile(server.url, clip, encode_audio(speech(600)))).items()
+        }
     finally:
         server.stop()
     print(f"# python bench/load.py, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs; bundled:tiny.en")

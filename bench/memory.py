@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 OUT = ROOT / "build" / "memory"
 HOURS = [float(h) for h in os.environ.get("MEMORY_HOURS", "0.1667,1,3,10").split(",")]
-PEER_HOURS = float(os.environ.get("MEMORY_PEER_HOURS", 1))
+PEER_HOURS = float(os.environ.get("MEMORY_PEER_HOURS", "1"))
 FORMATS = os.environ.get("MEMORY_FORMATS", "mp3,flac").split(",")
 LONG_FORMATS = os.environ.get("MEMORY_LONG_FORMATS", "mp3,flac").split(",")  # beyond the peers' lengths
 RESULTS = os.environ.get("MEMORY_RESULTS", "memory")  # bench/results/RESULTS.json
@@ -88,7 +88,7 @@ def audio_file(hours: float, format: str) -> Path:
 
 
 def measure(system: str, path: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", RUN, system, str(path)], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", RUN, system, str(path)], capture_output=True, text=True, check=False)
     if out.returncode:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -96,9 +96,14 @@ def measure(system: str, path: Path) -> dict:
 
 def main():
     rows = []
-    print(f"bench/memory.py, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, bundled:tiny.en, beam 5, "
-          f"sequential decoding; peers up to {PEER_HOURS:g} h; RTFx = audio seconds per wall second", flush=True)
-    head = f"{'length':>8} {'format':>6} {'system':>18} {'peak MB':>8} {'RTFx':>7} {'words':>7}  {'RTFx / in-memory':>16}"
+    print(
+        f"bench/memory.py, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, bundled:tiny.en, beam 5, "
+        f"sequential decoding; peers up to {PEER_HOURS:g} h; RTFx = audio seconds per wall second",
+        flush=True,
+    )
+    head = (
+        f"{'length':>8} {'format':>6} {'system':>18} {'peak MB':>8} {'RTFx':>7} {'words':>7}  {'RTFx / in-memory':>16}"
+    )
     print(head, flush=True)
     for hours in HOURS:
         for format in FORMATS if hours <= PEER_HOURS else LONG_FORMATS:
@@ -115,19 +120,29 @@ def main():
                 r["rtfx"] = round(hours * 3600 / r["wall_s"], 1)
                 base = measured.get("asrflow-in-memory", {}).get("rtfx")
                 ratio = f"{r['rtfx'] / base:.2f}x" if system == "asrflow" and base else ""
-                print(f"{hours:>7g}h {format:>6} {system:>18} {r['peak_rss_mb']:>8} {r['rtfx']:>7} {r['words']:>7}  {ratio:>16}", flush=True)
+                print(
+                    f"{hours:>7g}h {format:>6} {system:>18} {r['peak_rss_mb']:>8} {r['rtfx']:>7} {r['words']:>7}  {ratio:>16}",
+                    flush=True,
+                )
                 write(rows)
     first = next(r for r in rows if r["system"] == "asrflow" and "error" not in r)
     last = [r for r in rows if r["system"] == "asrflow" and "error" not in r][-1]
-    print(f"\nasrflow peak RSS at {last['hours']:g} h / at {first['hours']:g} h: {last['peak_rss_mb'] / first['peak_rss_mb']:.2f}x")
+    print(
+        f"\nasrflow peak RSS at {last['hours']:g} h / at {first['hours']:g} h: {last['peak_rss_mb'] / first['peak_rss_mb']:.2f}x"
+    )
     print(f"written to {write(rows).relative_to(ROOT)}")
 
 
 def write(rows: list[dict]) -> Path:
     """After every run: a bench stopped half-way keeps what it measured."""
     path = ROOT / "bench" / "results" / f"{RESULTS}.json"
-    path.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv),
-                                "hours": HOURS, "rows": rows}, indent=2) + "\n")
+    path.write_text(
+        json.dumps(
+            {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv), "hours": HOURS, "rows": rows},
+            indent=2,
+        )
+        + "\n"
+    )
     return path
 
 

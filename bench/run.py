@@ -38,7 +38,7 @@ if not (CORPUS / "manifest.jsonl").is_file():
 MIN_SECONDS = 180
 BATCH = 8
 BEAM = 5
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", 5))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 SLOW = {"tutorial-pipeline", "asrflow-transformers"}  # timed in the first round only
 COMPUTE_TYPES = ["int8", "int8_float32", "float32"]
 LOG = ROOT / "build" / "bench.log"
@@ -93,10 +93,14 @@ def system(name: str):
 
         from asrflow.models import resolve_model
 
-        model = WhisperModel(resolve_model("bundled:tiny.en").location, device="cpu", compute_type="int8", cpu_threads=os.cpu_count())
+        model = WhisperModel(
+            resolve_model("bundled:tiny.en").location, device="cpu", compute_type="int8", cpu_threads=os.cpu_count()
+        )
         if name == "fw-batched":
             batched = BatchedInferencePipeline(model)
-            return lambda s: " ".join(seg.text.strip() for seg in batched.transcribe(s, batch_size=BATCH, beam_size=BEAM, language="en")[0])
+            return lambda s: " ".join(
+                seg.text.strip() for seg in batched.transcribe(s, batch_size=BATCH, beam_size=BEAM, language="en")[0]
+            )
         return lambda s: " ".join(seg.text.strip() for seg in model.transcribe(s, beam_size=BEAM, language="en")[0])
     if name == "tutorial-pipeline":
         import transformers
@@ -115,13 +119,17 @@ def system(name: str):
         from asrflow import load_transcriber
 
         transcriber = load_transcriber("bundled:tiny.en", compute_type=name.removeprefix("asrflow-"))
-        return lambda s: transcriber.transcribe(s, language="en", vad_filter=True, beam_size=BEAM, batch_size=BATCH).text
+        return lambda s: (
+            transcriber.transcribe(s, language="en", vad_filter=True, beam_size=BEAM, batch_size=BATCH).text
+        )
     if name == "asrflow-ct2-encoder":  # the fast path as it ran before the OpenVINO encoder: CTranslate2's int8 encoder
         from asrflow import load_transcriber
 
         os.environ["ASRFLOW_ENCODER"] = "ctranslate2"
         transcriber = load_transcriber("bundled:tiny.en", compute_type="int8")
-        return lambda s: transcriber.transcribe(s, language="en", vad_filter=True, beam_size=BEAM, batch_size=BATCH).text
+        return lambda s: (
+            transcriber.transcribe(s, language="en", vad_filter=True, beam_size=BEAM, batch_size=BATCH).text
+        )
     if name == "asrflow-sequential":
         from asrflow import load_transcriber
 
@@ -133,7 +141,9 @@ def system(name: str):
 
         transcriber = load_transcriber("bundled:tiny.en", backend="transformers")
         # the same settings as asrflow-pyfunc: VAD chunks decoded in batches, beam 5 (the pipeline's default too)
-        return lambda s: transcriber.transcribe(s, language="en", vad_filter=True, beam_size=BEAM, batch_size=BATCH).text
+        return lambda s: (
+            transcriber.transcribe(s, language="en", vad_filter=True, beam_size=BEAM, batch_size=BATCH).text
+        )
     raise ValueError(name)
 
 
@@ -148,7 +158,11 @@ def worker(name: str, conn):
     audio, reference = long_audio(items)
     started = time.perf_counter()
     transcribe = system(name)
-    result = {"system": name, "load_s": round(time.perf_counter() - started, 2), "long_audio_s": round(len(audio) / 16000, 1)}
+    result = {
+        "system": name,
+        "load_s": round(time.perf_counter() - started, 2),
+        "long_audio_s": round(len(audio) / 16000, 1),
+    }
     transcribe(items[0][0])  # warm-up
     conn.send("ready")
     while (task := conn.recv()) != "done":
@@ -234,9 +248,17 @@ def cold_start() -> dict:
 
     home = tempfile.mkdtemp()
     in_child(register_model, home)
-    clip = sorted(CORPUS.glob("*.wav"))[0]
-    runs = [subprocess.run([sys.executable, "-c", COLD_START, str(clip)], capture_output=True, text=True, check=True,
-                           env={**os.environ, "ASRFLOW_HOME": home}) for _ in range(3)]
+    clip = min(CORPUS.glob("*.wav"))
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", COLD_START, str(clip)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "ASRFLOW_HOME": home},
+        )
+        for _ in range(3)
+    ]
     return min((json.loads(r.stdout.strip().splitlines()[-1]) for r in runs), key=lambda r: r["total_s"])
 
 
@@ -257,11 +279,15 @@ def table(results: dict[str, dict], corpus: str) -> list[str]:
     """One corpus: each system's speed (real-time factor), WER, deleted words (share of the reference's) and peak
     RSS, and its speed as a ratio to each peer."""
     peers = [p for p in PEERS if p in results]
-    head = f"{'system':>21} {'RTFx':>7} {'WER':>7} {'deleted':>8} {'peak MB':>8}" + "".join(f" {'x ' + p:>20}" for p in peers)
+    head = f"{'system':>21} {'RTFx':>7} {'WER':>7} {'deleted':>8} {'peak MB':>8}" + "".join(
+        f" {'x ' + p:>20}" for p in peers
+    )
     lines = [head]
     for name, r in results.items():
         ratios = "".join(f" {r[corpus + '_rtf'] / results[p][corpus + '_rtf']:>19.2f}x" for p in peers)
-        lines.append(f"{name:>21} {r[corpus + '_rtf']:>7} {r[corpus + '_wer']:>7.4f} {r[corpus + '_deleted']:>8.2%} {r['peak_rss_mb']:>8.0f}{ratios}")
+        lines.append(
+            f"{name:>21} {r[corpus + '_rtf']:>7} {r[corpus + '_wer']:>7.4f} {r[corpus + '_deleted']:>8.2%} {r['peak_rss_mb']:>8.0f}{ratios}"
+        )
     return lines
 
 
@@ -269,18 +295,35 @@ def main(names: list[str]):
     results = measure_all(names)
     cold = cold_start()
     first = next(iter(results.values()))
-    print(f"bench/run.py, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs ({cpu()}), bundled:tiny.en, beam {BEAM}, "
-          f"batch {BATCH}, best of {ROUNDS} rounds; RTFx = audio seconds per wall second (higher is faster)")
-    for corpus, title in (("long", f"long audio ({first['long_audio_s']} s: the dev corpus concatenated)"),
-                          ("files", f"dev corpus, file by file ({first['files_audio_s']} s in {len(corpus_rows())} files)")):
+    print(
+        f"bench/run.py, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs ({cpu()}), bundled:tiny.en, beam {BEAM}, "
+        f"batch {BATCH}, best of {ROUNDS} rounds; RTFx = audio seconds per wall second (higher is faster)"
+    )
+    for corpus, title in (
+        ("long", f"long audio ({first['long_audio_s']} s: the dev corpus concatenated)"),
+        ("files", f"dev corpus, file by file ({first['files_audio_s']} s in {len(corpus_rows())} files)"),
+    ):
         print(f"\n{title}")
         print("\n".join(table(results, corpus)))
     print("\n" + "\n".join(verdicts(results)))
-    print(f"\ncold start in a fresh process (import, load models:/…@champion, transcribe 5 s): {cold['total_s']} s, "
-          f"of which load + transcribe {cold['load_and_transcribe_s']} s; peak RSS {cold['peak_rss_mb']} MB")
-    out = {"machine": {"cpus": os.cpu_count(), "cpu": cpu(), "platform": platform.platform(), "python": platform.python_version()},
-           "corpus": str(CORPUS), "batch_size": BATCH, "beam_size": BEAM, "results": results, "cold_start": cold,
-           "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    print(
+        f"\ncold start in a fresh process (import, load models:/…@champion, transcribe 5 s): {cold['total_s']} s, "
+        f"of which load + transcribe {cold['load_and_transcribe_s']} s; peak RSS {cold['peak_rss_mb']} MB"
+    )
+    out = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "cpu": cpu(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "corpus": str(CORPUS),
+        "batch_size": BATCH,
+        "beam_size": BEAM,
+        "results": results,
+        "cold_start": cold,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     path = ROOT / "bench" / "results" / "bench.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"\nwritten to {path.relative_to(ROOT)}; third-party output in {LOG.relative_to(ROOT)}")
@@ -293,23 +336,40 @@ def verdicts(results: dict[str, dict]) -> list[str]:
     if {"asrflow-pyfunc", "fw-sequential", "fw-batched"} <= results.keys():
         ours, seq, batched = results["asrflow-pyfunc"], results["fw-sequential"], results["fw-batched"]
         for corpus in ("long", "files"):
-            lines.append(f"asrflow-pyfunc on {corpus}: WER {100 * (ours[corpus + '_wer'] - seq[corpus + '_wer']):+.1f} pt against "
-                         f"fw-sequential (target <= +0.5), RTFx {ours[corpus + '_rtf'] / batched[corpus + '_rtf']:.2f}x fw-batched (target >= 1.1x), "
-                         f"deleted words {100 * (ours[corpus + '_deleted'] - seq[corpus + '_deleted']):+.1f} pt (target <= +1)")
+            lines.append(
+                f"asrflow-pyfunc on {corpus}: WER {100 * (ours[corpus + '_wer'] - seq[corpus + '_wer']):+.1f} pt against "
+                f"fw-sequential (target <= +0.5), RTFx {ours[corpus + '_rtf'] / batched[corpus + '_rtf']:.2f}x fw-batched (target >= 1.1x), "
+                f"deleted words {100 * (ours[corpus + '_deleted'] - seq[corpus + '_deleted']):+.1f} pt (target <= +1)"
+            )
     if {"asrflow-int8", "asrflow-ct2-encoder"} <= results.keys():
         ov, ct2 = results["asrflow-int8"], results["asrflow-ct2-encoder"]
-        lines.append("OpenVINO's encoder against CTranslate2's (int8 decoder both): " + "; ".join(
-            f"{c} WER {100 * (ov[c + '_wer'] - ct2[c + '_wer']):+.1f} pt at {ov[c + '_rtf'] / ct2[c + '_rtf']:.2f}x its speed"
-            for c in ("long", "files")))
+        lines.append(
+            "OpenVINO's encoder against CTranslate2's (int8 decoder both): "
+            + "; ".join(
+                f"{c} WER {100 * (ov[c + '_wer'] - ct2[c + '_wer']):+.1f} pt at {ov[c + '_rtf'] / ct2[c + '_rtf']:.2f}x its speed"
+                for c in ("long", "files")
+            )
+        )
     typed = {t: results.get(f"asrflow-{t}") for t in COMPUTE_TYPES}
     if all(typed.values()):
-        close = [t for t, r in typed.items() if all(r[c + "_wer"] <= typed["float32"][c + "_wer"] + 0.005 for c in ("long", "files"))]
+        close = [
+            t
+            for t, r in typed.items()
+            if all(r[c + "_wer"] <= typed["float32"][c + "_wer"] + 0.005 for c in ("long", "files"))
+        ]
         fastest = max(close, key=lambda t: typed[t]["long_rtf"] * typed[t]["files_rtf"])
-        lines.append(f"compute types within 0.5 pt of float32 on both corpora: {', '.join(close)}; fastest (both corpora): {fastest}")
+        lines.append(
+            f"compute types within 0.5 pt of float32 on both corpora: {', '.join(close)}; fastest (both corpora): {fastest}"
+        )
         for t in COMPUTE_TYPES[:-1]:  # what each quantized type costs and buys against float32
-            lines.append(f"{t} against float32: " + "; ".join(
-                f"{c} WER {100 * (typed[t][c + '_wer'] - typed['float32'][c + '_wer']):+.1f} pt at "
-                f"{typed[t][c + '_rtf'] / typed['float32'][c + '_rtf']:.2f}x its speed" for c in ("long", "files")))
+            lines.append(
+                f"{t} against float32: "
+                + "; ".join(
+                    f"{c} WER {100 * (typed[t][c + '_wer'] - typed['float32'][c + '_wer']):+.1f} pt at "
+                    f"{typed[t][c + '_rtf'] / typed['float32'][c + '_rtf']:.2f}x its speed"
+                    for c in ("long", "files")
+                )
+            )
     return lines
 
 
@@ -320,7 +380,10 @@ def cpu() -> str:
 
     info = cpu_info()
     flags = set(info.get("flags", "").split())
-    return ", ".join([info.get("model name") or platform.machine()] + [f for f in ("avx2", "avx512f", "avx512_bf16", *sorted(VNNI)) if f in flags])
+    return ", ".join(
+        [info.get("model name") or platform.machine()]
+        + [f for f in ("avx2", "avx512f", "avx512_bf16", *sorted(VNNI)) if f in flags]
+    )
 
 
 def corpus_rows() -> list[str]:
@@ -328,5 +391,16 @@ def corpus_rows() -> list[str]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["asrflow-pyfunc", "fw-batched", "fw-sequential", "asrflow-sequential", "tutorial-pipeline", "asrflow-transformers"]
-         + [f"asrflow-{t}" for t in COMPUTE_TYPES] + ["asrflow-ct2-encoder"])
+    main(
+        sys.argv[1:]
+        or [
+            "asrflow-pyfunc",
+            "fw-batched",
+            "fw-sequential",
+            "asrflow-sequential",
+            "tutorial-pipeline",
+            "asrflow-transformers",
+        ]
+        + [f"asrflow-{t}" for t in COMPUTE_TYPES]
+        + ["asrflow-ct2-encoder"]
+    )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 
 def best(transcribe, samples) -> tuple[float, object]:
@@ -44,17 +44,33 @@ def main() -> None:
         transcriber.transcribe(samples[: 5 * SAMPLE_RATE], diarize=True)  # warm-up: the encoder loads once
         plain, _ = best(lambda s: transcriber.transcribe(s, word_timestamps=True), samples)
         diarized, result = best(lambda s: transcriber.transcribe(s, diarize=True), samples)
-        rows.append({"audio": f"conversation-{n}.ogg", "seconds": round(seconds, 1), "speakers": n,
-                     "found": len({s.speaker for s in result.segments}), "rtfx": round(seconds / plain, 2),
-                     "rtfx_diarized": round(seconds / diarized, 2), "cost": round(diarized / plain, 2),
-                     "der": round(diarization_error_rate(reference, result.segments), 4)})
-    print(f"bench/speakers.py, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, bundled:tiny.en, best of {ROUNDS}; "
-          "speaker count estimated")
-    print(f"{'audio':>20} {'seconds':>8} {'speakers':>9} {'found':>6} {'RTFx':>7} {'RTFx diarized':>14} {'time x':>7} {'DER':>7}")
+        rows.append(
+            {
+                "audio": f"conversation-{n}.ogg",
+                "seconds": round(seconds, 1),
+                "speakers": n,
+                "found": len({s.speaker for s in result.segments}),
+                "rtfx": round(seconds / plain, 2),
+                "rtfx_diarized": round(seconds / diarized, 2),
+                "cost": round(diarized / plain, 2),
+                "der": round(diarization_error_rate(reference, result.segments), 4),
+            }
+        )
+    print(
+        f"bench/speakers.py, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, bundled:tiny.en, best of {ROUNDS}; "
+        "speaker count estimated"
+    )
+    print(
+        f"{'audio':>20} {'seconds':>8} {'speakers':>9} {'found':>6} {'RTFx':>7} {'RTFx diarized':>14} {'time x':>7} {'DER':>7}"
+    )
     for r in rows:
-        print(f"{r['audio']:>20} {r['seconds']:>8} {r['speakers']:>9} {r['found']:>6} {r['rtfx']:>7} {r['rtfx_diarized']:>14}"
-              f" {r['cost']:>6}x {r['der']:>7.4f}")
-    (ROOT / "bench" / "results" / "speakers.json").write_text(json.dumps({"rows": rows, "date": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n")
+        print(
+            f"{r['audio']:>20} {r['seconds']:>8} {r['speakers']:>9} {r['found']:>6} {r['rtfx']:>7} {r['rtfx_diarized']:>14}"
+            f" {r['cost']:>6}x {r['der']:>7.4f}"
+        )
+    (ROOT / "bench" / "results" / "speakers.json").write_text(
+        json.dumps({"rows": rows, "date": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n"
+    )
     print("written to bench/results/speakers.json", file=sys.stderr)
 
 

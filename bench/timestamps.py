@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import BATCH, BEAM, ROOT, corpus, long_audio  # noqa: E402
+from run import BATCH, BEAM, ROOT, corpus, long_audio
 
 
 def errors(segments, sentences) -> tuple[np.ndarray, int]:
@@ -40,15 +40,19 @@ def systems():
     from asrflow.models import resolve_model
 
     ours = load_transcriber("bundled:tiny.en")
-    fw = WhisperModel(resolve_model("bundled:tiny.en").location, device="cpu", compute_type="int8", cpu_threads=os.cpu_count())
+    fw = WhisperModel(
+        resolve_model("bundled:tiny.en").location, device="cpu", compute_type="int8", cpu_threads=os.cpu_count()
+    )
     batched = BatchedInferencePipeline(fw)
-    fast = dict(language="en", beam_size=BEAM, vad_filter=True, batch_size=BATCH)
+    fast = {"language": "en", "beam_size": BEAM, "vad_filter": True, "batch_size": BATCH}
     return {
         "asrflow-fast-path": lambda a: ours.transcribe(a, **fast).segments,
         "asrflow-fast-words": lambda a: ours.transcribe(a, **fast, word_timestamps=True).segments,
         "asrflow-sequential": lambda a: ours.transcribe(a, language="en", beam_size=BEAM).segments,
         "fw-sequential": lambda a: list(fw.transcribe(a, language="en", beam_size=BEAM)[0]),
-        "fw-batched": lambda a: list(batched.transcribe(a, language="en", beam_size=BEAM, batch_size=BATCH, without_timestamps=False)[0]),
+        "fw-batched": lambda a: list(
+            batched.transcribe(a, language="en", beam_size=BEAM, batch_size=BATCH, without_timestamps=False)[0]
+        ),
     }
 
 
@@ -56,15 +60,25 @@ def main() -> None:
     warnings.simplefilter("ignore")
     sentences = []
     audio, _ = long_audio(corpus(), sentences)
-    print(f"segment bounds against the speech, long audio ({len(audio) / 16000:.1f} s, {len(sentences)} sentences; seconds)")
+    print(
+        f"segment bounds against the speech, long audio ({len(audio) / 16000:.1f} s, {len(sentences)} sentences; seconds)"
+    )
     print(f"{'system':>20} {'mean':>6} {'median':>7} {'p90':>6} {'> 0.5 s':>8} {'no segment':>11}")
     results = {}
     for name, transcribe in systems().items():
         e, missing = errors(transcribe(audio), sentences)
-        results[name] = {"sentences_without_segment": missing, "mean": round(float(e.mean()), 3), "median": round(float(np.median(e)), 3),
-                         "p90": round(float(np.percentile(e, 90)), 3), "over_half_second": round(float(np.mean(e > 0.5)), 3)}
+        results[name] = {
+            "sentences_without_segment": missing,
+            "mean": round(float(e.mean()), 3),
+            "median": round(float(np.median(e)), 3),
+            "p90": round(float(np.percentile(e, 90)), 3),
+            "over_half_second": round(float(np.mean(e > 0.5)), 3),
+        }
         r = results[name]
-        print(f"{name:>20} {r['mean']:>6.3f} {r['median']:>7.3f} {r['p90']:>6.3f} {r['over_half_second']:>8.0%} {missing:>11}", flush=True)
+        print(
+            f"{name:>20} {r['mean']:>6.3f} {r['median']:>7.3f} {r['p90']:>6.3f} {r['over_half_second']:>8.0%} {missing:>11}",
+            flush=True,
+        )
     (ROOT / "bench" / "results" / "timestamps.json").write_text(json.dumps(results, indent=2) + "\n")
 
 

@@ -11,13 +11,14 @@ import time
 from pathlib import Path
 
 import httpx
-
 import pytest
 
 BIN = Path(sys.executable).parent
 DATA = Path(__file__).parent / "data"
 SAMPLE = Path(__file__).parents[1] / "src" / "asrflow" / "samples" / "jfk.flac"
-JFK_TEXT = "And so, my fellow Americans, ask not what your country can do for you; ask what you can do for your country."
+JFK_TEXT = (
+    "And so, my fellow Americans, ask not what your country can do for you; ask what you can do for your country."
+)
 
 
 # as in an activated venv (and as `make test` runs): its bin/ comes first on PATH, for this process and its children
@@ -80,7 +81,9 @@ def wait_until_up(url: str, process: subprocess.Popen | None = None, seconds: fl
 
 
 def start(args: list, url: str, env: dict) -> subprocess.Popen:
-    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         wait_until_up(url, process)
     except Exception:
@@ -98,7 +101,6 @@ def environment(**extra) -> dict:
     """This process's environment for a child, less the registry URI that MLflow exported when this process
     set its own (a child follows its MLFLOW_TRACKING_URI)."""
     return {**{k: v for k, v in os.environ.items() if k != "MLFLOW_REGISTRY_URI"}, **extra}
-
 
 
 @contextlib.contextmanager

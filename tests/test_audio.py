@@ -2,9 +2,9 @@ import io
 
 import numpy as np
 import pytest
+from conftest import DATA, SAMPLE
 
 from asrflow import AudioDecodeError, decode_audio
-from conftest import DATA, SAMPLE
 
 
 @pytest.mark.parametrize("name", ["dev000.wav", "dev001.mp3", "dev002.flac", "dev003.ogg"])

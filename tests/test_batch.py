@@ -11,18 +11,24 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+from conftest import BIN, DATA, environment
 
 from asrflow import registry
 from asrflow.batch import find_jobs, run_batch
 from asrflow.metrics import word_error_rate
-from conftest import BIN, DATA, environment
 
 GOOD = ["dev000.wav", "dev002.flac", "dev005.mp3", "dev007.ogg"]
 
 
 def batch(*args, **kwargs):
-    return subprocess.run([BIN / "asrflow", "batch", *map(str, args)], capture_output=True, text=True, timeout=600,
-                          env=environment(), **kwargs)
+    return subprocess.run(
+        [BIN / "asrflow", "batch", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=environment(),
+        **kwargs,
+    )
 
 
 @pytest.fixture()
@@ -52,7 +58,9 @@ def test_directory_with_a_corrupt_file(tree, tmp_path):
     assert len(errors) == 1 and errors[0]["path"].endswith("broken.mp3") and errors[0]["error"]
     assert not list(out.rglob("*.tmp"))
     registry.use_tracking()
-    runs = mlflow.search_runs(experiment_names=["Whisper Transcription ASR"], filter_string="tags.`asrflow.task` = 'batch'")
+    runs = mlflow.search_runs(
+        experiment_names=["Whisper Transcription ASR"], filter_string="tags.`asrflow.task` = 'batch'"
+    )
     assert len(runs) >= 1 and runs.iloc[0]["metrics.failed"] == 1
 
 
@@ -62,8 +70,12 @@ def test_kill_mid_run_then_resume(tmp_path):
     for i in range(12):
         shutil.copy(DATA / GOOD[i % len(GOOD)], source / f"clip{i:02d}{Path(GOOD[i % len(GOOD)]).suffix}")
     out = tmp_path / "out"
-    process = subprocess.Popen([BIN / "asrflow", "batch", source, "-o", out, "-f", "json,txt"], env=environment(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [BIN / "asrflow", "batch", source, "-o", out, "-f", "json,txt"],
+        env=environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and len(list(out.glob("*.txt"))) < 3:
         time.sleep(0.05)
@@ -89,7 +101,9 @@ def test_manifest_paths_never_escape(tmp_path):
     shutil.copy(DATA / "dev000.wav", tmp_path / "data" / "up.wav")
     shutil.copy(DATA / "dev002.flac", inner / "abs.flac")
     manifest = inner / "manifest.jsonl"
-    manifest.write_text(json.dumps({"audio": "../up.wav"}) + "\n" + json.dumps({"audio": str(inner / "abs.flac")}) + "\n")
+    manifest.write_text(
+        json.dumps({"audio": "../up.wav"}) + "\n" + json.dumps({"audio": str(inner / "abs.flac")}) + "\n"
+    )
     out = tmp_path / "out"
     summary = run_batch(manifest, "bundled:tiny.en", out, ["txt"], log_to_mlflow=False)
     assert summary.transcribed == 2
@@ -105,7 +119,9 @@ def test_spark_engine_matches_local(tree, tmp_path):
     assert json.loads(result.stdout)["transcribed"] == 4
     # the same files; the text may differ in a word: CTranslate2's int8 arithmetic depends on the thread count,
     # and Spark gives each task one thread (OMP_NUM_THREADS=spark.task.cpus)
-    assert sorted(p.relative_to(spark) for p in spark.rglob("*.txt")) == sorted(p.relative_to(local) for p in local.rglob("*.txt"))
+    assert sorted(p.relative_to(spark) for p in spark.rglob("*.txt")) == sorted(
+        p.relative_to(local) for p in local.rglob("*.txt")
+    )
     for path in local.rglob("*.txt"):
         assert word_error_rate([path.read_text()], [(spark / path.relative_to(local)).read_text()]) < 0.35
     table = pd.read_parquet(spark / "transcripts.parquet")
@@ -117,17 +133,25 @@ def test_spark_engine_matches_local(tree, tmp_path):
 def test_spark_failure_is_one_clear_line(tree, tmp_path):
     env = environment()
     env["PYSPARK_PYTHON"] = str(tmp_path / "no-such-python")  # executors without a usable Python
-    result = subprocess.run([BIN / "asrflow", "batch", tree, "-o", tmp_path / "out", "--engine", "spark"],
-                            capture_output=True, text=True, timeout=600, env=env)
+    result = subprocess.run(
+        [BIN / "asrflow", "batch", tree, "-o", tmp_path / "out", "--engine", "spark"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert result.returncode == 1
     assert "error: the Spark job failed" in result.stderr and "PYSPARK_PYTHON" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("master, message", [
-    ("local[x]", "is not a Spark master: use local[N]"),
-    ("yarn", "set HADOOP_CONF_DIR"),  # before the JVM starts: no Java trace
-])
+@pytest.mark.parametrize(
+    "master, message",
+    [
+        ("local[x]", "is not a Spark master: use local[N]"),
+        ("yarn", "set HADOOP_CONF_DIR"),  # before the JVM starts: no Java trace
+    ],
+)
 def test_a_master_spark_cannot_use_is_one_clear_line(tree, tmp_path, master, message):
     result = batch(tree, "-o", tmp_path / "out", "--engine", "spark", "--master", master)
     assert result.returncode != 0 and result.stderr.strip().splitlines()[-1].startswith("error: ")
@@ -163,13 +187,20 @@ def test_manifest_problems_are_one_line(tmp_path):
     manifest.write_text(json.dumps({"audio": str(DATA / "dev000.wav")}) + "\n" + json.dumps({"path": "x.wav"}) + "\n")
     result = batch(manifest, "-o", tmp_path / "out")
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
-        f"error: {manifest}, line 2: no 'audio' path; each row needs one."]
+        f"error: {manifest}, line 2: no 'audio' path; each row needs one."
+    ]
     clash = tmp_path / "clash.jsonl"
     (tmp_path / "a").mkdir()
     shutil.copy(DATA / "dev000.wav", tmp_path / "a" / "x.wav")
     shutil.copy(DATA / "dev004.wav", tmp_path / "x.wav")
-    clash.write_text(json.dumps({"audio": "a/x.wav"}) + "\n" + json.dumps({"audio": "../a/x.wav"}) + "\n"
-                     + json.dumps({"audio": "x.wav"}) + "\n")
+    clash.write_text(
+        json.dumps({"audio": "a/x.wav"})
+        + "\n"
+        + json.dumps({"audio": "../a/x.wav"})
+        + "\n"
+        + json.dumps({"audio": "x.wav"})
+        + "\n"
+    )
     result = batch(clash, "-o", tmp_path / "out2")
     assert result.returncode == 2 and "would write the same outputs" in result.stderr, result.stderr
 
@@ -181,8 +212,18 @@ def test_batch_options_override_the_models(tmp_path):
     source = tmp_path / "in"
     source.mkdir()
     shutil.copy(DATA / "dev000.wav", source / "a.wav")
-    result = batch(source, "-o", tmp_path / "out", "-f", "json", "-m", "models:/whisper-batch-options@champion",
-                   "--word-timestamps", "--beam-size", "2")
+    result = batch(
+        source,
+        "-o",
+        tmp_path / "out",
+        "-f",
+        "json",
+        "-m",
+        "models:/whisper-batch-options@champion",
+        "--word-timestamps",
+        "--beam-size",
+        "2",
+    )
     assert result.returncode == 0, result.stderr
     segments = json.loads((tmp_path / "out" / "a.wav.json").read_text())["segments"]
     assert segments and all(s["words"] for s in segments), logged

@@ -1,5 +1,6 @@
 """The CLI as a user runs it: a real subprocess, real files."""
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -8,9 +9,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from test_writers import parse_srt
 from conftest import DATA, SAMPLE
+from test_writers import parse_srt
 
 ASRFLOW = [str(Path(sys.executable).with_name("asrflow"))]
 
@@ -29,17 +29,40 @@ def test_transcribe_prints_valid_srt():
 
 def test_transcribe_writes_files_with_all_options(tmp_path):
     result = run(
-        "transcribe", SAMPLE, DATA / "dev004.wav", "--model", "bundled:tiny.en", "--backend", "ctranslate2",
-        "--format", "json", "--output-dir", tmp_path, "--language", "en", "--task", "transcribe",
-        "--word-timestamps", "--vad",
+        "transcribe",
+        SAMPLE,
+        DATA / "dev004.wav",
+        "--model",
+        "bundled:tiny.en",
+        "--backend",
+        "ctranslate2",
+        "--format",
+        "json",
+        "--output-dir",
+        tmp_path,
+        "--language",
+        "en",
+        "--task",
+        "transcribe",
+        "--word-timestamps",
+        "--vad",
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
     data = json.loads((tmp_path / "jfk.json").read_text())
     assert "ask not what your country" in data["text"] and data["segments"][0]["words"]
     assert "revenue" in json.loads((tmp_path / "dev004.json").read_text())["text"]
-    strict = run("transcribe", SAMPLE, "--vad", "--vad-threshold", "0.9", "--vad-min-silence-duration-ms", "300",
-                 "--vad-speech-pad-ms", "100")  # VAD's settings: a high threshold takes the quiet first words for noise
+    strict = run(
+        "transcribe",
+        SAMPLE,
+        "--vad",
+        "--vad-threshold",
+        "0.9",
+        "--vad-min-silence-duration-ms",
+        "300",
+        "--vad-speech-pad-ms",
+        "100",
+    )  # VAD's settings: a high threshold takes the quiet first words for noise
     assert strict.returncode == 0 and "fellow Americans" not in strict.stdout and "your country" in strict.stdout
 
 
@@ -113,7 +136,7 @@ def champion():
 
 def assert_well_formed(segments, longest=15.0):
     assert segments
-    for a, b in zip(segments, segments[1:]):
+    for a, b in itertools.pairwise(segments):
         assert b["start"] >= a["end"], (a, b)
     for s in segments:
         assert s["end"] - s["start"] <= longest, s
@@ -140,18 +163,27 @@ def test_command_options_override_the_models_saved_ones(champion):
     assert champion in refused.stderr and "mlartifacts" not in refused.stderr  # names the user's model, not our files
 
 
-@pytest.mark.parametrize("args, message", [
-    (["transcribe", SAMPLE, "--model", "bundled:base", "--language", "xx"], "not a Whisper language code"),
-    (["transcribe", SAMPLE, "--beam-size", "1000000000"], "beam_size must be between 1 and 20"),
-    (["transcribe", SAMPLE, "--temperature", "hot"], "temperature cannot be 'hot'"),
-    (["transcribe", SAMPLE, "--vad", "--vad-min-silence-duration-ms", "50"], "vad_min_silence_duration_ms must be between"),
-    (["transcribe", SAMPLE, "--device", "tpu"], "unknown device 'tpu': choose cpu or cuda"),
-    (["transcribe", SAMPLE, "--backend", "transformers", "--device", "cuda"], "no usable CUDA GPU"),  # torch: CPU build
-    (["transcribe", SAMPLE, "-o", SAMPLE], "is a file, not a folder"),
-    (["transcribe", SAMPLE, "-o", "/proc/asrflow"], "cannot write outputs to '/proc/asrflow'"),
-    (["batch", SAMPLE.parent, "-o", SAMPLE], "is a file, not a folder"),
-    (["register", "whisper-nope", "--model-uri", "models:/nope/1"], "could not register models:/nope/1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["transcribe", SAMPLE, "--model", "bundled:base", "--language", "xx"], "not a Whisper language code"),
+        (["transcribe", SAMPLE, "--beam-size", "1000000000"], "beam_size must be between 1 and 20"),
+        (["transcribe", SAMPLE, "--temperature", "hot"], "temperature cannot be 'hot'"),
+        (
+            ["transcribe", SAMPLE, "--vad", "--vad-min-silence-duration-ms", "50"],
+            "vad_min_silence_duration_ms must be between",
+        ),
+        (["transcribe", SAMPLE, "--device", "tpu"], "unknown device 'tpu': choose cpu or cuda"),
+        (
+            ["transcribe", SAMPLE, "--backend", "transformers", "--device", "cuda"],
+            "no usable CUDA GPU",
+        ),  # torch: CPU build
+        (["transcribe", SAMPLE, "-o", SAMPLE], "is a file, not a folder"),
+        (["transcribe", SAMPLE, "-o", "/proc/asrflow"], "cannot write outputs to '/proc/asrflow'"),
+        (["batch", SAMPLE.parent, "-o", SAMPLE], "is a file, not a folder"),
+        (["register", "whisper-nope", "--model-uri", "models:/nope/1"], "could not register models:/nope/1"),
+    ],
+)
 def test_bad_values_are_one_line_naming_them(args, message):
     result = run(*args)
     assert result.returncode != 0
@@ -169,15 +201,24 @@ def test_compute_type_applies_to_registered_models_too(champion):
 
 def test_output_piped_into_a_reader_that_stops_early_is_not_an_error():
     """`asrflow ... | head -1`: the closed pipe ends the command quietly."""
-    result = subprocess.run(" ".join(ASRFLOW + ["transcribe", str(DATA / "dev001.mp3"), str(DATA / "dev004.wav"),
-                                                "--format", "json", "|", "head", "-1"]),
-                            shell=True, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        " ".join(
+            ASRFLOW
+            + ["transcribe", str(DATA / "dev001.mp3"), str(DATA / "dev004.wav"), "--format", "json", "|", "head", "-1"]
+        ),
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.stdout == "{\n" and result.stderr == "", result.stderr
 
 
 def test_subtitles_are_printed_as_decoded_and_a_killed_run_leaves_a_valid_prefix(five_minutes):
     """stdout gets each cue as soon as it is decoded: kill the run after two cues, what it printed is valid SRT."""
-    process = subprocess.Popen(ASRFLOW + ["transcribe", str(five_minutes), "-f", "srt"], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        ASRFLOW + ["transcribe", str(five_minutes), "-f", "srt"], stdout=subprocess.PIPE, text=True
+    )
     printed = ""
     while printed.count(" --> ") < 2:
         line = process.stdout.readline()

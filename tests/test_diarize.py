@@ -9,9 +9,9 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from conftest import DATA, SAMPLE
 
 from asrflow.metrics import diarization_error_rate, read_rttm
-from conftest import DATA, SAMPLE
 
 ASRFLOW = str(Path(sys.executable).with_name("asrflow"))
 
@@ -54,15 +54,22 @@ def test_diarize_from_the_cli_batch_and_mlflow_params(tmp_path):
     vtt = subprocess.run([ASRFLOW, "transcribe", str(audio), "--diarize", "-f", "vtt"], capture_output=True, text=True)
     assert vtt.returncode == 0, vtt.stderr
     assert "<v A>Good morning" in vtt.stdout and "<v B>Hi, my laptop" in vtt.stdout  # WebVTT voice spans
-    txt = subprocess.run([ASRFLOW, "transcribe", str(audio), "--diarize", "--num-speakers", "2"], capture_output=True, text=True)
-    assert txt.stdout.splitlines()[:2][0].startswith("[A] Good morning") and txt.stdout.splitlines()[1].startswith("[B] ")
+    txt = subprocess.run(
+        [ASRFLOW, "transcribe", str(audio), "--diarize", "--num-speakers", "2"], capture_output=True, text=True
+    )
+    assert txt.stdout.splitlines()[:2][0].startswith("[A] Good morning") and txt.stdout.splitlines()[1].startswith(
+        "[B] "
+    )
     wrong = subprocess.run([ASRFLOW, "transcribe", str(audio), "--num-speakers", "2"], capture_output=True, text=True)
     assert wrong.returncode == 2 and "turn diarize on" in wrong.stderr and "Traceback" not in wrong.stderr
 
     (tmp_path / "in").mkdir()
     shutil.copy(audio, tmp_path / "in" / audio.name)
-    batch = subprocess.run([ASRFLOW, "batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-f", "json", "--diarize"],
-                           capture_output=True, text=True)
+    batch = subprocess.run(
+        [ASRFLOW, "batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-f", "json", "--diarize"],
+        capture_output=True,
+        text=True,
+    )
     assert batch.returncode == 0, batch.stderr
     [written] = (tmp_path / "out").glob("*.json")
     assert {s["speaker"] for s in json.loads(written.read_text())["segments"]} == {"A", "B"}
@@ -108,10 +115,14 @@ def test_each_channel_of_a_stereo_call_by_itself(ct2_transcriber, tmp_path):
         ct2_transcriber.transcribe(DATA / "dev001.mp3", channels="split")
     with pytest.raises(InvalidOptionError, match="cannot be used with diarize"):
         ct2_transcriber.transcribe(call, channels="split", diarize=True)
-    srt = subprocess.run([ASRFLOW, "transcribe", str(call), "--channels", "split", "-f", "srt"], capture_output=True, text=True)
+    srt = subprocess.run(
+        [ASRFLOW, "transcribe", str(call), "--channels", "split", "-f", "srt"], capture_output=True, text=True
+    )
     assert srt.returncode == 0, srt.stderr
     assert "[left] Good morning" in srt.stdout and "[right] Hi, my laptop" in srt.stdout
-    mono = subprocess.run([ASRFLOW, "transcribe", str(DATA / "dev001.mp3"), "--channels", "split"], capture_output=True, text=True)
+    mono = subprocess.run(
+        [ASRFLOW, "transcribe", str(DATA / "dev001.mp3"), "--channels", "split"], capture_output=True, text=True
+    )
     assert mono.returncode == 2 and "has 1 channel" in mono.stderr and "Traceback" not in mono.stderr
 
 
@@ -119,8 +130,11 @@ def test_known_speakers_name_the_voices(ct2_transcriber):
     """Short clips of the voices saying other sentences (tests/data/voices) name the speakers; a voice without
     a clip keeps its letter."""
     voices = DATA / "voices"
-    known = {"Chair": voices / "en-us+klatt.ogg", "Finance": voices / "en-gb-x-rp+f4.ogg",
-             "Facilities": voices / "en-gb-scotland+m7.ogg"}
+    known = {
+        "Chair": voices / "en-us+klatt.ogg",
+        "Finance": voices / "en-gb-x-rp+f4.ogg",
+        "Facilities": voices / "en-gb-scotland+m7.ogg",
+    }
     audio, reference = conversation(3)
     result = ct2_transcriber.transcribe(audio, diarize=True, known_speakers=known)
     assert [s.speaker for s in result.segments[:3]] == ["Chair", "Finance", "Facilities"]
@@ -130,8 +144,13 @@ def test_known_speakers_name_the_voices(ct2_transcriber):
     two = ct2_transcriber.transcribe(conversation(2)[0], diarize=True, known_speakers={"Finance": known["Finance"]})
     assert [s.speaker for s in two.segments[:2]] == ["A", "Finance"]
 
-    cli = subprocess.run([ASRFLOW, "transcribe", str(audio), "--diarize", "--speaker", f"Chair={known['Chair']}"],
-                         capture_output=True, text=True)
+    cli = subprocess.run(
+        [ASRFLOW, "transcribe", str(audio), "--diarize", "--speaker", f"Chair={known['Chair']}"],
+        capture_output=True,
+        text=True,
+    )
     assert cli.returncode == 0 and cli.stdout.startswith("[Chair] Let us start"), cli.stderr
-    wrong = subprocess.run([ASRFLOW, "transcribe", str(audio), "--diarize", "--speaker", "Chair"], capture_output=True, text=True)
+    wrong = subprocess.run(
+        [ASRFLOW, "transcribe", str(audio), "--diarize", "--speaker", "Chair"], capture_output=True, text=True
+    )
     assert wrong.returncode == 2 and "NAME=CLIP" in wrong.stderr

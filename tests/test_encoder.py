@@ -8,11 +8,11 @@ import sys
 import ctranslate2
 import numpy as np
 import pytest
+from conftest import DATA, JFK_TEXT, SAMPLE
 
 from asrflow import InvalidOptionError, load_transcriber
 from asrflow.audio import decode_audio
 from asrflow.metrics import word_error_rate
-from conftest import DATA, JFK_TEXT, SAMPLE
 
 
 def _window(path, frames: int = 3000) -> np.ndarray:
@@ -65,10 +65,15 @@ def test_a_bad_encoder_setting_is_an_error_naming_the_choices(monkeypatch):
 def test_building_the_encoder_sends_no_telemetry_and_leaves_no_torch_behind(tmp_path):
     """OpenVINO's converter writes a client id under ~/intel and reports to Google Analytics when it finds its
     telemetry package and no consent file; asrflow's build leaves no trace there."""
-    env = {k: v for k, v in os.environ.items() if k != "CI"} | {"HOME": str(tmp_path / "home"), "ASRFLOW_HOME": str(tmp_path / "asrflow")}
+    env = {k: v for k, v in os.environ.items() if k != "CI"} | {
+        "HOME": str(tmp_path / "home"),
+        "ASRFLOW_HOME": str(tmp_path / "asrflow"),
+    }
     (tmp_path / "home").mkdir()
-    code = ("import sys; from asrflow import load_transcriber; "
-            "print(type(load_transcriber('bundled:tiny.en').backend.encoder).__name__, 'torch' in sys.modules)")
+    code = (
+        "import sys; from asrflow import load_transcriber; "
+        "print(type(load_transcriber('bundled:tiny.en').backend.encoder).__name__, 'torch' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     # built apart: the transcribing process never imports torch (the trace's memory is not its own)
     assert result.stdout.strip() == "OpenVINOEncoder False", result.stderr[-2000:]

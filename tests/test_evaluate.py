@@ -10,12 +10,12 @@ from pathlib import Path
 import jiwer
 import mlflow
 import pytest
+from conftest import DATA
 from mlflow import MlflowClient
 
 from asrflow import registry
 from asrflow.evaluate import load_dataset, promote, run_evaluation
 from asrflow.lifecycle import log
-from conftest import DATA
 
 ASRFLOW = str(Path(sys.executable).with_name("asrflow"))
 
@@ -35,7 +35,10 @@ def manifest(tmp_path_factory):
 def test_dataset_formats(manifest, tmp_path):
     assert len(load_dataset(manifest)) == 4
     csv_path = tmp_path / "m.csv"
-    csv_path.write_text("audio,text\n" + "".join(f"{manifest.parent / u.audio.name},{u.text.replace(',', '')}\n" for u in load_dataset(manifest)))
+    csv_path.write_text(
+        "audio,text\n"
+        + "".join(f"{manifest.parent / u.audio.name},{u.text.replace(',', '')}\n" for u in load_dataset(manifest))
+    )
     assert len(load_dataset(csv_path, limit=2)) == 2
     folder = tmp_path / "folder"
     folder.mkdir()
@@ -58,7 +61,9 @@ def test_evaluate_logs_metrics_matching_jiwer(manifest):
     assert run.data.metrics["wer"] == pytest.approx(expected, abs=1e-4)
     assert run.data.metrics["real_time_factor"] > 0 and run.data.metrics["peak_rss_mb"] > 100
     assert run.data.metrics["latency_p95"] >= run.data.metrics["latency_p50"] > 0
-    table = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="per_utterance.json")).read_text())
+    table = json.loads(
+        Path(mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="per_utterance.json")).read_text()
+    )
     wers = [row[table["columns"].index("wer")] for row in table["data"]]
     assert wers == sorted(wers, reverse=True) and len(wers) == 4
 
@@ -74,18 +79,28 @@ def test_promote_refuses_worse_and_accepts_better(manifest):
     assert better.promoted and better.candidate_wer < better.champion_wer
     assert str(MlflowClient().get_model_version_by_alias(name, "champion").version) == "2"
 
-    result = subprocess.run([ASRFLOW, "promote", name, "--candidate", "3", "--dataset", str(manifest), "--language", "en"],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [ASRFLOW, "promote", name, "--candidate", "3", "--dataset", str(manifest), "--language", "en"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 1 and result.stdout.startswith("refused: "), result.stdout + result.stderr
     client = MlflowClient(registry.tracking_uri())
     assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
     tags = client.get_model_version(name, "3").tags
-    assert tags["asrflow.promotion.champion"] == "refused" and float(tags["asrflow.wer"]) > float(client.get_model_version(name, "2").tags["asrflow.wer"])
+    assert tags["asrflow.promotion.champion"] == "refused" and float(tags["asrflow.wer"]) > float(
+        client.get_model_version(name, "2").tags["asrflow.wer"]
+    )
 
 
 def test_evaluate_cli_json(manifest):
-    result = subprocess.run([ASRFLOW, "evaluate", "bundled:tiny.en", str(manifest), "--limit", "2", "--json"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [ASRFLOW, "evaluate", "bundled:tiny.en", str(manifest), "--limit", "2", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["utterances"] == 2 and 0 <= data["wer"] < 0.5
@@ -118,11 +133,16 @@ def test_evaluate_scores_speakers_and_languages_where_references_give_them(tmp_p
     assert "language_accuracy" not in metrics and speakers.wer < 0.2
 
     turns = [json.loads(line) for line in (DATA / "mixed-languages.jsonl").read_text().splitlines()][:2]  # en, de
-    encode_audio(decode_audio(DATA / "mixed-languages.ogg")[: int((turns[1]["end"] + 0.5) * 16000)], "flac",
-                 file=tmp_path / "en-de.flac")
+    encode_audio(
+        decode_audio(DATA / "mixed-languages.ogg")[: int((turns[1]["end"] + 0.5) * 16000)],
+        "flac",
+        file=tmp_path / "en-de.flac",
+    )
     (tmp_path / "en-de.jsonl").write_text("".join(json.dumps(t) + "\n" for t in turns))
-    (tmp_path / "manifest.jsonl").write_text(json.dumps(
-        {"audio": "en-de.flac", "text": " ".join(t["text"] for t in turns), "languages": "en-de.jsonl"}) + "\n")
+    (tmp_path / "manifest.jsonl").write_text(
+        json.dumps({"audio": "en-de.flac", "text": " ".join(t["text"] for t in turns), "languages": "en-de.jsonl"})
+        + "\n"
+    )
     languages = run_evaluation("bundled:base", tmp_path / "manifest.jsonl")
     # at least one turn of two: unlisted, base takes this short synthetic German turn for Latvian on some CPUs' int8 arithmetic
     assert 0.5 <= languages.language_accuracy <= 1.0 and languages.der is None

@@ -29,10 +29,10 @@ pipeline = tutorial.transcription_pipeline()
 print(tutorial.check_pipeline(pipeline, audio))
 print(tutorial.tutorial_signature(pipeline, audio).inputs.to_dict())
 print(load_transcriber('bundled:tiny.en', backend='transformers').transcribe(audio).text)
-print(load_transcriber('bundled:tiny.en').transcribe({str(SAMPLE.parents[3] / 'tests' / 'data' / 'dev001.mp3')!r}).text)
+print(load_transcriber('bundled:tiny.en').transcribe({str(SAMPLE.parents[3] / "tests" / "data" / "dev001.mp3")!r}).text)
 """
     script = tmp_path / "steps.py"  # a file, not -c: under -c, pyspark's connect module (which MLflow's
-    script.write_text(code)         # infer_signature imports) exits the interpreter
+    script.write_text(code)  # infer_signature imports) exits the interpreter
     env = {**os.environ, "PATH": f"{stubs}{os.pathsep}{os.environ['PATH']}"}
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0 and "ffmpeg was run" not in result.stderr, result.stderr[-2000:] + result.stdout

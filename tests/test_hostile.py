@@ -7,19 +7,19 @@ import re
 import resource
 import struct
 import subprocess
-import time
 import sys
+import time
 import zlib
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from conftest import DATA, SAMPLE, serve_in_process
 
 from asrflow import AudioDecodeError, decode_audio
 from asrflow.audio import check_audio, declared_seconds
 from asrflow.encoding import encode_audio
-from conftest import DATA, SAMPLE, serve_in_process
 
 REPO = Path(__file__).parents[1]
 NOT_AUDIO = "is not audio in a format asrflow reads"
@@ -29,8 +29,13 @@ EXISTING, MISSING = "tests/data/dev004.wav", "tests/data/no-such-file.wav"  # re
 def png() -> bytes:
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00\x00")) + chunk(b"IEND", b""))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00\x00"))
+        + chunk(b"IEND", b"")
+    )
 
 
 def naming(path: str) -> dict[str, bytes]:
@@ -42,16 +47,26 @@ def naming(path: str) -> dict[str, bytes]:
     }
 
 
-NOT_AUDIO_INPUTS = {**{f"{k}-existing": v for k, v in naming(EXISTING).items()},
-                    **{f"{k}-missing": v for k, v in naming(MISSING).items()},
-                    "image": png(), "text": b"hello, this is not audio\n"}
+NOT_AUDIO_INPUTS = {
+    **{f"{k}-existing": v for k, v in naming(EXISTING).items()},
+    **{f"{k}-missing": v for k, v in naming(MISSING).items()},
+    "image": png(),
+    "text": b"hello, this is not audio\n",
+}
 
 
 def wav_header(rate: int, channels: int = 1, frames: int = 2000) -> bytes:
     data = b"\x00" * frames * channels * 2
-    return (b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE" + b"fmt "
-            + struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * channels * 2, channels * 2, 16)
-            + b"data" + struct.pack("<I", len(data)) + data)
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + len(data))
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * channels * 2, channels * 2, 16)
+        + b"data"
+        + struct.pack("<I", len(data))
+        + data
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +86,7 @@ def test_inputs_naming_other_files_are_not_opened_as_bytes_paths_or_file_objects
     path = tmp_path / "upload.wav"  # the extension a client claims
     path.write_bytes(data)
     messages = []
-    for given in (data, path, open(path, "rb")):
+    for given in (data, path, open(path, "rb")):  # noqa: SIM115 - an open file is one of the inputs
         with pytest.raises(AudioDecodeError) as e:
             decode_audio(given)
         messages.append(str(e.value))
@@ -83,8 +98,10 @@ def test_inputs_naming_other_files_are_not_opened_as_bytes_paths_or_file_objects
 
 def test_a_file_that_exists_and_one_that_does_not_read_alike(server):
     for kind in naming(EXISTING):
-        answers = [httpx.post(f"{server}/v1/audio/transcriptions", files={"file": ("x.wav", naming(p)[kind])}, timeout=30)
-                   for p in (EXISTING, MISSING)]
+        answers = [
+            httpx.post(f"{server}/v1/audio/transcriptions", files={"file": ("x.wav", naming(p)[kind])}, timeout=30)
+            for p in (EXISTING, MISSING)
+        ]
         assert [a.status_code for a in answers] == [400, 400], [a.text for a in answers]
         assert answers[0].json() == answers[1].json()
         assert NOT_AUDIO in answers[0].json()["error"]["message"]
@@ -94,14 +111,21 @@ def test_a_file_that_exists_and_one_that_does_not_read_alike(server):
 def test_the_cli_refuses_a_playlist_in_one_line(tmp_path):
     path = tmp_path / "meeting.wav"
     path.write_bytes(naming(EXISTING)["ffconcat"])
-    result = subprocess.run([Path(sys.executable).with_name("asrflow"), "transcribe", path], capture_output=True,
-                            text=True, timeout=120, cwd=REPO)
+    result = subprocess.run(
+        [Path(sys.executable).with_name("asrflow"), "transcribe", path],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert result.returncode == 2 and result.stdout == ""
     assert NOT_AUDIO in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-@pytest.mark.parametrize("format, wrong", [("wav", "mp3"), ("mp3", "wav"), ("flac", "ogg"), ("ogg", "flac"),
-                                           ("webm", "m4a"), ("mp4", "webm")])
+@pytest.mark.parametrize(
+    "format, wrong",
+    [("wav", "mp3"), ("mp3", "wav"), ("flac", "ogg"), ("ogg", "flac"), ("webm", "m4a"), ("mp4", "webm")],
+)
 def test_each_audio_format_opens_under_a_wrong_extension(format, wrong, tmp_path):
     source = decode_audio(DATA / "dev000.wav")
     path = tmp_path / f"clip.{wrong}"
@@ -111,12 +135,16 @@ def test_each_audio_format_opens_under_a_wrong_extension(format, wrong, tmp_path
 
 
 def test_an_upload_under_the_wrong_extension_is_transcribed(server):
-    answer = httpx.post(f"{server}/v1/audio/transcriptions", files={"file": ("jfk.mp3", SAMPLE.read_bytes())}, timeout=60)
+    answer = httpx.post(
+        f"{server}/v1/audio/transcriptions", files={"file": ("jfk.mp3", SAMPLE.read_bytes())}, timeout=60
+    )
     assert answer.status_code == 200 and "country" in answer.json()["text"]
 
 
-@pytest.mark.parametrize("rate, channels, match", [(1, 1, "sample rate of 1 Hz"), (0, 1, NOT_AUDIO),
-                                                   (900, 1, "sample rate"), (16000, 12, "12 channels")])
+@pytest.mark.parametrize(
+    "rate, channels, match",
+    [(1, 1, "sample rate of 1 Hz"), (0, 1, NOT_AUDIO), (900, 1, "sample rate"), (16000, 12, "12 channels")],
+)
 def test_forged_sample_rates_and_channel_counts_are_refused_before_decoding(server, rate, channels, match):
     data = wav_header(rate, channels)
     assert (declared_seconds(data) or 0) < 1  # never admitted as hours of audio
@@ -176,8 +204,11 @@ def test_five_hundred_mutated_uploads_get_no_5xx_no_hang_and_memory_returns(serv
         baseline = rss_mb()
         for i, data in enumerate(mutants(500)):
             # VAD and one temperature: the decoding of the mutants is under test, not Whisper's fallback on noise
-            status = http.post(f"{server}/v1/audio/transcriptions", files={"file": (f"m{i}.wav", data)},
-                               data={"chunking_strategy": "auto", "temperature": "1"}).status_code
+            status = http.post(
+                f"{server}/v1/audio/transcriptions",
+                files={"file": (f"m{i}.wav", data)},
+                data={"chunking_strategy": "auto", "temperature": "1"},
+            ).status_code
             statuses[status] = statuses.get(status, 0) + 1
         good = http.post(f"{server}/v1/audio/transcriptions", files={"file": ("jfk.flac", SAMPLE.read_bytes())})
     assert not [s for s in statuses if s >= 500], statuses
@@ -196,15 +227,20 @@ def test_a_dns_rebinding_page_gets_no_answer(server):
     port = server.rsplit(":", 1)[1]
     page = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
     assert get_models(server, **page).status_code == 421
-    answer = httpx.post(f"{server}/v1/audio/transcriptions", headers=page, files={"file": ("jfk.flac", SAMPLE.read_bytes())})
+    answer = httpx.post(
+        f"{server}/v1/audio/transcriptions", headers=page, files={"file": ("jfk.flac", SAMPLE.read_bytes())}
+    )
     assert answer.status_code == 421 and "--allowed-host" in answer.json()["error"]["message"]
     assert get_models(server, Host="evil.example").status_code == 421
 
 
 def test_a_foreign_origin_is_refused_and_the_page_own_origin_is_not(server):
     port = server.rsplit(":", 1)[1]
-    foreign = httpx.post(f"{server}/v1/audio/transcriptions", headers={"Origin": "http://evil.example"},
-                         files={"file": ("jfk.flac", SAMPLE.read_bytes())})
+    foreign = httpx.post(
+        f"{server}/v1/audio/transcriptions",
+        headers={"Origin": "http://evil.example"},
+        files={"file": ("jfk.flac", SAMPLE.read_bytes())},
+    )
     assert foreign.status_code == 403 and "--cors-origin" in foreign.json()["error"]["message"]
     assert get_models(server, Origin="null").status_code == 403
     assert get_models(server, Origin=f"http://127.0.0.1:{port}").status_code == 200  # the page's own
@@ -224,14 +260,21 @@ def test_a_foreign_page_cannot_open_a_realtime_session(server):
 
 
 def test_allowed_hosts_and_cors_origins_are_answered(ct2_transcriber):
-    with serve_in_process(ct2_transcriber, allowed_hosts=("asr.example",), cors_origins=("https://app.example",)) as url:
+    with serve_in_process(
+        ct2_transcriber, allowed_hosts=("asr.example",), cors_origins=("https://app.example",)
+    ) as url:
         assert get_models(url, Host="asr.example").status_code == 200
         assert get_models(url, Host="other.example").status_code == 421
         allowed = get_models(url, Origin="https://app.example")
         assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "https://app.example"
-        preflight = httpx.options(f"{url}/v1/audio/transcriptions", headers={
-            "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "authorization"})
+        preflight = httpx.options(
+            f"{url}/v1/audio/transcriptions",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
         assert preflight.status_code == 200
         assert get_models(url, Origin="https://evil.example").status_code == 403
 
@@ -239,7 +282,7 @@ def test_allowed_hosts_and_cors_origins_are_answered(ct2_transcriber):
 def turns(url: str) -> float:
     """How many turns (a window's work each) the model thread has taken."""
     text = httpx.get(f"{url}/metrics", timeout=30).text
-    return float(re.search(r"^asrflow_model_turn_seconds_count (\S+)$", text, re.M).group(1))
+    return float(re.search(r"^asrflow_model_turn_seconds_count (\S+)$", text, re.MULTILINE).group(1))
 
 
 def settled_turns(url: str) -> float:
@@ -268,7 +311,7 @@ def test_a_departed_or_timed_out_request_stops_at_its_next_window(ct2_transcribe
         at_departure = turns(url)
         assert settled_turns(url) - at_departure <= 2 and at_departure - before < 10
         metrics = httpx.get(f"{url}/metrics").text
-        assert re.search(r"^asrflow_audio_seconds_total 0\.0$", metrics, re.M)  # none of it was transcribed
+        assert re.search(r"^asrflow_audio_seconds_total 0\.0$", metrics, re.MULTILINE)  # none of it was transcribed
 
 
 def test_a_registered_model_cannot_point_the_server_at_other_files(tmp_path):
@@ -282,9 +325,11 @@ def test_a_registered_model_cannot_point_the_server_at_other_files(tmp_path):
     save_model(tmp_path / "m", "bundled:tiny.en", reference_only=True)
     mlmodel = tmp_path / "m" / "MLmodel"
     conf = yaml.safe_load(mlmodel.read_text())
-    for model_files, model, allowed, match in [("../../../etc", None, ("bundled",), "outside its own directory"),
-                                               (None, str(tmp_path), ("bundled",), "local model"),
-                                               (None, "openai/whisper-tiny", ("bundled",), "--allow-hub")]:
+    for model_files, model, allowed, match in [
+        ("../../../etc", None, ("bundled",), "outside its own directory"),
+        (None, str(tmp_path), ("bundled",), "local model"),
+        (None, "openai/whisper-tiny", ("bundled",), "--allow-hub"),
+    ]:
         conf["flavors"]["asrflow"].update(model_files=model_files, model=model or conf["flavors"]["asrflow"]["model"])
         mlmodel.write_text(yaml.safe_dump(conf))
         with pytest.raises(ModelNotFoundError, match=match):
@@ -292,8 +337,9 @@ def test_a_registered_model_cannot_point_the_server_at_other_files(tmp_path):
 
 
 def test_the_duration_limit_holds_for_each_channel_of_a_split_file(ct2_transcriber, tmp_path):
-    from asrflow.errors import AudioTooLongError
     from test_diarize import stereo_call
+
+    from asrflow.errors import AudioTooLongError
 
     call = stereo_call(tmp_path / "call.wav")
     with pytest.raises(AudioTooLongError):
@@ -312,6 +358,7 @@ def test_a_short_clip_beside_diarized_multilingual_and_30_temperature_requests_w
     clip = (DATA / "dev004.wav").read_bytes()
     minutes = long_speech(10)
     with serve_in_process(ct2_transcriber) as url:
+
         def latency() -> float:
             started = time.perf_counter()
             answer = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("clip.wav", clip)}, timeout=120)
@@ -319,21 +366,32 @@ def test_a_short_clip_beside_diarized_multilingual_and_30_temperature_requests_w
             return time.perf_counter() - started
 
         with pytest.raises(httpx.ReadTimeout):  # loads base, then leaves
-            httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("clip.wav", clip)},
-                       data={"model": "bundled:base"}, timeout=httpx.Timeout(60, read=0.1))
+            httpx.post(
+                f"{url}/v1/audio/transcriptions",
+                files={"file": ("clip.wav", clip)},
+                data={"model": "bundled:base"},
+                timeout=httpx.Timeout(60, read=0.1),
+            )
         time.sleep(15)
         idle = sorted(latency() for _ in range(3))[1]
-        hot = httpx.post(f"{url}/invocations", json={"inputs": [base64.b64encode(clip).decode()],
-                                                     "params": {"temperature": ",".join(["0.5"] * 30)}})
+        hot = httpx.post(
+            f"{url}/invocations",
+            json={"inputs": [base64.b64encode(clip).decode()], "params": {"temperature": ",".join(["0.5"] * 30)}},
+        )
         assert hot.status_code == 400 and "at most 6" in hot.json()["message"]
+
         def long_request(data: dict) -> None:  # under way while the clip is measured, then left (the client goes)
             try:
-                httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("long.ogg", minutes)}, data=data, timeout=30)
+                httpx.post(
+                    f"{url}/v1/audio/transcriptions", files={"file": ("long.ogg", minutes)}, data=data, timeout=30
+                )
             except httpx.TimeoutException:
                 pass
 
-        threads = [threading.Thread(target=long_request, args=(data,), daemon=True)
-                   for data in ({"response_format": "diarized_json"}, {"multilingual": "true", "model": "bundled:base"})]
+        threads = [
+            threading.Thread(target=long_request, args=(data,), daemon=True)
+            for data in ({"response_format": "diarized_json"}, {"multilingual": "true", "model": "bundled:base"})
+        ]
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 30
@@ -355,15 +413,25 @@ def test_eight_channels_split_are_decoded_one_by_one_without_crashing(server, tm
     with wave.open(str(path), "wb") as w:
         w.setnchannels(8), w.setsampwidth(2), w.setframerate(16000)
         w.writeframes((np.stack([samples] * 8, 1) * 32767).astype("<i2").tobytes())
-    answer = httpx.post(f"{server}/v1/audio/transcriptions", files={"file": ("eight.wav", path.read_bytes())},
-                        data={"channels": "split", "response_format": "verbose_json"}, timeout=120)
+    answer = httpx.post(
+        f"{server}/v1/audio/transcriptions",
+        files={"file": ("eight.wav", path.read_bytes())},
+        data={"channels": "split", "response_format": "verbose_json"},
+        timeout=120,
+    )
     assert answer.status_code == 200, answer.text
     assert {s["speaker"] for s in answer.json()["segments"]} <= {f"channel {k}" for k in range(1, 9)}
 
 
 def test_a_batch_larger_than_a_turn_is_refused(server):
-    answer = httpx.post(f"{server}/invocations", json={"inputs": [base64.b64encode(SAMPLE.read_bytes()).decode()],
-                                                       "params": {"batch_size": 64, "vad_filter": True}}, timeout=60)
+    answer = httpx.post(
+        f"{server}/invocations",
+        json={
+            "inputs": [base64.b64encode(SAMPLE.read_bytes()).decode()],
+            "params": {"batch_size": 64, "vad_filter": True},
+        },
+        timeout=60,
+    )
     assert answer.status_code == 400 and "batch_size takes at most 8" in answer.json()["message"]
     assert httpx.get(f"{server}/metrics").text.count("asrflow_admitted_audio_seconds 0.0") == 1  # released
 

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import mlflow
-
 from conftest import DATA
 
 CLIP = DATA / "dev013.mp3"
@@ -31,8 +30,11 @@ def test_hotwords_from_the_cli_batch_and_mlflow_params(tmp_path):
     source = tmp_path / "in"
     source.mkdir()
     shutil.copy(CLIP, source / "a.mp3")
-    batch = subprocess.run([ASRFLOW, "batch", str(source), "-o", str(tmp_path / "out"), "-f", "json", "--hotwords", "bus"],
-                           capture_output=True, text=True)
+    batch = subprocess.run(
+        [ASRFLOW, "batch", str(source), "-o", str(tmp_path / "out"), "-f", "json", "--hotwords", "bus"],
+        capture_output=True,
+        text=True,
+    )
     assert batch.returncode == 0, batch.stderr
     assert " bus," in json.loads((tmp_path / "out" / "a.mp3.json").read_text())["text"]
 

@@ -7,10 +7,10 @@ import shutil
 from dataclasses import replace
 
 import pytest
+from conftest import DATA
 
 from asrflow.journal import journal_header, journal_path, read_journal, transcribe_resumably
 from asrflow.transcript import Segment
-from conftest import DATA
 
 JOURNALED = [Segment(0.0, 1.0, "JOURNALED", []), Segment(1.0, 2.0, "ALSO JOURNALED", [])]
 
@@ -67,8 +67,10 @@ def test_a_journal_of_other_options_model_or_audio_starts_over_saying_why(ct2_tr
 
     texts, notes = resumed(header)
     assert texts[:2] == ["JOURNALED", "ALSO JOURNALED"] and "weekend" in " ".join(texts) and notes == []
-    for changed, why in [({"options": replace(options, beam_size=1).to_dict()}, "other options"),
-                         ({"model": header["model"] | {"sha256": "0" * 64}}, "another model")]:
+    for changed, why in [
+        ({"options": replace(options, beam_size=1).to_dict()}, "other options"),
+        ({"model": header["model"] | {"sha256": "0" * 64}}, "another model"),
+    ]:
         texts, notes = resumed(header | changed)
         assert "JOURNALED" not in texts and "weekend" in " ".join(texts)
         assert notes == [f"the journal of {tmp_path / 'out' / 'talk.txt'} was made with {why}: starting over"]

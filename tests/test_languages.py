@@ -8,7 +8,6 @@ from pathlib import Path
 
 import jiwer
 import pytest
-
 from conftest import DATA
 
 MIXED = DATA / "mixed-languages.ogg"
@@ -46,7 +45,9 @@ def test_each_segment_in_its_own_language(base, languages):
     rest translated or garbled. Right-language segments are their own sentence."""
     result = base.transcribe(MIXED, multilingual=True, vad_filter=True, languages=languages)
     right = [s for s in result.segments if s.language == turn_of(s)["language"]]
-    assert len(result.segments) >= len(TURNS) and len(right) >= 0.9 * len(result.segments), [(s.language, s.text) for s in result.segments]
+    assert len(result.segments) >= len(TURNS) and len(right) >= 0.9 * len(result.segments), [
+        (s.language, s.text) for s in result.segments
+    ]
     assert {s.language for s in right} == {"en", "de", "fr", "es", "it"}
     assert all(s.language_probability and 0 < s.language_probability <= 1 for s in result.segments)
     assert not languages or {s.language for s in result.segments} <= set(languages.split(","))
@@ -83,14 +84,23 @@ def test_multilingual_from_the_cli_and_its_errors(two_turns):
     # the languages listed: unlisted, base's detection of a short synthetic German turn varies with the CPU's int8
     # arithmetic (Latvian on one machine); detection itself is measured on the whole file above
     listed = ["-m", "bundled:base", "--multilingual", "--languages", "en,de,fr,es,it"]
-    printed = subprocess.run([ASRFLOW, "transcribe", str(two_turns), *listed, "-f", "jsonl"], capture_output=True, text=True)
+    printed = subprocess.run(
+        [ASRFLOW, "transcribe", str(two_turns), *listed, "-f", "jsonl"], capture_output=True, text=True
+    )
     assert printed.returncode == 0, printed.stderr
     assert [json.loads(line)["language"] for line in printed.stdout.splitlines()] == ["en", "de"]
-    vtt = subprocess.run([ASRFLOW, "transcribe", str(two_turns), *listed, "-f", "vtt"],
-                         capture_output=True, text=True).stdout
+    vtt = subprocess.run(
+        [ASRFLOW, "transcribe", str(two_turns), *listed, "-f", "vtt"], capture_output=True, text=True
+    ).stdout
     assert len(re.findall(r"<lang (?:en|de)>[^<\n]+</lang>\n", vtt)) == 1, vtt  # the turn not in the file's language
-    for args, needle in ((["--multilingual"], "English-only"), (["-m", "bundled:base", "--multilingual", "--language", "de"], "leave language out"),
-                         (["-m", "bundled:base", "--languages", "en,de"], "turn multilingual on"),
-                         (["-m", "bundled:base", "--multilingual", "--languages", "en,german"], "'german' is not a Whisper language code")):
+    for args, needle in (
+        (["--multilingual"], "English-only"),
+        (["-m", "bundled:base", "--multilingual", "--language", "de"], "leave language out"),
+        (["-m", "bundled:base", "--languages", "en,de"], "turn multilingual on"),
+        (
+            ["-m", "bundled:base", "--multilingual", "--languages", "en,german"],
+            "'german' is not a Whisper language code",
+        ),
+    ):
         refused = subprocess.run([ASRFLOW, "transcribe", str(MIXED), *args], capture_output=True, text=True)
         assert refused.returncode == 2 and needle in refused.stderr and len(refused.stderr.strip().splitlines()) == 1

@@ -8,12 +8,12 @@ from pathlib import Path
 import httpx
 import mlflow
 import pytest
+from conftest import BIN, JFK_TEXT, SAMPLE, environment, free_port, start, stop
 from mlflow.exceptions import MlflowException
 
 from asrflow import flavor, load_transcriber, registry, tutorial
 from asrflow.metrics import word_error_rate
 from asrflow.models import resolve_model
-from conftest import BIN, JFK_TEXT, SAMPLE, environment, free_port, start, stop
 
 AUDIO = SAMPLE.read_bytes()
 CHECKPOINT_BYTES = (Path(resolve_model("bundled:tiny.en").location) / "model.bin").stat().st_size
@@ -135,14 +135,23 @@ def test_register_alias_and_model_uris(asrflow_model, transformers_model):
     assert hf.backend.name == "transformers"
     assert_jfk(hf.transcribe(AUDIO).text)
     # a fresh process loads a registered asrflow model from the SQLite store in place, without importing MLflow
-    code = ("import sys; from asrflow import load_transcriber; t = load_transcriber('models:/whisper-test@champion'); "
-            f"print(t.transcribe({str(SAMPLE)!r}).text); print('mlflow' in sys.modules); "
-            "from asrflow.server import model_identity; print(model_identity('models:/whisper-test@champion'))")
+    code = (
+        "import sys; from asrflow import load_transcriber; t = load_transcriber('models:/whisper-test@champion'); "
+        f"print(t.transcribe({str(SAMPLE)!r}).text); print('mlflow' in sys.modules); "
+        "from asrflow.server import model_identity; print(model_identity('models:/whisper-test@champion'))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert_jfk(out[0])
     assert out[1] == "False"
     # and what the page shows still comes from the same store
-    assert out[2] == str({"model": "models:/whisper-test@champion", "name": "whisper-test", "alias": "champion", "version": str(version.version)})
+    assert out[2] == str(
+        {
+            "model": "models:/whisper-test@champion",
+            "name": "whisper-test",
+            "alias": "champion",
+            "version": str(version.version),
+        }
+    )
 
 
 def test_missing_model_uri_is_a_clear_error():
@@ -158,8 +167,20 @@ def tracking_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("server")
     port = free_port()
     process = start(
-        [BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")],
+        [
+            BIN / "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+        ],
         f"http://127.0.0.1:{port}/health",
         environment(),
     )
@@ -169,7 +190,7 @@ def tracking_server(tmp_path_factory):
 
 def test_cli_against_a_tracking_server(tracking_server):
     env = environment(MLFLOW_TRACKING_URI=tracking_server)
-    run = lambda *a: subprocess.run([BIN / "asrflow", *a], env=env, capture_output=True, text=True, timeout=300)  # noqa: E731
+    run = lambda *a: subprocess.run([BIN / "asrflow", *a], env=env, capture_output=True, text=True, timeout=300)
     logged = run("log", "--register", "whisper-remote", "--alias", "champion", "--json")
     assert logged.returncode == 0, logged.stderr
     assert json.loads(logged.stdout)["registered"] == "models:/whisper-remote/1"
@@ -181,7 +202,9 @@ def test_cli_against_a_tracking_server(tracking_server):
     out = run("transcribe", SAMPLE, "--model", "models:/whisper-remote@champion")
     assert out.returncode == 0, out.stderr
     assert_jfk(out.stdout)
-    versions = httpx.get(f"{tracking_server}/api/2.0/mlflow/registered-models/get", params={"name": "whisper-remote"}).json()
+    versions = httpx.get(
+        f"{tracking_server}/api/2.0/mlflow/registered-models/get", params={"name": "whisper-remote"}
+    ).json()
     assert {a["alias"] for a in versions["registered_model"]["aliases"]} == {"champion", "challenger"}
 
 
@@ -189,7 +212,9 @@ def test_cli_against_a_tracking_server(tracking_server):
 def test_mlflow_models_serve_accepts_the_logged_example(name, asrflow_model, transformers_model):
     """Stock `mlflow models serve`; the logged serving_input_example.json, posted unchanged."""
     if name not in {m.name for m in mlflow.search_registered_models()}:
-        registry.register((asrflow_model if name == "whisper-test" else transformers_model).model_uri, name, alias="champion")
+        registry.register(
+            (asrflow_model if name == "whisper-test" else transformers_model).model_uri, name, alias="champion"
+        )
     uri = f"models:/{name}@champion"
     example = Path(mlflow.artifacts.download_artifacts(uri), "serving_input_example.json").read_bytes()
     port = free_port()
@@ -199,7 +224,12 @@ def test_mlflow_models_serve_accepts_the_logged_example(name, asrflow_model, tra
         environment(MLFLOW_TRACKING_URI=registry.tracking_uri()),
     )
     try:
-        response = httpx.post(f"http://127.0.0.1:{port}/invocations", content=example, headers={"Content-Type": "application/json"}, timeout=120)
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/invocations",
+            content=example,
+            headers={"Content-Type": "application/json"},
+            timeout=120,
+        )
         assert response.status_code == 200, response.text
         assert_jfk(response.json()["predictions"][0], 0.15)
     finally:
@@ -262,7 +292,9 @@ def test_loading_a_transformers_model_writes_nothing_into_the_artifact_store(tra
     from asrflow.registry import local_model_dir
 
     registry.register(transformers_model.model_uri, "whisper-readonly", alias="champion")
-    store = local_model_dir("models:/whisper-readonly@champion") or Path(mlflow.artifacts.download_artifacts(transformers_model.model_uri))
+    store = local_model_dir("models:/whisper-readonly@champion") or Path(
+        mlflow.artifacts.download_artifacts(transformers_model.model_uri)
+    )
     before = sorted(p.relative_to(store) for p in store.rglob("*"))
     assert_jfk(flavor.load_model(str(store)).transcribe(AUDIO).text)
     assert sorted(p.relative_to(store) for p in store.rglob("*")) == before

@@ -9,9 +9,9 @@ import time
 import httpx
 import openai
 import pytest
+from conftest import BIN, DATA, SAMPLE, environment, free_port, start, stop
 
 from asrflow import registry
-from conftest import BIN, DATA, SAMPLE, environment, free_port, start, stop
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +24,21 @@ def server():
     challenger = log("bundled:base", reference_only=True, register_as="whisper-ab", alias="challenger")
     versions = [uri.rsplit("/", 1)[1] for uri in (champion.registered, challenger.registered)]
     port = free_port()
-    process = start([BIN / "asrflow", "serve", "models:/whisper-ab@champion", "--port", str(port), "--max-models", "1",
-                     "--model-alias", "challenger=models:/whisper-ab@challenger"],
-                    f"http://127.0.0.1:{port}/ready", environment(MLFLOW_TRACKING_URI=registry.tracking_uri()))
+    process = start(
+        [
+            BIN / "asrflow",
+            "serve",
+            "models:/whisper-ab@champion",
+            "--port",
+            str(port),
+            "--max-models",
+            "1",
+            "--model-alias",
+            "challenger=models:/whisper-ab@challenger",
+        ],
+        f"http://127.0.0.1:{port}/ready",
+        environment(MLFLOW_TRACKING_URI=registry.tracking_uri()),
+    )
     yield f"http://127.0.0.1:{port}", versions
     stop(process)
 
@@ -41,23 +53,32 @@ def loaded(client) -> set[str]:
 
 
 def transcribe(client, model: str, audio: bytes, **extra):
-    raw = client.audio.transcriptions.with_raw_response.create(model=model, file=("clip.ogg", audio),
-                                                               response_format="verbose_json", **extra)
+    raw = client.audio.transcriptions.with_raw_response.create(
+        model=model, file=("clip.ogg", audio), response_format="verbose_json", **extra
+    )
     return raw.parse(), raw.headers
 
 
 def metric(url: str, name: str, **labels) -> float:
     text = httpx.get(f"{url}/metrics").text
     wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    found = re.search(rf"^{name}\{{{re.escape(wanted)}\}} (\S+)$", text, re.M)
+    found = re.search(rf"^{name}\{{{re.escape(wanted)}\}} (\S+)$", text, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
 
 
 def test_models_lists_registered_versions_aliases_and_bundled(client, server):
     _, (champion, challenger) = server
     ids = {m.id for m in client.models.list().data}
-    assert {"whisper-1", "challenger", "models:/whisper-ab@champion", "models:/whisper-ab@challenger",
-            f"models:/whisper-ab/{champion}", f"models:/whisper-ab/{challenger}", "bundled:tiny.en", "bundled:base"} <= ids
+    assert {
+        "whisper-1",
+        "challenger",
+        "models:/whisper-ab@champion",
+        "models:/whisper-ab@challenger",
+        f"models:/whisper-ab/{champion}",
+        f"models:/whisper-ab/{challenger}",
+        "bundled:tiny.en",
+        "bundled:base",
+    } <= ids
     assert client.models.retrieve("models:/whisper-ab@challenger").owned_by == "whisper-ab"
     assert loaded(client) >= {"models:/whisper-ab@champion", "whisper-1"}
 
@@ -66,11 +87,16 @@ def test_two_versions_answer_by_model_field_and_the_lru_keeps_one(client, server
     url, (champion, challenger) = server
     audio = (DATA / "german.mp3").read_bytes()
     result, headers = transcribe(client, "whisper-1", audio)
-    assert headers["x-asrflow-model"] == "models:/whisper-ab@champion" and headers["x-asrflow-model-version"] == champion
+    assert (
+        headers["x-asrflow-model"] == "models:/whisper-ab@champion" and headers["x-asrflow-model-version"] == champion
+    )
     assert result.language == "english"  # tiny.en is English-only
 
     result, headers = transcribe(client, "models:/whisper-ab@challenger", audio)
-    assert headers["x-asrflow-model"] == "models:/whisper-ab@challenger" and headers["x-asrflow-model-version"] == challenger
+    assert (
+        headers["x-asrflow-model"] == "models:/whisper-ab@challenger"
+        and headers["x-asrflow-model-version"] == challenger
+    )
     assert result.language == "german"  # base is multilingual
     # N=1: the default is pinned (never evicted), so the challenger is unloaded once it has answered
     assert loaded(client) == {"models:/whisper-ab@champion", "whisper-1"}
@@ -111,7 +137,9 @@ def test_an_unknown_model_is_a_404_in_openai_shape(client, name):
 def test_mlflow_scoring_param_model(server):
     url, (_, challenger) = server
     audio = base64.b64encode(SAMPLE.read_bytes()).decode()
-    response = httpx.post(f"{url}/invocations", json={"inputs": [audio], "params": {"model": "challenger"}}, timeout=120)
+    response = httpx.post(
+        f"{url}/invocations", json={"inputs": [audio], "params": {"model": "challenger"}}, timeout=120
+    )
     assert response.status_code == 200 and "country" in response.json()["predictions"][0]
     assert response.headers["x-asrflow-model-version"] == challenger
     response = httpx.post(f"{url}/invocations", json={"inputs": [audio], "params": {"model": "models:/whisper-ab@x"}})

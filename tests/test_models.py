@@ -8,16 +8,25 @@ import sys
 def test_two_processes_building_the_same_cache_both_get_a_complete_model(tmp_path):
     """bundled:base ships as two parts that are joined once into ASRFLOW_HOME; two processes at once must not
     collide (each builds in its own temp directory, the first complete one wins)."""
-    code = ("from asrflow import load_transcriber; "
-            "print(load_transcriber('bundled:base').transcribe(%r, language='de').text)" % str(
-                __import__("conftest").DATA / "german.mp3"))
+    code = (
+        "from asrflow import load_transcriber; "
+        "print(load_transcriber('bundled:base').transcribe({!r}, language='de').text)".format(
+            str(__import__("conftest").DATA / "german.mp3")
+        )
+    )
     env = {**os.environ, "ASRFLOW_HOME": str(tmp_path)}
-    runs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for _ in range(2)]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     outputs = [run.communicate(timeout=300) for run in runs]
     for run, (out, err) in zip(runs, outputs):
         assert run.returncode == 0 and "Berlin" in out, err[-2000:]
     models = sorted(p.name for p in (tmp_path / "models").iterdir())
     # the joined weights and their encoder for OpenVINO, each once: no temp or partial leftovers
-    assert len(models) == 2 and models[0].startswith("bundled-base-") and models[1].startswith(models[0] + "-openvino-"), models
+    assert (
+        len(models) == 2 and models[0].startswith("bundled-base-") and models[1].startswith(models[0] + "-openvino-")
+    ), models
     assert all((tmp_path / "models" / m / ".complete").is_file() for m in models)

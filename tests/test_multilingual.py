@@ -1,9 +1,9 @@
 """bundled:base (multilingual): language detection and translation on both backends."""
 
 import pytest
+from conftest import DATA
 
 from asrflow import load_transcriber
-from conftest import DATA
 
 
 @pytest.fixture(scope="module", params=["ctranslate2", "transformers"])

@@ -40,8 +40,17 @@ def test_invalid_options_name_the_problem(changes, message):
 
 def test_text_from_forms_and_flags_is_converted():
     options = TranscribeOptions().resolve(
-        {"beam_size": "3", "temperature": "0,0.5", "word_timestamps": "true", "vad_filter": 1, "language": " EN ",
-         "initial_prompt": "", "stride_length_s": "4", "log_prob_threshold": "", "batch_size": 4.0}
+        {
+            "beam_size": "3",
+            "temperature": "0,0.5",
+            "word_timestamps": "true",
+            "vad_filter": 1,
+            "language": " EN ",
+            "initial_prompt": "",
+            "stride_length_s": "4",
+            "log_prob_threshold": "",
+            "batch_size": 4.0,
+        }
     )
     assert options.beam_size == 3 and options.batch_size == 4
     assert options.temperature == (0.0, 0.5)
@@ -53,10 +62,16 @@ def test_text_from_forms_and_flags_is_converted():
 def test_whisper_fallback_is_the_default_and_saved_options_round_trip():
     options = TranscribeOptions()
     assert options.temperature == FALLBACK_TEMPERATURES
-    assert (options.compression_ratio_threshold, options.log_prob_threshold, options.no_speech_threshold) == (2.4, -1.0, 0.6)
+    assert (options.compression_ratio_threshold, options.log_prob_threshold, options.no_speech_threshold) == (
+        2.4,
+        -1.0,
+        0.6,
+    )
     assert options.condition_on_previous_text is True
     saved = TranscribeOptions().resolve(temperature=0.2, language="de", stride_length_s=[5, 3]).to_dict()
-    assert TranscribeOptions.from_dict(saved) == TranscribeOptions().resolve(temperature=[0.2], language="de", stride_length_s=(5, 3))
+    assert TranscribeOptions.from_dict(saved) == TranscribeOptions().resolve(
+        temperature=[0.2], language="de", stride_length_s=(5, 3)
+    )
 
 
 def test_precedence_saved_then_edge_then_call(ct2_transcriber):

@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import BIN, SAMPLE, environment, free_port, start, stop
 from test_writers import parse_srt
 
@@ -15,7 +14,9 @@ SCREENSHOTS = Path(__file__).parents[1] / "build" / "screenshots"  # ignored; `m
 playwright = pytest.importorskip("playwright.sync_api")
 
 # make test installs Debian's chromium; CI must not pass by skipping the browser test
-pytestmark = pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="needs Debian's chromium (make test installs it)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("CI"), reason="needs Debian's chromium (make test installs it)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +26,11 @@ def page_url():
 
     version = log("bundled:tiny.en", register_as="whisper-page", alias="champion").registered.rsplit("/", 1)[1]
     port = free_port()
-    process = start([BIN / "asrflow", "serve", "models:/whisper-page@champion", "--port", str(port)],
-                    f"http://127.0.0.1:{port}/ready", environment(MLFLOW_TRACKING_URI=registry.tracking_uri()))
+    process = start(
+        [BIN / "asrflow", "serve", "models:/whisper-page@champion", "--port", str(port)],
+        f"http://127.0.0.1:{port}/ready",
+        environment(MLFLOW_TRACKING_URI=registry.tracking_uri()),
+    )
     yield f"http://127.0.0.1:{port}/", version
     stop(process)
 
@@ -47,8 +51,16 @@ def browser():
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--autoplay-policy=no-user-gesture-required",
+            ],
         )
         yield browser
         browser.close()
@@ -116,11 +128,15 @@ def test_bad_file_shows_an_error(browser, page_url, tmp_path):
 XSS = "<img src=x onerror=alert(1)>"
 
 
-@pytest.mark.parametrize("name, content", [
-    (f"x.{XSS}", b"hello"),  # 415: the extension is in the message (issue 35)
-    (f"{XSS}.wav", b"RIFF\x00\x00\x00\x00WAVE" + b"junk" * 500),  # 400: not audio
-    (f"{XSS}.wav", SAMPLE.read_bytes()),  # transcribed; the name is kept for downloads
-], ids=["415", "400", "audio"])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        (f"x.{XSS}", b"hello"),  # 415: the extension is in the message (issue 35)
+        (f"{XSS}.wav", b"RIFF\x00\x00\x00\x00WAVE" + b"junk" * 500),  # 400: not audio
+        (f"{XSS}.wav", SAMPLE.read_bytes()),  # transcribed; the name is kept for downloads
+    ],
+    ids=["415", "400", "audio"],
+)
 def test_file_names_stay_text(browser, page_url, name, content):
     """A crafted file name is shown as text, never parsed as HTML: no element made of it, no script run."""
     page = browser.new_page()
@@ -150,7 +166,7 @@ def test_page_has_a_strict_content_security_policy(page_url):
     policy = {d.split()[0]: d.split()[1:] for d in page.headers["content-security-policy"].split(";") if d.strip()}
     assert policy["script-src"] == ["'self'"] and policy["object-src"] == ["'none'"]
     assert page.headers["x-content-type-options"] == "nosniff" and page.headers["referrer-policy"] == "no-referrer"
-    scripts = re.findall(r"<script\b([^>]*)>(.*?)</script>", page.text, re.S)
+    scripts = re.findall(r"<script\b([^>]*)>(.*?)</script>", page.text, re.DOTALL)
     assert scripts and all("src=" in attributes and not body.strip() for attributes, body in scripts)
     assert not re.search(r"<[^>]*\s(on\w+|style)\s*=", page.text)  # no inline handlers or styles
     for attributes, _ in scripts:
@@ -194,10 +210,10 @@ def test_live_captions_from_the_microphone(browser, page_url, tmp_path):
     import wave
 
     import numpy as np
+    from conftest import DATA
 
     from asrflow.audio import decode_audio
     from asrflow.metrics import word_error_rate
-    from conftest import DATA
 
     reference = json.loads((DATA / "manifest.jsonl").read_text().splitlines()[4])
     speech = decode_audio(DATA / reference["audio"])
@@ -208,9 +224,17 @@ def test_live_captions_from_the_microphone(browser, page_url, tmp_path):
         w.writeframes((samples * 32767).astype("<i2").tobytes())
     url, _ = page_url
     # a browser of its own (the fake microphone is a launch flag), from the same Playwright as the other tests
-    listening = browser.browser_type.launch(executable_path=CHROMIUM, args=[
-        "--no-sandbox", "--disable-gpu", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={microphone}%noloop", "--autoplay-policy=no-user-gesture-required"])
+    listening = browser.browser_type.launch(
+        executable_path=CHROMIUM,
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={microphone}%noloop",
+            "--autoplay-policy=no-user-gesture-required",
+        ],
+    )
     try:
         page = listening.new_page()
         page.goto(url)

@@ -8,10 +8,10 @@ import uuid
 
 import httpx
 import pytest
+from conftest import BIN, DATA, SAMPLE, environment, free_port, start, stop
 
 from asrflow import registry
 from asrflow.lifecycle import log
-from conftest import BIN, DATA, SAMPLE, environment, free_port, start, stop
 
 AUDIO = base64.b64encode(SAMPLE.read_bytes()).decode()
 
@@ -23,8 +23,23 @@ def servers():
     uri = f"models:/{name}@champion"
     env = environment(MLFLOW_TRACKING_URI=registry.tracking_uri(), MLFLOW_LOGGING_LEVEL="ERROR")
     stock_port, ours_port = free_port(), free_port()
-    stock = start([BIN / "mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1",
-                   "-p", str(stock_port)], f"http://127.0.0.1:{stock_port}/ping", env)
+    stock = start(
+        [
+            BIN / "mlflow",
+            "models",
+            "serve",
+            "-m",
+            uri,
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(stock_port),
+        ],
+        f"http://127.0.0.1:{stock_port}/ping",
+        env,
+    )
     ours = start([BIN / "asrflow", "serve", uri, "--port", str(ours_port)], f"http://127.0.0.1:{ours_port}/ready", env)
     yield {"mlflow models serve": f"http://127.0.0.1:{stock_port}", "asrflow serve": f"http://127.0.0.1:{ours_port}"}
     stop(stock)
@@ -33,19 +48,24 @@ def servers():
 
 def invoke(url: str, body, timeout: float = 120) -> httpx.Response:
     content = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    return httpx.post(f"{url}/invocations", content=content, headers={"Content-Type": "application/json"}, timeout=timeout)
+    return httpx.post(
+        f"{url}/invocations", content=content, headers={"Content-Type": "application/json"}, timeout=timeout
+    )
 
 
-@pytest.mark.parametrize("params, names", [
-    ({"colour": "blue"}, "colour"),
-    ({"beam_size": "five"}, "beam_size"),
-    ({"temperature": "hot"}, "temperature"),
-    ({"language": 5}, "language"),
-    ({"language": "xx"}, "language"),
-    ({"beam_size": 1_000_000_000}, "beam_size"),
-    ({"initial_prompt": {"a": 1}}, "initial_prompt"),
-    ({"chunk_length_s": None}, "chunk_length_s"),
-])
+@pytest.mark.parametrize(
+    "params, names",
+    [
+        ({"colour": "blue"}, "colour"),
+        ({"beam_size": "five"}, "beam_size"),
+        ({"temperature": "hot"}, "temperature"),
+        ({"language": 5}, "language"),
+        ({"language": "xx"}, "language"),
+        ({"beam_size": 1_000_000_000}, "beam_size"),
+        ({"initial_prompt": {"a": 1}}, "initial_prompt"),
+        ({"chunk_length_s": None}, "chunk_length_s"),
+    ],
+)
 def test_bad_params_are_a_400_naming_them_on_both_servers(servers, params, names):
     for server, url in servers.items():
         response = invoke(url, {"inputs": [AUDIO], "params": params})
@@ -56,7 +76,9 @@ def test_bad_params_are_a_400_naming_them_on_both_servers(servers, params, names
 
 def test_params_from_json_are_converted_and_used(servers):
     for server, url in servers.items():
-        response = invoke(url, {"inputs": [AUDIO], "params": {"beam_size": 2, "word_timestamps": True, "return_timestamps": True}})
+        response = invoke(
+            url, {"inputs": [AUDIO], "params": {"beam_size": 2, "word_timestamps": True, "return_timestamps": True}}
+        )
         assert response.status_code == 200, (server, response.text[:300])
         [transcript] = response.json()["predictions"]
         assert transcript["segments"][0]["words"], server
@@ -67,8 +89,20 @@ def malformed_bodies(count: int, seed: int = 7):
     rng = random.Random(seed)
     junk = [None, 0, -1, 1e308, "", "x" * 300, "!!!", [], {}, [[]], {"a": 1}, True, "AAAA", AUDIO[:500]]
     keys = ["inputs", "instances", "dataframe_split", "dataframe_records", "params", "colour"]
-    params = ["beam_size", "temperature", "language", "task", "batch_size", "chunk_length_s", "response_format",
-              "return_timestamps", "word_timestamps", "stride_length_s", "initial_prompt", "nonsense"]
+    params = [
+        "beam_size",
+        "temperature",
+        "language",
+        "task",
+        "batch_size",
+        "chunk_length_s",
+        "response_format",
+        "return_timestamps",
+        "word_timestamps",
+        "stride_length_s",
+        "initial_prompt",
+        "nonsense",
+    ]
     for i in range(count):
         kind = i % 4
         if kind == 0:
@@ -76,9 +110,17 @@ def malformed_bodies(count: int, seed: int = 7):
         elif kind == 1:
             yield {rng.choice(keys): rng.choice(junk) for _ in range(rng.randrange(1, 3))}
         elif kind == 2:
-            yield {"inputs": [AUDIO], "params": {rng.choice(params): rng.choice(junk) for _ in range(rng.randrange(1, 4))}}
+            yield {
+                "inputs": [AUDIO],
+                "params": {rng.choice(params): rng.choice(junk) for _ in range(rng.randrange(1, 4))},
+            }
         else:
-            yield {"dataframe_split": {"columns": rng.choice([["audio"], None, 5]), "data": rng.choice([[[rng.choice(junk)]], [], "x"])}}
+            yield {
+                "dataframe_split": {
+                    "columns": rng.choice([["audio"], None, 5]),
+                    "data": rng.choice([[[rng.choice(junk)]], [], "x"]),
+                }
+            }
 
 
 def test_two_hundred_malformed_requests_get_no_500_and_the_servers_stay_up(servers):
@@ -97,7 +139,10 @@ def test_two_hundred_malformed_requests_get_no_500_and_the_servers_stay_up(serve
 @pytest.mark.parametrize("server", ["mlflow models serve", "asrflow serve"])
 def test_a_path_on_the_server_is_never_read_and_existing_and_missing_read_alike(servers, server):
     existing, missing = str(DATA / "dev004.wav"), str(DATA / "no-such-file.wav")
-    answers = [httpx.post(f"{servers[server]}/invocations", json={"inputs": [path]}, timeout=60) for path in (existing, missing)]
+    answers = [
+        httpx.post(f"{servers[server]}/invocations", json={"inputs": [path]}, timeout=60)
+        for path in (existing, missing)
+    ]
     assert [a.status_code for a in answers] == [400, 400], [a.text for a in answers]
     assert answers[0].json() == answers[1].json()
     message = answers[0].json()["message"]  # MLflow decodes the binary column's base64 itself, leniently
@@ -105,7 +150,9 @@ def test_a_path_on_the_server_is_never_read_and_existing_and_missing_read_alike(
 
 
 def test_an_unknown_registered_model_names_no_tracking_store(servers):
-    answer = httpx.post(f"{servers['asrflow serve']}/invocations", json={"inputs": [AUDIO], "params": {"model": "models:/nope/1"}})
+    answer = httpx.post(
+        f"{servers['asrflow serve']}/invocations", json={"inputs": [AUDIO], "params": {"model": "models:/nope/1"}}
+    )
     assert answer.status_code == 404
     message = answer.json()["message"]
     assert "models:/nope/1" in message and registry.tracking_uri() not in message and "sqlite" not in message

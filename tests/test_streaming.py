@@ -3,14 +3,16 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
-
 from conftest import BIN, DATA
 
 # runs a command with stdout to the file argv[1], then prints the command's peak RSS in MB
-MEASURE = "import resource, subprocess, sys; subprocess.run(sys.argv[2:], check=True, stdout=open(sys.argv[1], 'w')); " \
-          "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)"
+MEASURE = (
+    "import resource, subprocess, sys; subprocess.run(sys.argv[2:], check=True, stdout=open(sys.argv[1], 'w')); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)"
+)
 
 
 def speech_every(minutes: float, total_minutes: float):
@@ -28,8 +30,24 @@ def speech_every(minutes: float, total_minutes: float):
 def peak_rss_mb(audio_file, tmp_path) -> tuple[int, list[dict]]:
     """`asrflow transcribe FILE --vad -f jsonl` in a child process: its peak RSS and the segments it printed."""
     printed = tmp_path / f"{audio_file.name}.jsonl"
-    out = subprocess.run([sys.executable, "-c", MEASURE, str(printed), str(BIN / "asrflow"), "transcribe", str(audio_file),
-                          "--vad", "-f", "jsonl", "-q"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            MEASURE,
+            str(printed),
+            str(BIN / "asrflow"),
+            "transcribe",
+            str(audio_file),
+            "--vad",
+            "-f",
+            "jsonl",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     lines = printed.read_text().splitlines()
     return int(out.stdout.strip()), [json.loads(line) for line in lines]
 
@@ -66,7 +84,9 @@ def minutes_of_speech(path, minutes: float):
     from asrflow.encoding import encode_audio
 
     clips = [decode_audio(p) for p in sorted(DATA.glob("dev*"))]
-    audio = np.concatenate(clips * int(minutes * 60 * 16000 // sum(len(c) for c in clips) + 1))[: int(minutes * 60 * 16000)]
+    audio = np.concatenate(clips * int(minutes * 60 * 16000 // sum(len(c) for c in clips) + 1))[
+        : int(minutes * 60 * 16000)
+    ]
     encode_audio(audio, "flac", file=path)
     return path
 
@@ -111,18 +131,21 @@ def test_a_server_upload_is_decoded_as_it_is_transcribed_not_held_whole(tmp_path
     import time
 
     import openai
-
-    from asrflow.encoding import encode_audio
     from conftest import stop
     from test_diarize import stereo_call
     from test_server import serve
+
+    from asrflow.encoding import encode_audio
 
     quiet = encode_audio(np.zeros(60 * 16000, np.float32) for _ in range(100))
     process, url = serve()
     try:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=300)
         status = f"/proc/{process.pid}/status"
-        rss = lambda: int(next(line for line in open(status) if line.startswith("VmRSS")).split()[1]) // 1024  # noqa: E731
+        rss = lambda: (
+            int(next(line for line in Path(status).read_text().splitlines() if line.startswith("VmRSS")).split()[1])
+            // 1024
+        )
         baseline, peak, done = rss(), [0], threading.Event()
 
         def sample():
@@ -133,7 +156,9 @@ def test_a_server_upload_is_decoded_as_it_is_transcribed_not_held_whole(tmp_path
         sampler = threading.Thread(target=sample)
         sampler.start()
         try:
-            result = client.audio.transcriptions.create(model="whisper-1", file=("quiet.ogg", quiet), response_format="verbose_json")
+            result = client.audio.transcriptions.create(
+                model="whisper-1", file=("quiet.ogg", quiet), response_format="verbose_json"
+            )
         finally:
             done.set()
             sampler.join()
@@ -141,8 +166,12 @@ def test_a_server_upload_is_decoded_as_it_is_transcribed_not_held_whole(tmp_path
         assert peak[0] - baseline < 200, (baseline, peak[0])  # whole: 380 MB of samples, and a copy while gathered
 
         call = stereo_call(tmp_path / "call.wav").read_bytes()
-        split = client.audio.transcriptions.create(model="whisper-1", file=("call.wav", call), response_format="verbose_json",
-                                                   extra_body={"channels": "split"})
-        assert [(s.model_extra["speaker"], s.text.split()[0]) for s in split.segments[:2]] == [("left", "Good"), ("right", "Hi,")]
+        split = client.audio.transcriptions.create(
+            model="whisper-1", file=("call.wav", call), response_format="verbose_json", extra_body={"channels": "split"}
+        )
+        assert [(s.model_extra["speaker"], s.text.split()[0]) for s in split.segments[:2]] == [
+            ("left", "Good"),
+            ("right", "Hi,"),
+        ]
     finally:
         stop(process)

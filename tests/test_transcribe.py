@@ -1,11 +1,12 @@
+import itertools
 import json
 
 import numpy as np
 import pytest
+from conftest import DATA, JFK_TEXT, SAMPLE
 
 from asrflow import InvalidOptionError, TranscribeOptions, Transcript
 from asrflow.metrics import word_error_rate
-from conftest import DATA, JFK_TEXT, SAMPLE
 
 
 def test_corpus_wer_under_15_percent(transcriber, corpus):
@@ -45,7 +46,11 @@ def test_the_vad_settings_decide_what_is_speech_and_where_regions_end(transcribe
 
     sample = transcriber_sample()  # JFK: four stretches of speech, pauses of 0.6 to 1.1 s between them
     regions = lambda **settings: speech_regions(sample, TranscribeOptions(**settings))
-    assert [len(regions(vad_min_silence_duration_ms=ms)) for ms in (500, 1000, 1500)] == [4, 3, 1]  # which pauses end one
+    assert [len(regions(vad_min_silence_duration_ms=ms)) for ms in (500, 1000, 1500)] == [
+        4,
+        3,
+        1,
+    ]  # which pauses end one
     # the padding moves the regions' bounds, not where speech is found to start and stop
     tight, wide = regions(vad_speech_pad_ms=50), regions(vad_speech_pad_ms=300)
     assert wide[1][0] - tight[1][0] == -0.25 * 16000
@@ -116,7 +121,7 @@ def test_long_audio_timestamps_are_well_formed_on_both_backends(transcriber):
     audio = np.concatenate([part for clip in clips for part in (clip, gap)])
     segments = transcriber.transcribe(audio, vad_filter=True, word_timestamps=True).segments
     assert len(segments) >= 12
-    for a, b in zip(segments, segments[1:]):
+    for a, b in itertools.pairwise(segments):
         assert b.start >= a.end, (a, b)
     for s in segments:
         assert s.end - s.start <= 15 and s.words, s
@@ -144,7 +149,9 @@ def test_the_batched_path_drops_no_speech_the_sequential_path_keeps(corpus):
     assert deleted_share(["the cat sat down"], ["the sat"]) == 0.5  # the measure itself
 
 
-def test_transformers_long_audio_goes_through_speech_regions_unless_the_tutorials_stride_is_asked(hf_transcriber, corpus):
+def test_transformers_long_audio_goes_through_speech_regions_unless_the_tutorials_stride_is_asked(
+    hf_transcriber, corpus
+):
     """The tutorial's chunk/stride merge is kept for fidelity (pass stride_length_s), not the default: on half a
     minute of speech after half a minute of silence, the default decodes the speech regions only."""
     from asrflow import decode_audio
@@ -178,7 +185,9 @@ def test_the_sequential_decoders_last_window_is_padded_with_silence(ct2_transcri
     silent = extractor(np.concatenate([audio, np.zeros(30 * 16000, np.float32)]))[:, :3000]  # openai-whisper's way
     tail = slice(frames.shape[1] + 2, 3000)  # past the frames that see the audio's last samples
     assert np.allclose(padded[:, tail], silent[:, tail], atol=1e-4)
-    assert not np.allclose(np.pad(np.asarray(frames), [(0, 0), (0, 3000 - frames.shape[1])])[:, tail], silent[:, tail], atol=1e-4)
+    assert not np.allclose(
+        np.pad(np.asarray(frames), [(0, 0), (0, 3000 - frames.shape[1])])[:, tail], silent[:, tail], atol=1e-4
+    )
 
 
 def test_a_short_clips_window_encodes_its_own_frames_and_takes_the_silent_rest_from_a_cache(ct2_transcriber):
@@ -260,7 +269,9 @@ def test_batched_regions_are_decoded_as_streams_each_prompted_with_its_streams_t
             assert sorted(matched) == [0, 1], (call, befores)
         assert word_error_rate([" ".join(t for _, t in corpus[:6])], [result.text]) < 0.15
         recording.calls.clear()
-        transcriber.transcribe(audio, language="en", vad_filter=True, batch_size=2, chunk_length_s=7, condition_on_previous_text=False)
+        transcriber.transcribe(
+            audio, language="en", vad_filter=True, batch_size=2, chunk_length_s=7, condition_on_previous_text=False
+        )
         assert recording.calls and all(sot_prev not in p for call in recording.calls for p in call)
     finally:
         prompts._model = recording.model
@@ -297,9 +308,15 @@ def test_a_bound_moves_to_the_pause_near_it_with_its_words_and_none_moves_inside
     assert [(s.start, s.end) for s in moved] == [(0.3, 4.2), (5.0, 9.0), (9.0, 12.0)]  # 9.0: no pause near
     far = list(snapped([Segment(2.0, 7.0, "a")], edges))  # nothing within a second: as decoded
     assert [(s.start, s.end) for s in far] == [(2.0, 7.0)]
-    worded = [Segment(0.1, 4.6, "a b", [Word(0.1, 1.0, "a"), Word(1.0, 4.6, "b")]), Segment(4.6, 6.0, "c", [Word(4.6, 6.0, "c")])]
+    worded = [
+        Segment(0.1, 4.6, "a b", [Word(0.1, 1.0, "a"), Word(1.0, 4.6, "b")]),
+        Segment(4.6, 6.0, "c", [Word(4.6, 6.0, "c")]),
+    ]
     first, second = snapped(worded, edges)  # the words at the bounds move with them
-    assert [(w.start, w.end) for w in first.words] == [(0.3, 1.0), (1.0, 4.2)] and (first.start, first.end) == (0.3, 4.2)
+    assert [(w.start, w.end) for w in first.words] == [(0.3, 1.0), (1.0, 4.2)] and (first.start, first.end) == (
+        0.3,
+        4.2,
+    )
     assert [(w.start, w.end) for w in second.words] == [(5.0, 6.0)] and (second.start, second.end) == (5.0, 6.0)
     tight = Segment(0.0, 4.6, "a b", [Word(0.0, 0.2, "a"), Word(0.2, 4.6, "b")])  # 0.3 would leave "a" no time: kept
     assert next(snapped([tight], edges)).words[0] == Word(0.0, 0.2, "a")

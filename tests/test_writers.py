@@ -51,15 +51,22 @@ def test_vtt_is_valid():
 
 def test_txt_tsv_json():
     assert WRITERS["txt"](TRANSCRIPT) == "Hello there. Second part.\n"
-    assert WRITERS["tsv"](TRANSCRIPT).splitlines()[:2] == ["start\tend\ttext\tlanguage\tspeaker", "0\t1500\tHello there.\t\t"]
+    assert WRITERS["tsv"](TRANSCRIPT).splitlines()[:2] == [
+        "start\tend\ttext\tlanguage\tspeaker",
+        "0\t1500\tHello there.\t\t",
+    ]
     assert Transcript.from_dict(json.loads(WRITERS["json"](TRANSCRIPT))) == TRANSCRIPT
 
 
 def test_speakers_and_languages_in_every_format():
     from dataclasses import replace
 
-    said = replace(TRANSCRIPT, segments=[replace(s, speaker=who, language=lang)
-                                         for s, who, lang in zip(TRANSCRIPT.segments, "AB", ("en", "de"))])
+    said = replace(
+        TRANSCRIPT,
+        segments=[
+            replace(s, speaker=who, language=lang) for s, who, lang in zip(TRANSCRIPT.segments, "AB", ("en", "de"))
+        ],
+    )
     assert WRITERS["txt"](said) == "[A] Hello there.\n[B] Second part.\n"
     assert [c[2] for c in parse_srt(WRITERS["srt"](said))] == ["[A] Hello there.", "[B] Second part."]
     assert "\n<v A>Hello there.\n" in WRITERS["vtt"](said)  # WebVTT's voice span; the file's language untagged
@@ -88,4 +95,6 @@ def test_every_incremental_format_equals_its_whole_writer_and_each_prefix_is_val
     write_incrementally("srt", TRANSCRIPT.segments[:1], one)
     assert parse_srt(one.getvalue()) == [("00:00:00,000", "00:00:01,500", "Hello there.")]
     lines = WRITERS["jsonl"](TRANSCRIPT).splitlines()
-    assert [Segment(**{**json.loads(x), "words": [Word(**w) for w in json.loads(x)["words"]]}) for x in lines] == TRANSCRIPT.segments
+    assert [
+        Segment(**{**json.loads(x), "words": [Word(**w) for w in json.loads(x)["words"]]}) for x in lines
+    ] == TRANSCRIPT.segments

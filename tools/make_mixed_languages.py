@@ -18,8 +18,14 @@ pause = np.zeros(16000, np.float32)
 pieces, turns, t = [], [], 0.0
 for row in map(json.loads, (turns_dir / "manifest.jsonl").read_text().splitlines()):
     samples = decode_audio(turns_dir / row["audio"])
-    turns.append({"start": round(t, 3), "end": round(t + len(samples) / 16000, 3),
-                  "language": row["voice"].split("-")[0].split("+")[0], "text": row["text"]})
+    turns.append(
+        {
+            "start": round(t, 3),
+            "end": round(t + len(samples) / 16000, 3),
+            "language": row["voice"].split("-")[0].split("+")[0],
+            "text": row["text"],
+        }
+    )
     pieces += [samples, pause]
     t += (len(samples) + len(pause)) / 16000
 encode_audio(np.concatenate(pieces), "ogg", bitrate=32000, file=str(out))

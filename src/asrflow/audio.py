@@ -7,8 +7,9 @@ import itertools
 import os
 import urllib.request
 import wave
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator, Union
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -25,7 +26,7 @@ FORMATS = "wav, mp3, flac, ogg/opus, webm/mkv, m4a/mp4 or aac"
 MIN_RATE, MAX_RATE = 1000, 768_000  # sample rates outside these are a forged header, not audio
 MAX_CHANNELS, MAX_SPLIT_CHANNELS = 8, 32  # mixed; decoded one by one (channels=split, CLI and library)
 
-AudioInput = Union[bytes, bytearray, str, os.PathLike, BinaryIO, np.ndarray]
+AudioInput = bytes | bytearray | str | os.PathLike | BinaryIO | np.ndarray
 
 
 def decode_audio(
@@ -99,7 +100,10 @@ def check_audio(audio: AudioInput, allow_urls: bool = False) -> float | None:
 
 
 def stream_audio(
-    audio: AudioInput, sample_rate: int = SAMPLE_RATE, allow_urls: bool = False, max_seconds: float | None = None,
+    audio: AudioInput,
+    sample_rate: int = SAMPLE_RATE,
+    allow_urls: bool = False,
+    max_seconds: float | None = None,
     channel: int | None = None,
 ) -> Iterator[np.ndarray]:
     """`decode_audio`'s samples as they are decoded, a frame (or a minute) at a time: however long the file,
@@ -149,8 +153,9 @@ def _fetch(url: str) -> bytes:
     return data
 
 
-def _decode_stream(stream: BinaryIO, what: str, max_seconds: float | None = None, channel: int | None = None
-                   ) -> Iterator[np.ndarray]:
+def _decode_stream(
+    stream: BinaryIO, what: str, max_seconds: float | None = None, channel: int | None = None
+) -> Iterator[np.ndarray]:
     """Samples as PyAV decodes and resamples them; refused past `max_seconds` (from the header if it says)."""
     if channel is None and (wav := _pcm16_wav(stream, what)) is not None:
         yield from _limited(wav, max_seconds)
@@ -180,7 +185,9 @@ def _decode_stream(stream: BinaryIO, what: str, max_seconds: float | None = None
         raise
     except (av.error.FFmpegError, ValueError, EOFError, IndexError, OSError):
         if size:
-            raise AudioDecodeError(f"{what} is truncated or corrupt after {size / SAMPLE_RATE:.1f} s of audio.") from None
+            raise AudioDecodeError(
+                f"{what} is truncated or corrupt after {size / SAMPLE_RATE:.1f} s of audio."
+            ) from None
         raise _not_audio(what) from None
     if size == 0:
         raise AudioDecodeError(f"{what} contains no audio samples: the file is empty or truncated.")
@@ -213,7 +220,9 @@ def open_container(stream: BinaryIO, what: str, split: bool = False) -> av.conta
     anything is decoded (a forged header must not declare hours at 1 Hz, or hundreds of channels). `split`: its
     channels will be decoded one by one, so more of them are allowed."""
     try:
-        container = av.open(stream, mode="r", metadata_errors="ignore", container_options={"format_whitelist": DEMUXERS})
+        container = av.open(
+            stream, mode="r", metadata_errors="ignore", container_options={"format_whitelist": DEMUXERS}
+        )
     except (av.error.FFmpegError, ValueError, EOFError, IndexError, OSError):
         raise _not_audio(what) from None
     try:
@@ -222,12 +231,16 @@ def open_container(stream: BinaryIO, what: str, split: bool = False) -> av.conta
         codec = container.streams.audio[0].codec_context  # None where FFmpeg knows no decoder for it
         rate, channels = getattr(codec, "sample_rate", 0), getattr(codec, "channels", 0)
         if not MIN_RATE <= (rate or 0) <= MAX_RATE:
-            raise AudioDecodeError(f"{what} declares a sample rate of {rate} Hz: audio is sampled at "
-                                   f"{MIN_RATE}-{MAX_RATE} Hz, so the file is corrupt or forged.")
+            raise AudioDecodeError(
+                f"{what} declares a sample rate of {rate} Hz: audio is sampled at "
+                f"{MIN_RATE}-{MAX_RATE} Hz, so the file is corrupt or forged."
+            )
         limit = MAX_SPLIT_CHANNELS if split else MAX_CHANNELS
         if not 1 <= channels <= limit:
-            raise AudioDecodeError(f"{what} declares {channels} channels: at most {limit} are accepted"
-                                   + ("" if split else f" (or {MAX_SPLIT_CHANNELS} decoded one by one, channels=split)."))
+            raise AudioDecodeError(
+                f"{what} declares {channels} channels: at most {limit} are accepted"
+                + ("" if split else f" (or {MAX_SPLIT_CHANNELS} decoded one by one, channels=split).")
+            )
     except BaseException:
         container.close()
         raise
@@ -256,7 +269,9 @@ class _Chunks:
 
     def __init__(self, max_seconds: float | None):
         self.size, self.parts = 0, []
-        self.buffer = None if max_seconds is None else np.empty(int(max_seconds * SAMPLE_RATE) + SAMPLE_RATE, np.float32)
+        self.buffer = (
+            None if max_seconds is None else np.empty(int(max_seconds * SAMPLE_RATE) + SAMPLE_RATE, np.float32)
+        )
 
     def append(self, part: np.ndarray) -> None:
         if self.buffer is not None and self.size + len(part) > len(self.buffer):  # past the bound (refused anyway)
@@ -312,7 +327,7 @@ def _pcm16_wav(stream: BinaryIO, what: str) -> Iterator[np.ndarray] | None:
     if _wav_declared_seconds(stream) is None:
         return None
     try:
-        w = wave.open(stream)
+        w = wave.open(stream)  # noqa: SIM115 - read lazily by the pieces it returns; the caller owns the stream
         if (w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getcomptype()) == (1, 2, SAMPLE_RATE, "NONE"):
             return _pcm16_pieces(w, what)
     except (wave.Error, EOFError, OSError):
@@ -353,7 +368,9 @@ def _wav_declared_seconds(stream: BinaryIO, held: bool = False) -> float | None:
     rate = int.from_bytes(head[fmt + 12 : fmt + 16], "little")
     byte_rate = int.from_bytes(head[fmt + 16 : fmt + 20], "little")
     size = int.from_bytes(head[data + 4 : data + 8], "little")
-    if not MIN_RATE <= rate <= MAX_RATE or byte_rate < rate or size in (0, 0xFFFFFFFF):  # forged, or streamed (open size)
+    if (
+        not MIN_RATE <= rate <= MAX_RATE or byte_rate < rate or size in (0, 0xFFFFFFFF)
+    ):  # forged, or streamed (open size)
         return None  # PyAV's checks and decoding name the problem
     return (min(size, total - data - 8) if held else size) / byte_rate
 

@@ -73,7 +73,9 @@ def manifest_entries(manifest: Path) -> list[str]:
         raise InvalidOptionError(f"{manifest} is neither a folder nor a .jsonl/.csv manifest with an 'audio' column.")
     try:
         if manifest.suffix == ".jsonl":
-            rows = [(n, json.loads(line)) for n, line in enumerate(manifest.read_text().splitlines(), 1) if line.strip()]
+            rows = [
+                (n, json.loads(line)) for n, line in enumerate(manifest.read_text().splitlines(), 1) if line.strip()
+            ]
         else:
             with open(manifest, newline="") as f:
                 rows = list(enumerate(csv.DictReader(f), 2))
@@ -114,7 +116,9 @@ def outputs(job: Job, output_dir: Path, formats: list[str]) -> list[Path]:
 def check_formats(formats: list[str]) -> list[str]:
     unknown = [f for f in formats if f not in WRITERS]
     if unknown or not formats:
-        raise InvalidOptionError(f"unknown format(s) {', '.join(unknown) or '(none)'}: choose from {', '.join(WRITERS)}.")
+        raise InvalidOptionError(
+            f"unknown format(s) {', '.join(unknown) or '(none)'}: choose from {', '.join(WRITERS)}."
+        )
     return formats
 
 
@@ -132,8 +136,13 @@ def transcribe_job(transcriber, job: Job, output_dir: Path, formats: list[str], 
         return {"path": job.source, "error": str(e)}
     except Exception as e:  # noqa: BLE001 - one file's failure (permissions, a bug) must not stop the run
         return {"path": job.source, "error": f"{type(e).__name__}: {e}"}
-    return {"path": job.source, "text": result.text, "language": result.language, "duration": result.duration,
-            "segments": json.dumps([asdict(s) for s in result.segments])}
+    return {
+        "path": job.source,
+        "text": result.text,
+        "language": result.language,
+        "duration": result.duration,
+        "segments": json.dumps([asdict(s) for s in result.segments]),
+    }
 
 
 def pending(jobs: list[Job], output_dir: Path, formats: list[str]) -> list[Job]:
@@ -141,8 +150,16 @@ def pending(jobs: list[Job], output_dir: Path, formats: list[str]) -> list[Job]:
     return [j for j in jobs if not all(p.is_file() for p in outputs(j, output_dir, formats))]
 
 
-def run_local(jobs: list[Job], model: str, output_dir: Path, formats: list[str], changes: dict, summary: BatchSummary,
-              show_progress: bool = False, **_):
+def run_local(
+    jobs: list[Job],
+    model: str,
+    output_dir: Path,
+    formats: list[str],
+    changes: dict,
+    summary: BatchSummary,
+    show_progress: bool = False,
+    **_,
+):
     """The local engine: one process, one model, files one after another."""
     from tqdm import tqdm
 
@@ -151,7 +168,10 @@ def run_local(jobs: list[Job], model: str, output_dir: Path, formats: list[str],
     transcriber = load_transcriber(model)
     options = transcriber.resolve(changes)
     started = time.perf_counter()
-    with open(output_dir / ERRORS_FILE, "w") as errors, tqdm(total=len(jobs), unit="file", disable=not show_progress) as bar:
+    with (
+        open(output_dir / ERRORS_FILE, "w") as errors,
+        tqdm(total=len(jobs), unit="file", disable=not show_progress) as bar,
+    ):
         for job in jobs:
             record = transcribe_job(transcriber, job, output_dir, formats, options)
             if "error" in record:
@@ -163,7 +183,9 @@ def run_local(jobs: list[Job], model: str, output_dir: Path, formats: list[str],
                 summary.transcribed += 1
                 summary.audio_seconds += record["duration"]
             summary.wall_seconds = time.perf_counter() - started
-            bar.set_postfix(audio_h=f"{summary.audio_seconds / 3600:.2f}", rtf=summary.real_time_factor, failed=summary.failed)
+            bar.set_postfix(
+                audio_h=f"{summary.audio_seconds / 3600:.2f}", rtf=summary.real_time_factor, failed=summary.failed
+            )
             bar.update()
 
 

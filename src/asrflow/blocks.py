@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import ctypes
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -61,7 +61,9 @@ def trim_heap() -> None:
         _libc.malloc_trim(0)
 
 
-def blocks(pieces: Iterable[np.ndarray], block_seconds: float = BLOCK_SECONDS, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+def blocks(
+    pieces: Iterable[np.ndarray], block_seconds: float = BLOCK_SECONDS, start: int = 0
+) -> Iterator[tuple[int, np.ndarray]]:
     """(first sample, samples) for consecutive blocks of at most `block_seconds`, the last one whatever is left,
     from sample `start` on (what comes before it is decoded and dropped)."""
     size = int(block_seconds * SAMPLE_RATE)
@@ -117,11 +119,11 @@ def stream_blocks(
             if stream.language is None:  # known once the first block's regions are detected (multilingual)
                 stream.language, stream.language_probability = first.language, first.language_probability
             yield segment
-        for start, samples in parts:
+        for at, samples in parts:
             trim_heap()
-            stream.duration = (start + len(samples)) / SAMPLE_RATE
+            stream.duration = (at + len(samples)) / SAMPLE_RATE
             if not is_silent(samples):
-                yield from shifted(decode(samples, later).segments, start, first)
+                yield from shifted(decode(samples, later).segments, at, first)
             del samples  # not held while the next block is read
 
     stream.segments = segments()

@@ -17,7 +17,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Whisper spee
 @app.callback()
 def quiet_libraries(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the libraries' own logs."),
-    debug: bool = typer.Option(False, "--debug", envvar="ASRFLOW_DEBUG", help="Print the traceback of unexpected errors."),
+    debug: bool = typer.Option(
+        False, "--debug", envvar="ASRFLOW_DEBUG", help="Print the traceback of unexpected errors."
+    ),
 ):
     """Whisper speech recognition, managed with MLflow."""
     import logging
@@ -79,7 +81,7 @@ def friendly_errors(command):
 
 
 def main():
-    import asrflow.cli
+    import asrflow.cli  # noqa: PLW0406 - as a script (spark-submit) this file is __main__, not the module
     from asrflow import cli_audio, cli_models  # noqa: F401 - they add their commands to the app
 
     asrflow.cli.app()  # the module's app, also when this file runs as a script (spark-submit)

@@ -7,7 +7,6 @@ import inspect
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -23,42 +22,108 @@ def _progress_bar(total: float, enabled: bool, description: str):
 
 # The decoding flags that transcribe and batch share, declared once: parameter -> (option, type, typer option).
 DECODING_FLAGS = {
-    "language": ("language", Optional[str], typer.Option(None, help="Language code, e.g. en; detected when omitted.")),
-    "task": ("task", Optional[str], typer.Option(None, help="transcribe, or translate (to English).")),
-    "word_timestamps": ("word_timestamps", Optional[bool],
-                        typer.Option(None, "--word-timestamps/--no-word-timestamps", help="Add per-word timings.")),
-    "vad": ("vad_filter", Optional[bool],
-            typer.Option(None, "--vad/--no-vad", help="Skip non-speech with Silero VAD (and batch long audio).")),
-    "vad_threshold": ("vad_threshold", Optional[str],
-                      typer.Option(None, help="VAD: speech probability above which audio is speech (default 0.5).")),
-    "vad_min_silence_duration_ms": ("vad_min_silence_duration_ms", Optional[str], typer.Option(
-        None, help="VAD: a pause this long (ms) ends a speech region (default 500).")),
-    "vad_speech_pad_ms": ("vad_speech_pad_ms", Optional[str],
-                          typer.Option(None, help="VAD: padding kept on each side of a speech region, ms (default 200).")),
-    "multilingual": ("multilingual", Optional[bool], typer.Option(
-        None, "--multilingual/--no-multilingual", help="Detect and keep each segment's language (multilingual models).")),
-    "languages": ("languages", Optional[str], typer.Option(
-        None, help="With --multilingual: the languages spoken, e.g. en,de (detection chooses among them).")),
-    "beam_size": ("beam_size", Optional[str], typer.Option(None, help="Beam width (default 5).")),
-    "temperature": ("temperature", Optional[str], typer.Option(
-        None, help="Temperature, or a fallback list such as 0,0.2,0.4 (default 0,0.2,...,1).")),
-    "initial_prompt": ("initial_prompt", Optional[str],
-                       typer.Option(None, help="Text to condition the first window on (names, terms).")),
-    "hotwords": ("hotwords", Optional[str],
-                 typer.Option(None, help="Words or phrases to favour (names, jargon), in every window's prompt.")),
-    "condition_on_previous_text": ("condition_on_previous_text", Optional[bool], typer.Option(
-        None, "--condition-on-previous-text/--no-condition-on-previous-text",
-        help="Condition each window on the text before it (default on).")),
-    "batch_size": ("batch_size", Optional[str],
-                   typer.Option(None, help="Chunks decoded together for long audio with --vad (default 8).")),
-    "diarize": ("diarize", Optional[bool], typer.Option(
-        None, "--diarize/--no-diarize", help="Label each segment and word with its speaker (A, B, ...), offline.")),
-    "num_speakers": ("num_speakers", Optional[str],
-                     typer.Option(None, help="With --diarize: how many speakers there are (estimated when omitted).")),
-    "min_speakers": ("min_speakers", Optional[str], typer.Option(None, help="With --diarize: at least this many speakers.")),
-    "max_speakers": ("max_speakers", Optional[str], typer.Option(None, help="With --diarize: at most this many speakers.")),
-    "channels": ("channels", Optional[str], typer.Option(
-        None, help="mix (default), or split: each channel by itself, its channel as speaker (stereo calls).")),
+    "language": ("language", str | None, typer.Option(None, help="Language code, e.g. en; detected when omitted.")),
+    "task": ("task", str | None, typer.Option(None, help="transcribe, or translate (to English).")),
+    "word_timestamps": (
+        "word_timestamps",
+        bool | None,
+        typer.Option(None, "--word-timestamps/--no-word-timestamps", help="Add per-word timings."),
+    ),
+    "vad": (
+        "vad_filter",
+        bool | None,
+        typer.Option(None, "--vad/--no-vad", help="Skip non-speech with Silero VAD (and batch long audio)."),
+    ),
+    "vad_threshold": (
+        "vad_threshold",
+        str | None,
+        typer.Option(None, help="VAD: speech probability above which audio is speech (default 0.5)."),
+    ),
+    "vad_min_silence_duration_ms": (
+        "vad_min_silence_duration_ms",
+        str | None,
+        typer.Option(None, help="VAD: a pause this long (ms) ends a speech region (default 500)."),
+    ),
+    "vad_speech_pad_ms": (
+        "vad_speech_pad_ms",
+        str | None,
+        typer.Option(None, help="VAD: padding kept on each side of a speech region, ms (default 200)."),
+    ),
+    "multilingual": (
+        "multilingual",
+        bool | None,
+        typer.Option(
+            None,
+            "--multilingual/--no-multilingual",
+            help="Detect and keep each segment's language (multilingual models).",
+        ),
+    ),
+    "languages": (
+        "languages",
+        str | None,
+        typer.Option(
+            None, help="With --multilingual: the languages spoken, e.g. en,de (detection chooses among them)."
+        ),
+    ),
+    "beam_size": ("beam_size", str | None, typer.Option(None, help="Beam width (default 5).")),
+    "temperature": (
+        "temperature",
+        str | None,
+        typer.Option(None, help="Temperature, or a fallback list such as 0,0.2,0.4 (default 0,0.2,...,1)."),
+    ),
+    "initial_prompt": (
+        "initial_prompt",
+        str | None,
+        typer.Option(None, help="Text to condition the first window on (names, terms)."),
+    ),
+    "hotwords": (
+        "hotwords",
+        str | None,
+        typer.Option(None, help="Words or phrases to favour (names, jargon), in every window's prompt."),
+    ),
+    "condition_on_previous_text": (
+        "condition_on_previous_text",
+        bool | None,
+        typer.Option(
+            None,
+            "--condition-on-previous-text/--no-condition-on-previous-text",
+            help="Condition each window on the text before it (default on).",
+        ),
+    ),
+    "batch_size": (
+        "batch_size",
+        str | None,
+        typer.Option(None, help="Chunks decoded together for long audio with --vad (default 8)."),
+    ),
+    "diarize": (
+        "diarize",
+        bool | None,
+        typer.Option(
+            None, "--diarize/--no-diarize", help="Label each segment and word with its speaker (A, B, ...), offline."
+        ),
+    ),
+    "num_speakers": (
+        "num_speakers",
+        str | None,
+        typer.Option(None, help="With --diarize: how many speakers there are (estimated when omitted)."),
+    ),
+    "min_speakers": (
+        "min_speakers",
+        str | None,
+        typer.Option(None, help="With --diarize: at least this many speakers."),
+    ),
+    "max_speakers": (
+        "max_speakers",
+        str | None,
+        typer.Option(None, help="With --diarize: at most this many speakers."),
+    ),
+    "channels": (
+        "channels",
+        str | None,
+        typer.Option(
+            None, help="mix (default), or split: each channel by itself, its channel as speaker (stereo calls)."
+        ),
+    ),
 }
 
 
@@ -66,8 +131,10 @@ def with_decoding_flags(command):
     """Adds the decoding flags to a command; it gets those given on the command line as `changes` (option ->
     value), checked before any model loads. Not given (None): the model's saved value stands."""
     signature = inspect.signature(command)
-    flags = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
-             for name, (_, kind, option) in DECODING_FLAGS.items()]
+    flags = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+        for name, (_, kind, option) in DECODING_FLAGS.items()
+    ]
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -86,20 +153,34 @@ def with_decoding_flags(command):
 @friendly_errors
 @with_decoding_flags
 def transcribe(
-    files: List[str] = typer.Argument(..., help="Audio files (or http(s) URLs with --allow-urls)."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="bundled:NAME, a model directory, a hub id or models:/ URI."),
-    backend: Optional[str] = typer.Option(None, help="ctranslate2 (fast) or transformers (default: the model's own)."),
+    files: list[str] = typer.Argument(..., help="Audio files (or http(s) URLs with --allow-urls)."),
+    model: str = typer.Option(
+        DEFAULT_MODEL, "--model", "-m", help="bundled:NAME, a model directory, a hub id or models:/ URI."
+    ),
+    backend: str | None = typer.Option(None, help="ctranslate2 (fast) or transformers (default: the model's own)."),
     format: str = typer.Option("txt", "--format", "-f", help="txt, json, srt, vtt, tsv or jsonl (a segment per line)."),
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Write FILE.FORMAT here instead of stdout."),
-    compute_type: str = typer.Option("default", help="CTranslate2 compute type: by default int8 on CPUs with VNNI, float32 on other x86 CPUs, float16 on GPU (or int8_float32, float32...)."),
+    output_dir: Path | None = typer.Option(
+        None, "--output-dir", "-o", help="Write FILE.FORMAT here instead of stdout."
+    ),
+    compute_type: str = typer.Option(
+        "default",
+        help="CTranslate2 compute type: by default int8 on CPUs with VNNI, float32 on other x86 CPUs, float16 on GPU (or int8_float32, float32...).",
+    ),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     allow_urls: bool = typer.Option(False, "--allow-urls", help="Allow http(s) URLs as inputs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    resume: bool = typer.Option(False, "--resume", help="With --output-dir: skip inputs whose output exists, and "
-                                "continue a killed run's file after its last complete segment."),
-    speaker: Optional[List[str]] = typer.Option(None, "--speaker", help="With --diarize: NAME=CLIP, a short clip of a "
-                                                "known speaker's voice, to name them (repeat for each)."),
-    changes: dict = None,
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="With --output-dir: skip inputs whose output exists, and "
+        "continue a killed run's file after its last complete segment.",
+    ),
+    speaker: list[str] | None = typer.Option(
+        None,
+        "--speaker",
+        help="With --diarize: NAME=CLIP, a short clip of a known speaker's voice, to name them (repeat for each).",
+    ),
+    changes: dict | None = None,
 ):
     """Transcribe audio files; print the result, or write one file per input with --output-dir.
 
@@ -116,8 +197,12 @@ def transcribe(
     if resume and output_dir is None:
         raise InvalidOptionError("--resume continues the files of an --output-dir: give one.")
     if output_dir is not None:
-        files = [job.source for job in unique_jobs([Job(f, _output_stem(f)) for f in files],
-                                                   fix="transcribe them into different --output-dir folders")]
+        files = [
+            job.source
+            for job in unique_jobs(
+                [Job(f, _output_stem(f)) for f in files], fix="transcribe them into different --output-dir folders"
+            )
+        ]
         output_folder(output_dir)
     # bad inputs fail before the model loads, from their headers: one file at a time is decoded, not all at once
     declared = {f: check_audio(f, allow_urls=allow_urls) for f in files}
@@ -134,13 +219,23 @@ def transcribe(
                 done += declared[name] or 0.0
                 continue
             if target is None:
-                stream = transcriber.stream(name, options, allow_urls=allow_urls, known_speakers=known)  # decoded as it goes
+                stream = transcriber.stream(
+                    name, options, allow_urls=allow_urls, known_speakers=known
+                )  # decoded as it goes
             else:
-                stream = transcribe_resumably(transcriber, name, options, journal_path(target), resume, _note,
-                                              allow_urls=allow_urls, known_speakers=known)
+                stream = transcribe_resumably(
+                    transcriber,
+                    name,
+                    options,
+                    journal_path(target),
+                    resume,
+                    _note,
+                    allow_urls=allow_urls,
+                    known_speakers=known,
+                )
             segments = _advancing(stream, bar, done)
             if output_dir is None and format in FORMATS:  # printed as decoded: a cut-short run leaves a valid prefix
-                write_incrementally(format, segments, sys.stdout, lambda: stream.language)
+                write_incrementally(format, segments, sys.stdout, lambda stream=stream: stream.language)
                 sys.stdout.write(FORMATS[format].tail(stream.transcript([])))
             else:
                 result = stream.transcript(list(segments))
@@ -190,28 +285,45 @@ def serve(
     model_uri: str = typer.Argument(DEFAULT_MODEL, help="models:/NAME@alias, models:/NAME/VERSION, or any model name."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback by default)."),
     port: int = typer.Option(8000),
-    backend: Optional[str] = typer.Option(None, help="ctranslate2 or transformers (default: the model's own)."),
-    api_key: Optional[str] = typer.Option(None, envvar="ASRFLOW_API_KEY", help="Require 'Authorization: Bearer KEY'."),
-    queue_size: int = typer.Option(64, help="Clips admitted at once, all requests together; beyond: 503 with Retry-After."),
+    backend: str | None = typer.Option(None, help="ctranslate2 or transformers (default: the model's own)."),
+    api_key: str | None = typer.Option(None, envvar="ASRFLOW_API_KEY", help="Require 'Authorization: Bearer KEY'."),
+    queue_size: int = typer.Option(
+        64, help="Clips admitted at once, all requests together; beyond: 503 with Retry-After."
+    ),
     timeout: float = typer.Option(300.0, help="Per-request timeout in seconds (504)."),
     max_upload_mb: float = typer.Option(25.0, help="Larger uploads get 413."),
     max_audio_minutes: float = typer.Option(120.0, help="Longer audio in one request gets 413."),
-    max_queued_audio_minutes: float = typer.Option(240.0, help="Audio admitted at once, all requests together; beyond: 503."),
-    grace: float = typer.Option(30.0, help="On SIGTERM: stop accepting, let requests in flight finish this long, exit."),
-    allow_url_host: List[str] = typer.Option([], help="Host that URL inputs may fetch from (repeatable); none by default."),
-    allow_private_urls: bool = typer.Option(False, help="Let allowed hosts resolve to private addresses (your own network)."),
+    max_queued_audio_minutes: float = typer.Option(
+        240.0, help="Audio admitted at once, all requests together; beyond: 503."
+    ),
+    grace: float = typer.Option(
+        30.0, help="On SIGTERM: stop accepting, let requests in flight finish this long, exit."
+    ),
+    allow_url_host: list[str] = typer.Option(
+        [], help="Host that URL inputs may fetch from (repeatable); none by default."
+    ),
+    allow_private_urls: bool = typer.Option(
+        False, help="Let allowed hosts resolve to private addresses (your own network)."
+    ),
     url_timeout: float = typer.Option(30.0, help="Seconds a URL input may take to download (then 400)."),
-    realtime_idle_seconds: float = typer.Option(60.0, help="A realtime session with no client event this long is closed."),
+    realtime_idle_seconds: float = typer.Option(
+        60.0, help="A realtime session with no client event this long is closed."
+    ),
     max_sessions: int = typer.Option(8, min=1, help="Realtime sessions open at once; one more is refused."),
-    allowed_host: List[str] = typer.Option([], help="A name clients may use in Host besides the bound address "
-                                           "(repeatable), e.g. when exposed behind a proxy or DNS name."),
-    cors_origin: List[str] = typer.Option([], help="An origin whose pages may call the API (repeatable); "
-                                          "none by default: only the server's own page."),
+    allowed_host: list[str] = typer.Option(
+        [],
+        help="A name clients may use in Host besides the bound address "
+        "(repeatable), e.g. when exposed behind a proxy or DNS name.",
+    ),
+    cors_origin: list[str] = typer.Option(
+        [], help="An origin whose pages may call the API (repeatable); none by default: only the server's own page."
+    ),
     allow_hub: bool = typer.Option(False, help="Let requests and registry metadata name Hugging Face hub models."),
     max_models: int = typer.Option(2, min=1, help="Models held in memory at once (requests may name others: LRU)."),
     model_ttl: float = typer.Option(600.0, help="Seconds idle after which a model other than the default is unloaded."),
-    model_alias: List[str] = typer.Option([], help="NAME=MODEL: a name requests may use for a model (repeatable); "
-                                          "whisper-1 means the default."),
+    model_alias: list[str] = typer.Option(
+        [], help="NAME=MODEL: a name requests may use for a model (repeatable); whisper-1 means the default."
+    ),
 ):
     """Serve OpenAI's audio API, MLflow's scoring protocol and a web page.
 
@@ -223,12 +335,28 @@ def serve(
 
     if any("=" not in a or not a.split("=", 1)[0] or not a.split("=", 1)[1] for a in model_alias):
         raise InvalidOptionError("--model-alias takes NAME=MODEL, e.g. challenger=models:/whisper@challenger.")
-    config = ServerConfig(model_uri, backend, api_key, queue_size, timeout, max_upload_mb, max_audio_minutes,
-                          max_queued_audio_minutes, tuple(allow_url_host), allow_private_urls, url_timeout_s=url_timeout,
-                          realtime_idle_s=realtime_idle_seconds, max_sessions=max_sessions, host=host,
-                          allowed_hosts=tuple(allowed_host), cors_origins=tuple(cors_origin), allow_hub=allow_hub,
-                          max_models=max_models, model_ttl_s=model_ttl,
-                          aliases=dict(a.split("=", 1) for a in model_alias))
+    config = ServerConfig(
+        model_uri,
+        backend,
+        api_key,
+        queue_size,
+        timeout,
+        max_upload_mb,
+        max_audio_minutes,
+        max_queued_audio_minutes,
+        tuple(allow_url_host),
+        allow_private_urls,
+        url_timeout_s=url_timeout,
+        realtime_idle_s=realtime_idle_seconds,
+        max_sessions=max_sessions,
+        host=host,
+        allowed_hosts=tuple(allowed_host),
+        cors_origins=tuple(cors_origin),
+        allow_hub=allow_hub,
+        max_models=max_models,
+        model_ttl_s=model_ttl,
+        aliases=dict(a.split("=", 1) for a in model_alias),
+    )
     uvicorn.run(create_app(config), host=host, port=port, log_level="warning", timeout_graceful_shutdown=grace)
 
 
@@ -236,15 +364,19 @@ def serve(
 @friendly_errors
 @with_decoding_flags
 def batch(
-    source: Path = typer.Argument(..., help="A folder of audio (recursive) or a .jsonl/.csv manifest with an 'audio' column."),
+    source: Path = typer.Argument(
+        ..., help="A folder of audio (recursive) or a .jsonl/.csv manifest with an 'audio' column."
+    ),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="models:/NAME@alias, or any model name."),
     output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Outputs mirror the input tree here."),
-    format: str = typer.Option("json,srt,txt", "--format", "-f", help="Comma-separated: txt, json, srt, vtt, tsv, jsonl."),
+    format: str = typer.Option(
+        "json,srt,txt", "--format", "-f", help="Comma-separated: txt, json, srt, vtt, tsv, jsonl."
+    ),
     engine: str = typer.Option("local", help="local (one process) or spark."),
     master: str = typer.Option("local[2]", help="Spark master, with --engine spark."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-    changes: dict = None,
+    changes: dict | None = None,
 ):
     """Transcribe a collection; re-runs skip finished files; failures go to OUT/errors.jsonl (exit 1).
 
@@ -252,13 +384,17 @@ def batch(
     from asrflow.batch import run_batch
 
     formats = [f.strip() for f in format.split(",") if f.strip()]
-    summary = run_batch(source, model, output_dir, formats, changes, engine, master, show_progress=not quiet and sys.stderr.isatty())
+    summary = run_batch(
+        source, model, output_dir, formats, changes, engine, master, show_progress=not quiet and sys.stderr.isatty()
+    )
     if as_json:
         typer.echo(json.dumps(summary.to_dict()))
     else:
-        typer.echo(f"{summary.transcribed} transcribed, {summary.skipped} already done, {summary.failed} failed "
-                   f"of {summary.files} files; {summary.audio_seconds / 60:.1f} min of audio in {summary.wall_seconds:.1f} s "
-                   f"({summary.real_time_factor}x real time) -> {output_dir}")
+        typer.echo(
+            f"{summary.transcribed} transcribed, {summary.skipped} already done, {summary.failed} failed "
+            f"of {summary.files} files; {summary.audio_seconds / 60:.1f} min of audio in {summary.wall_seconds:.1f} s "
+            f"({summary.real_time_factor}x real time) -> {output_dir}"
+        )
         if summary.failed:
             typer.echo(f"failures are listed in {output_dir / 'errors.jsonl'}", err=True)
     if summary.failed:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -54,12 +53,16 @@ def info(model: str = typer.Argument(DEFAULT_MODEL), as_json: bool = typer.Optio
 @friendly_errors
 def log(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"),
-    flavor: str = typer.Option("asrflow", help="asrflow (pyfunc around either backend) or transformers (the tutorial's)."),
+    flavor: str = typer.Option(
+        "asrflow", help="asrflow (pyfunc around either backend) or transformers (the tutorial's)."
+    ),
     backend: str = typer.Option("ctranslate2", help="Backend of the asrflow flavor."),
-    reference_only: bool = typer.Option(False, "--reference-only", help="Record where the weights are instead of copying them."),
+    reference_only: bool = typer.Option(
+        False, "--reference-only", help="Record where the weights are instead of copying them."
+    ),
     experiment: str = typer.Option(DEFAULT_EXPERIMENT),
-    register_as: Optional[str] = typer.Option(None, "--register", help="Also register as this model name."),
-    alias: Optional[str] = typer.Option(None, help="Alias to point at the registered version."),
+    register_as: str | None = typer.Option(None, "--register", help="Also register as this model name."),
+    alias: str | None = typer.Option(None, help="Alias to point at the registered version."),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Log a Whisper model to MLflow (and optionally register it); prints its model URI."""
@@ -75,8 +78,8 @@ def log(
 @friendly_errors
 def register(
     name: str = typer.Argument(..., help="Registered model name."),
-    model_uri: Optional[str] = typer.Option(None, "--model-uri", help="Model to register; default: the last one logged."),
-    alias: Optional[str] = typer.Option(None, help="Alias to point at the new version, e.g. champion."),
+    model_uri: str | None = typer.Option(None, "--model-uri", help="Model to register; default: the last one logged."),
+    alias: str | None = typer.Option(None, help="Alias to point at the new version, e.g. champion."),
     experiment: str = typer.Option(DEFAULT_EXPERIMENT),
 ):
     """Register a logged model as a new version of NAME; prints models:/NAME/VERSION."""
@@ -100,8 +103,20 @@ def _print_evaluations(results, as_json: bool):
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in results] if len(results) > 1 else results[0].to_dict()))
         return
-    names = ["wer", "cer", "substitutions", "deletions", "insertions", "real_time_factor", "latency_p50",
-             "latency_p95", "load_seconds", "peak_rss_mb", "der", "language_accuracy"]
+    names = [
+        "wer",
+        "cer",
+        "substitutions",
+        "deletions",
+        "insertions",
+        "real_time_factor",
+        "latency_p50",
+        "latency_p95",
+        "load_seconds",
+        "peak_rss_mb",
+        "der",
+        "language_accuracy",
+    ]
     names = [n for n in names if all(n in r.metrics() for r in results)]  # der, language accuracy: when referenced
     width = max(14, *(len(r.model) + 2 for r in results))
     header = f"{'metric':18}" + "".join(f"{r.model:>{width}}" for r in results)
@@ -126,8 +141,8 @@ def _print_evaluations(results, as_json: bool):
 def evaluate(
     model_uri: str = typer.Argument(..., help="models:/NAME@alias, models:/NAME/VERSION, or any model name."),
     dataset: Path = typer.Argument(..., help="manifest.jsonl / .csv, or a folder of audio with .txt references."),
-    language: Optional[str] = typer.Option(None),
-    limit: Optional[int] = typer.Option(None, help="Only the first N utterances."),
+    language: str | None = typer.Option(None),
+    limit: int | None = typer.Option(None, help="Only the first N utterances."),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """WER, CER, speed and memory of a model on a dataset, logged to MLflow."""
@@ -142,8 +157,8 @@ def compare(
     model_a: str = typer.Argument(...),
     model_b: str = typer.Argument(...),
     dataset: Path = typer.Argument(...),
-    language: Optional[str] = typer.Option(None),
-    limit: Optional[int] = typer.Option(None),
+    language: str | None = typer.Option(None),
+    limit: int | None = typer.Option(None),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Evaluate two models on the same audio in one MLflow run and print the differences."""
@@ -160,8 +175,8 @@ def promote(
     dataset: Path = typer.Option(..., help="Evaluation dataset."),
     alias: str = typer.Option("champion"),
     tolerance: float = typer.Option(0.0, help="How much worse (absolute WER) the candidate may be."),
-    language: Optional[str] = typer.Option(None),
-    limit: Optional[int] = typer.Option(None),
+    language: str | None = typer.Option(None),
+    limit: int | None = typer.Option(None),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Move ALIAS to the candidate only if its WER is not worse than the current holder's."""

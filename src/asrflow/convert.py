@@ -48,14 +48,18 @@ def read_ct2_model(path: str | Path) -> dict[str, np.ndarray]:
         dtype_id = take("<B")
         size = take("<I")
         if dtype_id not in _CT2_DTYPES:
-            raise ModelNotFoundError(f"{path}: variable {name} has a dtype asrflow cannot convert (id {dtype_id}); convert the model with float16 weights.")
+            raise ModelNotFoundError(
+                f"{path}: variable {name} has a dtype asrflow cannot convert (id {dtype_id}); convert the model with float16 weights."
+            )
         if dtype_id in (1, 2) and len(shape) >= 2:  # int8/int16 matrices: quantized weights (scalars are flags)
             raise InvalidOptionError(
                 f"{path} holds quantized ({np.dtype(_CT2_DTYPES[dtype_id]).name}) weights, which cannot be converted "
                 "back to transformers without loss: convert from a float16 or float32 CTranslate2 model, or use the "
                 "original transformers checkpoint."
             )
-        variables[name] = np.frombuffer(data, _CT2_DTYPES[dtype_id], size // np.dtype(_CT2_DTYPES[dtype_id]).itemsize, pos).reshape(shape)
+        variables[name] = np.frombuffer(
+            data, _CT2_DTYPES[dtype_id], size // np.dtype(_CT2_DTYPES[dtype_id]).itemsize, pos
+        ).reshape(shape)
         pos += size
     for _ in range(take("<I")):
         alias, target = take_string(), take_string()
@@ -75,7 +79,9 @@ def _attention(v: dict, src: str, dst: str, fused: str, out: dict) -> None:
     """Split CTranslate2's fused projections back into q/k/v (Whisper's k has no bias)."""
     names = {"qkv": ["q_proj", "k_proj", "v_proj"], "kv": ["k_proj", "v_proj"], "q": ["q_proj"]}[fused]
     layer = {"qkv": "linear_0", "kv": "linear_1", "q": "linear_0"}[fused]
-    for proj, w, b in zip(names, _split(v[f"{src}/{layer}/weight"], len(names)), _split(v[f"{src}/{layer}/bias"], len(names))):
+    for proj, w, b in zip(
+        names, _split(v[f"{src}/{layer}/weight"], len(names)), _split(v[f"{src}/{layer}/bias"], len(names))
+    ):
         out[f"{dst}.{proj}.weight"] = w
         if proj != "k_proj":
             out[f"{dst}.{proj}.bias"] = b
@@ -131,7 +137,7 @@ def whisper_configs(variables: dict, ct2_config: dict, tokenizer_json: dict):
     multilingual = vocab >= 51865
     n_lang = _LANG_COUNT.get(vocab, 99)
     langs = [t for t, i in sorted(ids.items(), key=lambda x: x[1]) if sot < i <= sot + n_lang]
-    heads = lambda side: int(variables[f"{side}/num_heads"]) if f"{side}/num_heads" in variables else d_model // 64  # noqa: E731
+    heads = lambda side: int(variables[f"{side}/num_heads"]) if f"{side}/num_heads" in variables else d_model // 64
     config = WhisperConfig(
         vocab_size=vocab,
         num_mel_bins=variables["encoder/conv1/weight"].shape[1],

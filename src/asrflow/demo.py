@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import mlflow
 
@@ -43,7 +43,9 @@ def run_demo(echo: Callable[[str], None] = print, model: str = DEFAULT_MODEL, na
     with mlflow.start_run(run_name="whisper-tutorial") as run:
         hf_info = tutorial.log_transformers_model(pipeline, audio=audio, signature=signature, model=model)
         echo(f"   transformers flavor (mlflow.transformers.log_model): {hf_info.model_uri}")
-        ref_info = tutorial.log_transformers_model(pipeline, name="whisper-reference", audio=audio, signature=signature, model=model, reference_only=True)
+        ref_info = tutorial.log_transformers_model(
+            pipeline, name="whisper-reference", audio=audio, signature=signature, model=model, reference_only=True
+        )
         echo(f"   transformers flavor, reference only:                {ref_info.model_uri}")
         af_info = flavor.log_model(model=model, input_example=audio)
         echo(f"   asrflow flavor (CTranslate2):                       {af_info.model_uri}")
@@ -69,6 +71,8 @@ def run_demo(echo: Callable[[str], None] = print, model: str = DEFAULT_MODEL, na
 
     echo(f"\nNext (in a shell where `source {Path(sys.executable).parent}/activate` was run):")
     echo(f"   mlflow ui --backend-store-uri {tracking_uri()}")
-    echo(f"   MLFLOW_TRACKING_URI={tracking_uri()} mlflow models serve -m models:/{name}@champion --env-manager local -p 5001")
+    echo(
+        f"   MLFLOW_TRACKING_URI={tracking_uri()} mlflow models serve -m models:/{name}@champion --env-manager local -p 5001"
+    )
     echo(f"\ndone in {time.perf_counter() - started:.0f} s (run {run.info.run_id})")
     return {"texts": texts, "match": match, "run_id": run.info.run_id, "version": version.version}

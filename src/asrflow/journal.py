@@ -14,9 +14,10 @@ import functools
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator, TextIO
+from typing import TextIO
 
 from asrflow.audio import AudioInput
 from asrflow.models import ModelSource, model_info
@@ -82,8 +83,15 @@ def audio_identity(audio: AudioInput) -> dict:
     return {"url": audio} if isinstance(audio, str) else {}
 
 
-def transcribe_resumably(transcriber, audio: AudioInput, options: TranscribeOptions, journal: Path,
-                         resume: bool = True, note: Callable[[str], None] | None = None, **kwargs) -> SegmentStream:
+def transcribe_resumably(
+    transcriber,
+    audio: AudioInput,
+    options: TranscribeOptions,
+    journal: Path,
+    resume: bool = True,
+    note: Callable[[str], None] | None = None,
+    **kwargs,
+) -> SegmentStream:
     """Like `transcriber.stream(audio, options)` (audio: a file or URL), keeping a journal; with `resume`, the
     segments a previous run journaled from the same options, model and audio come first and decoding goes on after
     them. `note(message)` hears why a journal was not resumed. Remove the journal once the outputs are written."""

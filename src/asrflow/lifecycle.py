@@ -41,13 +41,23 @@ def log(
     set_experiment(experiment)
     audio = tutorial.sample_audio()
     with mlflow.start_run() as run:
-        mlflow.set_tags({"asrflow.model": model, "asrflow.flavor": flavor, "asrflow.backend": backend if flavor == "asrflow" else "transformers"})
+        mlflow.set_tags(
+            {
+                "asrflow.model": model,
+                "asrflow.flavor": flavor,
+                "asrflow.backend": backend if flavor == "asrflow" else "transformers",
+            }
+        )
         if flavor == "transformers":
             pipeline = tutorial.transcription_pipeline(model)
             signature = tutorial.tutorial_signature(pipeline, audio)
-            info = tutorial.log_transformers_model(pipeline, audio=audio, signature=signature, reference_only=reference_only, model=model)
+            info = tutorial.log_transformers_model(
+                pipeline, audio=audio, signature=signature, reference_only=reference_only, model=model
+            )
         else:
-            info = asrflow_flavor.log_model(model=model, backend=backend, options=options, reference_only=reference_only, input_example=audio)
+            info = asrflow_flavor.log_model(
+                model=model, backend=backend, options=options, reference_only=reference_only, input_example=audio
+            )
     registered = None
     if register_as:
         version = register(info.model_uri, register_as, alias)
@@ -60,7 +70,12 @@ def latest_logged_model(experiment: str = DEFAULT_EXPERIMENT) -> str:
     from asrflow.errors import ModelNotFoundError
 
     experiment_id = set_experiment(experiment)
-    models = mlflow.search_logged_models(experiment_ids=[experiment_id], order_by=[{"field_name": "creation_time", "ascending": False}], max_results=1, output_format="list")
+    models = mlflow.search_logged_models(
+        experiment_ids=[experiment_id],
+        order_by=[{"field_name": "creation_time", "ascending": False}],
+        max_results=1,
+        output_format="list",
+    )
     if not models:
         raise ModelNotFoundError(f"no model has been logged in experiment {experiment!r}: run `asrflow log` first.")
     return f"models:/{models[0].model_id}"

@@ -66,11 +66,21 @@ class SameOrigin:
         host = headers.get(b"host", b"").decode("latin-1").lower()
         origin = headers.get(b"origin", b"").decode("latin-1").rstrip("/").lower()
         if not self.known(host):
-            status, message = 421, (f"this server does not answer to the name {host[:100]!r}: use its address, or "
-                                    "start it with --allowed-host NAME for the name clients use.")
+            status, message = (
+                421,
+                (
+                    f"this server does not answer to the name {host[:100]!r}: use its address, or "
+                    "start it with --allowed-host NAME for the name clients use."
+                ),
+            )
         elif origin and urlsplit(origin).netloc != host and "*" not in self.origins and origin not in self.origins:
-            status, message = 403, (f"requests from the web origin {origin[:100]!r} are refused: start the server "
-                                    "with --cors-origin ORIGIN to let that site's pages call it.")
+            status, message = (
+                403,
+                (
+                    f"requests from the web origin {origin[:100]!r} are refused: start the server "
+                    "with --cors-origin ORIGIN to let that site's pages call it."
+                ),
+            )
         else:
             return await self.app(scope, receive, send)
         if scope["type"] == "websocket":  # before the handshake is accepted: the client sees an HTTP 403
@@ -90,8 +100,18 @@ class SameOrigin:
 
 
 async def refuse(send, status: int, message: str) -> None:
-    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": status}}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    body = json.dumps(
+        {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": status}}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -77,7 +77,9 @@ class Agreement:
                 break
             common += 1
         self.previous = words
-        if common <= len(self.confirmed) or [_key(w) for w in words[: len(self.confirmed)]] != [_key(w) for w in self.confirmed]:
+        if common <= len(self.confirmed) or [_key(w) for w in words[: len(self.confirmed)]] != [
+            _key(w) for w in self.confirmed
+        ]:
             return []
         new = words[len(self.confirmed) : common]
         self.confirmed += new

@@ -8,9 +8,9 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from asrflow.errors import ModelNotFoundError
 
@@ -52,7 +52,9 @@ def resolve_model(name: str) -> ModelSource:
     if path.is_dir():
         if (path / "model.bin").is_file():
             return ModelSource(name, "ctranslate2", str(path.resolve()))
-        if (path / "config.json").is_file() and (any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))):
+        if (path / "config.json").is_file() and (
+            any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))
+        ):
             return ModelSource(name, "transformers", str(path.resolve()))
         raise ModelNotFoundError(
             f"{name} is a directory but holds no Whisper model: expected model.bin (CTranslate2) "
@@ -68,8 +70,11 @@ def resolve_model(name: str) -> ModelSource:
 
 def installed_bundled() -> list[str]:
     """The bundled names whose weights' packages are installed here."""
-    return [f"bundled:{short}" for short, (packages, _) in BUNDLED.items()
-            if all(importlib.util.find_spec(p) is not None for p in packages)]
+    return [
+        f"bundled:{short}"
+        for short, (packages, _) in BUNDLED.items()
+        if all(importlib.util.find_spec(p) is not None for p in packages)
+    ]
 
 
 def _bundled_dir(short: str) -> Path:
@@ -132,7 +137,11 @@ def cache_path(source: ModelSource, kind: str) -> Path:
     """Where a conversion of `source` (a `kind`: transformers, ctranslate2, openvino) is cached: named by its files."""
     stamp = source.location
     if source.is_local:
-        stamp += "".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in sorted(Path(source.location).iterdir()) if f.is_file())
+        stamp += "".join(
+            f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
+            for f in sorted(Path(source.location).iterdir())
+            if f.is_file()
+        )
     digest = hashlib.sha256(stamp.encode()).hexdigest()[:16]
     return home_dir() / "models" / f"{Path(source.location).name}-{kind}-{digest}"
 
@@ -171,7 +180,14 @@ def model_info(source: ModelSource) -> dict:
     """What identifies the model's weights, for reproducibility records."""
     info = {"model": source.name, "format": source.format, "location": source.location}
     if source.is_local:
-        weights = next((Path(source.location) / f for f in ("model.bin", "model.safetensors") if (Path(source.location) / f).is_file()), None)
+        weights = next(
+            (
+                Path(source.location) / f
+                for f in ("model.bin", "model.safetensors")
+                if (Path(source.location) / f).is_file()
+            ),
+            None,
+        )
         if weights is not None:
             h = hashlib.sha256()
             with open(weights, "rb") as f:

@@ -8,18 +8,117 @@ Precedence: options saved with the model < server/CLI flags < what one call pass
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Mapping
+from typing import Any
 
 from asrflow.errors import InvalidOptionError
 
 TASKS = ("transcribe", "translate")
 # Whisper's language codes (faster-whisper's list, the same in openai/whisper and transformers)
-LANGUAGES = (
-    "af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha haw he hi hr ht hu hy "
-    "id is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr ms mt my ne nl nn no oc pa pl ps pt ro ru "
-    "sa sd si sk sl sn so sq sr su sv sw ta te tg th tk tl tr tt uk ur uz vi yi yo zh yue"
-).split()
+LANGUAGES = [
+    "af",
+    "am",
+    "ar",
+    "as",
+    "az",
+    "ba",
+    "be",
+    "bg",
+    "bn",
+    "bo",
+    "br",
+    "bs",
+    "ca",
+    "cs",
+    "cy",
+    "da",
+    "de",
+    "el",
+    "en",
+    "es",
+    "et",
+    "eu",
+    "fa",
+    "fi",
+    "fo",
+    "fr",
+    "gl",
+    "gu",
+    "ha",
+    "haw",
+    "he",
+    "hi",
+    "hr",
+    "ht",
+    "hu",
+    "hy",
+    "id",
+    "is",
+    "it",
+    "ja",
+    "jw",
+    "ka",
+    "kk",
+    "km",
+    "kn",
+    "ko",
+    "la",
+    "lb",
+    "ln",
+    "lo",
+    "lt",
+    "lv",
+    "mg",
+    "mi",
+    "mk",
+    "ml",
+    "mn",
+    "mr",
+    "ms",
+    "mt",
+    "my",
+    "ne",
+    "nl",
+    "nn",
+    "no",
+    "oc",
+    "pa",
+    "pl",
+    "ps",
+    "pt",
+    "ro",
+    "ru",
+    "sa",
+    "sd",
+    "si",
+    "sk",
+    "sl",
+    "sn",
+    "so",
+    "sq",
+    "sr",
+    "su",
+    "sv",
+    "sw",
+    "ta",
+    "te",
+    "tg",
+    "th",
+    "tk",
+    "tl",
+    "tr",
+    "tt",
+    "uk",
+    "ur",
+    "uz",
+    "vi",
+    "yi",
+    "yo",
+    "zh",
+    "yue",
+]
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
@@ -60,7 +159,9 @@ class TranscribeOptions:
         counts = {k: v for k in ("num_speakers", "min_speakers", "max_speakers") if (v := getattr(self, k)) is not None}
         if counts and not self.diarize:
             names = " and ".join(counts)
-            raise InvalidOptionError(f"{names} only apply to diarization: turn diarize on (CLI --diarize), or leave {names} out.")
+            raise InvalidOptionError(
+                f"{names} only apply to diarization: turn diarize on (CLI --diarize), or leave {names} out."
+            )
         if self.languages and not self.multilingual:
             raise InvalidOptionError(
                 "languages lists the languages that multilingual detection chooses among: turn multilingual on "
@@ -72,7 +173,9 @@ class TranscribeOptions:
                 "choose one."
             )
         if (self.min_speakers or 1) > (self.max_speakers or 32):
-            raise InvalidOptionError(f"min_speakers ({self.min_speakers}) is more than max_speakers ({self.max_speakers}).")
+            raise InvalidOptionError(
+                f"min_speakers ({self.min_speakers}) is more than max_speakers ({self.max_speakers})."
+            )
         if self.stride_length_s is not None and sum(self.stride_length_s) >= self.chunk_length_s:
             raise InvalidOptionError(
                 f"stride_length_s {list(self.stride_length_s)} must add up to less than chunk_length_s "
@@ -141,7 +244,7 @@ def _number(value: Any) -> float:
     if isinstance(value, bool) or value is None or isinstance(value, (list, tuple, dict)):
         raise TypeError
     number = float(value.strip() if isinstance(value, str) else value)
-    if number != number or number in (float("inf"), float("-inf")):
+    if not math.isfinite(number):
         raise ValueError
     return number
 
@@ -208,8 +311,9 @@ def _languages(value: Any) -> tuple[str, ...] | None:
     known = {c: c.strip().lower() if isinstance(c, str) else None for c in codes}
     unknown = [c for c, code in known.items() if code not in LANGUAGES]
     if unknown:
-        raise InvalidOptionError(f"languages: {_show(unknown[0])} is not a Whisper language code: list ISO 639-1 "
-                                 "codes such as en,de,fr.")
+        raise InvalidOptionError(
+            f"languages: {_show(unknown[0])} is not a Whisper language code: list ISO 639-1 codes such as en,de,fr."
+        )
     return tuple(dict.fromkeys(known.values())) or None
 
 
@@ -246,7 +350,9 @@ def _stride(value: Any) -> tuple[float, float] | None:
     stride = _numbers(value)
     stride = stride * 2 if len(stride) == 1 else stride
     if len(stride) != 2 or any(s < 0 for s in stride):
-        raise InvalidOptionError(f"stride_length_s must be one or two non-negative numbers of seconds, not {_show(value)}.")
+        raise InvalidOptionError(
+            f"stride_length_s must be one or two non-negative numbers of seconds, not {_show(value)}."
+        )
     return stride
 
 

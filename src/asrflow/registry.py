@@ -66,7 +66,6 @@ def register(model_uri: str, name: str, alias: str | None = None, tags: dict | N
     """Register `model_uri` as a new version of `name`, optionally pointing `alias` at it."""
     import mlflow
     from mlflow import MlflowClient
-
     from mlflow.exceptions import MlflowException
 
     use_tracking()
@@ -129,15 +128,21 @@ def local_model_dir(uri: str) -> Path | None:
     name, alias, version = parsed
     workspace = os.environ.get("MLFLOW_WORKSPACE") or "default"  # MLflow's registry is per workspace
     try:
-        with closing(sqlite3.connect(f"file:{store[len('sqlite:///'):]}?mode=ro", uri=True)) as db:
+        with closing(sqlite3.connect(f"file:{store[len('sqlite:///') :]}?mode=ro", uri=True)) as db:
             if alias:
-                row = db.execute("SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ? AND workspace = ?",
-                                 (name, alias, workspace)).fetchone()
+                row = db.execute(
+                    "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ? AND workspace = ?",
+                    (name, alias, workspace),
+                ).fetchone()
                 version = row[0] if row else None
-            row = db.execute(
-                "SELECT storage_location FROM model_versions WHERE name = ? AND version = ? AND workspace = ?",
-                (name, version, workspace),
-            ).fetchone() if version else None
+            row = (
+                db.execute(
+                    "SELECT storage_location FROM model_versions WHERE name = ? AND version = ? AND workspace = ?",
+                    (name, version, workspace),
+                ).fetchone()
+                if version
+                else None
+            )
     except sqlite3.Error:  # another schema (an older MLflow): let MLflow itself answer
         return None
     location = urlparse(row[0]) if row and row[0] else None

@@ -33,7 +33,9 @@ def parse_params(transcriber, params: dict[str, Any] | None) -> tuple[Transcribe
     params = dict(params or {})
     unknown = sorted(set(map(str, params)) - set(param_names()))
     if unknown:
-        raise InvalidOptionError(f"unknown param(s) {', '.join(unknown)}: an asrflow model takes {', '.join(param_names())}.")
+        raise InvalidOptionError(
+            f"unknown param(s) {', '.join(unknown)}: an asrflow model takes {', '.join(param_names())}."
+        )
     response_format = params.pop("response_format", "text") or "text"
     if response_format not in RESPONSE_FORMATS:
         raise InvalidOptionError(
@@ -57,7 +59,11 @@ def scoring_items(payload) -> list:
         inputs = [row[0] for row in data if isinstance(row, list) and row] if isinstance(data, list) else None
     elif "dataframe_records" in payload:
         records = payload["dataframe_records"]
-        inputs = [next(iter(r.values())) for r in records if isinstance(r, dict) and r] if isinstance(records, list) else None
+        inputs = (
+            [next(iter(r.values())) for r in records if isinstance(r, dict) and r]
+            if isinstance(records, list)
+            else None
+        )
     else:
         raise InvalidOptionError(f"no inputs: {formats}.")
     items = inputs if isinstance(inputs, list) else [] if inputs is None else [inputs]
@@ -110,8 +116,9 @@ def unwrap(item, paths: bool = True):
         except (binascii.Error, ValueError):
             if paths:
                 return item
-            raise InvalidOptionError("each input must be base64-encoded audio (or an http(s) URL, where the server "
-                                     "allows them).") from None
+            raise InvalidOptionError(
+                "each input must be base64-encoded audio (or an http(s) URL, where the server allows them)."
+            ) from None
     if isinstance(item, (bytes, bytearray)) and not bytes(item[:4]).startswith(AUDIO_MAGIC):
         try:
             return base64.b64decode(b"".join(bytes(item).split()), validate=True)

@@ -10,7 +10,7 @@ ends the step. Elsewhere (the CLI, the library) it does nothing.
 from __future__ import annotations
 
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 _running = threading.local()
 END = object()  # Stepper.step: the iterator is exhausted

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -18,7 +18,6 @@ from asrflow.errors import InvalidOptionError
 from asrflow.models import DEFAULT_MODEL, ModelSource, resolve_model
 from asrflow.options import TranscribeOptions
 from asrflow.transcript import Segment, SegmentStream, Transcript
-
 
 REFERENCE_SECONDS = 30.0  # a known speaker's reference clip: a few seconds of their voice is enough
 
@@ -49,9 +48,15 @@ class Transcriber:
         return self.stream(audio, options, sample_rate, allow_urls, **changes).collect(progress)
 
     def stream(
-        self, audio: AudioInput, options: TranscribeOptions | None = None, sample_rate: int = SAMPLE_RATE,
-        allow_urls: bool = False, start: float = 0.0, known_speakers: dict[str, AudioInput] | None = None,
-        max_seconds: float | None = None, **changes,
+        self,
+        audio: AudioInput,
+        options: TranscribeOptions | None = None,
+        sample_rate: int = SAMPLE_RATE,
+        allow_urls: bool = False,
+        start: float = 0.0,
+        known_speakers: dict[str, AudioInput] | None = None,
+        max_seconds: float | None = None,
+        **changes,
     ) -> SegmentStream:
         """Segments as they are decoded (iterate it), with the language known up front. The audio is decoded
         as it is transcribed, a block at a time (blocks.py): memory does not grow with its length. `start`:
@@ -68,15 +73,25 @@ class Transcriber:
         if not options.diarize:
             return stream_blocks(self.backend.stream, pieces, options, default_language, start=start)
         # Speakers need the whole file's voices: the segments come, labelled, once the audio is decoded.
-        known = {name: decode_audio(clip, max_seconds=REFERENCE_SECONDS) for name, clip in (known_speakers or {}).items()}
+        known = {
+            name: decode_audio(clip, max_seconds=REFERENCE_SECONDS) for name, clip in (known_speakers or {}).items()
+        }
         diarizer = Diarizer(options.num_speakers, options.min_speakers, options.max_speakers, known)
         decoding = replace(options, word_timestamps=True)
         stream = stream_blocks(self.backend.stream, diarizer.hear(pieces), decoding, default_language, start=start)
         stream.segments = diarizer.labelled(stream.segments)
         return stream
 
-    def _by_channel(self, audio: AudioInput, options: TranscribeOptions, sample_rate: int, allow_urls: bool,
-                    default_language: str | None, start: float, max_seconds: float | None = None) -> SegmentStream:
+    def _by_channel(
+        self,
+        audio: AudioInput,
+        options: TranscribeOptions,
+        sample_rate: int,
+        allow_urls: bool,
+        default_language: str | None,
+        start: float,
+        max_seconds: float | None = None,
+    ) -> SegmentStream:
         """channels="split": each channel transcribed by itself (a stereo call: one voice a channel), the segments
         merged in time order, each with its channel as speaker (left, right; channel 1, 2 ... beyond two)."""
         if isinstance(audio, str) and audio.startswith(("http://", "https://")):
@@ -90,12 +105,22 @@ class Transcriber:
                 "leave channels out (or set it to mix)."
             )
         labels = ["left", "right"] if count == 2 else [f"channel {k + 1}" for k in range(count)]
-        streams = [stream_blocks(self.backend.stream, stream_audio(audio, sample_rate, allow_urls, max_seconds, channel=k), options,
-                                 default_language, start=start) for k in range(count)]
+        streams = [
+            stream_blocks(
+                self.backend.stream,
+                stream_audio(audio, sample_rate, allow_urls, max_seconds, channel=k),
+                options,
+                default_language,
+                start=start,
+            )
+            for k in range(count)
+        ]
         merged = SegmentStream(iter(()), streams[0].language, streams[0].language_probability, streams[0].duration)
 
         def segments():
-            labelled = [map(labelled_segment, stream, itertools.repeat(label)) for stream, label in zip(streams, labels)]
+            labelled = [
+                map(labelled_segment, stream, itertools.repeat(label)) for stream, label in zip(streams, labels)
+            ]
             yield from heapq.merge(*labelled, key=lambda s: (s.start, s.end))
             merged.duration = max(stream.duration for stream in streams)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Iterator
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,15 @@ class Segment:
 
     @classmethod
     def from_dict(cls, s: dict) -> Segment:
-        return cls(s["start"], s["end"], s["text"], [Word(**w) for w in s.get("words") or []], s.get("language"),
-                   s.get("language_probability"), s.get("speaker"))
+        return cls(
+            s["start"],
+            s["end"],
+            s["text"],
+            [Word(**w) for w in s.get("words") or []],
+            s.get("language"),
+            s.get("language_probability"),
+            s.get("speaker"),
+        )
 
 
 @dataclass(frozen=True)

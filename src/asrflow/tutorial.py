@@ -50,9 +50,7 @@ def _fp16_weights(pipeline):
 
     model = pipeline.model
     original = model.dtype
-    lossless = original == torch.float32 and all(
-        torch.equal(p, p.half().float()) for p in model.parameters()
-    )
+    lossless = original == torch.float32 and all(torch.equal(p, p.half().float()) for p in model.parameters())
     if lossless:
         model.half()
     try:
@@ -74,17 +72,17 @@ def log_transformers_model(
     """Step 4: `mlflow.transformers.log_model`, as the tutorial calls it, in the active run."""
     import torch
 
-    kwargs = dict(
-        transformers_model=pipeline,
-        name=name,
-        signature=signature,
-        input_example=compact_example(audio),
-        model_config=model_config or dict(TUTORIAL_PARAMS),
-        pip_requirements=get_default_pip_requirements("transformers"),
-        torch_dtype=torch.float32,
-        metadata={"asrflow": provenance(resolve_model(model), "transformers", "float32")},
-        registered_model_name=registered_model_name,
-    )
+    kwargs = {
+        "transformers_model": pipeline,
+        "name": name,
+        "signature": signature,
+        "input_example": compact_example(audio),
+        "model_config": model_config or dict(TUTORIAL_PARAMS),
+        "pip_requirements": get_default_pip_requirements("transformers"),
+        "torch_dtype": torch.float32,
+        "metadata": {"asrflow": provenance(resolve_model(model), "transformers", "float32")},
+        "registered_model_name": registered_model_name,
+    }
     with _hub_reference(pipeline, model) if reference_only else _fp16_weights(pipeline):
         info = mlflow.transformers.log_model(save_pretrained=not reference_only, **kwargs)
     fix_logged_serving_example(info)
@@ -114,7 +112,7 @@ def _hub_reference(pipeline, model: str):
     try:
         revision = huggingface_hub.HfApi().model_info(repo, timeout=5).sha
         offline = False
-    except Exception:  # offline or unreachable: pin the branch, and skip MLflow's hub look-ups
+    except Exception:  # noqa: BLE001 - offline or unreachable: pin the branch, and skip MLflow's hub look-ups
         revision, offline = "main", True
     try:
         with contextlib.ExitStack() as stack:

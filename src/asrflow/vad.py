@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 import os
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Iterable, Iterator
 
 import numpy as np
 from faster_whisper.vad import VadOptions, get_speech_timestamps
@@ -15,7 +16,6 @@ from asrflow.audio import SAMPLE_RATE
 from asrflow.options import TranscribeOptions
 from asrflow.transcript import Segment
 
-
 SLICE_SECONDS = 60  # Silero's cost grows with what it is given at once (180 MB for 10 minutes): a minute at a time
 SNAP_SECONDS = 1.0  # a segment bound this close to a pause (or to the first onset, the last offset) moves there
 
@@ -23,8 +23,12 @@ SNAP_SECONDS = 1.0  # a segment bound this close to a pause (or to the first ons
 def vad_settings(options: TranscribeOptions, max_speech_s: float = float("inf")) -> VadOptions:
     """Silero's settings from the options (the one place they are read): vad_threshold, a pause of
     vad_min_silence_duration_ms ends a region, vad_speech_pad_ms kept on each side."""
-    return VadOptions(threshold=options.vad_threshold, min_silence_duration_ms=options.vad_min_silence_duration_ms,
-                      speech_pad_ms=options.vad_speech_pad_ms, max_speech_duration_s=max_speech_s)
+    return VadOptions(
+        threshold=options.vad_threshold,
+        min_silence_duration_ms=options.vad_min_silence_duration_ms,
+        speech_pad_ms=options.vad_speech_pad_ms,
+        max_speech_duration_s=max_speech_s,
+    )
 
 
 def speech_regions(audio: np.ndarray, options: TranscribeOptions) -> list[tuple[int, int]]:
@@ -38,8 +42,12 @@ def speech_regions(audio: np.ndarray, options: TranscribeOptions) -> list[tuple[
     cuts, size = [0], SLICE_SECONDS * SAMPLE_RATE
     while cuts[-1] < len(audio):
         start = cuts[-1]
-        cuts.append(len(audio) if len(audio) - start <= 1.5 * size else start + quiet_cut(audio[start : start + size], size // 4))
-    slices = list(zip(cuts, cuts[1:]))
+        cuts.append(
+            len(audio)
+            if len(audio) - start <= 1.5 * size
+            else start + quiet_cut(audio[start : start + size], size // 4)
+        )
+    slices = list(itertools.pairwise(cuts))
     with ThreadPoolExecutor(min(len(slices), os.cpu_count() or 1) or 1) as pool:
         found = pool.map(lambda ab: get_speech_timestamps(audio[ab[0] : ab[1]], settings), slices)
         return [(start + r["start"], start + r["end"]) for (start, _), regions in zip(slices, found) for r in regions]
@@ -63,11 +71,15 @@ def speech_edges(spans: list[tuple[int, int]], length: int, pad_ms: int) -> list
     pad = pad_ms * SAMPLE_RATE // 1000
     before = [0] + [b for _, b in spans]  # where the span before each ends (the audio's start for the first)
     after = [a for a, _ in spans[1:]] + [length]
-    return [((a + pad if a != before[k] else a) / SAMPLE_RATE, (b - pad if b != after[k] else b) / SAMPLE_RATE)
-            for k, (a, b) in enumerate(spans)]
+    return [
+        ((a + pad if a != before[k] else a) / SAMPLE_RATE, (b - pad if b != after[k] else b) / SAMPLE_RATE)
+        for k, (a, b) in enumerate(spans)
+    ]
 
 
-def snapped(segments: Iterable[Segment], edges: list[tuple[float, float]], tolerance: float = SNAP_SECONDS) -> Iterator[Segment]:
+def snapped(
+    segments: Iterable[Segment], edges: list[tuple[float, float]], tolerance: float = SNAP_SECONDS
+) -> Iterator[Segment]:
     """Segments (in time order) whose bounds are moved to where speech starts and stops (`speech_edges`): the
     bound between two segments into the pause nearest it, the first start to the nearest onset, the last end to
     the nearest offset, each when it is within `tolerance` seconds. Whisper's timestamps (tiny.en's especially)
@@ -75,7 +87,7 @@ def snapped(segments: Iterable[Segment], edges: list[tuple[float, float]], toler
     long audio the bounds were 0.29 s off on average and a fifth of them over half a second; snapped, 0.04 s
     and none (README, Use). A bound inside speech, with no pause near, stays where it is. The words at a moved
     bound move with it (word timestamps, aligned by attention, were 0.16 s off at segment bounds; snapped, 0.04)."""
-    pauses = [(b, a) for (_, b), (a, _) in zip(edges, edges[1:])]
+    pauses = [(b, a) for (_, b), (a, _) in itertools.pairwise(edges)]
     middles = [(b + a) / 2 for b, a in pauses]
     previous = None
     for segment in segments:

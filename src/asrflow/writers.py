@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, TextIO
+from typing import TextIO
 
 from asrflow.errors import InvalidOptionError
 from asrflow.transcript import Segment, Transcript
 
 
 def format_timestamp(seconds: float, decimal: str = ",", always_hours: bool = True) -> str:
-    ms = int(round(max(seconds, 0.0) * 1000))
+    ms = round(max(seconds, 0.0) * 1000)
     hours, ms = divmod(ms, 3_600_000)
     minutes, ms = divmod(ms, 60_000)
     secs, ms = divmod(ms, 1000)
@@ -84,8 +85,9 @@ FORMATS: dict[str, Format] = {
 }
 
 
-def write_incrementally(format: str, segments: Iterable[Segment], out: TextIO,
-                        language: str | None | Callable[[], str | None] = None) -> int:
+def write_incrementally(
+    format: str, segments: Iterable[Segment], out: TextIO, language: str | None | Callable[[], str | None] = None
+) -> int:
     """Write `segments` (of a file in `language`: or a function that tells it once it is known, as a multilingual
     stream's is after its regions' detection) to `out` as they come (flushed after each); returns how many."""
     spec = FORMATS[format]
@@ -102,7 +104,11 @@ def write_incrementally(format: str, segments: Iterable[Segment], out: TextIO,
 def _whole(spec: Format) -> Callable[[Transcript], str]:
     def write(transcript: Transcript) -> str:
         cues = [s for s in sorted(transcript.segments, key=lambda s: (s.start, s.end)) if _cue(s)]
-        return spec.head() + "".join(spec.piece(i, s, transcript.language) for i, s in enumerate(cues, start=1)) + spec.tail(transcript)
+        return (
+            spec.head()
+            + "".join(spec.piece(i, s, transcript.language) for i, s in enumerate(cues, start=1))
+            + spec.tail(transcript)
+        )
 
     return write
 
@@ -144,8 +150,10 @@ def output_folder(path: str | Path) -> Path:
         probe.touch()
         probe.unlink()
     except OSError as e:
-        raise InvalidOptionError(f"cannot write outputs to {str(path)!r} ({e.strerror or e}): give a folder you can "
-                                 "write to (it is created if it does not exist).") from None
+        raise InvalidOptionError(
+            f"cannot write outputs to {str(path)!r} ({e.strerror or e}): give a folder you can "
+            "write to (it is created if it does not exist)."
+        ) from None
     return path
 
 

@@ -42,6 +42,8 @@ def load_backend(name: str, source: ModelSource, device: str = "cpu", compute_ty
     module, name_ = BACKENDS[name].split(":")
     backend = getattr(importlib.import_module(module), name_)
     if device == "cuda" and not backend.cuda_usable():
-        raise InvalidOptionError(f"device cuda: the {name} backend sees no usable CUDA GPU here (no GPU, no driver, or "
-                                 "a CPU-only build): use --device cpu.")
+        raise InvalidOptionError(
+            f"device cuda: the {name} backend sees no usable CUDA GPU here (no GPU, no driver, or "
+            "a CPU-only build): use --device cpu."
+        )
     return backend(source, device, compute_type)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 import itertools
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import ctranslate2
 import numpy as np
@@ -26,7 +26,6 @@ from asrflow.models import ModelSource, ctranslate2_dir, hub_error
 from asrflow.options import TranscribeOptions
 from asrflow.transcript import Segment, SegmentStream, Word, fit_segment
 from asrflow.vad import merged, snapped, speech_edges, speech_regions, vad_settings
-
 
 CANDIDATES = 3  # languages decoded per speech region to choose its language (multilingual)
 VNNI = {"avx512_vnni", "avx_vnni", "amx_int8"}  # x86 instructions whose 8-bit dot products do not saturate
@@ -70,21 +69,26 @@ class CTranslate2Backend:
         self.encoder = openvino_encoder(model_dir, device, compute_type)
         workers, threads = layout(compute_type, self.encoder is None) if device == "cpu" else (1, 0)
         try:
-            self.model = WhisperModel(model_dir, device=device, compute_type=compute_type, cpu_threads=threads, num_workers=workers)
+            self.model = WhisperModel(
+                model_dir, device=device, compute_type=compute_type, cpu_threads=threads, num_workers=workers
+            )
         except (OSError, ValueError) as e:
             if source.is_local:
                 raise ModelNotFoundError(f"could not load {source.name} with CTranslate2: {e}") from None
             raise hub_error(source.name, e) from None
         self.multilingual = self.model.model.is_multilingual
         self.model.model = Workers(self.model.model, workers)  # a batch's decoding split among them
-        self.encode = self.encoder or (lambda features: self.model.model.encode(ctranslate2.StorageView.from_array(features)))
+        self.encode = self.encoder or (
+            lambda features: self.model.model.encode(ctranslate2.StorageView.from_array(features))
+        )
         # the batched pipeline (speech regions shorter than a window), with each region padded with silence
         padded = copy.copy(self.model)
         padded.feature_extractor = SilencePaddedExtractor(self.model.feature_extractor)
         padded.encode = TrimmedEncoder(self.encode)  # windows mostly silence: cheaper
         tokens = self.model.hf_tokenizer
-        padded.model = self.prompts = PerItemPrompts(self.model.model, tokens.token_to_id("<|startofprev|>"),
-                                                     tokens.token_to_id("<|startoftranscript|>"))
+        padded.model = self.prompts = PerItemPrompts(
+            self.model.model, tokens.token_to_id("<|startofprev|>"), tokens.token_to_id("<|startoftranscript|>")
+        )
         self.batched = BatchedInferencePipeline(padded)
         # the sequential decoder, with the spectrogram computed a window at a time (same values, bounded memory)
         self.sequential = copy.copy(self.model)
@@ -93,21 +97,21 @@ class CTranslate2Backend:
 
     def stream(self, audio: np.ndarray, options: TranscribeOptions) -> SegmentStream:
         """Segments as faster-whisper decodes them, one window (or one batch of VAD chunks) at a time."""
-        kwargs = dict(
-            language=options.language,
-            task=options.task,
-            beam_size=options.beam_size,
-            temperature=list(options.temperature),
-            compression_ratio_threshold=options.compression_ratio_threshold,
-            log_prob_threshold=options.log_prob_threshold,
-            no_speech_threshold=options.no_speech_threshold,
-            condition_on_previous_text=options.condition_on_previous_text,
-            initial_prompt=options.initial_prompt,
-            hotwords=options.hotwords,
-            word_timestamps=options.word_timestamps,
-            vad_filter=options.vad_filter,
-            chunk_length=int(options.chunk_length_s),
-        )
+        kwargs = {
+            "language": options.language,
+            "task": options.task,
+            "beam_size": options.beam_size,
+            "temperature": list(options.temperature),
+            "compression_ratio_threshold": options.compression_ratio_threshold,
+            "log_prob_threshold": options.log_prob_threshold,
+            "no_speech_threshold": options.no_speech_threshold,
+            "condition_on_previous_text": options.condition_on_previous_text,
+            "initial_prompt": options.initial_prompt,
+            "hotwords": options.hotwords,
+            "word_timestamps": options.word_timestamps,
+            "vad_filter": options.vad_filter,
+            "chunk_length": int(options.chunk_length_s),
+        }
         if options.multilingual:
             return self._by_language(audio, options, kwargs)
         # Batching needs cut points, which VAD finds; without VAD decode sequentially (long-form seeking).
@@ -127,10 +131,17 @@ class CTranslate2Backend:
         clip = np.pad(audio[: frames * 160], (0, max(0, frames * 160 - len(audio))))
         features = self.model.feature_extractor(clip)[:, :frames]
         encoded = self.encode(np.ascontiguousarray(features[None], dtype=np.float32))
-        tokenizer = Tokenizer(self.model.hf_tokenizer, self.multilingual, task=options.task, language=options.language or "en")
+        tokenizer = Tokenizer(
+            self.model.hf_tokenizer, self.multilingual, task=options.task, language=options.language or "en"
+        )
         prompt = list(tokenizer.sot_sequence) + [tokenizer.no_timestamps]
-        result = self.model.model.generate(encoded, [prompt], beam_size=options.beam_size, suppress_blank=True,
-                                           max_length=len(prompt) + 10 + int(frames / 100 * 6))
+        result = self.model.model.generate(
+            encoded,
+            [prompt],
+            beam_size=options.beam_size,
+            suppress_blank=True,
+            max_length=len(prompt) + 10 + int(frames / 100 * 6),
+        )
         return tokenizer.decode([t for t in result[0].sequences_ids[0] if t < tokenizer.eot]).strip()
 
     def _batched(self, audio: np.ndarray, options: TranscribeOptions, kwargs: dict) -> SegmentStream:
@@ -210,15 +221,23 @@ class CTranslate2Backend:
         return encoded, [(code, p) for code, p in ranked if not options.languages or code in options.languages]
 
     def _likeliest(self, encoded, candidates: list[tuple[str, float]], options: TranscribeOptions) -> tuple[str, float]:
-        prompts = [[*Tokenizer(self.model.hf_tokenizer, True, task=options.task, language=code).sot_sequence,
-                    self.model.hf_tokenizer.token_to_id("<|notimestamps|>")] for code, _ in candidates]
+        prompts = [
+            [
+                *Tokenizer(self.model.hf_tokenizer, True, task=options.task, language=code).sot_sequence,
+                self.model.hf_tokenizer.token_to_id("<|notimestamps|>"),
+            ]
+            for code, _ in candidates
+        ]
         repeated = ctranslate2.StorageView.from_array(np.repeat(np.array(encoded), len(candidates), axis=0))
         results = self.model.model.generate(repeated, prompts, beam_size=options.beam_size, return_scores=True)
 
         def score(pair) -> tuple[bool, float]:
             (_, p), result = pair
             text = self.model.hf_tokenizer.decode(result.sequences_ids[0])
-            fluent = options.compression_ratio_threshold is None or get_compression_ratio(text) <= options.compression_ratio_threshold
+            fluent = (
+                options.compression_ratio_threshold is None
+                or get_compression_ratio(text) <= options.compression_ratio_threshold
+            )
             n = len(result.sequences_ids[0]) + 1  # and its end token
             return fluent, (np.log(max(p, 1e-10)) + result.scores[0] * n) / (n + 1)
 
@@ -233,7 +252,9 @@ class CTranslate2Backend:
         sequential decoder's prompt has them (backends/prompts.py). Without the timestamps a prompted window is
         decoded as one long segment."""
         conditioned = kwargs.get("condition_on_previous_text", True)
-        runs = max(1, -(-len(regions) // batch_size))  # batches needed; stream k is regions k*runs ... k*runs + runs - 1
+        runs = max(
+            1, -(-len(regions) // batch_size)
+        )  # batches needed; stream k is regions k*runs ... k*runs + runs - 1
         queue = deque((i, region, retries) for i, region in enumerate(regions))
         decoded, unfinished, released = [[] for _ in regions], [1] * len(regions), 0
         contexts = [[] for _ in regions]  # each region's stream's tokens up to its end
@@ -254,7 +275,9 @@ class CTranslate2Backend:
             batch.sort(key=lambda item: item[1]["end"] - item[1]["start"])
             if conditioned:
                 self.prompts.set_contexts([before(i, region) for i, region, _ in batch])
-            segments, info = self.batched.transcribe(audio, clip_timestamps=[r for _, r, _ in batch], batch_size=batch_size, **kwargs)
+            segments, info = self.batched.transcribe(
+                audio, clip_timestamps=[r for _, r, _ in batch], batch_size=batch_size, **kwargs
+            )
             kwargs["language"] = info.language  # one language for the file, detected on its first batch
             segments = list(segments)
             for i, region, left in reversed(batch):
@@ -293,7 +316,10 @@ def _fitted(segments) -> Iterator[Segment | None]:
         if s is None:  # a batch that completed no segment: a step of work all the same (SegmentStream)
             yield s
             continue
-        words = [Word(_seconds(w.start), _seconds(w.end), w.word.strip(), round(float(w.probability), 4)) for w in s.words or []]
+        words = [
+            Word(_seconds(w.start), _seconds(w.end), w.word.strip(), round(float(w.probability), 4))
+            for w in s.words or []
+        ]
         segment = fit_segment(_seconds(s.start), _seconds(s.end), s.text.strip(), words, previous_end)
         previous_end = segment.end
         yield segment

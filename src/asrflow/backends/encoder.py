@@ -11,7 +11,7 @@ alone, without the silent rest, costs accuracy (dev WER 0.086 against 0.066 at 1
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import ctranslate2
 import numpy as np
@@ -46,7 +46,11 @@ class TrimmedEncoder:
             which = [i for i, n in enumerate(lengths) if n == length]
             batch = np.array(self._encode(features[which, :, :length]))
             for row, i in zip(batch, which):
-                encoded[i] = row if length == WINDOW else np.concatenate([row, self._silence(floors[i], features.shape[1])[length // 2 :]])
+                encoded[i] = (
+                    row
+                    if length == WINDOW
+                    else np.concatenate([row, self._silence(floors[i], features.shape[1])[length // 2 :]])
+                )
         return ctranslate2.StorageView.from_array(np.stack(encoded))
 
     def _length(self, window: np.ndarray, floor: float) -> int:
@@ -62,4 +66,3 @@ class TrimmedEncoder:
 
     def _encode(self, features: np.ndarray) -> ctranslate2.StorageView:
         return self.encode(np.ascontiguousarray(features, dtype=np.float32))
-

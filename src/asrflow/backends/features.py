@@ -17,7 +17,9 @@ class WindowedFeatures:
 
     ndim = 2
 
-    def __init__(self, extractor, audio: np.ndarray, start: int = 0, stop: int | None = None, ceiling: float | None = None):
+    def __init__(
+        self, extractor, audio: np.ndarray, start: int = 0, stop: int | None = None, ceiling: float | None = None
+    ):
         self.extractor, self.audio = extractor, audio
         self.start = start
         self.stop = len(audio) // extractor.hop_length + 1 if stop is None else stop  # the extractor's frame count
@@ -48,7 +50,6 @@ class WindowedFeatures:
         frames = (np.maximum(log_spec, self.ceiling - 8.0) + 4.0) / 4.0
         return frames.view(SilencePadded)._floor((self.ceiling - 8.0 + 4.0) / 4.0)
 
-
     def _mel(self, a: int, b: int) -> np.ndarray:
         """Mel power of frames [a, b): the extractor's STFT (audio + 160 zeros, reflect-padded by n_fft/2)."""
         if b <= a:
@@ -75,7 +76,7 @@ class SilencePadded(np.ndarray):
     def __array_finalize__(self, obj):
         self.floor = getattr(obj, "floor", 0.0)
 
-    def _floor(self, value: float) -> "SilencePadded":
+    def _floor(self, value: float) -> SilencePadded:
         self.floor = value
         return self
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
-from typing import Callable, Iterable, Iterator
 
 from asrflow.audio import SAMPLE_RATE
 from asrflow.options import TranscribeOptions
@@ -27,15 +27,23 @@ def dominant(detected: list[tuple[str, float]], regions: list[tuple[int, int]]) 
 def chance_at(seconds: float, run: list) -> float:
     """The detection probability of the region (of `run`: ((start, end), (language, probability))) at `seconds`."""
     at = seconds * SAMPLE_RATE
-    (_, (_, probability)) = min(run, key=lambda r: 0 if r[0][0] - 0.5 * SAMPLE_RATE <= at < r[0][1] else abs(r[0][0] - at))
+    (_, (_, probability)) = min(
+        run, key=lambda r: 0 if r[0][0] - 0.5 * SAMPLE_RATE <= at < r[0][1] else abs(r[0][0] - at)
+    )
     return round(float(probability), 4)
 
 
-def by_language(regions: list[tuple[int, int]], detected: list[tuple[str, float]], options: TranscribeOptions,
-                decode: Callable[[str, list[tuple[int, int]]], Iterable[Segment]], length: int) -> Iterator[Segment]:
+def by_language(
+    regions: list[tuple[int, int]],
+    detected: list[tuple[str, float]],
+    options: TranscribeOptions,
+    decode: Callable[[str, list[tuple[int, int]]], Iterable[Segment]],
+    length: int,
+) -> Iterator[Segment]:
     """Runs of consecutive regions of one language, each decoded by `decode(language, spans)` (its regions joined
     up to chunk_length_s, pauses kept: sample ranges); its segments tagged with the language and their region's
     probability, their bounds snapped to the regions' pauses (`length`: the audio's samples)."""
+
     def tagged() -> Iterator[Segment]:
         for code, run in itertools.groupby(zip(regions, detected), key=lambda pair: pair[1][0]):
             run = list(run)

@@ -45,7 +45,7 @@ def encoder_engine() -> str:
     return engine
 
 
-def openvino_encoder(model_dir: str, device: str, compute_type: str) -> "OpenVINOEncoder | None":
+def openvino_encoder(model_dir: str, device: str, compute_type: str) -> OpenVINOEncoder | None:
     """An OpenVINO encoder for the CTranslate2 model in `model_dir`, or None where CTranslate2's own should run:
     on a GPU, for a model that is not a local directory, where OpenVINO is missing or cannot build the model
     (with ASRFLOW_ENCODER=openvino those are errors), or when ASRFLOW_ENCODER=ctranslate2 says so."""
@@ -55,7 +55,9 @@ def openvino_encoder(model_dir: str, device: str, compute_type: str) -> "OpenVIN
     missing = [name for name in ("openvino", "torch", "transformers") if importlib.util.find_spec(name) is None]
     if missing:  # a served model's environment has its pip requirements only: CTranslate2's encoder there
         if engine == "openvino":
-            raise InvalidOptionError(f"ASRFLOW_ENCODER=openvino needs {', '.join(missing)}: pip install {' '.join(missing)}.")
+            raise InvalidOptionError(
+                f"ASRFLOW_ENCODER=openvino needs {', '.join(missing)}: pip install {' '.join(missing)}."
+            )
         return None
     try:
         # float32 always: OpenVINO's own default on CPUs with bfloat16 units is bfloat16, 2.2x faster here (Intel,
@@ -98,11 +100,15 @@ def _ir_dir(model_dir: Path) -> Path:
 def _build_apart(model_dir: Path, out: Path) -> None:
     """Build in a child process: tracing imports torch and holds the float32 model (the bench's pyfunc peaked at
     1.5 GB building in-process), none of which a transcribing process needs afterwards."""
-    done = subprocess.run([sys.executable, "-m", __name__, str(model_dir), str(out)], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", __name__, str(model_dir), str(out)], capture_output=True, text=True, check=False
+    )
     if done.returncode:
         tail = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        raise AsrflowError(f"could not build the OpenVINO encoder of {model_dir}: {tail} "
-                           "(ASRFLOW_ENCODER=ctranslate2 uses CTranslate2's encoder instead).")
+        raise AsrflowError(
+            f"could not build the OpenVINO encoder of {model_dir}: {tail} "
+            "(ASRFLOW_ENCODER=ctranslate2 uses CTranslate2's encoder instead)."
+        )
 
 
 def _build_ir(model_dir: Path, out: Path) -> None:
@@ -113,12 +119,18 @@ def _build_ir(model_dir: Path, out: Path) -> None:
     from asrflow.convert import ct2_state_dict, read_ct2_model, whisper_configs
 
     variables = read_ct2_model(model_dir / "model.bin")
-    config, _ = whisper_configs(variables, json.loads((model_dir / "config.json").read_text()),
-                                json.loads((model_dir / "tokenizer.json").read_text()))
+    config, _ = whisper_configs(
+        variables,
+        json.loads((model_dir / "config.json").read_text()),
+        json.loads((model_dir / "tokenizer.json").read_text()),
+    )
     with torch.device("meta"):
         model = WhisperForConditionalGeneration(config)
-    state = {k: torch.from_numpy(np.array(a, dtype=np.float32)) for k, a in ct2_state_dict(variables).items()
-             if k.startswith("model.encoder.")}
+    state = {
+        k: torch.from_numpy(np.array(a, dtype=np.float32))
+        for k, a in ct2_state_dict(variables).items()
+        if k.startswith("model.encoder.")
+    }
     model.load_state_dict(state, strict=False, assign=True)
 
     class Encoder(torch.nn.Module):
@@ -141,7 +153,9 @@ def _build_ir(model_dir: Path, out: Path) -> None:
     mels = config.num_mel_bins
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on shapes: the graph is traced with dynamic ones
-        graph = ov.convert_model(Encoder(), example_input=torch.zeros(1, mels, 3000), input=[ov.PartialShape([-1, mels, -1])])
+        graph = ov.convert_model(
+            Encoder(), example_input=torch.zeros(1, mels, 3000), input=[ov.PartialShape([-1, mels, -1])]
+        )
     ov.save_model(graph, str(out / "encoder.xml"), compress_to_fp16=False)
 
 

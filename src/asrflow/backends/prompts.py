@@ -42,4 +42,4 @@ class PerItemPrompts(StandIn):
         n = min(MAX_PROMPT - len(head), *(len(context) for context in contexts))
         if n <= 0:
             return prompts
-        return [head + context[len(context) - n:] + prompt[start:] for prompt, context in zip(prompts, contexts)]
+        return [head + context[len(context) - n :] + prompt[start:] for prompt, context in zip(prompts, contexts)]

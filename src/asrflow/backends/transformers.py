@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -120,7 +120,9 @@ class TransformersBackend:
             )
         if self.multilingual:
             generate_kwargs.update(language=language, task=options.task)
-        if prompt := " ".join(p for p in (options.hotwords, options.initial_prompt) if p):  # hotwords first, as faster-whisper
+        if prompt := " ".join(
+            p for p in (options.hotwords, options.initial_prompt) if p
+        ):  # hotwords first, as faster-whisper
             generate_kwargs["prompt_ids"] = self.pipeline.tokenizer.get_prompt_ids(prompt, return_tensors="pt")
         kwargs = {"batch_size": options.batch_size}
         if any(len(p) > WINDOW_S * SAMPLE_RATE for p in pieces) or options.stride_length_s is not None:
@@ -139,18 +141,25 @@ class TransformersBackend:
 
     @staticmethod
     def _segments(out: dict, offset: float, limit: float, options) -> list[tuple]:
-        end_of = lambda t: limit if t is None else min(offset + t, limit)  # noqa: E731
-        chunks = [(round(offset + (c["timestamp"][0] or 0.0), 3), round(end_of(c["timestamp"][1]), 3), c["text"].strip()) for c in out.get("chunks", [])]
+        end_of = lambda t: limit if t is None else min(offset + t, limit)
+        chunks = [
+            (round(offset + (c["timestamp"][0] or 0.0), 3), round(end_of(c["timestamp"][1]), 3), c["text"].strip())
+            for c in out.get("chunks", [])
+        ]
         if not options.word_timestamps:
             return [(s, e, t, []) for s, e, t in chunks if t]
         return segments_from_words([Word(s, e, t) for s, e, t in chunks if t])
 
 
-def detect_language_of(model, feature_extractor, audio: np.ndarray, among: tuple[str, ...] | None = None) -> tuple[str, float]:
+def detect_language_of(
+    model, feature_extractor, audio: np.ndarray, among: tuple[str, ...] | None = None
+) -> tuple[str, float]:
     """The likeliest language of `audio` (among those codes, when given) and its probability among them."""
     import torch
 
-    features = feature_extractor(audio[: 30 * SAMPLE_RATE], sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+    features = feature_extractor(
+        audio[: 30 * SAMPLE_RATE], sampling_rate=SAMPLE_RATE, return_tensors="pt"
+    ).input_features
     lang_to_id = {k: v for k, v in model.generation_config.lang_to_id.items() if not among or k.strip("<|>") in among}
     with torch.inference_mode():
         encoded = model.model.encoder(features.to(model.dtype))

@@ -55,7 +55,12 @@ class Workers(StandIn):
         if parts < 2 or kwargs.get("asynchronous"):
             return self._model.generate(features, prompts, **kwargs)
         pieces = np.array_split(np.asarray(features), parts)  # views of whole rows: nothing copied
-        views = [ctranslate2.StorageView.from_array(np.ascontiguousarray(piece)) for piece in pieces]  # kept until the results are in
+        views = [
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(piece)) for piece in pieces
+        ]  # kept until the results are in
         bounds = np.cumsum([0] + [len(piece) for piece in pieces])
-        jobs = [self._model.generate(view, prompts[a:b], asynchronous=True, **kwargs) for view, a, b in zip(views, bounds, bounds[1:])]
+        jobs = [
+            self._model.generate(view, prompts[a:b], asynchronous=True, **kwargs)
+            for view, a, b in zip(views, bounds, bounds[1:])
+        ]
         return [result.result() for job in jobs for result in job]

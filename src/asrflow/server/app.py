@@ -35,10 +35,17 @@ def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=config.max_bytes * 4 // 3 + 64 * 1024)
     if config.cors_origins:  # answers the preflights of the allowed origins' pages
         origins = list(config.cors_origins)
-        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"], allow_headers=["*"],
-                           expose_headers=["x-asrflow-model", "x-asrflow-model-version"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=["x-asrflow-model", "x-asrflow-model-version"],
+        )
     # outermost: only this server's names and origins reach anything else
-    app.add_middleware(SameOrigin, host=config.host, allowed_hosts=config.allowed_hosts, cors_origins=config.cors_origins)
+    app.add_middleware(
+        SameOrigin, host=config.host, allowed_hosts=config.allowed_hosts, cors_origins=config.cors_origins
+    )
     return app
 
 

@@ -13,8 +13,9 @@ LOG = logging.getLogger("asrflow.server")
 
 
 class HTTPError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, headers: dict | None = None,
-                 code: str | None = None):
+    def __init__(
+        self, status: int, message: str, param: str | None = None, headers: dict | None = None, code: str | None = None
+    ):
         super().__init__(message)
         self.status, self.message, self.param, self.headers = status, message, param, headers or {}
         self.code = code or status  # OpenAI's code: a string where it names one (model_not_found)

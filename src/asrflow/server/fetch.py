@@ -28,8 +28,10 @@ async def fetch_audio(url: str, policy: UrlPolicy) -> bytes:
     """The bytes behind `url`, or an HTTPError (400, 413) that names the problem."""
     try:
         return await asyncio.wait_for(_follow(url, policy), policy.timeout_s)
-    except asyncio.TimeoutError:
-        raise HTTPError(400, f"downloading {url} took longer than {policy.timeout_s:g} s: send the audio itself.") from None
+    except TimeoutError:
+        raise HTTPError(
+            400, f"downloading {url} took longer than {policy.timeout_s:g} s: send the audio itself."
+        ) from None
     except httpx.HTTPError as e:
         raise HTTPError(400, f"could not download {url}: {e or type(e).__name__}.") from None
 
@@ -49,7 +51,10 @@ async def checked_address(url: str, policy: UrlPolicy) -> tuple[urllib.parse.Par
     """The URL parsed and the one address to connect to: an allowed host, resolving to public addresses only."""
     parsed = urllib.parse.urlparse(url)
     if not policy.allowed_hosts:
-        raise HTTPError(400, "URL inputs are disabled on this server: send the audio itself (start it with --allow-url-host to enable).")
+        raise HTTPError(
+            400,
+            "URL inputs are disabled on this server: send the audio itself (start it with --allow-url-host to enable).",
+        )
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise HTTPError(400, f"only http(s) URLs are accepted, not {url!r}.")
     if parsed.hostname not in policy.allowed_hosts:

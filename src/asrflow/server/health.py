@@ -27,10 +27,14 @@ async def ready(model: Annotated[ModelHolder, Depends(holder)]):
     scheduler = model.ready()
     served = (model.pool.loaded() or [model.default])[-1]  # the model used last: no load for a probe
     try:
-        probe = scheduler.submit(served.transcriber, np.zeros(SAMPLE_RATE // 10, dtype=np.float32), served.transcriber.options)
+        probe = scheduler.submit(
+            served.transcriber, np.zeros(SAMPLE_RATE // 10, dtype=np.float32), served.transcriber.options
+        )
         await asyncio.wait_for(asyncio.wrap_future(probe.future), 10)
     except Exception:  # noqa: BLE001 - full queue, dead or stuck scheduler: not ready, whatever the cause
-        raise HTTPError(503, "the model is loaded but not answering: retry shortly.", headers={"Retry-After": "5"}) from None
+        raise HTTPError(
+            503, "the model is loaded but not answering: retry shortly.", headers={"Retry-After": "5"}
+        ) from None
     return {"status": "ready", "model": model.config.model, "backend": model.default.transcriber.backend.name}
 
 

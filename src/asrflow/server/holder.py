@@ -15,13 +15,12 @@ from asrflow.audio import declared_seconds, too_long
 from asrflow.errors import AsrflowError, AudioDecodeError
 from asrflow.options import TranscribeOptions
 from asrflow.server.errors import HTTPError
-from asrflow.server.metrics import ServerMetrics
 from asrflow.server.fetch import UrlPolicy, fetch_audio
+from asrflow.server.metrics import ServerMetrics
 from asrflow.server.pool import ModelPool, Served
-from asrflow.server.uploads import DecodeAhead
 from asrflow.server.scheduler import Scheduler
+from asrflow.server.uploads import DecodeAhead
 from asrflow.transcript import Transcript
-
 
 MAX_BATCH = 8  # batch_size a served request may ask for (the default): one turn's work
 
@@ -115,12 +114,21 @@ class ModelHolder:
 
     def __init__(self, config: ServerConfig, metrics: ServerMetrics, transcriber=None):
         self.config, self.metrics = config, metrics
-        self.pool = ModelPool(config.model, config.backend, config.max_models, config.model_ttl_s, config.aliases,
-                              transcriber, on_load=lambda name: metrics.model_loads.labels(name).inc(),
-                              allow_hub=config.allow_hub)
+        self.pool = ModelPool(
+            config.model,
+            config.backend,
+            config.max_models,
+            config.model_ttl_s,
+            config.aliases,
+            transcriber,
+            on_load=lambda name: metrics.model_loads.labels(name).inc(),
+            allow_hub=config.allow_hub,
+        )
         self.scheduler, self.error, self.default = None, None, None
         self.admission = Admission(config.max_queued_audio_minutes * 60, config.queue_size)
-        self.urls = UrlPolicy(config.allowed_url_hosts, config.allow_private_urls, config.max_bytes, config.url_timeout_s)
+        self.urls = UrlPolicy(
+            config.allowed_url_hosts, config.allow_private_urls, config.max_bytes, config.url_timeout_s
+        )
         metrics.admitted.set_function(lambda: self.admission.seconds)
         self.pool.load(config.model).add_done_callback(self._loaded)
 
@@ -193,18 +201,33 @@ class ModelHolder:
         except AudioDecodeError as e:
             raise HTTPError(e.http_status, str(e), "file") from None
 
-    async def run(self, served: Served, reservation: Reservation, options: TranscribeOptions, on_segment=None,
-                  disconnected=None, speakers: dict | None = None) -> list[Transcript]:
+    async def run(
+        self,
+        served: Served,
+        reservation: Reservation,
+        options: TranscribeOptions,
+        on_segment=None,
+        disconnected=None,
+        speakers: dict | None = None,
+    ) -> list[Transcript]:
         """Schedule the admitted clips on the `served` model and wait for them all; on any exit (timeout,
         disconnect, error) the work left is withdrawn, the decoders stopped and the reservation released.
         `speakers`: known speakers (name -> samples)."""
         if options.batch_size > MAX_BATCH:  # a batch is one turn of the shared model
             reservation.release()
-            raise HTTPError(400, f"batch_size takes at most {MAX_BATCH} on this server (a batch is one turn of the "
-                            "model that every request shares): send a smaller one, or leave it out.", "batch_size")
+            raise HTTPError(
+                400,
+                f"batch_size takes at most {MAX_BATCH} on this server (a batch is one turn of the "
+                "model that every request shares): send a smaller one, or leave it out.",
+                "batch_size",
+            )
         limit = self.config.max_audio_seconds
-        jobs = [self.ready().submit(served.transcriber, self._audio(ahead, options), options, on_segment, speakers,
-                                    max_seconds=limit) for ahead in reservation.clips_ahead]
+        jobs = [
+            self.ready().submit(
+                served.transcriber, self._audio(ahead, options), options, on_segment, speakers, max_seconds=limit
+            )
+            for ahead in reservation.clips_ahead
+        ]
         try:
             results = await self._wait([job.future for job in jobs], disconnected)
         finally:

@@ -21,19 +21,49 @@ from asrflow.transcriber import REFERENCE_SECONDS
 from asrflow.transcript import Segment, Transcript
 from asrflow.writers import WRITERS
 
-AUDIO_EXTENSIONS = {"flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "oga", "opus", "wav", "webm", "aac", "mka", "mkv",
-                    "w64"}  # OpenAI's, and the other containers audio.DEMUXERS opens
+AUDIO_EXTENSIONS = {
+    "flac",
+    "mp3",
+    "mp4",
+    "mpeg",
+    "mpga",
+    "m4a",
+    "ogg",
+    "oga",
+    "opus",
+    "wav",
+    "webm",
+    "aac",
+    "mka",
+    "mkv",
+    "w64",
+}  # OpenAI's, and the other containers audio.DEMUXERS opens
 # asrflow's own fields beyond OpenAI's (the openai client sends them with extra_body): the options of the same name
 EXTENSIONS = ("multilingual", "languages", "diarize", "num_speakers", "min_speakers", "max_speakers", "channels")
-FIELDS = {"file", "model", "language", "prompt", "temperature", "response_format", "timestamp_granularities[]",
-          "timestamp_granularities", "stream", "chunking_strategy", "known_speaker_names[]", "known_speaker_references[]",
-          *EXTENSIONS}
+FIELDS = {
+    "file",
+    "model",
+    "language",
+    "prompt",
+    "temperature",
+    "response_format",
+    "timestamp_granularities[]",
+    "timestamp_granularities",
+    "stream",
+    "chunking_strategy",
+    "known_speaker_names[]",
+    "known_speaker_references[]",
+    *EXTENSIONS,
+}
 FORMATS = {"json", "text", "srt", "vtt", "verbose_json", "diarized_json"}
 OPTIONS = {"language": "language", "prompt": "initial_prompt", "temperature": "temperature"}  # form field -> option
 OPTIONS |= {name: name for name in EXTENSIONS}
 # chunking_strategy server_vad's fields -> the VAD options that do the same
-VAD_FIELDS = {"threshold": "vad_threshold", "silence_duration_ms": "vad_min_silence_duration_ms",
-              "prefix_padding_ms": "vad_speech_pad_ms"}
+VAD_FIELDS = {
+    "threshold": "vad_threshold",
+    "silence_duration_ms": "vad_min_silence_duration_ms",
+    "prefix_padding_ms": "vad_speech_pad_ms",
+}
 
 router = APIRouter()
 Holder = Annotated[ModelHolder, Depends(holder)]
@@ -56,7 +86,9 @@ async def openai_audio(request: Request, model: ModelHolder, task: str):
         raise HTTPError(400, "no audio: send the file as multipart field 'file'.", "file")
     extension = (upload.filename or "").rsplit(".", 1)[-1].lower() if "." in (upload.filename or "") else ""
     if extension and extension not in AUDIO_EXTENSIONS:
-        raise HTTPError(415, f"unsupported file type .{extension}: send one of {', '.join(sorted(AUDIO_EXTENSIONS))}.", "file")
+        raise HTTPError(
+            415, f"unsupported file type .{extension}: send one of {', '.join(sorted(AUDIO_EXTENSIONS))}.", "file"
+        )
     if (upload.size or 0) > model.config.max_bytes:  # Starlette's max_part_size bounds fields, not files
         raise HTTPError(413, f"the file is larger than the {model.config.max_upload_mb:g} MB limit.", "file")
     response_format = form.get("response_format") or "json"
@@ -95,11 +127,18 @@ def known_speakers(form, options: TranscribeOptions) -> dict | None:
     if not names and not references:
         return None
     if len(names) != len(references) or len(names) > 4 or len(set(names)) != len(names):
-        raise HTTPError(400, "give known_speaker_names[] and known_speaker_references[] in pairs: at most 4 distinct "
-                        "names, each with one clip.", "known_speaker_names[]")
+        raise HTTPError(
+            400,
+            "give known_speaker_names[] and known_speaker_references[] in pairs: at most 4 distinct "
+            "names, each with one clip.",
+            "known_speaker_names[]",
+        )
     if not options.diarize:
-        raise HTTPError(400, "known speakers name the speakers that diarization finds: use response_format=diarized_json.",
-                        "known_speaker_names[]")
+        raise HTTPError(
+            400,
+            "known speakers name the speakers that diarization finds: use response_format=diarized_json.",
+            "known_speaker_names[]",
+        )
     speakers = {}
     for name, reference in zip(names, references):
         head, _, data = str(reference).partition(",")
@@ -108,8 +147,12 @@ def known_speakers(form, options: TranscribeOptions) -> dict | None:
                 raise ValueError("not a data URL")
             speakers[name] = decode_audio(base64.b64decode(data, validate=True), max_seconds=REFERENCE_SECONDS)
         except (ValueError, AsrflowError) as e:
-            raise HTTPError(400, f"known speaker {name!r}: its reference must be a short clip as a data URL "
-                            f"(data:audio/wav;base64,...): {e}", "known_speaker_references[]") from None
+            raise HTTPError(
+                400,
+                f"known speaker {name!r}: its reference must be a short clip as a data URL "
+                f"(data:audio/wav;base64,...): {e}",
+                "known_speaker_references[]",
+            ) from None
     return speakers
 
 
@@ -118,7 +161,7 @@ def chunking(form) -> dict:
     "silence_duration_ms"} (sent as JSON, or as the openai client sends objects: chunking_strategy[type]=...) cut
     the audio where speech pauses, which asrflow's VAD does, with server_vad's settings as its own."""
     strategy = form.get("chunking_strategy")
-    fields = {k[len("chunking_strategy["):-1]: v for k, v in form.items() if k.startswith("chunking_strategy[")}
+    fields = {k[len("chunking_strategy[") : -1]: v for k, v in form.items() if k.startswith("chunking_strategy[")}
     if strategy in (None, "") and not fields:
         return {}
     try:
@@ -129,8 +172,11 @@ def chunking(form) -> dict:
         raise HTTPError(400, 'chunking_strategy must be "auto" or {"type": "server_vad", ...}.', "chunking_strategy")
     unknown = sorted(set(fields) - {"type", *VAD_FIELDS})
     if unknown:
-        raise HTTPError(400, f"chunking_strategy has no field {unknown[0]!r}: server_vad takes "
-                        f"{', '.join(VAD_FIELDS)}.", "chunking_strategy")
+        raise HTTPError(
+            400,
+            f"chunking_strategy has no field {unknown[0]!r}: server_vad takes {', '.join(VAD_FIELDS)}.",
+            "chunking_strategy",
+        )
     changes = {"vad_filter": True} | {VAD_FIELDS[k]: v for k, v in fields.items() if k in VAD_FIELDS}
     try:
         TranscribeOptions().resolve(changes)
@@ -157,7 +203,7 @@ def openai_temperature(changes: dict) -> dict:
 async def read_form(request: Request, max_bytes: int):
     try:
         form = await request.form(max_files=1, max_fields=32, max_part_size=max_bytes)
-    except Exception as e:  # noqa: BLE001 - a malformed body is the client's error
+    except Exception as e:
         e = root_cause(e)
         if isinstance(e, BodyTooLarge):
             raise e from None
@@ -170,16 +216,24 @@ async def read_form(request: Request, max_bytes: int):
     return form
 
 
-def stream_segments(model: ModelHolder, served: Served, reservation: Reservation, options: TranscribeOptions,
-                    speakers: dict | None = None) -> StreamingResponse:
+def stream_segments(
+    model: ModelHolder,
+    served: Served,
+    reservation: Reservation,
+    options: TranscribeOptions,
+    speakers: dict | None = None,
+) -> StreamingResponse:
     """Server-sent events: a transcript.text.delta per segment as decoded, then transcript.text.done.
     Each delta also carries the segment and the progress (audio seconds done, of the total).
     A client that goes away cancels the work at its next window."""
     total = None if reservation.declared is None else round(reservation.declared, 3)  # by the header
     loop = asyncio.get_running_loop()
     segments: asyncio.Queue = asyncio.Queue()
-    task = asyncio.ensure_future(model.run(served, reservation, options, lambda s: loop.call_soon_threadsafe(segments.put_nowait, s),
-                                           speakers=speakers))
+    task = asyncio.ensure_future(
+        model.run(
+            served, reservation, options, lambda s: loop.call_soon_threadsafe(segments.put_nowait, s), speakers=speakers
+        )
+    )
 
     async def events():
         sent = 0
@@ -190,9 +244,14 @@ def stream_segments(model: ModelHolder, served: Served, reservation: Reservation
                 if getter.done():
                     segment: Segment = getter.result()
                     sent += 1
-                    yield sse({"type": "transcript.text.delta", "delta": (" " if sent > 1 else "") + segment.text,
-                               "segment": {"start": segment.start, "end": segment.end, "text": segment.text},
-                               "progress": {"seconds": min(segment.end, total or segment.end), "total_seconds": total}})
+                    yield sse(
+                        {
+                            "type": "transcript.text.delta",
+                            "delta": (" " if sent > 1 else "") + segment.text,
+                            "segment": {"start": segment.start, "end": segment.end, "text": segment.text},
+                            "progress": {"seconds": min(segment.end, total or segment.end), "total_seconds": total},
+                        }
+                    )
                     continue
                 getter.cancel()
                 if task.exception() is not None:
@@ -218,19 +277,49 @@ def openai_response(result: Transcript, response_format: str, task: str, granula
     if response_format in ("srt", "vtt"):
         return PlainTextResponse(WRITERS[response_format](result))
     if response_format == "diarized_json":
-        return JSONResponse({"task": "transcribe", "duration": result.duration, "text": result.text,
-                "segments": [{"type": "transcript.text.segment", "id": f"seg_{i}", "start": s.start, "end": s.end,
-                              "text": s.text, "speaker": s.speaker} for i, s in enumerate(result.segments)],
-                "usage": {"type": "duration", "seconds": result.duration}})
+        return JSONResponse(
+            {
+                "task": "transcribe",
+                "duration": result.duration,
+                "text": result.text,
+                "segments": [
+                    {
+                        "type": "transcript.text.segment",
+                        "id": f"seg_{i}",
+                        "start": s.start,
+                        "end": s.end,
+                        "text": s.text,
+                        "speaker": s.speaker,
+                    }
+                    for i, s in enumerate(result.segments)
+                ],
+                "usage": {"type": "duration", "seconds": result.duration},
+            }
+        )
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
-    body = {"task": task, "language": LANGUAGES.get(result.language or "", result.language), "duration": result.duration,
-            "text": result.text}
+    body = {
+        "task": task,
+        "language": LANGUAGES.get(result.language or "", result.language),
+        "duration": result.duration,
+        "text": result.text,
+    }
     if "segment" in granularities or not granularities:
         body["segments"] = [
-            {"id": i, "seek": 0, "start": s.start, "end": s.end, "text": s.text, "tokens": [], "temperature": 0.0,
-             "avg_logprob": 0.0, "compression_ratio": 0.0, "no_speech_prob": 0.0, "language": s.language,
-             **({"speaker": s.speaker} if s.speaker else {})}
+            {
+                "id": i,
+                "seek": 0,
+                "start": s.start,
+                "end": s.end,
+                "text": s.text,
+                "tokens": [],
+                "temperature": 0.0,
+                "avg_logprob": 0.0,
+                "compression_ratio": 0.0,
+                "no_speech_prob": 0.0,
+                "language": s.language,
+                **({"speaker": s.speaker} if s.speaker else {}),
+            }
             for i, s in enumerate(result.segments)
         ]
     if "word" in granularities:

@@ -24,6 +24,10 @@ async def list_models(model: Holder):
 async def retrieve_model(model_id: str, model: Holder):
     found = [entry for entry in await run_in_threadpool(catalogue, model.pool) if entry["id"] == model_id]
     if not found:
-        raise HTTPError(404, f"the model {model_id!r} does not exist here: GET /v1/models lists them.", "model",
-                        code="model_not_found")
+        raise HTTPError(
+            404,
+            f"the model {model_id!r} does not exist here: GET /v1/models lists them.",
+            "model",
+            code="model_not_found",
+        )
     return found[0]

@@ -43,8 +43,17 @@ class Served:
 
 
 class ModelPool:
-    def __init__(self, default: str, backend: str | None, max_models: int = 2, ttl_s: float = 600.0,
-                 aliases: dict[str, str] | None = None, transcriber=None, on_load=None, allow_hub: bool = False):
+    def __init__(
+        self,
+        default: str,
+        backend: str | None,
+        max_models: int = 2,
+        ttl_s: float = 600.0,
+        aliases: dict[str, str] | None = None,
+        transcriber=None,
+        on_load=None,
+        allow_hub: bool = False,
+    ):
         if max_models < 1:
             raise ValueError("max_models must be at least 1.")
         self.default, self.backend, self.max_models, self.ttl_s = default, backend, max_models, ttl_s
@@ -66,9 +75,13 @@ class ModelPool:
         name = self.aliases.get(name, name) or self.default
         if name == self.default or parse_model_uri(name) or name.startswith("bundled:"):
             return name
-        raise HTTPError(404, f"the model {name!r} does not exist here: GET /v1/models lists what this server answers "
-                        "with (models:/NAME@alias, models:/NAME/VERSION, bundled:NAME, whisper-1).", "model",
-                        code="model_not_found")
+        raise HTTPError(
+            404,
+            f"the model {name!r} does not exist here: GET /v1/models lists what this server answers "
+            "with (models:/NAME@alias, models:/NAME/VERSION, bundled:NAME, whisper-1).",
+            "model",
+            code="model_not_found",
+        )
 
     async def get(self, requested: str | None) -> Served:
         """The loaded model, loading it first if need be (in a thread; one load per model at a time)."""
@@ -85,8 +98,12 @@ class ModelPool:
             if name in self.loading:
                 return self.loading[name]
             if len(self.loading) >= self.max_models:  # each load holds a model's memory until it is trimmed
-                raise HTTPError(503, f"{len(self.loading)} models are loading: retry shortly.", "model",
-                                headers={"Retry-After": "10"})
+                raise HTTPError(
+                    503,
+                    f"{len(self.loading)} models are loading: retry shortly.",
+                    "model",
+                    headers={"Retry-After": "10"},
+                )
             future = self.loading[name] = Future()
         threading.Thread(target=self._load, args=(name, future), name="asrflow-load", daemon=True).start()
         return future
@@ -138,15 +155,24 @@ def load_error(name: str, error: Exception) -> HTTPError:
     # the error's own text may name the tracking store or this machine's paths: logged, never sent
     if isinstance(error, ModelNotFoundError):
         LOG.warning("model %s not found: %s", name, error)
-        return HTTPError(404, f"the model {name!r} does not exist here: GET /v1/models lists the models this server "
-                         "answers with.", "model", code="model_not_found")
+        return HTTPError(
+            404,
+            f"the model {name!r} does not exist here: GET /v1/models lists the models this server answers with.",
+            "model",
+            code="model_not_found",
+        )
     if isinstance(error, AsrflowError):
         LOG.warning("model %s could not be loaded: %s", name, error)
-        return HTTPError(400, f"the model {name!r} exists but cannot be loaded by this server (its log says why).",
-                         "model")
+        return HTTPError(
+            400, f"the model {name!r} exists but cannot be loaded by this server (its log says why).", "model"
+        )
     LOG.error("loading %s failed", name, exc_info=error)
-    return HTTPError(503, f"the model {name!r} could not be loaded: retry later, or ask for another.",
-                     "model", headers={"Retry-After": "10"})
+    return HTTPError(
+        503,
+        f"the model {name!r} could not be loaded: retry later, or ask for another.",
+        "model",
+        headers={"Retry-After": "10"},
+    )
 
 
 def catalogue(pool: ModelPool) -> list[dict]:
@@ -160,8 +186,16 @@ def catalogue(pool: ModelPool) -> list[dict]:
         entries |= registered_models()
     except Exception as e:  # noqa: BLE001 - the registry may be down: list what is known without it
         LOG.warning("the model registry did not answer (%s): /v1/models lists no registered models", e)
-    return [{"id": name, "object": "model", "created": created, "owned_by": owner,
-             "loaded": pool.aliases.get(name, name) in loaded} for name, (owner, created) in entries.items()]
+    return [
+        {
+            "id": name,
+            "object": "model",
+            "created": created,
+            "owned_by": owner,
+            "loaded": pool.aliases.get(name, name) in loaded,
+        }
+        for name, (owner, created) in entries.items()
+    ]
 
 
 def registered_models() -> dict[str, tuple[str, int]]:

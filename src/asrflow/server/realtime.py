@@ -32,8 +32,16 @@ from asrflow.audio import SAMPLE_RATE
 from asrflow.errors import AsrflowError
 from asrflow.live import Agreement, TurnDetector, silero
 from asrflow.server.errors import HTTPError
-from asrflow.server.realtime_events import (SERVER_VAD, EventError, Pace, audio, audio_seconds, error_event, parse,
-                                            session_update)
+from asrflow.server.realtime_events import (
+    SERVER_VAD,
+    EventError,
+    Pace,
+    audio,
+    audio_seconds,
+    error_event,
+    parse,
+    session_update,
+)
 
 LOG = logging.getLogger("asrflow.server")
 GONE = (WebSocketDisconnect, WebSocketDisconnected)  # the client went away (or the session was closed)
@@ -66,15 +74,24 @@ async def open_session(websocket: WebSocket):
     offered = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
     # browsers cannot set headers: OpenAI's subprotocol "openai-insecure-api-key.KEY" carries the key instead
     key = websocket.headers.get("authorization", "").removeprefix("Bearer ").strip() or next(
-        (p.removeprefix("openai-insecure-api-key.") for p in offered if p.startswith("openai-insecure-api-key.")), "")
+        (p.removeprefix("openai-insecure-api-key.") for p in offered if p.startswith("openai-insecure-api-key.")), ""
+    )
     if config.api_key and not hmac.compare_digest(key.encode(), config.api_key.encode()):
         await websocket.close(code=1008, reason="missing or wrong API key")
         return
     await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
     if getattr(state, "realtime_sessions", 0) >= config.max_sessions:  # one event loop: a plain count
-        await websocket.send_text(json.dumps({"event_id": new_id("event"), **error_event(
-            f"this server holds at most {config.max_sessions} realtime sessions at once: try again later.",
-            code="session_limit_reached")}))
+        await websocket.send_text(
+            json.dumps(
+                {
+                    "event_id": new_id("event"),
+                    **error_event(
+                        f"this server holds at most {config.max_sessions} realtime sessions at once: try again later.",
+                        code="session_limit_reached",
+                    ),
+                }
+            )
+        )
         await websocket.close(code=1013, reason="too many sessions: try again later")
         return
     state.realtime_sessions = getattr(state, "realtime_sessions", 0) + 1
@@ -88,7 +105,9 @@ async def open_session(websocket: WebSocket):
             await websocket.close(code=1011)
             return
         if websocket.query_params.get("intent", "transcription") != "transcription":
-            await session.error("asrflow serves transcription sessions only: connect with ?intent=transcription.", "intent")
+            await session.error(
+                "asrflow serves transcription sessions only: connect with ?intent=transcription.", "intent"
+            )
             await websocket.close(code=1008)
             return
         await session.run()
@@ -98,7 +117,12 @@ async def open_session(websocket: WebSocket):
 
 class LiveSession:
     def __init__(self, websocket: WebSocket, holder, max_seconds: float, idle: float = 60.0):
-        self.websocket, self.holder, self.max_samples, self.idle = websocket, holder, int(max_seconds * SAMPLE_RATE), idle
+        self.websocket, self.holder, self.max_samples, self.idle = (
+            websocket,
+            holder,
+            int(max_seconds * SAMPLE_RATE),
+            idle,
+        )
         self.id, self.sending, self.order = new_id("sess"), asyncio.Lock(), asyncio.Lock()
         self.transcription = {"model": "whisper-1", "language": None, "prompt": ""}
         self.rate, self.turn_detection = 24000, dict(SERVER_VAD)
@@ -121,10 +145,20 @@ class LiveSession:
         self.agreement, self.hypothesis_at, self.partial = Agreement(), 0, None
 
     def describe(self) -> dict:
-        return {"object": "realtime.transcription_session", "id": self.id, "type": "transcription",
-                "audio": {"input": {"format": {"type": "audio/pcm", "rate": self.rate}, "noise_reduction": None,
-                                    "transcription": self.transcription, "turn_detection": self.turn_detection}},
-                "include": None}
+        return {
+            "object": "realtime.transcription_session",
+            "id": self.id,
+            "type": "transcription",
+            "audio": {
+                "input": {
+                    "format": {"type": "audio/pcm", "rate": self.rate},
+                    "noise_reduction": None,
+                    "transcription": self.transcription,
+                    "turn_detection": self.turn_detection,
+                }
+            },
+            "include": None,
+        }
 
     async def send(self, event: dict) -> None:
         async with self.sending:
@@ -139,7 +173,7 @@ class LiveSession:
             while True:
                 try:
                     message = await asyncio.wait_for(self.websocket.receive(), self.idle)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     await self.error(f"no event for {self.idle:g} s: the session is closed.", code="idle_timeout")
                     await self.websocket.close(code=1000)
                     return
@@ -159,8 +193,12 @@ class LiveSession:
         try:
             event = parse(message)
             event_id = event["event_id"]
-            handler = {"session.update": self.update, "input_audio_buffer.append": self.append,
-                       "input_audio_buffer.commit": self.commit, "input_audio_buffer.clear": self.clear}[event["type"]]
+            handler = {
+                "session.update": self.update,
+                "input_audio_buffer.append": self.append,
+                "input_audio_buffer.commit": self.commit,
+                "input_audio_buffer.clear": self.clear,
+            }[event["type"]]
             return await handler(event) is not False
         except EventError as e:
             await self.error(e.message, e.param, e.code, event_id)
@@ -169,7 +207,7 @@ class LiveSession:
             await self.error(getattr(e, "message", None) or str(e), getattr(e, "param", None), code, event_id)
         except GONE:
             raise
-        except Exception as e:  # noqa: BLE001 - a bug, not the client's: logged, and the session goes on
+        except Exception as e:
             LOG.error("a realtime event failed: %r", e, exc_info=not self.failed)
             self.failed = True
             await self.error("the server failed on this event.", code="server_error", event_id=event_id)
@@ -179,8 +217,9 @@ class LiveSession:
         rate, transcription, detection = session_update(event, self.rate, self.transcription, self.turn_detection)
         model = transcription["model"]
         served = await self.holder.model(model) if model != self.transcription["model"] else self.served
-        options = served.transcriber.resolve({"language": transcription["language"] or None,
-                                              "initial_prompt": transcription["prompt"] or None})
+        options = served.transcriber.resolve(
+            {"language": transcription["language"] or None, "initial_prompt": transcription["prompt"] or None}
+        )
         self.rate, self.transcription, self.options, self.turn_detection = rate, transcription, options, detection
         self.served = served
         self._reset_audio()
@@ -191,11 +230,16 @@ class LiveSession:
         pcm = audio(event)
         seconds = len(pcm) / 2 / self.rate
         if self.received + seconds * SAMPLE_RATE > self.max_samples:
-            await self.error(f"the session passed this server's limit of {self.max_samples / SAMPLE_RATE / 60:g} minutes "
-                             "of audio: open a new one.", code="session_limit")
+            await self.error(
+                f"the session passed this server's limit of {self.max_samples / SAMPLE_RATE / 60:g} minutes "
+                "of audio: open a new one.",
+                code="session_limit",
+            )
             return False
         if self.turn_detection is None and len(self.buffer) + seconds * SAMPLE_RATE > MAX_BUFFER * SAMPLE_RATE:
-            raise EventError(f"the buffer holds {MAX_BUFFER:g} s: commit it (input_audio_buffer.commit).", "audio", "buffer_full")
+            raise EventError(
+                f"the buffer holds {MAX_BUFFER:g} s: commit it (input_audio_buffer.commit).", "audio", "buffer_full"
+            )
         samples, events = await asyncio.get_running_loop().run_in_executor(LISTENER, self._listen, pcm)
         self.received += len(samples)
         self.buffer = np.concatenate([self.buffer, samples])
@@ -220,7 +264,9 @@ class LiveSession:
         if detection is None:
             return samples, []
         if self.detector is None:
-            self.detector = TurnDetector(detection["threshold"], detection["prefix_padding_ms"], detection["silence_duration_ms"])
+            self.detector = TurnDetector(
+                detection["threshold"], detection["prefix_padding_ms"], detection["silence_duration_ms"]
+            )
         return samples, self.detector.feed(samples)
 
     def _resample(self, pcm: np.ndarray) -> np.ndarray:
@@ -230,20 +276,32 @@ class LiveSession:
             return pcm.astype(np.float32) / 32768.0
         frame = av.AudioFrame.from_ndarray(pcm[np.newaxis, :].copy(), format="s16", layout="mono")
         frame.sample_rate = self.rate
-        return np.concatenate([f.to_ndarray().reshape(-1) for f in self.resampler.resample(frame)] or [np.zeros(0, np.float32)])
+        return np.concatenate(
+            [f.to_ndarray().reshape(-1) for f in self.resampler.resample(frame)] or [np.zeros(0, np.float32)]
+        )
 
     async def started(self, at: int) -> None:
         self.turn_start, self.item = max(at, self.offset), new_id("item")
         self.agreement = Agreement()
         self.hypothesis_at = self.turn_start + int((FIRST_PARTIAL - PARTIAL_EVERY) * SAMPLE_RATE)
-        await self.send({"type": "input_audio_buffer.speech_started", "audio_start_ms": at * 1000 // SAMPLE_RATE,
-                         "item_id": self.item})
+        await self.send(
+            {
+                "type": "input_audio_buffer.speech_started",
+                "audio_start_ms": at * 1000 // SAMPLE_RATE,
+                "item_id": self.item,
+            }
+        )
 
     async def stopped(self, at: int) -> None:
         if self.turn_start is None:
             return
-        await self.send({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": at * 1000 // SAMPLE_RATE,
-                         "item_id": self.item})
+        await self.send(
+            {
+                "type": "input_audio_buffer.speech_stopped",
+                "audio_end_ms": at * 1000 // SAMPLE_RATE,
+                "item_id": self.item,
+            }
+        )
         end = min(at + SAMPLE_RATE // 5, self.offset + len(self.buffer))  # a little after the last speech
         turn = self.buffer[self.turn_start - self.offset : end - self.offset].copy()
         self.offset, self.buffer = end, self.buffer[end - self.offset :]
@@ -268,14 +326,18 @@ class LiveSession:
         A session holds at most MAX_PENDING turns not yet completed: each costs a window, however short, so a
         client committing bits of audio must not fill the server's queue (every file request would get a 503)."""
         if self.pending >= MAX_PENDING:
-            return await self.error(f"{self.item} was dropped: {MAX_PENDING} turns of this session are still being "
-                                    "transcribed; commit longer turns, or wait for their completed events.",
-                                    code="too_many_pending_turns")
+            return await self.error(
+                f"{self.item} was dropped: {MAX_PENDING} turns of this session are still being "
+                "transcribed; commit longer turns, or wait for their completed events.",
+                code="too_many_pending_turns",
+            )
         try:
             reservation = self.holder.admission.reserve(len(turn) / SAMPLE_RATE, 1)
         except HTTPError as e:
             return await self.error(f"{self.item} was dropped: {e.message}", code="server_at_capacity")
-        await self.send({"type": "input_audio_buffer.committed", "previous_item_id": self.previous_item, "item_id": self.item})
+        await self.send(
+            {"type": "input_audio_buffer.committed", "previous_item_id": self.previous_item, "item_id": self.item}
+        )
         self.previous_item = self.item
         self.pending += 1
         task = self._spawn(self.complete(self.item, turn, self.agreement, self.partial))
@@ -291,7 +353,12 @@ class LiveSession:
         end = self.offset + len(self.buffer)
         idle = self.holder.ready().depth() == 0
         pausing = self.turn_detection is not None and end - self.detector.last_speech > PAUSING * SAMPLE_RATE
-        if idle and not pausing and (self.partial is None or self.partial.done()) and end - self.hypothesis_at >= PARTIAL_EVERY * SAMPLE_RATE:
+        if (
+            idle
+            and not pausing
+            and (self.partial is None or self.partial.done())
+            and end - self.hypothesis_at >= PARTIAL_EVERY * SAMPLE_RATE
+        ):
             self.hypothesis_at = end
             turn = self.buffer[self.turn_start - self.offset :].copy()
             self.partial = self._spawn(self.hypothesise(self.item, turn, self.agreement))
@@ -312,19 +379,33 @@ class LiveSession:
             try:
                 text = await self.transcribe(turn) if len(turn) else ""
             except (HTTPError, AsrflowError) as e:
-                return await self.error(f"could not transcribe {item}: {getattr(e, 'message', None) or e}", code="transcription_failed")
+                return await self.error(
+                    f"could not transcribe {item}: {getattr(e, 'message', None) or e}", code="transcription_failed"
+                )
             if rest := agreement.rest(text.split()):
                 agreement.confirmed += rest
                 await self.delta(item, agreement, rest)
-            await self.send({"type": "conversation.item.input_audio_transcription.completed", "item_id": item,
-                             "content_index": 0, "transcript": text,
-                             "usage": {"type": "duration", "seconds": round(len(turn) / SAMPLE_RATE, 3)},
-                             "asrflow": {"seconds": round(time.perf_counter() - started, 3), "model": self.served.name}})
+            await self.send(
+                {
+                    "type": "conversation.item.input_audio_transcription.completed",
+                    "item_id": item,
+                    "content_index": 0,
+                    "transcript": text,
+                    "usage": {"type": "duration", "seconds": round(len(turn) / SAMPLE_RATE, 3)},
+                    "asrflow": {"seconds": round(time.perf_counter() - started, 3), "model": self.served.name},
+                }
+            )
 
     async def delta(self, item: str, agreement: Agreement, words: list[str]) -> None:
         first = len(agreement.confirmed) == len(words)
-        await self.send({"type": "conversation.item.input_audio_transcription.delta", "item_id": item,
-                         "content_index": 0, "delta": ("" if first else " ") + " ".join(words)})
+        await self.send(
+            {
+                "type": "conversation.item.input_audio_transcription.delta",
+                "item_id": item,
+                "content_index": 0,
+                "delta": ("" if first else " ") + " ".join(words),
+            }
+        )
 
     async def transcribe(self, samples: np.ndarray, draft: bool = False) -> str:
         """Through the scheduler; hypotheses of a turn still spoken are drafts (Transcriber.draft: quick, greedy,

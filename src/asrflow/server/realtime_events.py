@@ -25,8 +25,16 @@ class EventError(ValueError):
 
 
 def error_event(message: str, param: str | None = None, code: str | None = None, event_id=None) -> dict:
-    return {"type": "error", "error": {"type": "invalid_request_error", "code": code, "message": message,
-                                       "param": param, "event_id": event_id}}
+    return {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "code": code,
+            "message": message,
+            "param": param,
+            "event_id": event_id,
+        },
+    }
 
 
 class Pace:
@@ -42,8 +50,12 @@ class Pace:
         now = time.monotonic()
         self.allowance, self.at = min(self.BURST, self.allowance + (now - self.at) * self.SPEED), now
         if seconds > self.allowance:
-            raise EventError(f"audio may come at most {self.SPEED:g} times faster than real time (after a burst of "
-                             f"{self.BURST:g} s): this append was dropped.", "audio", "rate_limited")
+            raise EventError(
+                f"audio may come at most {self.SPEED:g} times faster than real time (after a burst of "
+                f"{self.BURST:g} s): this append was dropped.",
+                "audio",
+                "rate_limited",
+            )
         self.allowance -= seconds
 
 
@@ -53,8 +65,9 @@ def parse(message: dict) -> dict:
     if text is None:
         raise EventError("binary frames are not events: send each event as JSON in a text frame.", code="invalid_event")
     if len(text) > MAX_FRAME:
-        raise EventError(f"a frame holds at most {MAX_FRAME:,} characters: send audio in smaller appends.",
-                         code="invalid_event")
+        raise EventError(
+            f"a frame holds at most {MAX_FRAME:,} characters: send audio in smaller appends.", code="invalid_event"
+        )
     try:
         event = json.loads(text)
     except (ValueError, RecursionError):
@@ -91,18 +104,24 @@ def session_update(event: dict, rate: int, transcription: dict, turn_detection: 
     """session.update's changes to the session's (rate, transcription, turn_detection), checked."""
     session = _object(event, "session")
     if session.get("type", "transcription") != "transcription":
-        raise EventError("asrflow serves transcription sessions only: session.type must be 'transcription'.", "session.type")
+        raise EventError(
+            "asrflow serves transcription sessions only: session.type must be 'transcription'.", "session.type"
+        )
     given = _object(_object(session, "audio", "session."), "input", "session.audio.")
     audio_format = _object(given, "format", "session.audio.input.")
     rate = audio_format.get("rate", rate)
     if audio_format.get("type", "audio/pcm") != "audio/pcm" or not isinstance(rate, int) or rate not in RATES:
-        raise EventError("audio.input.format must be {'type': 'audio/pcm', 'rate': 24000} (16000 is accepted too).",
-                         "session.audio.input.format")
+        raise EventError(
+            "audio.input.format must be {'type': 'audio/pcm', 'rate': 24000} (16000 is accepted too).",
+            "session.audio.input.format",
+        )
     changes = _object(given, "transcription", "session.audio.input.")
     for name in ("model", "language", "prompt"):
         if not isinstance(changes.get(name), (str, type(None))) or len(changes.get(name) or "") > MAX_TEXT:
-            raise EventError(f"transcription.{name} must be a string of at most {MAX_TEXT} characters.",
-                             f"session.audio.input.transcription.{name}")
+            raise EventError(
+                f"transcription.{name} must be a string of at most {MAX_TEXT} characters.",
+                f"session.audio.input.transcription.{name}",
+            )
     transcription = {**transcription, **{k: v for k, v in changes.items() if k in ("model", "language", "prompt")}}
     if "turn_detection" in given:
         turn_detection = None if given["turn_detection"] is None else _server_vad(given["turn_detection"])
@@ -111,11 +130,16 @@ def session_update(event: dict, rate: int, transcription: dict, turn_detection: 
 
 def _server_vad(given) -> dict:
     detection = {**SERVER_VAD, **{k: v for k, v in given.items() if k in SERVER_VAD}} if isinstance(given, dict) else {}
-    if (detection.get("type") != "server_vad" or detection["threshold"] in (0, 1)
-            or not all(_number(detection[k], lo, hi) for k, (lo, hi) in VAD_RANGES.items())):
-        raise EventError("turn_detection must be null or {'type': 'server_vad', 'threshold' between 0 and 1, "
-                         "'prefix_padding_ms' and 'silence_duration_ms' between 0 and 10000}.",
-                         "session.audio.input.turn_detection")
+    if (
+        detection.get("type") != "server_vad"
+        or detection["threshold"] in (0, 1)
+        or not all(_number(detection[k], lo, hi) for k, (lo, hi) in VAD_RANGES.items())
+    ):
+        raise EventError(
+            "turn_detection must be null or {'type': 'server_vad', 'threshold' between 0 and 1, "
+            "'prefix_padding_ms' and 'silence_duration_ms' between 0 and 10000}.",
+            "session.audio.input.turn_detection",
+        )
     return detection
 
 

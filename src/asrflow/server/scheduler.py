@@ -30,8 +30,16 @@ LOG = logging.getLogger("asrflow.server")
 class Job:
     """One clip to transcribe: its future is the answer; cancelling the future withdraws the work."""
 
-    def __init__(self, transcriber, samples: np.ndarray, options: TranscribeOptions, on_segment=None, speakers=None,
-                 draft: bool = False, max_seconds: float | None = None):
+    def __init__(
+        self,
+        transcriber,
+        samples: np.ndarray,
+        options: TranscribeOptions,
+        on_segment=None,
+        speakers=None,
+        draft: bool = False,
+        max_seconds: float | None = None,
+    ):
         self.transcriber, self.samples, self.options, self.draft = transcriber, samples, options, draft
         self.max_seconds = max_seconds  # the request's limit, for audio decoded here (each channel of channels=split)
         self.on_segment, self.speakers = on_segment, speakers
@@ -41,8 +49,9 @@ class Job:
 
     def _segments(self):
         """The transcription, from the stream's creation (which decodes its first block) on: run by a Stepper."""
-        self.stream = self.transcriber.stream(self.samples, self.options, known_speakers=self.speakers,
-                                              max_seconds=self.max_seconds)
+        self.stream = self.transcriber.stream(
+            self.samples, self.options, known_speakers=self.speakers, max_seconds=self.max_seconds
+        )
         self.samples = None
         yield from self.stream.segments
 
@@ -73,8 +82,16 @@ class Scheduler:
         self.wakeup = threading.Condition()
         threading.Thread(target=self._run, name="asrflow-scheduler", daemon=True).start()
 
-    def submit(self, transcriber, samples: np.ndarray, options: TranscribeOptions, on_segment=None, speakers=None,
-               draft: bool = False, max_seconds: float | None = None) -> Job:
+    def submit(
+        self,
+        transcriber,
+        samples: np.ndarray,
+        options: TranscribeOptions,
+        on_segment=None,
+        speakers=None,
+        draft: bool = False,
+        max_seconds: float | None = None,
+    ) -> Job:
         job = Job(transcriber, samples, options, on_segment, speakers, draft, max_seconds)
         with self.wakeup:
             self.jobs.append(job)
@@ -88,7 +105,7 @@ class Scheduler:
         try:
             while True:
                 self._turn(self._next())
-        except BaseException:  # noqa: BLE001 - a server that cannot serve must not look alive
+        except BaseException:
             LOG.critical("the scheduler stopped: exiting for the supervisor to restart the server", exc_info=True)
             os._exit(70)
 
@@ -113,9 +130,9 @@ class Scheduler:
             finished = job.step()
         except InvalidStateError:  # cancelled while its last step ran
             return
-        except Exception as e:  # noqa: BLE001 - the caller hears of it; the loop goes on
+        except Exception as e:
             if not isinstance(e, AsrflowError) and not job.future.cancelled():  # cancelled: its decoder stopped
-                LOG.error("a transcription failed", exc_info=True)
+                LOG.exception("a transcription failed")
             try:
                 job.future.set_exception(e)
             except InvalidStateError:

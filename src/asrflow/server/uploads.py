@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -56,8 +56,11 @@ class DecodeAhead:
         except Stopped:
             pass
         except AudioTooLongError as e:
-            self._fail(AudioDecodeError("the file holds more audio than its header declares: re-encode it.")
-                       if self.declared else e)
+            self._fail(
+                AudioDecodeError("the file holds more audio than its header declares: re-encode it.")
+                if self.declared
+                else e
+            )
         except Exception as e:  # noqa: BLE001 - the request hears of it
             self._fail(e)
 
