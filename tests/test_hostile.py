@@ -2,6 +2,8 @@
 refused before decoding, and hundreds of mutated uploads get no 5xx."""
 
 import base64
+import contextlib
+import os
 import random
 import re
 import resource
@@ -295,7 +297,17 @@ def settled_turns(url: str) -> float:
         last = now
 
 
+def spooled_files() -> int:
+    """Files this process holds open that are deleted temporary files: uploads spooled to disk."""
+    links = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            links.append(os.readlink(fd))
+    return sum(1 for link in links if re.fullmatch(r".*/#\d+ \(deleted\)", link))
+
+
 def test_a_departed_or_timed_out_request_stops_at_its_next_window(ct2_transcriber):
+    """... and its upload, spooled to disk, leaves the disk: the file is closed when the request is over."""
     from test_server import long_speech
 
     minutes = long_speech(10)  # a minute of the model's work or more
@@ -305,11 +317,12 @@ def test_a_departed_or_timed_out_request_stops_at_its_next_window(ct2_transcribe
         at_timeout = turns(url)
         assert settled_turns(url) - at_timeout <= 2  # the turn under way when the timeout struck, and at most one more
     with serve_in_process(ct2_transcriber) as url:
-        before = turns(url)
+        before, spooled = turns(url), spooled_files()
         with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes the connection
             httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("long.ogg", minutes)}, timeout=4)
         at_departure = turns(url)
         assert settled_turns(url) - at_departure <= 2 and at_departure - before < 10
+        assert spooled_files() == spooled
         metrics = httpx.get(f"{url}/metrics").text
         assert re.search(r"^asrflow_audio_seconds_total 0\.0$", metrics, re.MULTILINE)  # none of it was transcribed
 

@@ -352,10 +352,12 @@ def test_fuzzed_frames_get_errors_and_never_crash_the_session(served):
         expected = [answer for _, answer in frames if answer] + ["session.updated"]
         assert [recv(connection)["type"] for _ in expected] == expected
         assert "Traceback" not in log.read_text()
-        connection.send(b"\xff\xfe{}", text=True)  # uvicorn fails the connection (and logs it)
+        connection.send(b"\xff\xfe{}", text=True)  # uvicorn fails the connection, and logs it in one line
         with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
             connection.recv(timeout=10)
         assert closed.value.rcvd.code == 1007
+    assert "Invalid UTF-8" in log.read_text()
+    assert "Traceback" not in log.read_text()
 
 
 def test_a_wrong_key_is_refused(server):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from importlib.metadata import version
 
@@ -20,6 +21,9 @@ OPEN_PATHS = {"/health", "/ready", "/ping", "/", "/info"}
 
 def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
     """The model loads in the background: /health answers at once, /ready once it serves."""
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, ClientFaultsInOneLine) for f in uvicorn_log.filters):
+        uvicorn_log.addFilter(ClientFaultsInOneLine())
     app = FastAPI(title="asrflow", version=version("asrflow"), docs_url="/docs")
     app.state.config, app.state.metrics = config, ServerMetrics()
     app.state.holder = ModelHolder(config, app.state.metrics, transcriber)
@@ -47,6 +51,16 @@ def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
         SameOrigin, host=config.host, allowed_hosts=config.allowed_hosts, cors_origins=config.cors_origins
     )
     return app
+
+
+class ClientFaultsInOneLine(logging.Filter):
+    """uvicorn fails a WebSocket whose client sent invalid UTF-8 in a text frame (1007, as RFC 6455 says) and logs
+    it with a traceback: a client's bad input, logged here as the one line it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.getMessage().startswith("Invalid UTF-8"):
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
 class Guard:

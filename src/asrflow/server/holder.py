@@ -82,7 +82,7 @@ class Reservation:
 
     def release(self) -> None:
         for ahead in self.clips_ahead:
-            ahead.close()
+            ahead.discard()
         self.settle(0.0)
         with self.admission.lock:
             self.admission.clips -= self.clips

@@ -35,6 +35,7 @@ class DecodeAhead:
         self.data, self.max_seconds, self.declared, self.on_end = data, max_seconds, declared, on_end
         self.chunks: queue.Queue = queue.Queue(maxsize=BLOCK // CHUNK + 1)  # a block decoded and not yet taken
         self.stopped, self.primed = threading.Event(), threading.Event()  # primed: the first block is decoded
+        self.discarded = False  # the request is over: the upload's spooled file goes when the decoder stops
         self.error: Exception | None = None
         self.thread = threading.Thread(target=self._decode, name="asrflow-decode", daemon=True)
         self.thread.start()
@@ -63,6 +64,9 @@ class DecodeAhead:
             )
         except Exception as e:  # noqa: BLE001 - the request hears of it
             self._fail(e)
+        finally:
+            if self.discarded:
+                self._close_data()
 
     def _fail(self, error: Exception) -> None:
         self.error = error
@@ -113,3 +117,15 @@ class DecodeAhead:
 
     def close(self) -> None:
         self.stopped.set()
+
+    def discard(self) -> None:
+        """The request is over: stop decoding and close the upload (its spooled file leaves the disk), by the
+        decoder's thread as it stops, or here if it has stopped already."""
+        self.discarded = True
+        self.close()
+        if not self.thread.is_alive():
+            self._close_data()
+
+    def _close_data(self) -> None:
+        if hasattr(self.data, "close"):
+            self.data.close()
