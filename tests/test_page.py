@@ -165,6 +165,7 @@ def test_page_has_a_strict_content_security_policy(page_url):
     page = httpx.get(url)
     policy = {d.split()[0]: d.split()[1:] for d in page.headers["content-security-policy"].split(";") if d.strip()}
     assert policy["script-src"] == ["'self'"] and policy["object-src"] == ["'none'"]
+    assert policy["connect-src"] == ["'self'"]  # the live captions' WebSocket too (CSP 3: 'self' takes ws:)
     assert page.headers["x-content-type-options"] == "nosniff" and page.headers["referrer-policy"] == "no-referrer"
     scripts = re.findall(r"<script\b([^>]*)>(.*?)</script>", page.text, re.DOTALL)
     assert scripts and all("src=" in attributes and not body.strip() for attributes, body in scripts)
