@@ -24,6 +24,8 @@ PIECE = 60 * SAMPLE_RATE  # samples handed on at once from arrays and WAV files
 DEMUXERS = "wav,w64,mp3,flac,ogg,matroska,webm,mov,mp4,m4a,aac"
 FORMATS = "wav, mp3, flac, ogg/opus, webm/mkv, m4a/mp4 or aac"
 MIN_RATE, MAX_RATE = 1000, 768_000  # sample rates outside these are a forged header, not audio
+# a data size this large is a streaming writer's placeholder (0xFFFFFFFF, 0x7FFFFFFF, ...), not a length
+OPEN_WAV_SIZE = 0x7FFF0000
 MAX_CHANNELS, MAX_SPLIT_CHANNELS = 8, 32  # mixed; decoded one by one (channels=split, CLI and library)
 
 AudioInput = bytes | bytearray | str | os.PathLike | BinaryIO | np.ndarray
@@ -367,12 +369,12 @@ def _wav_declared_seconds(stream: BinaryIO, held: bool = False) -> float | None:
         return None
     rate = int.from_bytes(head[fmt + 12 : fmt + 16], "little")
     byte_rate = int.from_bytes(head[fmt + 16 : fmt + 20], "little")
-    size = int.from_bytes(head[data + 4 : data + 8], "little")
-    if (
-        not MIN_RATE <= rate <= MAX_RATE or byte_rate < rate or size in (0, 0xFFFFFFFF)
-    ):  # forged, or streamed (open size)
-        return None  # PyAV's checks and decoding name the problem
-    return (min(size, total - data - 8) if held else size) / byte_rate
+    size, present = int.from_bytes(head[data + 4 : data + 8], "little"), total - data - 8
+    if not MIN_RATE <= rate <= MAX_RATE or byte_rate < rate:
+        return None  # forged: PyAV's checks and decoding name the problem
+    if size == 0 or size >= OPEN_WAV_SIZE:  # written as streamed, its length unknown: as long as its bytes
+        return present / byte_rate if held else None
+    return (min(size, present) if held else size) / byte_rate
 
 
 def _from_samples(samples: np.ndarray, sample_rate: int) -> np.ndarray:
