@@ -9,7 +9,7 @@ TORCH := torch==2.13.0
 # that stock transformers code runs (MLflow's transformers flavor given audio bytes).
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup setup-test demo test lint bench screenshot clean
+.PHONY: setup setup-test demo test check lint bench screenshot clean
 
 setup: $(VENV)/.installed
 setup-test: $(VENV)/.installed-test
@@ -31,6 +31,10 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 demo: setup
 	asrflow demo
+
+# the quick tier for the edit loop: options, writers, transcripts, audio, limits, scoring, one transcription per backend
+check: setup-test
+	python -m pytest -q -m check $(PYTEST_ARGS)
 
 lint: setup-test
 	ruff check .

@@ -103,6 +103,30 @@ def environment(**extra) -> dict:
     return {**{k: v for k, v in os.environ.items() if k != "MLFLOW_REGISTRY_URI"}, **extra}
 
 
+@pytest.fixture(scope="session")
+def served_process(tmp_path_factory):
+    """The one real `asrflow serve` process of the run, shared by the tests that drive a server over a socket as a
+    client does (the openai client's audio and realtime APIs): its URL, process and log (stderr). No API key, a 2 MB
+    upload limit. A server with other settings runs in this process (serve_in_process)."""
+    log = tmp_path_factory.mktemp("served") / "server.log"
+    port = free_port()
+    with open(log, "ab") as stderr:
+        process = subprocess.Popen(
+            [BIN / "asrflow", "serve", "bundled:tiny.en", "--port", str(port), "--max-upload-mb", "2"],
+            env=environment(),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/ready", process)
+    except BaseException:
+        process.kill()
+        raise
+    yield f"http://127.0.0.1:{port}", process, log
+    stop(process)
+
+
 @contextlib.contextmanager
 def serve_in_process(transcriber, **config):
     """`asrflow serve`'s app, in this process on a real socket (uvicorn in a thread), answering with a model the

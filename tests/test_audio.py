@@ -6,6 +6,8 @@ from conftest import DATA, SAMPLE
 
 from asrflow import AudioDecodeError, decode_audio
 
+pytestmark = pytest.mark.check  # the quick tier: make check
+
 
 @pytest.mark.parametrize("name", ["dev000.wav", "dev001.mp3", "dev002.flac", "dev003.ogg"])
 def test_decodes_each_format_to_16k_mono_float32(name):

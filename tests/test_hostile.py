@@ -82,6 +82,7 @@ def in_repo(monkeypatch):
     monkeypatch.chdir(REPO)  # where the playlists' relative names point: the files they name exist
 
 
+@pytest.mark.check
 @pytest.mark.parametrize("name", NOT_AUDIO_INPUTS)
 def test_inputs_naming_other_files_are_not_opened_as_bytes_paths_or_file_objects(name, tmp_path):
     data = NOT_AUDIO_INPUTS[name]
@@ -124,6 +125,7 @@ def test_the_cli_refuses_a_playlist_in_one_line(tmp_path):
     assert NOT_AUDIO in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+@pytest.mark.check
 @pytest.mark.parametrize(
     "format, wrong",
     [("wav", "mp3"), ("mp3", "wav"), ("flac", "ogg"), ("ogg", "flac"), ("webm", "m4a"), ("mp4", "webm")],
@@ -143,6 +145,7 @@ def test_an_upload_under_the_wrong_extension_is_transcribed(server):
     assert answer.status_code == 200 and "country" in answer.json()["text"]
 
 
+@pytest.mark.check
 @pytest.mark.parametrize(
     "rate, channels, match",
     [(1, 1, "sample rate of 1 Hz"), (0, 1, NOT_AUDIO), (900, 1, "sample rate"), (16000, 12, "12 channels")],
@@ -156,6 +159,7 @@ def test_forged_sample_rates_and_channel_counts_are_refused_before_decoding(serv
     assert answer.status_code == 400 and match in answer.json()["error"]["message"]
 
 
+@pytest.mark.check
 def test_a_header_declaring_more_than_the_file_holds_is_admitted_for_what_it_holds():
     data = bytearray(wav_header(16000, 1, 16000))  # 1 s of samples
     data[40:44] = struct.pack("<I", 0x7FFFFFF0)  # a data chunk of 18 hours
@@ -223,6 +227,7 @@ def get_models(url: str, **headers) -> httpx.Response:
     return httpx.get(f"{url}/v1/models", headers=headers, timeout=30)
 
 
+@pytest.mark.check
 def test_a_dns_rebinding_page_gets_no_answer(server):
     """A page at http://evil.example:PORT whose name now resolves to 127.0.0.1: to the browser its requests are
     same-origin, so only the Host tells them apart."""
@@ -236,6 +241,7 @@ def test_a_dns_rebinding_page_gets_no_answer(server):
     assert get_models(server, Host="evil.example").status_code == 421
 
 
+@pytest.mark.check
 def test_a_foreign_origin_is_refused_and_the_page_own_origin_is_not(server):
     port = server.rsplit(":", 1)[1]
     foreign = httpx.post(
@@ -250,6 +256,7 @@ def test_a_foreign_origin_is_refused_and_the_page_own_origin_is_not(server):
     assert get_models(server).status_code == 200  # clients that are not browsers send no Origin
 
 
+@pytest.mark.check
 def test_a_foreign_page_cannot_open_a_realtime_session(server):
     import websockets.sync.client
 
@@ -261,6 +268,7 @@ def test_a_foreign_page_cannot_open_a_realtime_session(server):
         assert '"session.created"' in ws.recv(timeout=10)
 
 
+@pytest.mark.check
 def test_allowed_hosts_and_cors_origins_are_answered(ct2_transcriber):
     with serve_in_process(
         ct2_transcriber, allowed_hosts=("asr.example",), cors_origins=("https://app.example",)

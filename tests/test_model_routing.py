@@ -1,5 +1,6 @@
 """Any registered model per request: the OpenAI `model` field and the MLflow param route to registry versions
-and aliases through one `asrflow serve` process, loaded on first use into an LRU (real client, real registry)."""
+and aliases through one `asrflow serve` (in this process), loaded on first use into an LRU (real client, real
+registry)."""
 
 import asyncio
 import base64
@@ -9,9 +10,7 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import BIN, DATA, SAMPLE, environment, free_port, start, stop
-
-from asrflow import registry
+from conftest import DATA, SAMPLE, serve_in_process
 
 
 @pytest.fixture(scope="module")
@@ -23,24 +22,13 @@ def server():
     champion = log("bundled:tiny.en", reference_only=True, register_as="whisper-ab", alias="champion")
     challenger = log("bundled:base", reference_only=True, register_as="whisper-ab", alias="challenger")
     versions = [uri.rsplit("/", 1)[1] for uri in (champion.registered, challenger.registered)]
-    port = free_port()
-    process = start(
-        [
-            BIN / "asrflow",
-            "serve",
-            "models:/whisper-ab@champion",
-            "--port",
-            str(port),
-            "--max-models",
-            "1",
-            "--model-alias",
-            "challenger=models:/whisper-ab@challenger",
-        ],
-        f"http://127.0.0.1:{port}/ready",
-        environment(MLFLOW_TRACKING_URI=registry.tracking_uri()),
-    )
-    yield f"http://127.0.0.1:{port}", versions
-    stop(process)
+    with serve_in_process(
+        None,
+        model="models:/whisper-ab@champion",
+        max_models=1,
+        aliases={"challenger": "models:/whisper-ab@challenger"},
+    ) as url:
+        yield url, versions
 
 
 @pytest.fixture(scope="module")

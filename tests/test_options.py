@@ -5,6 +5,8 @@ import pytest
 from asrflow import InvalidOptionError, TranscribeOptions
 from asrflow.options import FALLBACK_TEMPERATURES
 
+pytestmark = pytest.mark.check  # the quick tier: make check
+
 
 @pytest.mark.parametrize(
     "changes, message",

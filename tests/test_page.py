@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import BIN, SAMPLE, environment, free_port, start, stop
+from conftest import SAMPLE, serve_in_process
 from test_writers import parse_srt
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -21,18 +21,11 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def page_url():
-    from asrflow import registry
     from asrflow.lifecycle import log
 
     version = log("bundled:tiny.en", register_as="whisper-page", alias="champion").registered.rsplit("/", 1)[1]
-    port = free_port()
-    process = start(
-        [BIN / "asrflow", "serve", "models:/whisper-page@champion", "--port", str(port)],
-        f"http://127.0.0.1:{port}/ready",
-        environment(MLFLOW_TRACKING_URI=registry.tracking_uri()),
-    )
-    yield f"http://127.0.0.1:{port}/", version
-    stop(process)
+    with serve_in_process(None, model="models:/whisper-page@champion") as url:  # the browser is the real process
+        yield f"{url}/", version
 
 
 def wait_until(page, expression: str, seconds: float = 30.0) -> None:

@@ -4,7 +4,6 @@ import base64
 import json
 import os
 import random
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ import openai
 import pytest
 import websockets
 import websockets.sync.client as ws
-from conftest import BIN, DATA, environment, free_port, stop, wait_until_up
+from conftest import DATA, serve_in_process
 
 from asrflow.metrics import normalize, word_error_rate
 
@@ -30,32 +29,10 @@ NO_TURNS_16K = {
 }
 
 
-def serve(*flags, log=os.devnull) -> tuple[str, subprocess.Popen]:
-    """`asrflow serve bundled:tiny.en --api-key secret` on a free port, its stderr into `log`."""
-    port = free_port()
-    with open(log, "ab") as stderr:
-        process = subprocess.Popen(
-            [BIN / "asrflow", "serve", "bundled:tiny.en", "--port", str(port), "--api-key", "secret", *flags],
-            env=environment(),
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            start_new_session=True,
-        )
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}/ready", process)
-    except BaseException:
-        process.kill()
-        raise
-    return f"http://127.0.0.1:{port}", process
-
-
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """The module's server, its process and its log (stderr)."""
-    log = tmp_path_factory.mktemp("realtime") / "server.log"
-    url, process = serve(log=log)
-    yield url, process, log
-    stop(process)
+def served(served_process):
+    """The run's real server process (conftest): its URL, process and log (stderr)."""
+    return served_process
 
 
 @pytest.fixture(scope="module")
@@ -64,20 +41,18 @@ def server(served):
 
 
 @pytest.fixture(scope="module")
-def limited():
-    """A server with small limits: 6 s of audio a session, 3 s queued at once, 2 sessions, 2 s idle."""
-    url, process = serve(
-        "--max-audio-minutes",
-        "0.1",
-        "--max-queued-audio-minutes",
-        "0.05",
-        "--max-sessions",
-        "2",
-        "--realtime-idle-seconds",
-        "2",
-    )
-    yield url
-    stop(process)
+def limited(ct2_transcriber):
+    """A server (in this process) with a key and small limits: 6 s of audio a session, 3 s queued at once,
+    2 sessions, 2 s idle."""
+    with serve_in_process(
+        ct2_transcriber,
+        api_key="secret",
+        max_audio_minutes=0.1,
+        max_queued_audio_minutes=0.05,
+        max_sessions=2,
+        realtime_idle_s=2,
+    ) as url:
+        yield url
 
 
 def connect(server: str, **options):
@@ -360,10 +335,10 @@ def test_fuzzed_frames_get_errors_and_never_crash_the_session(served):
     assert "Traceback" not in log.read_text()
 
 
-def test_a_wrong_key_is_refused(server):
+def test_a_wrong_key_is_refused(limited):
     with (
         pytest.raises(websockets.exceptions.InvalidStatus) as refused,
-        client(server, "wrong").realtime.connect(extra_query={"intent": "transcription"}) as connection,
+        client(limited, "wrong").realtime.connect(extra_query={"intent": "transcription"}) as connection,
     ):
         connection.recv()
     assert refused.value.response.status_code == 401

@@ -1,4 +1,5 @@
-"""The server as clients use it: a real `asrflow serve` process, the real openai client, real HTTP."""
+"""The server as clients use it: the real openai client and real HTTP against one real `asrflow serve` process;
+servers with other settings run in this process (conftest.serve_in_process), sharing the loaded model."""
 
 import asyncio
 import base64
@@ -10,7 +11,7 @@ from collections import Counter
 import httpx
 import openai
 import pytest
-from conftest import BIN, DATA, JFK_TEXT, SAMPLE, environment, free_port, start, stop
+from conftest import BIN, DATA, JFK_TEXT, SAMPLE, environment, free_port, serve_in_process, start
 
 from asrflow.metrics import word_error_rate
 
@@ -28,10 +29,8 @@ def serve(*args):
 
 
 @pytest.fixture(scope="module")
-def server():
-    process, url = serve("--max-upload-mb", "2")
-    yield url
-    stop(process)
+def server(served_process):
+    return served_process[0]
 
 
 @pytest.fixture(scope="module")
@@ -302,9 +301,8 @@ def test_health_ready_and_metrics(server):
         assert name in metrics
 
 
-def test_api_key():
-    process, url = serve("--api-key", "s3cret")
-    try:
+def test_api_key(ct2_transcriber):
+    with serve_in_process(ct2_transcriber, api_key="s3cret") as url:
         assert httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("jfk.flac", AUDIO)}).status_code == 401
         wrong = openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0)
         with pytest.raises(openai.AuthenticationError):
@@ -312,12 +310,9 @@ def test_api_key():
         right = openai.OpenAI(base_url=f"{url}/v1", api_key="s3cret", max_retries=0)
         assert_jfk(right.audio.transcriptions.create(model="whisper-1", file=("jfk.flac", AUDIO)).text)
         assert httpx.get(f"{url}/health").status_code == 200
-    finally:
-        stop(process)
 
 
-def test_overload_gives_503_then_recovers():
-    process, url = serve("--queue-size", "1")
+def test_overload_gives_503_then_recovers(ct2_transcriber):
 
     async def flood():
         async with httpx.AsyncClient(timeout=120) as http:
@@ -325,7 +320,7 @@ def test_overload_gives_503_then_recovers():
                 *(http.post(f"{url}/v1/audio/transcriptions", files={"file": ("jfk.flac", AUDIO)}) for _ in range(10))
             )
 
-    try:
+    with serve_in_process(ct2_transcriber, queue_size=1) as url:
         statuses = [r.status_code for r in asyncio.run(flood())]
         assert 503 in statuses and 200 in statuses and set(statuses) <= {200, 503}
         rejected = next(r for r in asyncio.run(flood()) if r.status_code == 503)
@@ -334,8 +329,6 @@ def test_overload_gives_503_then_recovers():
             httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("jfk.flac", AUDIO)}, timeout=60).status_code
             == 200
         )
-    finally:
-        stop(process)
 
 
 def test_a_chunked_upload_over_the_limit_is_refused_while_it_is_still_sent(server):
@@ -381,14 +374,13 @@ def test_a_chunked_upload_over_the_limit_is_refused_while_it_is_still_sent(serve
     assert httpx.get(f"{server}/health").status_code == 200
 
 
-def test_audio_longer_than_the_limit_is_a_413_before_it_is_decoded():
+def test_audio_longer_than_the_limit_is_a_413_before_it_is_decoded(ct2_transcriber):
     """A small file can hold hours of audio: the duration limit holds from the header, and while decoding."""
     import numpy as np
 
     from asrflow.encoding import encode_audio
 
-    process, url = serve("--max-audio-minutes", "0.5")
-    try:
+    with serve_in_process(ct2_transcriber, max_audio_minutes=0.5) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
         assert_jfk(client.audio.transcriptions.create(model="whisper-1", file=("jfk.flac", AUDIO)).text)
         quiet_hour = encode_audio(np.zeros(16000 * 3600, dtype=np.float32))  # an hour of Opus: a few hundred KB
@@ -402,13 +394,10 @@ def test_audio_longer_than_the_limit_is_a_413_before_it_is_decoded():
         body = {"inputs": [base64.b64encode(quiet_hour).decode()]}
         response = httpx.post(f"{url}/invocations", json=body, timeout=60)
         assert response.status_code == 413 and "0.5 minutes" in response.text
-    finally:
-        stop(process)
 
 
-def test_a_request_with_more_clips_than_the_queue_is_refused_whole():
-    process, url = serve("--queue-size", "2")
-    try:
+def test_a_request_with_more_clips_than_the_queue_is_refused_whole(ct2_transcriber):
+    with serve_in_process(ct2_transcriber, queue_size=2) as url:
         clip = base64.b64encode((DATA / "dev001.mp3").read_bytes()).decode()
         too_many = httpx.post(f"{url}/invocations", json={"inputs": [clip] * 3}, timeout=120)
         assert too_many.status_code == 503 and too_many.headers["retry-after"]
@@ -416,8 +405,6 @@ def test_a_request_with_more_clips_than_the_queue_is_refused_whole():
         assert served.status_code == 200 and len(served.json()["predictions"]) == 2
         metrics = httpx.get(f"{url}/metrics").text
         assert 'endpoint="/invocations",status="503"' in metrics
-    finally:
-        stop(process)
 
 
 def test_sigterm_drains_requests_in_flight_then_exits():
@@ -447,10 +434,9 @@ def test_sigterm_drains_requests_in_flight_then_exits():
         httpx.get(f"{url}/health", timeout=5)
 
 
-def test_admission_is_counted_in_audio_seconds():
+def test_admission_is_counted_in_audio_seconds(ct2_transcriber):
     """The queue bounds audio, not requests: beyond --max-queued-audio-minutes a request gets 503 at once."""
-    process, url = serve("--max-queued-audio-minutes", "0.25")  # 15 s of audio in flight at most
-    try:
+    with serve_in_process(ct2_transcriber, max_queued_audio_minutes=0.25) as url:  # 15 s of audio in flight at most
         clip = base64.b64encode(AUDIO).decode()  # 11 s
         refused = httpx.post(f"{url}/invocations", json={"inputs": [clip, clip]}, timeout=60)
         assert refused.status_code == 503 and refused.headers["retry-after"]
@@ -458,8 +444,6 @@ def test_admission_is_counted_in_audio_seconds():
         assert served.status_code == 200
         metrics = httpx.get(f"{url}/metrics").text
         assert "asrflow_admitted_audio_seconds 0.0" in metrics  # released once answered
-    finally:
-        stop(process)
 
 
 @pytest.fixture(scope="module")
@@ -499,16 +483,16 @@ def audio_host():
     host.shutdown()
 
 
-def test_url_inputs_are_fetched_safely(audio_host):
+def test_url_inputs_are_fetched_safely(audio_host, ct2_transcriber):
     """Allowed host only, redirects checked again, the upload limit and a time limit hold, failures are 400."""
-    process, url = serve(
-        "--max-upload-mb", "2", "--allow-url-host", "127.0.0.1", "--allow-private-urls", "--url-timeout", "3"
-    )
+    with serve_in_process(
+        ct2_transcriber, max_upload_mb=2, allowed_url_hosts=("127.0.0.1",), allow_private_urls=True, url_timeout_s=3
+    ) as url:
 
-    def invoke(*paths):
-        return httpx.post(f"{url}/invocations", json={"inputs": [f"{audio_host}{p}" for p in paths]}, timeout=60)
+        def invoke(*paths):
+            body = {"inputs": [f"{audio_host}{p}" for p in paths]}
+            return httpx.post(f"{url}/invocations", json=body, timeout=60)
 
-    try:
         served = invoke("/jfk.flac", "/to-allowed")
         assert served.status_code == 200, served.text
         assert all(word_error_rate([JFK_TEXT], [p]) < 0.1 for p in served.json()["predictions"])
@@ -523,8 +507,6 @@ def test_url_inputs_are_fetched_safely(audio_host):
         too_many = invoke(*["/jfk.flac"] * 5)
         assert too_many.status_code == 400 and "at most 4 URLs" in too_many.json()["message"]
         assert invoke("/jfk.flac").status_code == 200
-    finally:
-        stop(process)
 
 
 def malformed_openai_requests(count: int, seed: int = 11):

@@ -16,6 +16,7 @@ def test_corpus_wer_under_15_percent(transcriber, corpus):
     assert wer < 0.15
 
 
+@pytest.mark.check  # one transcription per backend
 def test_sample_transcript_and_word_timestamps(transcriber):
     result = transcriber.transcribe(SAMPLE, word_timestamps=True)
     assert word_error_rate([JFK_TEXT], [result.text]) < 0.1
@@ -91,6 +92,7 @@ def test_long_audio_batched_with_vad(ct2_transcriber):
     assert result.segments[-1].end <= result.duration + 0.01
 
 
+@pytest.mark.check
 def test_transcript_json_round_trip(ct2_transcriber):
     result = ct2_transcriber.transcribe(SAMPLE, word_timestamps=True)
     again = Transcript.from_json(result.to_json())

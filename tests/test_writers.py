@@ -1,8 +1,12 @@
 import json
 import re
 
+import pytest
+
 from asrflow import Segment, Transcript, Word
 from asrflow.writers import WRITERS, format_timestamp, write_file
+
+pytestmark = pytest.mark.check  # the quick tier: make check
 
 SRT_BLOCK = re.compile(r"^(\d+)\n(\d\d:\d\d:\d\d,\d\d\d) --> (\d\d:\d\d:\d\d,\d\d\d)\n(.+)$")
 
