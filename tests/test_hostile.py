@@ -148,7 +148,13 @@ def test_an_upload_under_the_wrong_extension_is_transcribed(server):
 @pytest.mark.check
 @pytest.mark.parametrize(
     "rate, channels, match",
-    [(1, 1, "sample rate of 1 Hz"), (0, 1, NOT_AUDIO), (900, 1, "sample rate"), (16000, 12, "12 channels")],
+    [
+        (1, 1, "sample rate of 1 Hz"),
+        (0, 1, NOT_AUDIO),
+        (900, 1, "sample rate"),
+        (384000, 1, "re-encode it at 48 kHz or less"),  # decoding it would cost 24x 16 kHz's
+        (16000, 12, "12 channels"),
+    ],
 )
 def test_forged_sample_rates_and_channel_counts_are_refused_before_decoding(server, rate, channels, match):
     data = wav_header(rate, channels)
@@ -474,3 +480,96 @@ def test_windows_that_yield_no_segment_are_still_a_step_each(ct2_transcriber):
     closed.close()
     closed.thread.join(30)
     assert not closed.thread.is_alive()  # a withdrawn job's generator unwinds
+
+
+def test_each_fallback_decoding_is_a_step_of_its_own(ct2_transcriber):
+    """A window whose every decoding fails the compression test (a prompt that makes Whisper repeat itself does so
+    for real) is decoded once per temperature: each decoding is a step, so a turn is at most one decoding."""
+    from asrflow.steps import END, Stepper
+
+    options = {"temperature": "0,0.2,0.4", "compression_ratio_threshold": 0.01}  # every decoding falls back
+    stepper = Stepper(ct2_transcriber.stream(SAMPLE, **options).segments)
+    results = []
+    while (result := stepper.step()) is not END:
+        results.append(result)
+    assert results.count(None) >= 3, results  # the window's encoding, then a step per temperature
+
+
+@pytest.mark.check
+def test_waiting_for_decoded_audio_ends_a_step_and_holds_no_turn():
+    """A file slow to decode (hours of silence, a high sample rate) must not hold the model while its decoder works:
+    under a Stepper, waiting for the decoder ends the step, and the job is not runnable until audio is ready."""
+    from asrflow import steps
+
+    def slow_decoder():
+        for i in range(3):
+            time.sleep(0.5)
+            yield i
+
+    def job():  # as a server's job: the decoder is wrapped inside the Stepper's thread
+        yield from steps.ahead(slow_decoder())
+
+    stepper = steps.Stepper(job())
+    started, taken, ticks = time.monotonic(), [], 0
+    while (result := stepper.step()) is not steps.END:
+        if result is None:
+            ticks += 1
+            assert time.monotonic() - started < 0.3 or taken  # the step ended at once: nothing held
+            while not stepper.runnable():
+                time.sleep(0.01)
+        else:
+            taken.append(result)
+    assert taken == [0, 1, 2] and ticks >= 3
+    assert list(steps.ahead(iter([1, 2]))) == [1, 2]  # outside a Stepper: the iterator itself
+
+
+def test_a_request_that_is_not_audio_reserves_nothing(server):
+    """Inputs that are not audio are refused before admission: 64 of them are a 400, not a 503 for everyone."""
+    answer = httpx.post(f"{server}/invocations", json={"inputs": [1] * 64}, timeout=30)
+    assert answer.status_code == 400 and "base64-encoded audio" in answer.json()["message"]
+
+
+@pytest.mark.check
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/render/srt", "[" * 100_000 + "]" * 100_000),
+        ("/invocations", '{"inputs":' + "[" * 100_000 + "]" * 100_000 + "}"),
+        ("/render/srt", '{"text": "x", "segments": [{"start": 0, "end": Infinity, "text": "x"}]}'),
+        ("/render/vtt", '{"text": "x", "segments": [{"start": 1e308, "end": 1e308, "text": "x"}]}'),
+        ("/render/tsv", '{"text": "x", "segments": [{"start": 0, "end": NaN, "text": "x"}]}'),
+        ("/render/txt", '{"text": 5, "segments": [{"start": 0, "end": 1, "text": 5}]}'),
+        ("/render/srt", '{"text": "x", "segments": [{"start": 0, "end": 1, "text": "x", "words": [{"word": 1}]}]}'),
+    ],
+)
+def test_json_nested_too_deep_or_with_impossible_values_is_a_400(server, path, body):
+    answer = httpx.post(f"{server}{path}", content=body, headers={"Content-Type": "application/json"}, timeout=30)
+    assert answer.status_code == 400, answer.text[:300]
+
+
+@pytest.mark.check
+def test_a_host_with_credentials_or_two_origins_is_refused(server):
+    port = server.rsplit(":", 1)[1]
+    assert get_models(server, Host=f"evil.example@localhost:{port}").status_code == 421
+    two = httpx.get(
+        f"{server}/v1/models", headers=[("Origin", "http://evil.example"), ("Origin", f"http://127.0.0.1:{port}")]
+    )
+    assert two.status_code == 403
+
+
+def test_known_speaker_clips_are_decoded_after_the_upload_is_admitted(server):
+    """Reference clips are decoded in a worker thread once the upload has passed admission, never on the event loop
+    ahead of it: a request whose file is not audio is refused before its references cost anything."""
+    reference = "data:audio/wav;base64," + base64.b64encode(b"not a clip at all").decode()
+    answer = httpx.post(
+        f"{server}/v1/audio/transcriptions",
+        files={"file": ("x.wav", b"not audio either" * 100)},
+        data={
+            "response_format": "diarized_json",
+            "known_speaker_names[]": "ann",
+            "known_speaker_references[]": reference,
+        },
+        timeout=30,
+    )
+    message = answer.json()["error"]["message"]
+    assert answer.status_code == 400 and NOT_AUDIO in message and "known speaker" not in message, message

@@ -86,3 +86,12 @@ def test_precedence_saved_then_edge_then_call(ct2_transcriber):
     assert model.resolve({"word_timestamps": False}, edge).beam_size == 4  # one call on top of the edge's
     with pytest.raises(InvalidOptionError, match="English-only"):
         model.resolve({"language": "de"})
+
+
+def test_a_prompt_keeps_only_what_whisper_reads():
+    """Whisper reads a prompt's last 223 tokens: a megabyte of prompt is cut to its end before it is tokenized."""
+    from asrflow.options import PROMPT_CHARS
+
+    options = TranscribeOptions().resolve({"initial_prompt": "x" * 2**20 + " the end", "hotwords": "y" * 2**20})
+    assert len(options.initial_prompt) == len(options.hotwords) == PROMPT_CHARS
+    assert options.initial_prompt.endswith("x the end")

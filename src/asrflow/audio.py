@@ -23,7 +23,8 @@ PIECE = 60 * SAMPLE_RATE  # samples handed on at once from arrays and WAV files
 # read the files or URLs that an input names (concat, HLS, image sequences): an upload could read the server's disk.
 DEMUXERS = "wav,w64,mp3,flac,ogg,matroska,webm,mov,mp4,m4a,aac"
 FORMATS = "wav, mp3, flac, ogg/opus, webm/mkv, m4a/mp4 or aac"
-MIN_RATE, MAX_RATE = 1000, 768_000  # sample rates outside these are a forged header, not audio
+# sample rates outside these are a forged header, or a rate no speech needs whose decoding costs 12x 16 kHz's and more
+MIN_RATE, MAX_RATE = 1000, 192_000
 # a data size this large is a streaming writer's placeholder (0xFFFFFFFF, 0x7FFFFFFF, ...), not a length
 OPEN_WAV_SIZE = 0x7FFF0000
 MAX_CHANNELS, MAX_SPLIT_CHANNELS = 8, 32  # mixed; decoded one by one (channels=split, CLI and library)
@@ -234,8 +235,8 @@ def open_container(stream: BinaryIO, what: str, split: bool = False) -> av.conta
         rate, channels = getattr(codec, "sample_rate", 0), getattr(codec, "channels", 0)
         if not MIN_RATE <= (rate or 0) <= MAX_RATE:
             raise AudioDecodeError(
-                f"{what} declares a sample rate of {rate} Hz: audio is sampled at "
-                f"{MIN_RATE}-{MAX_RATE} Hz, so the file is corrupt or forged."
+                f"{what} declares a sample rate of {rate} Hz: asrflow reads audio sampled at {MIN_RATE}-{MAX_RATE} Hz "
+                "(speech needs 16 kHz): re-encode it at 48 kHz or less, or the file is corrupt."
             )
         limit = MAX_SPLIT_CHANNELS if split else MAX_CHANNELS
         if not 1 <= channels <= limit:

@@ -62,9 +62,11 @@ class SameOrigin:
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        host = headers.get(b"host", b"").decode("latin-1").lower()
-        origin = headers.get(b"origin", b"").decode("latin-1").rstrip("/").lower()
+        headers = scope.get("headers") or []
+        hosts = [v.decode("latin-1").lower() for k, v in headers if k == b"host"]
+        origins = [v.decode("latin-1").rstrip("/").lower() for k, v in headers if k == b"origin"]
+        host = hosts[0] if len(hosts) == 1 else ""  # none, or two (which would a proxy have read?): unknown
+        origin = origins[0] if len(origins) == 1 else "null" if origins else ""
         if not self.known(host):
             status, message = (
                 421,
@@ -89,8 +91,11 @@ class SameOrigin:
 
     def known(self, host: str) -> bool:
         try:
-            name = urlsplit(f"//{host}").hostname or ""  # '[::1]:8000' -> '::1', 'Example.com:80' -> 'example.com'
+            parts = urlsplit(f"//{host}")  # '[::1]:8000' -> '::1', 'Example.com:80' -> 'example.com'
+            name, _ = parts.hostname or "", parts.port
         except ValueError:
+            return False
+        if "@" in parts.netloc or parts.path or parts.query or parts.fragment:  # 'evil.example@localhost' is no name
             return False
         try:
             ipaddress.ip_address(name)

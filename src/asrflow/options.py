@@ -275,6 +275,16 @@ def _text(value: Any) -> str | None:
     return value or None
 
 
+# Whisper reads only a prompt's last 223 tokens (hotwords' too), never more than a few thousand characters: what
+# comes before cannot change a transcript, and tokenizing megabytes of it would hold the model.
+PROMPT_CHARS = 8000
+
+
+def _prompt(value: Any) -> str | None:
+    text = _text(value)
+    return text[-PROMPT_CHARS:] if text else text
+
+
 def _ranged(convert, low: float, high: float, name: str):
     def check(value):
         number = convert(value)
@@ -365,8 +375,8 @@ _CONVERTERS = {
     "log_prob_threshold": _optional(_ranged(_number, -1000.0, 0.0, "log_prob_threshold")),
     "no_speech_threshold": _optional(_ranged(_number, 0.0, 1.0, "no_speech_threshold")),
     "condition_on_previous_text": _boolean,
-    "initial_prompt": _text,
-    "hotwords": _text,
+    "initial_prompt": _prompt,
+    "hotwords": _prompt,
     "word_timestamps": _boolean,
     "vad_filter": _boolean,
     "vad_threshold": _ranged(_number, 0.01, 0.99, "vad_threshold"),

@@ -124,6 +124,10 @@ def unwrap(item, paths: bool = True):
             return base64.b64decode(b"".join(bytes(item).split()), validate=True)
         except (binascii.Error, ValueError):
             return bytes(item)
+    if not paths and not isinstance(item, (str, bytes, bytearray)):  # served: nothing else is audio
+        raise InvalidOptionError(
+            "each input must be base64-encoded audio (or an http(s) URL, where the server allows them)."
+        )
     return item
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from asrflow import steps
 from asrflow.audio import SAMPLE_RATE, AudioInput, channel_count, decode_audio, stream_audio
 from asrflow.backends import Backend, load_backend
 from asrflow.blocks import keep_heap_flat, stream_blocks
@@ -108,7 +109,7 @@ class Transcriber:
         streams = [
             stream_blocks(
                 self.backend.stream,
-                stream_audio(audio, sample_rate, allow_urls, max_seconds, channel=k),
+                steps.ahead(stream_audio(audio, sample_rate, allow_urls, max_seconds, channel=k)),
                 options,
                 default_language,
                 start=start,

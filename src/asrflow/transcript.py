@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 
@@ -28,15 +29,50 @@ class Segment:
 
     @classmethod
     def from_dict(cls, s: dict) -> Segment:
+        """A segment as to_dict wrote it, or as a client sent it: each value checked, an error naming what is wrong."""
+        words = s.get("words") or []
+        if not isinstance(words, list):
+            raise TypeError("a segment's words must be a list.")
         return cls(
-            s["start"],
-            s["end"],
-            s["text"],
-            [Word(**w) for w in s.get("words") or []],
-            s.get("language"),
-            s.get("language_probability"),
-            s.get("speaker"),
+            _seconds(s["start"], "start"),
+            _seconds(s["end"], "end"),
+            _checked(s["text"], str, "text"),
+            [
+                Word(
+                    _seconds(w["start"], "start"),
+                    _seconds(w["end"], "end"),
+                    _checked(w["word"], str, "word"),
+                    _checked(w.get("probability"), float, "probability"),
+                    _checked(w.get("speaker"), str, "speaker"),
+                )
+                for w in words
+            ],
+            _checked(s.get("language"), str, "language"),
+            _checked(s.get("language_probability"), float, "language_probability"),
+            _checked(s.get("speaker"), str, "speaker"),
         )
+
+
+MAX_SECONDS = 1e7  # 115 days: any time beyond is not a recording's
+
+
+def _seconds(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_SECONDS:
+        raise ValueError(f"{name} must be a number of seconds from 0 to {MAX_SECONDS:g}, not {str(value)[:40]!r}.")
+    return float(value)
+
+
+def _checked(value, kind: type, name: str):
+    """`value` if it is None or of `kind` (a float: any finite number), else an error naming it."""
+    if value is None:
+        return None
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, not {str(value)[:40]!r}.")
+        return float(value)
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} must be {kind.__name__}, not {type(value).__name__}.")
+    return value
 
 
 @dataclass(frozen=True)
@@ -55,13 +91,15 @@ class Transcript:
 
     @classmethod
     def from_dict(cls, data: dict) -> Transcript:
-        segments = [Segment.from_dict(s) for s in data.get("segments") or []]
+        segments = data.get("segments") or []
+        if not isinstance(segments, list):
+            raise TypeError("segments must be a list.")
         return cls(
-            text=data["text"],
-            language=data.get("language"),
-            language_probability=data.get("language_probability"),
-            duration=data.get("duration", 0.0),
-            segments=segments,
+            text=_checked(data["text"], str, "text"),
+            language=_checked(data.get("language"), str, "language"),
+            language_probability=_checked(data.get("language_probability"), float, "language_probability"),
+            duration=_seconds(data.get("duration", 0.0), "duration"),
+            segments=[Segment.from_dict(s) for s in segments],
         )
 
     @classmethod

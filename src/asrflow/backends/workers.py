@@ -18,6 +18,8 @@ import os
 import ctranslate2
 import numpy as np
 
+from asrflow.steps import checkpoint
+
 MOST_WORKERS = 8  # the default batch: more workers than items would idle
 
 
@@ -51,6 +53,7 @@ class Workers(StandIn):
         self._parts = parts
 
     def generate(self, features, prompts, **kwargs):
+        checkpoint()  # each decoding (each fallback temperature's) is a step of its own under a server's scheduler
         parts = min(self._parts, len(prompts))
         if parts < 2 or kwargs.get("asynchronous"):
             return self._model.generate(features, prompts, **kwargs)

@@ -25,7 +25,7 @@ async def invocations(request: Request, model: Holder):
     try:
         payload = json.loads(body)
         items = scoring_items(payload)
-    except (ValueError, AsrflowError) as e:  # not JSON, or not a scoring request
+    except (ValueError, RecursionError, AsrflowError) as e:  # not JSON (or nested too deep), or not a scoring request
         return mlflow_error(f"Invalid input: {str(e)[:200]}")
     params = payload.get("params")
     params = dict(params) if isinstance(params, dict) else params

@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from asrflow.audio import decode_audio
 from asrflow.errors import AsrflowError
@@ -110,8 +111,13 @@ async def openai_audio(request: Request, model: ModelHolder, task: str):
         options = served.transcriber.resolve(openai_temperature(changes))
     except AsrflowError as e:
         raise HTTPError(400, str(e)) from None
-    speakers = known_speakers(form, options)
+    references = known_speakers(form, options)  # checked now, decoded once the upload is admitted
     reservation = await model.admit([upload.file])  # spooled to disk: never read whole into memory
+    try:
+        speakers = await run_in_threadpool(decoded_speakers, references) if references else None
+    except BaseException:
+        reservation.release()
+        raise
     if streaming:
         return stream_segments(model, served, reservation, options, speakers)
     [result] = await model.run(served, reservation, options, disconnected=request.is_disconnected, speakers=speakers)
@@ -122,7 +128,7 @@ async def openai_audio(request: Request, model: ModelHolder, task: str):
 
 def known_speakers(form, options: TranscribeOptions) -> dict | None:
     """OpenAI's known_speaker_names[] with known_speaker_references[] (audio data URLs, 2-10 s each, at most 4):
-    name -> samples, to name the speakers diarization finds."""
+    name -> encoded clip, to name the speakers diarization finds (decoded_speakers decodes them)."""
     names, references = form.getlist("known_speaker_names[]"), form.getlist("known_speaker_references[]")
     if not names and not references:
         return None
@@ -145,15 +151,29 @@ def known_speakers(form, options: TranscribeOptions) -> dict | None:
         try:
             if not (head.startswith("data:") and head.endswith(";base64")):
                 raise ValueError("not a data URL")
-            speakers[name] = decode_audio(base64.b64decode(data, validate=True), max_seconds=REFERENCE_SECONDS)
-        except (ValueError, AsrflowError) as e:
-            raise HTTPError(
-                400,
-                f"known speaker {name!r}: its reference must be a short clip as a data URL "
-                f"(data:audio/wav;base64,...): {e}",
-                "known_speaker_references[]",
-            ) from None
+            speakers[name] = base64.b64decode(data, validate=True)
+        except ValueError as e:
+            raise reference_error(name, e) from None
     return speakers
+
+
+def decoded_speakers(references: dict[str, bytes]) -> dict:
+    """name -> samples (in a worker thread: decoding is no work for the event loop)."""
+    speakers = {}
+    for name, clip in references.items():
+        try:
+            speakers[name] = decode_audio(clip, max_seconds=REFERENCE_SECONDS)
+        except AsrflowError as e:
+            raise reference_error(name, e) from None
+    return speakers
+
+
+def reference_error(name: str, e: Exception) -> HTTPError:
+    return HTTPError(
+        400,
+        f"known speaker {name!r}: its reference must be a short clip as a data URL (data:audio/wav;base64,...): {e}",
+        "known_speaker_references[]",
+    )
 
 
 def chunking(form) -> dict:
@@ -166,7 +186,7 @@ def chunking(form) -> dict:
         return {}
     try:
         fields = fields or ({"type": "auto"} if strategy == "auto" else dict(json.loads(strategy)))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         fields = {}
     if fields.get("type") not in ("auto", "server_vad") or (fields["type"] == "auto" and len(fields) > 1):
         raise HTTPError(400, 'chunking_strategy must be "auto" or {"type": "server_vad", ...}.', "chunking_strategy")

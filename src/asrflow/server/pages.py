@@ -52,7 +52,7 @@ async def render(format: str, request: Request):
         raise HTTPError(400, f"format must be one of {', '.join(WRITERS)}.", "format")
     try:
         transcript = Transcript.from_dict(await request.json())
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:  # bad JSON, or nested too deep
         raise HTTPError(400, f"expected a transcript as JSON ({e}).") from None
     media = "application/json" if format == "json" else "text/plain; charset=utf-8"
     return Response(WRITERS[format](transcript), media_type=media)

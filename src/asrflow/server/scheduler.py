@@ -55,6 +55,10 @@ class Job:
         self.samples = None
         yield from self.stream.segments
 
+    def ready(self) -> bool:
+        """Whether a turn now would work (not wait for its audio to be decoded); a withdrawn job is ready to go."""
+        return self.future.done() or self.stepper is None or self.stepper.runnable()
+
     def step(self) -> bool:
         """Decode a little more (at most one window or one batch); True when the job is answered. A draft (a
         live hypothesis: a few seconds, a quick guess) is answered in one step, with its text."""
@@ -111,11 +115,12 @@ class Scheduler:
 
     def _next(self) -> Job:
         """The job that has had the least of the model so far (least attained service): a short request, or a
-        live turn, goes ahead of long ones at once, and long ones share what is left in turns (ties: first come)."""
+        live turn, goes ahead of long ones at once, and long ones share what is left in turns (ties: first come).
+        Jobs waiting for their audio to be decoded are passed over until it is (checked every 20 ms)."""
         with self.wakeup:
-            while not self.jobs:
-                self.wakeup.wait()
-            job = min(self.jobs, key=lambda j: j.used)
+            while not (ready := [job for job in self.jobs if job.ready()]):
+                self.wakeup.wait(0.02 if self.jobs else None)
+            job = min(ready, key=lambda j: j.used)
             self.jobs.remove(job)
             return job
 

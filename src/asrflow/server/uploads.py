@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from asrflow import steps
 from asrflow.audio import SAMPLE_RATE, stream_audio
 from asrflow.blocks import BLOCK_SECONDS
 from asrflow.errors import AudioDecodeError, AudioTooLongError
@@ -86,6 +87,7 @@ class DecodeAhead:
         raise Stopped
 
     def _take(self):
+        steps.wait(lambda: not self.chunks.empty() or self.stopped.is_set())  # the model is not held meanwhile
         while not self.stopped.is_set():
             try:
                 item = self.chunks.get(timeout=0.5)
