@@ -70,9 +70,10 @@ def test_evaluate_logs_metrics_matching_jiwer(manifest):
 
 def test_promote_refuses_worse_and_accepts_better(manifest):
     name = f"whisper-promotion-{uuid.uuid4().hex[:8]}"  # a new model: versions 1-3 whatever the store holds
-    tiny = log("bundled:tiny.en", register_as=name, alias="champion")  # v1 holds champion
-    base = log("bundled:base", register_as=name)  # v2: multilingual base, better WER
-    tiny_again = log("bundled:tiny.en", register_as=name)  # v3
+    # reference-only: the registry's versions name the bundled models (promotion does not read the weights' copies)
+    tiny = log("bundled:tiny.en", register_as=name, alias="champion", reference_only=True)  # v1 holds champion
+    base = log("bundled:base", register_as=name, reference_only=True)  # v2: multilingual base, better WER
+    tiny_again = log("bundled:tiny.en", register_as=name, reference_only=True)  # v3
     assert (tiny.registered, base.registered, tiny_again.registered) == tuple(f"models:/{name}/{v}" for v in (1, 2, 3))
 
     better = promote(name, "champion", "2", manifest, language="en")
