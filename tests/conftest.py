@@ -60,6 +60,24 @@ def transcriber(request):
     return request.getfixturevalue("ct2_transcriber" if request.param == "ctranslate2" else "hf_transcriber")
 
 
+def cli(*args, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`asrflow ARGS` run in this process (Typer's runner): its exit status, stdout and stderr, as a run in a process
+    of its own would give them, without starting Python and importing asrflow again. Tests of what only a process
+    shows (signals, a terminal, a closed pipe, the environment) run `asrflow` itself."""
+    from typer.testing import CliRunner
+
+    from asrflow import cli_audio, cli_models  # noqa: F401 - they add their commands to the app
+    from asrflow.cli import app
+
+    args, environ = [str(a) for a in args], dict(os.environ)
+    try:
+        result = CliRunner().invoke(app, args, env=env, catch_exceptions=False)
+    finally:  # what the run set (--debug sets ASRFLOW_DEBUG) ends with it, as with a process
+        os.environ.clear()
+        os.environ.update(environ)
+    return subprocess.CompletedProcess(["asrflow", *args], result.exit_code, result.stdout, result.stderr)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -11,7 +11,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from conftest import BIN, DATA, environment
+from conftest import BIN, DATA, cli, environment
 
 from asrflow import registry
 from asrflow.batch import find_jobs, run_batch
@@ -20,14 +20,12 @@ from asrflow.metrics import word_error_rate
 GOOD = ["dev000.wav", "dev002.flac", "dev005.mp3", "dev007.ogg"]
 
 
-def batch(*args, **kwargs):
+def batch(*args):
+    """`asrflow batch ARGS`: in this process, or, for the Spark engine (a JVM and its executors), a process."""
+    if "spark" not in args:
+        return cli("batch", *args)
     return subprocess.run(
-        [BIN / "asrflow", "batch", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=environment(),
-        **kwargs,
+        [BIN / "asrflow", "batch", *map(str, args)], capture_output=True, text=True, timeout=600, env=environment()
     )
 
 

@@ -9,14 +9,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import DATA, SAMPLE
+from conftest import DATA, SAMPLE, cli
 from test_writers import parse_srt
 
 ASRFLOW = [str(Path(sys.executable).with_name("asrflow"))]
 
 
-def run(*args, **kwargs):
-    return subprocess.run(ASRFLOW + [str(a) for a in args], capture_output=True, text=True, timeout=300, **kwargs)
+run = cli  # in this process; the tests of signals, terminals and pipes start `asrflow` itself
 
 
 def test_transcribe_prints_valid_srt():

@@ -3,17 +3,13 @@ voices, RTTM references), scored with pyannote.metrics' DER; single speakers sta
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import DATA, SAMPLE
+from conftest import DATA, SAMPLE, cli
 
 from asrflow.metrics import diarization_error_rate, read_rttm
-
-ASRFLOW = str(Path(sys.executable).with_name("asrflow"))
 
 
 def conversation(n: int):
@@ -51,25 +47,19 @@ def test_diarize_from_the_cli_batch_and_mlflow_params(tmp_path):
     from asrflow import flavor
 
     audio, _ = conversation(2)
-    vtt = subprocess.run([ASRFLOW, "transcribe", str(audio), "--diarize", "-f", "vtt"], capture_output=True, text=True)
+    vtt = cli("transcribe", str(audio), "--diarize", "-f", "vtt")
     assert vtt.returncode == 0, vtt.stderr
     assert "<v A>Good morning" in vtt.stdout and "<v B>Hi, my laptop" in vtt.stdout  # WebVTT voice spans
-    txt = subprocess.run(
-        [ASRFLOW, "transcribe", str(audio), "--diarize", "--num-speakers", "2"], capture_output=True, text=True
-    )
+    txt = cli("transcribe", str(audio), "--diarize", "--num-speakers", "2")
     assert txt.stdout.splitlines()[:2][0].startswith("[A] Good morning") and txt.stdout.splitlines()[1].startswith(
         "[B] "
     )
-    wrong = subprocess.run([ASRFLOW, "transcribe", str(audio), "--num-speakers", "2"], capture_output=True, text=True)
+    wrong = cli("transcribe", str(audio), "--num-speakers", "2")
     assert wrong.returncode == 2 and "turn diarize on" in wrong.stderr and "Traceback" not in wrong.stderr
 
     (tmp_path / "in").mkdir()
     shutil.copy(audio, tmp_path / "in" / audio.name)
-    batch = subprocess.run(
-        [ASRFLOW, "batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-f", "json", "--diarize"],
-        capture_output=True,
-        text=True,
-    )
+    batch = cli("batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-f", "json", "--diarize")
     assert batch.returncode == 0, batch.stderr
     [written] = (tmp_path / "out").glob("*.json")
     assert {s["speaker"] for s in json.loads(written.read_text())["segments"]} == {"A", "B"}
@@ -115,14 +105,10 @@ def test_each_channel_of_a_stereo_call_by_itself(ct2_transcriber, tmp_path):
         ct2_transcriber.transcribe(DATA / "dev001.mp3", channels="split")
     with pytest.raises(InvalidOptionError, match="cannot be used with diarize"):
         ct2_transcriber.transcribe(call, channels="split", diarize=True)
-    srt = subprocess.run(
-        [ASRFLOW, "transcribe", str(call), "--channels", "split", "-f", "srt"], capture_output=True, text=True
-    )
+    srt = cli("transcribe", str(call), "--channels", "split", "-f", "srt")
     assert srt.returncode == 0, srt.stderr
     assert "[left] Good morning" in srt.stdout and "[right] Hi, my laptop" in srt.stdout
-    mono = subprocess.run(
-        [ASRFLOW, "transcribe", str(DATA / "dev001.mp3"), "--channels", "split"], capture_output=True, text=True
-    )
+    mono = cli("transcribe", str(DATA / "dev001.mp3"), "--channels", "split")
     assert mono.returncode == 2 and "has 1 channel" in mono.stderr and "Traceback" not in mono.stderr
 
 
@@ -144,13 +130,7 @@ def test_known_speakers_name_the_voices(ct2_transcriber):
     two = ct2_transcriber.transcribe(conversation(2)[0], diarize=True, known_speakers={"Finance": known["Finance"]})
     assert [s.speaker for s in two.segments[:2]] == ["A", "Finance"]
 
-    cli = subprocess.run(
-        [ASRFLOW, "transcribe", str(audio), "--diarize", "--speaker", f"Chair={known['Chair']}"],
-        capture_output=True,
-        text=True,
-    )
-    assert cli.returncode == 0 and cli.stdout.startswith("[Chair] Let us start"), cli.stderr
-    wrong = subprocess.run(
-        [ASRFLOW, "transcribe", str(audio), "--diarize", "--speaker", "Chair"], capture_output=True, text=True
-    )
+    by_name = cli("transcribe", str(audio), "--diarize", "--speaker", f"Chair={known['Chair']}")
+    assert by_name.returncode == 0 and by_name.stdout.startswith("[Chair] Let us start"), by_name.stderr
+    wrong = cli("transcribe", str(audio), "--diarize", "--speaker", "Chair")
     assert wrong.returncode == 2 and "NAME=CLIP" in wrong.stderr

@@ -2,22 +2,18 @@
 
 import json
 import shutil
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import jiwer
 import mlflow
 import pytest
-from conftest import DATA
+from conftest import DATA, cli
 from mlflow import MlflowClient
 
 from asrflow import registry
 from asrflow.evaluate import load_dataset, promote, run_evaluation
 from asrflow.lifecycle import log
-
-ASRFLOW = str(Path(sys.executable).with_name("asrflow"))
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +76,7 @@ def test_promote_refuses_worse_and_accepts_better(manifest):
     assert better.promoted and better.candidate_wer < better.champion_wer
     assert str(MlflowClient().get_model_version_by_alias(name, "champion").version) == "2"
 
-    result = subprocess.run(
-        [ASRFLOW, "promote", name, "--candidate", "3", "--dataset", str(manifest), "--language", "en"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = cli("promote", name, "--candidate", "3", "--dataset", str(manifest), "--language", "en")
     assert result.returncode == 1 and result.stdout.startswith("refused: "), result.stdout + result.stderr
     client = MlflowClient(registry.tracking_uri())
     assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
@@ -96,12 +87,7 @@ def test_promote_refuses_worse_and_accepts_better(manifest):
 
 
 def test_evaluate_cli_json(manifest):
-    result = subprocess.run(
-        [ASRFLOW, "evaluate", "bundled:tiny.en", str(manifest), "--limit", "2", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = cli("evaluate", "bundled:tiny.en", str(manifest), "--limit", "2", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["utterances"] == 2 and 0 <= data["wer"] < 0.5

@@ -4,15 +4,11 @@ dev013 says "on the bus"; tiny.en hears "on the mouse" unless it is told the wor
 
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import mlflow
-from conftest import DATA
+from conftest import DATA, cli
 
 CLIP = DATA / "dev013.mp3"
-ASRFLOW = str(Path(sys.executable).with_name("asrflow"))
 
 
 def test_hotwords_on_both_backends(transcriber):
@@ -23,18 +19,14 @@ def test_hotwords_on_both_backends(transcriber):
 def test_hotwords_from_the_cli_batch_and_mlflow_params(tmp_path):
     from asrflow import flavor
 
-    printed = subprocess.run([ASRFLOW, "transcribe", str(CLIP), "--hotwords", "bus"], capture_output=True, text=True)
+    printed = cli("transcribe", str(CLIP), "--hotwords", "bus")
     assert printed.returncode == 0, printed.stderr
     assert " bus," in printed.stdout
 
     source = tmp_path / "in"
     source.mkdir()
     shutil.copy(CLIP, source / "a.mp3")
-    batch = subprocess.run(
-        [ASRFLOW, "batch", str(source), "-o", str(tmp_path / "out"), "-f", "json", "--hotwords", "bus"],
-        capture_output=True,
-        text=True,
-    )
+    batch = cli("batch", str(source), "-o", str(tmp_path / "out"), "-f", "json", "--hotwords", "bus")
     assert batch.returncode == 0, batch.stderr
     assert " bus," in json.loads((tmp_path / "out" / "a.mp3.json").read_text())["text"]
 

@@ -2,17 +2,13 @@
 
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import jiwer
 import pytest
-from conftest import DATA
+from conftest import DATA, cli
 
 MIXED = DATA / "mixed-languages.ogg"
 TURNS = [json.loads(line) for line in (DATA / "mixed-languages.jsonl").read_text().splitlines()]
-ASRFLOW = str(Path(sys.executable).with_name("asrflow"))
 
 
 def turn_of(segment):
@@ -84,14 +80,10 @@ def test_multilingual_from_the_cli_and_its_errors(two_turns):
     # the languages listed: unlisted, base's detection of a short synthetic German turn varies with the CPU's int8
     # arithmetic (Latvian on one machine); detection itself is measured on the whole file above
     listed = ["-m", "bundled:base", "--multilingual", "--languages", "en,de,fr,es,it"]
-    printed = subprocess.run(
-        [ASRFLOW, "transcribe", str(two_turns), *listed, "-f", "jsonl"], capture_output=True, text=True
-    )
+    printed = cli("transcribe", str(two_turns), *listed, "-f", "jsonl")
     assert printed.returncode == 0, printed.stderr
     assert [json.loads(line)["language"] for line in printed.stdout.splitlines()] == ["en", "de"]
-    vtt = subprocess.run(
-        [ASRFLOW, "transcribe", str(two_turns), *listed, "-f", "vtt"], capture_output=True, text=True
-    ).stdout
+    vtt = cli("transcribe", str(two_turns), *listed, "-f", "vtt").stdout
     assert len(re.findall(r"<lang (?:en|de)>[^<\n]+</lang>\n", vtt)) == 1, vtt  # the turn not in the file's language
     for args, needle in (
         (["--multilingual"], "English-only"),
@@ -102,5 +94,5 @@ def test_multilingual_from_the_cli_and_its_errors(two_turns):
             "'german' is not a Whisper language code",
         ),
     ):
-        refused = subprocess.run([ASRFLOW, "transcribe", str(MIXED), *args], capture_output=True, text=True)
+        refused = cli("transcribe", str(MIXED), *args)
         assert refused.returncode == 2 and needle in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
