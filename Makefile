@@ -33,8 +33,9 @@ demo: setup
 	asrflow demo
 
 # the quick tier for the edit loop: options, writers, transcripts, audio, limits, scoring, one transcription per backend
+# its models' conversions are kept in build/check-home between runs (make test starts from nothing, as CI does)
 check: setup-test
-	python -m pytest -q -m check $(PYTEST_ARGS)
+	ASRFLOW_TEST_HOME=$(CURDIR)/build/check-home python -m pytest -q -m check $(PYTEST_ARGS)
 
 lint: setup-test
 	ruff check .

@@ -399,7 +399,10 @@ def test_a_short_clip_beside_diarized_multilingual_and_30_temperature_requests_w
                 data={"model": "bundled:base"},
                 timeout=httpx.Timeout(60, read=0.1),
             )
-        time.sleep(15)
+        deadline = time.monotonic() + 120
+        while not any(m["id"] == "bundled:base" and m.get("loaded") for m in get_models(url).json()["data"]):
+            assert time.monotonic() < deadline, "bundled:base did not load"
+            time.sleep(0.5)
         idle = sorted(latency() for _ in range(3))[1]
         hot = httpx.post(
             f"{url}/invocations",

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.skipif(
 def page_url():
     from asrflow.lifecycle import log
 
-    version = log("bundled:tiny.en", register_as="whisper-page", alias="champion").registered.rsplit("/", 1)[1]
+    logged = log("bundled:tiny.en", register_as="whisper-page", alias="champion", reference_only=True)
+    version = logged.registered.rsplit("/", 1)[1]
     with serve_in_process(None, model="models:/whisper-page@champion") as url:  # the browser is the real process
         yield f"{url}/", version
 
