@@ -98,10 +98,8 @@ def wait_until_up(url: str, process: subprocess.Popen | None = None, seconds: fl
     raise TimeoutError(url)
 
 
-def start(args: list, url: str, env: dict) -> subprocess.Popen:
-    process = subprocess.Popen(
-        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+def start(args: list, url: str, env: dict, stderr=subprocess.DEVNULL) -> subprocess.Popen:
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
     try:
         wait_until_up(url, process)
     except Exception:
@@ -129,18 +127,8 @@ def served_process(tmp_path_factory):
     log = tmp_path_factory.mktemp("served") / "server.log"
     port = free_port()
     with open(log, "ab") as stderr:
-        process = subprocess.Popen(
-            [BIN / "asrflow", "serve", "bundled:tiny.en", "--port", str(port), "--max-upload-mb", "2"],
-            env=environment(),
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            start_new_session=True,
-        )
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}/ready", process)
-    except BaseException:
-        process.kill()
-        raise
+        args = [BIN / "asrflow", "serve", "bundled:tiny.en", "--port", str(port), "--max-upload-mb", "2"]
+        process = start(args, f"http://127.0.0.1:{port}/ready", environment(), stderr)
     yield f"http://127.0.0.1:{port}", process, log
     stop(process)
 

@@ -103,21 +103,12 @@ def _print_evaluations(results, as_json: bool):
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in results] if len(results) > 1 else results[0].to_dict()))
         return
+    # the evaluation's own metrics, in its order, less the run's totals; der, language accuracy: when referenced
     names = [
-        "wer",
-        "cer",
-        "substitutions",
-        "deletions",
-        "insertions",
-        "real_time_factor",
-        "latency_p50",
-        "latency_p95",
-        "load_seconds",
-        "peak_rss_mb",
-        "der",
-        "language_accuracy",
+        n
+        for n in results[0].metrics()
+        if n not in ("audio_seconds", "wall_seconds") and all(n in r.metrics() for r in results)
     ]
-    names = [n for n in names if all(n in r.metrics() for r in results)]  # der, language accuracy: when referenced
     width = max(14, *(len(r.model) + 2 for r in results))
     header = f"{'metric':18}" + "".join(f"{r.model:>{width}}" for r in results)
     if len(results) == 2:

@@ -92,7 +92,8 @@ class SameOrigin:
     def known(self, host: str) -> bool:
         try:
             parts = urlsplit(f"//{host}")  # '[::1]:8000' -> '::1', 'Example.com:80' -> 'example.com'
-            name, _ = parts.hostname or "", parts.port
+            name = parts.hostname or ""
+            parts.port  # noqa: B018 - a port that is not a number raises ValueError here
         except ValueError:
             return False
         if "@" in parts.netloc or parts.path or parts.query or parts.fragment:  # 'evil.example@localhost' is no name

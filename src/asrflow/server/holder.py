@@ -224,7 +224,12 @@ class ModelHolder:
         limit = self.config.max_audio_seconds
         jobs = [
             self.ready().submit(
-                served.transcriber, self._audio(ahead, options), options, on_segment, speakers, max_seconds=limit
+                served.transcriber,
+                self._audio(ahead, options),
+                options,
+                on_segment=on_segment,
+                speakers=speakers,
+                max_seconds=limit,
             )
             for ahead in reservation.clips_ahead
         ]

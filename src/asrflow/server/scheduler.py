@@ -86,17 +86,9 @@ class Scheduler:
         self.wakeup = threading.Condition()
         threading.Thread(target=self._run, name="asrflow-scheduler", daemon=True).start()
 
-    def submit(
-        self,
-        transcriber,
-        samples: np.ndarray,
-        options: TranscribeOptions,
-        on_segment=None,
-        speakers=None,
-        draft: bool = False,
-        max_seconds: float | None = None,
-    ) -> Job:
-        job = Job(transcriber, samples, options, on_segment, speakers, draft, max_seconds)
+    def submit(self, transcriber, samples: np.ndarray, options: TranscribeOptions, **details) -> Job:
+        """A Job (its `details`: on_segment, speakers, draft, max_seconds), queued for its turns."""
+        job = Job(transcriber, samples, options, **details)
         with self.wakeup:
             self.jobs.append(job)
             self.wakeup.notify()
