@@ -55,6 +55,21 @@ def hf_transcriber():
     return load_transcriber("bundled:tiny.en", backend="transformers")
 
 
+@pytest.fixture(scope="session")
+def ct2_base():
+    """bundled:base (multilingual), loaded once for the run."""
+    from asrflow import load_transcriber
+
+    return load_transcriber("bundled:base", backend="ctranslate2")
+
+
+@pytest.fixture(scope="session")
+def hf_base():
+    from asrflow import load_transcriber
+
+    return load_transcriber("bundled:base", backend="transformers")
+
+
 @pytest.fixture(scope="session", params=["ctranslate2", "transformers"])
 def transcriber(request):
     return request.getfixturevalue("ct2_transcriber" if request.param == "ctranslate2" else "hf_transcriber")

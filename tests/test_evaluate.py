@@ -93,13 +93,12 @@ def test_evaluate_cli_json(manifest):
     assert data["utterances"] == 2 and 0 <= data["wer"] < 0.5
 
 
-def test_the_normalizer_follows_the_utterances_language(tmp_path):
+def test_the_normalizer_follows_the_utterances_language(tmp_path, ct2_base):
     """No language given: German is scored with Whisper's basic normalizer, which keeps diacritics
     (the English one strips them, and would score a reference without them as perfect)."""
-    from asrflow import load_transcriber
     from asrflow.evaluate import evaluate
 
-    hypothesis = load_transcriber("bundled:base").transcribe(DATA / "german.mp3").text
+    hypothesis = ct2_base.transcribe(DATA / "german.mp3").text
     assert any(c in hypothesis for c in "äöüÄÖÜ"), hypothesis
     reference = hypothesis.translate(str.maketrans("äöüÄÖÜ", "aouAOU"))
     shutil.copy(DATA / "german.mp3", tmp_path / "german.mp3")

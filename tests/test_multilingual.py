@@ -3,12 +3,10 @@
 import pytest
 from conftest import DATA
 
-from asrflow import load_transcriber
-
 
 @pytest.fixture(scope="module", params=["ctranslate2", "transformers"])
 def base(request):
-    return load_transcriber("bundled:base", backend=request.param)
+    return request.getfixturevalue("ct2_base" if request.param == "ctranslate2" else "hf_base")
 
 
 def test_detects_the_language(base):

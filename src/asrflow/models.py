@@ -134,16 +134,35 @@ def build_once(target: Path, build: Callable[[Path], object]) -> Path:
 
 
 def cache_path(source: ModelSource, kind: str) -> Path:
-    """Where a conversion of `source` (a `kind`: transformers, ctranslate2, openvino) is cached: named by its files."""
-    stamp = source.location
-    if source.is_local:
-        stamp += "".join(
-            f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
-            for f in sorted(Path(source.location).iterdir())
-            if f.is_file()
-        )
-    digest = hashlib.sha256(stamp.encode()).hexdigest()[:16]
-    return home_dir() / "models" / f"{Path(source.location).name}-{kind}-{digest}"
+    """Where a conversion of `source` (a `kind`: transformers, ctranslate2, openvino) is cached: named by what its
+    files hold, so a copy of a model (a logged model's artifacts, downloaded again) finds what the original built."""
+    return home_dir() / "models" / f"{kind}-{content_digest(source)}"
+
+
+def content_digest(source: ModelSource) -> str:
+    """A digest of a local model's files (names, sizes, bytes), read once per copy: what a copy's files hashed to is
+    kept under a stamp of their place, sizes and times. A hub id is its own digest."""
+    sha = lambda text: hashlib.sha256(text.encode()).hexdigest()[:16]
+    if not source.is_local:
+        return sha(source.location)
+    files = sorted(f for f in Path(source.location).iterdir() if f.is_file() and not f.name.startswith("."))
+    stats = [(f, f.stat()) for f in files]
+    known = (
+        home_dir()
+        / "digests"
+        / sha(source.location + "".join(f"{f.name}:{s.st_size}:{s.st_mtime_ns}" for f, s in stats))
+    )
+    if known.is_file():
+        return known.read_text()
+    digest = hashlib.sha256()
+    for f, s in stats:
+        with open(f, "rb") as opened:
+            digest.update(f"{f.name}:{s.st_size}:".encode() + hashlib.file_digest(opened, "sha256").digest())
+    known.parent.mkdir(parents=True, exist_ok=True)
+    tmp = known.with_name(f".{known.name}.{os.getpid()}")
+    tmp.write_text(digest.hexdigest()[:16])
+    tmp.replace(known)  # whole or not at all, whoever writes it
+    return known.read_text()
 
 
 def transformers_dir(source: ModelSource) -> str:
