@@ -335,7 +335,9 @@ def test_a_departed_or_timed_out_request_stops_at_its_next_window(ct2_transcribe
         with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes the connection
             httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("long.ogg", minutes)}, timeout=4)
         at_departure = turns(url)
-        assert settled_turns(url) - at_departure <= 2 and at_departure - before < 10
+        settled = settled_turns(url)
+        # the ten minutes are 20 windows: the file was not done when its client left, and its work stopped then
+        assert settled - at_departure <= 2 and at_departure - before < 20, (before, at_departure, settled)
         assert spooled_files() == spooled
         metrics = httpx.get(f"{url}/metrics").text
         assert re.search(r"^asrflow_audio_seconds_total 0\.0$", metrics, re.MULTILINE)  # none of it was transcribed
@@ -378,7 +380,7 @@ def test_a_short_clip_beside_diarized_multilingual_and_30_temperature_requests_w
     """No request holds the model past one window's work, and the scheduler serves the request that has had the
     least of the model first: a 6 s clip's latency stays within 3x its idle latency beside long requests of every
     kind (diarization and multilingual detection advance one window or region a turn)."""
-    import threading
+    import asyncio
 
     from test_server import long_speech
 
@@ -410,27 +412,28 @@ def test_a_short_clip_beside_diarized_multilingual_and_30_temperature_requests_w
         )
         assert hot.status_code == 400 and "at most 6" in hot.json()["message"]
 
-        def long_request(data: dict) -> None:  # under way while the clip is measured, then left (the client goes)
-            try:
-                httpx.post(
-                    f"{url}/v1/audio/transcriptions", files={"file": ("long.ogg", minutes)}, data=data, timeout=30
-                )
-            except httpx.TimeoutException:
-                pass
+        async def beside_long_requests() -> float:  # under way while the clip is measured, then left (cancelled)
+            async with httpx.AsyncClient(timeout=120) as http:
+                long = [
+                    asyncio.ensure_future(
+                        http.post(f"{url}/v1/audio/transcriptions", files={"file": ("long.ogg", minutes)}, data=data)
+                    )
+                    for data in (
+                        {"response_format": "diarized_json"},
+                        {"multilingual": "true", "model": "bundled:base"},
+                    )
+                ]
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and turns(url) < 5:  # both long requests under way
+                    await asyncio.sleep(0.2)
+                await asyncio.sleep(3)
+                busy = sorted(latency() for _ in range(3))[1]
+                assert not any(request.done() for request in long), "a long request was over before the clip"
+                for request in long:
+                    request.cancel()
+                return busy
 
-        threads = [
-            threading.Thread(target=long_request, args=(data,), daemon=True)
-            for data in ({"response_format": "diarized_json"}, {"multilingual": "true", "model": "bundled:base"})
-        ]
-        for thread in threads:
-            thread.start()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and turns(url) < 5:  # both long requests under way
-            time.sleep(0.2)
-        time.sleep(3)
-        busy = sorted(latency() for _ in range(3))[1]
-        for thread in threads:
-            thread.join(60)
+        busy = asyncio.run(beside_long_requests())
     assert busy < 3 * idle, (busy, idle)
 
 
