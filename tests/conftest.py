@@ -1,7 +1,6 @@
 """Shared fixtures: the real bundled models, loaded once per session, and the real audio in tests/data."""
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
@@ -26,44 +25,13 @@ JFK_TEXT = (
 os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
 
 
-def run_dir(tmp_path_factory) -> Path:
-    """The run's temp folder that every pytest-xdist worker shares (each has one of its own inside it)."""
-    own = tmp_path_factory.getbasetemp()
-    return own.parent if os.environ.get("PYTEST_XDIST_WORKER") else own
-
-
 @pytest.fixture(scope="session", autouse=True)
 def asrflow_home(tmp_path_factory):
-    """Keep converted models and MLflow stores of the test run out of the user's home. Workers share the converted
-    models (built once, whoever asks first: models.build_once) and keep their MLflow stores apart."""
-    home = os.environ.get("ASRFLOW_TEST_HOME")
-    if not home:
-        home = tmp_path_factory.mktemp("asrflow-home")
-        for shared in ("models", "digests"):
-            (run_dir(tmp_path_factory) / shared).mkdir(exist_ok=True)
-            (home / shared).symlink_to(run_dir(tmp_path_factory) / shared)
-    os.environ["ASRFLOW_HOME"] = str(home)
+    """Keep converted models and MLflow stores of the test run out of the user's home."""
+    home = os.environ.get("ASRFLOW_TEST_HOME") or str(tmp_path_factory.mktemp("asrflow-home"))
+    os.environ["ASRFLOW_HOME"] = home
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     return Path(home)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item, nextitem):
-    """With pytest-xdist, a test marked `alone` (it measures time: latency, turns per second) runs while no other
-    worker runs a test; the others run side by side. Its fixtures' set-up and tear-down are inside its turn."""
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        yield
-        return
-    folder = run_dir(item.config._tmp_path_factory)  # pytest's own tmp_path_factory
-    with open(folder / "gate.lock", "a") as gate, open(folder / "alone.lock", "a") as alone:
-        exclusive = item.get_closest_marker("alone") is not None
-        fcntl.flock(gate, fcntl.LOCK_EX)  # a test waiting to run alone holds the gate: none starts meanwhile
-        fcntl.flock(alone, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        fcntl.flock(gate, fcntl.LOCK_UN)
-        try:
-            yield
-        finally:
-            fcntl.flock(alone, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")

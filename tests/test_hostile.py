@@ -320,7 +320,6 @@ def spooled_files() -> int:
     return sum(1 for link in links if re.fullmatch(r".*/#\d+ \(deleted\)", link))
 
 
-@pytest.mark.alone
 def test_a_departed_or_timed_out_request_stops_at_its_next_window(ct2_transcriber):
     """... and its upload, spooled to disk, leaves the disk: the file is closed when the request is over."""
     from test_server import long_speech
@@ -377,7 +376,6 @@ def test_the_duration_limit_holds_for_each_channel_of_a_split_file(ct2_transcrib
     assert ct2_transcriber.transcribe(call, channels="split", max_seconds=600).segments
 
 
-@pytest.mark.alone
 def test_a_short_clip_beside_diarized_multilingual_and_30_temperature_requests_waits_little(ct2_transcriber):
     """No request holds the model past one window's work, and the scheduler serves the request that has had the
     least of the model first: a 6 s clip's latency stays within 3x its idle latency beside long requests of every
@@ -503,7 +501,6 @@ def test_each_fallback_decoding_is_a_step_of_its_own(ct2_transcriber):
     assert results.count(None) >= 3, results  # the window's encoding, then a step per temperature
 
 
-@pytest.mark.alone
 @pytest.mark.check
 def test_waiting_for_decoded_audio_ends_a_step_and_holds_no_turn():
     """A file slow to decode (hours of silence, a high sample rate) must not hold the model while its decoder works:

@@ -389,7 +389,6 @@ def test_turns_are_admitted_like_file_requests(limited):
         assert "error" not in [e["type"] for e in until(connection, COMPLETED)]
 
 
-@pytest.mark.alone
 def test_limits_hold_for_every_session(limited):
     """At most 15 s an append, --max-audio-minutes a session (then closed), --realtime-idle-seconds of silence from
     the client (then closed); from a browser the key comes in OpenAI's subprotocol."""
@@ -468,7 +467,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-@pytest.mark.alone
 def test_health_answers_at_once_while_sessions_stream(server):
     """/health's p99 (probed every 10 ms, whether or not the last answered) stays under 50 ms while 4 sessions
     stream speech in 100 ms pieces at 2x real time, their turns found and transcribed."""

@@ -209,7 +209,6 @@ def long_speech(minutes: float) -> bytes:
     return encode_audio(audio[: int(minutes * 60 * 16000)])
 
 
-@pytest.mark.alone
 def test_a_short_request_is_not_stuck_behind_a_long_one(server):
     """Turns of one window each: a 5 s clip sent after a 10-minute file is answered while the file is still being
     transcribed, and more than 3 s before it is done (then its client leaves: its work stops)."""
@@ -410,7 +409,6 @@ def test_a_request_with_more_clips_than_the_queue_is_refused_whole(ct2_transcrib
         assert 'endpoint="/invocations",status="503"' in metrics
 
 
-@pytest.mark.alone
 def test_sigterm_drains_requests_in_flight_then_exits():
     import signal
     import threading
