@@ -1,6 +1,7 @@
 """Shared fixtures: the real bundled models, loaded once per session, and the real audio in tests/data."""
 
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -41,38 +42,38 @@ def corpus():
     return [(DATA / r["audio"], r["text"]) for r in rows]
 
 
-@pytest.fixture(scope="session")
-def ct2_transcriber():
+@functools.cache
+def loaded(model: str, backend: str):
+    """A model loaded once for the run, for whichever test asks first."""
     from asrflow import load_transcriber
 
-    return load_transcriber("bundled:tiny.en", backend="ctranslate2")
+    return load_transcriber(model, backend=backend)
+
+
+@pytest.fixture(scope="session")
+def ct2_transcriber():
+    return loaded("bundled:tiny.en", "ctranslate2")
 
 
 @pytest.fixture(scope="session")
 def hf_transcriber():
-    from asrflow import load_transcriber
-
-    return load_transcriber("bundled:tiny.en", backend="transformers")
+    return loaded("bundled:tiny.en", "transformers")
 
 
 @pytest.fixture(scope="session")
 def ct2_base():
-    """bundled:base (multilingual), loaded once for the run."""
-    from asrflow import load_transcriber
-
-    return load_transcriber("bundled:base", backend="ctranslate2")
+    """bundled:base (multilingual)."""
+    return loaded("bundled:base", "ctranslate2")
 
 
 @pytest.fixture(scope="session")
 def hf_base():
-    from asrflow import load_transcriber
-
-    return load_transcriber("bundled:base", backend="transformers")
+    return loaded("bundled:base", "transformers")
 
 
 @pytest.fixture(scope="session", params=["ctranslate2", "transformers"])
 def transcriber(request):
-    return request.getfixturevalue("ct2_transcriber" if request.param == "ctranslate2" else "hf_transcriber")
+    return loaded("bundled:tiny.en", request.param)
 
 
 def cli(*args, env: dict | None = None) -> subprocess.CompletedProcess:

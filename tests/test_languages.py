@@ -17,11 +17,6 @@ def turn_of(segment):
 
 
 @pytest.fixture(scope="module")
-def base(ct2_base):
-    return ct2_base
-
-
-@pytest.fixture(scope="module")
 def two_turns(tmp_path_factory):
     """The first two turns (English, then German) as a file of their own."""
     from asrflow.audio import decode_audio
@@ -33,11 +28,11 @@ def two_turns(tmp_path_factory):
 
 
 @pytest.mark.parametrize("languages", [None, "en,de,fr,es,it"])
-def test_each_segment_in_its_own_language(base, languages):
+def test_each_segment_in_its_own_language(ct2_base, languages):
     """Measured: 9 of the 10 turns unlisted, 10 of 10 listed (the detector alone: 8; held-out turns made the
     same way: 17 of 20 unlisted, 19 of 20 listed); without multilingual, one language for all and the
     rest translated or garbled. Right-language segments are their own sentence."""
-    result = base.transcribe(MIXED, multilingual=True, vad_filter=True, languages=languages)
+    result = ct2_base.transcribe(MIXED, multilingual=True, vad_filter=True, languages=languages)
     right = [s for s in result.segments if s.language == turn_of(s)["language"]]
     assert len(result.segments) >= len(TURNS) and len(right) >= 0.9 * len(result.segments), [
         (s.language, s.text) for s in result.segments
@@ -50,27 +45,26 @@ def test_each_segment_in_its_own_language(base, languages):
     close = [s for s in right if jiwer.cer(turn_of(s)["text"].lower(), s.text.lower()) < 0.5]
     assert len(close) >= 0.8 * len(right), [s.text for s in right if s not in close]
     if not languages:
-        single = base.transcribe(MIXED, vad_filter=True)
+        single = ct2_base.transcribe(MIXED, vad_filter=True)
         assert {s.language for s in single.segments} == {single.language}
 
 
-def test_a_short_clip_is_not_translated_when_its_own_detection_misses_its_language(base):
+def test_a_short_clip_is_not_translated_when_its_own_detection_misses_its_language(ct2_base):
     """german.mp3's first 4.8 s alone are detected en 0.68, de 0.04: decoded as English they came out a fluent
     translation ("Good morning, I'm ... in Berlin"). The language of the 30 s around a region is a candidate too."""
-    result = base.transcribe(DATA / "german.mp3", multilingual=True)
+    result = ct2_base.transcribe(DATA / "german.mp3", multilingual=True)
     first = result.segments[0]
     assert result.language == "de" and first.language == "de", [(s.language, s.text) for s in result.segments]
     assert "Morgen" in first.text and "morning" not in result.text.lower()
 
 
 def test_multilingual_on_the_transformers_backend(two_turns, hf_base):
-    transformers = hf_base
-    result = transformers.transcribe(two_turns, multilingual=True)
+    result = hf_base.transcribe(two_turns, multilingual=True)
     assert [s.language for s in result.segments] == ["en", "de"], result.segments
     assert "Stunde" in result.segments[1].text  # German, not translated
     # English not among them: the English turn is decoded as German or French, where Whisper's fallback to hotter
     # decodes would retry it five times, re-encoding each time (transformers' fallback); one temperature here
-    listed = transformers.transcribe(two_turns, multilingual=True, languages=["de", "fr"], temperature=0.0)
+    listed = hf_base.transcribe(two_turns, multilingual=True, languages=["de", "fr"], temperature=0.0)
     assert {s.language for s in listed.segments} <= {"de", "fr"}  # (the German turn itself: de, or fr on some CPUs)
 
 

@@ -1,12 +1,12 @@
 """bundled:base (multilingual): language detection and translation on both backends."""
 
 import pytest
-from conftest import DATA
+from conftest import DATA, loaded
 
 
 @pytest.fixture(scope="module", params=["ctranslate2", "transformers"])
 def base(request):
-    return request.getfixturevalue("ct2_base" if request.param == "ctranslate2" else "hf_base")
+    return loaded("bundled:base", request.param)
 
 
 def test_detects_the_language(base):

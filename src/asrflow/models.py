@@ -158,11 +158,12 @@ def content_digest(source: ModelSource) -> str:
     for f, s in stats:
         with open(f, "rb") as opened:
             digest.update(f"{f.name}:{s.st_size}:".encode() + hashlib.file_digest(opened, "sha256").digest())
+    value = digest.hexdigest()[:16]
     known.parent.mkdir(parents=True, exist_ok=True)
     tmp = known.with_name(f".{known.name}.{os.getpid()}")
-    tmp.write_text(digest.hexdigest()[:16])
+    tmp.write_text(value)
     tmp.replace(known)  # whole or not at all, whoever writes it
-    return known.read_text()
+    return value
 
 
 def transformers_dir(source: ModelSource) -> str:
