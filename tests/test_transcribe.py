@@ -112,19 +112,6 @@ def test_tutorial_chunking_params_on_the_transformers_backend(hf_transcriber):
     assert word_error_rate([JFK_TEXT], [result.text]) < 0.1
 
 
-def test_beam_search_copies_no_cross_attention_cache_and_decodes_the_same_tokens(hf_transcriber):
-    """The transformers backend's beam search leaves the cross-attention cache in place between steps (each beam
-    of a clip attends to the same encoder output): the same words and times as transformers' own reordering."""
-    model = hf_transcriber.backend.model
-    ours = hf_transcriber.transcribe(SAMPLE, word_timestamps=True)
-    hook = model.__dict__.pop("_reorder_cache")
-    try:
-        stock = hf_transcriber.transcribe(SAMPLE, word_timestamps=True)
-    finally:
-        model._reorder_cache = hook
-    assert ours.to_dict() == stock.to_dict() and word_error_rate([JFK_TEXT], [ours.text]) < 0.1
-
-
 def test_long_audio_timestamps_are_well_formed_on_both_backends(transcriber):
     """Ninety seconds with pauses, VAD and words: no overlaps, words inside their segment, bounds = words."""
     import numpy as np

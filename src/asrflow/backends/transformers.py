@@ -40,16 +40,6 @@ def build_pipeline(model_dir: str, device: str = "cpu", dtype=None):
     )
 
 
-def reorder_self_attention(cache, beam_idx):
-    """Beam search's reordering of the cache between steps, less the cross-attention half: every beam of a clip
-    attends to the same encoder output, so its cross-attention keys and values are the same rows in any order.
-    Copying them anyway was 40% of a beam-5 decode of tiny.en on CPU; the tokens are the same."""
-    from transformers.cache_utils import EncoderDecoderCache
-
-    (cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache).reorder_cache(beam_idx)
-    return cache
-
-
 class TransformersBackend:
     name = "transformers"
 
@@ -68,7 +58,6 @@ class TransformersBackend:
                 raise ModelNotFoundError(f"could not load {source.name} with transformers: {e}") from None
             raise hub_error(source.name, e) from None
         self.model = self.pipeline.model
-        self.model._reorder_cache = reorder_self_attention  # generate's hook for models with a cache of their own
         self.multilingual = bool(getattr(self.model.generation_config, "is_multilingual", False))
 
     def stream(self, audio: np.ndarray, options: TranscribeOptions) -> SegmentStream:
