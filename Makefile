@@ -41,8 +41,9 @@ lint: setup-test
 	ruff check .
 	ruff format --check .
 
+# a worker per core (pytest-xdist), each computing on one thread (tests/conftest.py)
 test: setup-test
-	python -m pytest -q --durations=10 $(PYTEST_ARGS)
+	python -m pytest -q -n auto --dist worksteal --durations=10 $(PYTEST_ARGS)
 
 # Refreshes docs/page.png from the browser test (tests write their screenshots under build/, ignored).
 screenshot: setup-test

@@ -1,6 +1,7 @@
 """Shared fixtures: the real bundled models, loaded once per session, and the real audio in tests/data."""
 
 import contextlib
+import fcntl
 import functools
 import json
 import os
@@ -22,6 +23,12 @@ JFK_TEXT = (
 )
 
 
+# Under pytest-xdist (make test: a worker per core) each worker computes on one thread: the workers are the
+# parallelism, and models that each took every core would wait on each other's threads (asrflow, torch and
+# OpenMP read OMP_NUM_THREADS; backends/workers.py).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # as in an activated venv (and as `make test` runs): its bin/ comes first on PATH, for this process and its children
 os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
 
@@ -30,9 +37,36 @@ os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
 def asrflow_home(tmp_path_factory):
     """Keep converted models and MLflow stores of the test run out of the user's home."""
     home = os.environ.get("ASRFLOW_TEST_HOME") or str(tmp_path_factory.mktemp("asrflow-home"))
+    if os.environ.get("PYTEST_XDIST_WORKER") and not os.environ.get("ASRFLOW_TEST_HOME"):
+        # pytest-xdist's workers share the converted models (each built once, by whichever worker asks first:
+        # models.build_once holds across processes); each keeps its own MLflow stores
+        shared = tmp_path_factory.getbasetemp().parent / "asrflow-models"
+        for name in ("models", "digests"):
+            (shared / name).mkdir(parents=True, exist_ok=True)
+            (Path(home) / name).symlink_to(shared / name)
     os.environ["ASRFLOW_HOME"] = home
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     return Path(home)
+
+
+@pytest.fixture(autouse=True)
+def alone_or_together(request, tmp_path_factory):
+    """Under pytest-xdist a test marked `alone` runs while no other worker runs a test: it holds a lock
+    exclusively that every other test holds shared. It waits at a turnstile the others pass through, so a
+    stream of shared holders cannot keep it waiting."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    root = tmp_path_factory.getbasetemp().parent
+    alone = request.node.get_closest_marker("alone") is not None
+    with open(root / "turnstile.lock", "a") as turnstile, open(root / "alone.lock", "a") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        if not alone:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        if alone:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -85,14 +85,14 @@ def test_with_openvino_encoding_a_batch_is_decoded_in_parts_at_once_into_the_sam
     """The decoder runs a worker per core, one thread each (backends/workers.py): a batch's generate is split
     among them, and gives what one call on the whole batch gives. With CTranslate2's encoder, or float32 weights
     (whose matrix products gain from threads): one worker with every thread."""
-    from asrflow.backends.workers import Workers, layout
+    from asrflow.backends.workers import Workers, cores, layout
 
-    cores = os.cpu_count() or 1
-    assert layout("int8", encoder_is_ctranslate2=False) == (min(cores, 8), max(1, cores // min(cores, 8)))
-    assert layout("int8_float32", encoder_is_ctranslate2=False) == (min(cores, 8), max(1, cores // min(cores, 8)))
-    assert layout("int8", encoder_is_ctranslate2=True) == layout("float32", encoder_is_ctranslate2=False) == (1, cores)
+    n = cores()
+    assert layout("int8", encoder_is_ctranslate2=False) == (min(n, 8), max(1, n // min(n, 8)))
+    assert layout("int8_float32", encoder_is_ctranslate2=False) == (min(n, 8), max(1, n // min(n, 8)))
+    assert layout("int8", encoder_is_ctranslate2=True) == layout("float32", encoder_is_ctranslate2=False) == (1, n)
     model = ct2_transcriber.backend.model.model
-    assert isinstance(model, Workers) and model._parts == min(cores, 8)
+    assert isinstance(model, Workers) and model._parts == min(n, 8)
     whole = ctranslate2.models.Whisper(_model_dir(), device="cpu", compute_type=ct2_transcriber.backend.compute_type)
     features = np.concatenate([_window(path) for path, _ in corpus[:5]])
     encoded = np.array(ct2_transcriber.backend.encode(features))
@@ -114,3 +114,20 @@ def test_with_openvino_encoding_a_batch_is_decoded_in_parts_at_once_into_the_sam
     theirs = whole.generate(ctranslate2.StorageView.from_array(encoded), [[sot]] * 5, beam_size=5)
     assert jobs == [2, 2, 1]
     assert [r.sequences_ids for r in ours] == [r.sequences_ids for r in theirs]
+
+
+@pytest.mark.check
+def test_the_cores_a_model_computes_on_are_omp_num_threads_or_the_processs_cpu_affinity(monkeypatch):
+    """In a container limited to some CPUs, or under `taskset`, or with OMP_NUM_THREADS set (as PySpark sets it
+    to a task's CPUs), a model takes that many threads, not every CPU of the machine."""
+    from asrflow.backends.workers import cores
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert cores() == 3
+    for unusable in ("", "0", "many"):
+        monkeypatch.setenv("OMP_NUM_THREADS", unusable)
+        assert cores() == len(os.sched_getaffinity(0))
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    code = "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); from asrflow.backends.workers import cores; print(cores())"
+    pinned = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert pinned.stdout.strip() == "1"

@@ -31,10 +31,10 @@ print(tutorial.tutorial_signature(pipeline, audio).inputs.to_dict())
 print(load_transcriber('bundled:tiny.en', backend='transformers').transcribe(audio).text)
 print(load_transcriber('bundled:tiny.en').transcribe({str(SAMPLE.parents[3] / "tests" / "data" / "dev001.mp3")!r}).text)
 """
-    script = tmp_path / "steps.py"  # a file, not -c: under -c, pyspark's connect module (which MLflow's
-    script.write_text(code)  # infer_signature imports) exits the interpreter
+    # run as `python -c`: where pyspark lacks its connect extra, the module MLflow's infer_signature imports
+    # takes a __main__ without a file for doctests and exits the interpreter, silently, with status 0
     env = {**os.environ, "PATH": f"{stubs}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0 and "ffmpeg was run" not in result.stderr, result.stderr[-2000:] + result.stdout
     lines = result.stdout.splitlines()[-4:]
     assert "ask not what your country" in lines[0] and "binary" in lines[1]

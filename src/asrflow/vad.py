@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -13,6 +12,7 @@ import numpy as np
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from asrflow.audio import SAMPLE_RATE
+from asrflow.backends.workers import cores
 from asrflow.options import TranscribeOptions
 from asrflow.transcript import Segment
 
@@ -48,7 +48,7 @@ def speech_regions(audio: np.ndarray, options: TranscribeOptions) -> list[tuple[
             else start + quiet_cut(audio[start : start + size], size // 4)
         )
     slices = list(itertools.pairwise(cuts))
-    with ThreadPoolExecutor(min(len(slices), os.cpu_count() or 1) or 1) as pool:
+    with ThreadPoolExecutor(min(len(slices), cores()) or 1) as pool:
         found = pool.map(lambda ab: get_speech_timestamps(audio[ab[0] : ab[1]], settings), slices)
         return [(start + r["start"], start + r["end"]) for (start, _), regions in zip(slices, found) for r in regions]
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import ctranslate2
 import numpy as np
 
+from asrflow.backends.workers import cores
 from asrflow.errors import AsrflowError, InvalidOptionError
 from asrflow.models import ModelSource, build_once, cache_path
 
@@ -77,7 +78,7 @@ class OpenVINOEncoder:
     def __init__(self, model_dir: str, precision: str | None = None):
         import openvino as ov
 
-        config = {"INFERENCE_NUM_THREADS": os.cpu_count() or 1}
+        config = {"INFERENCE_NUM_THREADS": cores()}
         if precision:
             config["INFERENCE_PRECISION_HINT"] = precision
         ir = _ir_dir(Path(model_dir)) / "encoder.xml"

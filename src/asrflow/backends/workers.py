@@ -23,13 +23,23 @@ from asrflow.steps import checkpoint
 MOST_WORKERS = 8  # the default batch: more workers than items would idle
 
 
+def cores() -> int:
+    """The cores this process should compute on: OMP_NUM_THREADS where it is set (as torch and OpenMP read it),
+    else the CPUs its affinity allows (a container's cpuset, `taskset`), not all the machine has."""
+    try:
+        wanted = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        wanted = 0
+    return wanted if wanted > 0 else len(os.sched_getaffinity(0)) or 1
+
+
 def layout(compute_type: str, encoder_is_ctranslate2: bool) -> tuple[int, int]:
     """(workers, threads per worker) for a CPU model."""
-    cores = os.cpu_count() or 1
+    cores_ = cores()
     if encoder_is_ctranslate2 or not compute_type.startswith("int8"):
-        return 1, cores
-    workers = min(cores, MOST_WORKERS)
-    return workers, max(1, cores // workers)
+        return 1, cores_
+    workers = min(cores_, MOST_WORKERS)
+    return workers, max(1, cores_ // workers)
 
 
 class StandIn:
