@@ -14,6 +14,11 @@ Each system runs in its own child process (so peak RSS is its own), on the bundl
   asrflow-ct2-encoder  asrflow-int8 with CTranslate2's own encoder (ASRFLOW_ENCODER=ctranslate2) instead of
                        OpenVINO's: what the OpenVINO encoder costs and buys
 
+Every system is measured on two corpora: the dev corpus (../shared/data/dev, what the code was developed on) and a
+held-out corpus made at run time from a seed drawn then and printed (bench/heldout.py: new sentences, voices
+neither the dev corpus nor tests/data use, short clips clean and at 10 dB, three long files of 4 voices). Each
+verdict is printed for both.
+
 Third-party output of the systems goes to build/bench.log; the terminal gets progress and the tables.
 """
 
@@ -23,6 +28,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import random
 import resource
 import sys
 import tempfile
@@ -42,17 +48,34 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 SLOW = {"tutorial-pipeline", "asrflow-transformers"}  # timed in the first round only
 COMPUTE_TYPES = ["int8", "int8_float32", "float32"]
 LOG = ROOT / "build" / "bench.log"
+TASKS = ("long", "files", "heldout_long", "heldout_files")  # the corpora (corpora())
+HELDOUT_ROUNDS = int(os.environ.get("BENCH_HELDOUT_ROUNDS", "2"))  # 20 minutes of audio a round: timed twice
 
 
-def corpus():
-    """(samples, text) per clip. The samples are 16-bit, as a WAV file holds them: asrflow-pyfunc is sent WAV (as
-    callers send files) and the other systems arrays, so every system hears the same samples. (Decoded mp3 and
-    Ogg are off the 16-bit grid: rounded only on the pyfunc's way in, they moved its long-audio WER by 1.2 points.)"""
+def corpus(folder: Path = CORPUS):
+    """(samples, text) per clip of a folder's manifest. The samples are 16-bit, as a WAV file holds them:
+    asrflow-pyfunc is sent WAV (as callers send files) and the other systems arrays, so every system hears the
+    same samples. (Decoded mp3 and Ogg are off the 16-bit grid: rounded only on the pyfunc's way in, they moved its
+    long-audio WER by 1.2 points.)"""
     from asrflow.audio import decode_audio
     from asrflow.encoding import encode_audio
 
-    rows = [json.loads(line) for line in (CORPUS / "manifest.jsonl").read_text().splitlines() if line.strip()]
-    return [(decode_audio(encode_audio(decode_audio(CORPUS / r["audio"]), "wav")), r["text"]) for r in rows]
+    rows = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    return [(decode_audio(encode_audio(decode_audio(folder / r["audio"]), "wav")), r["text"]) for r in rows]
+
+
+def corpora() -> dict[str, list]:
+    """What each task transcribes: a list of (samples, reference) pairs. `long` is the dev corpus joined into one
+    file; `files` the dev clips; `heldout_long` the held-out long files, each whole; `heldout_files` its short
+    clips, clean and noisy."""
+    items = corpus()
+    held = Path(os.environ["BENCH_HELDOUT"])
+    return {
+        "long": [long_audio(items)],
+        "files": items,
+        "heldout_long": corpus(held / "long"),
+        "heldout_files": corpus(held / "short" / "clean") + corpus(held / "short" / "noisy"),
+    }
 
 
 def long_audio(items, sentences: list | None = None):
@@ -154,30 +177,26 @@ def worker(name: str, conn):
     os.dup2(log, 2)
     from asrflow.metrics import deleted_share, word_error_rate
 
-    items = corpus()
-    audio, reference = long_audio(items)
+    tasks = corpora()
     started = time.perf_counter()
     transcribe = system(name)
-    result = {
-        "system": name,
-        "load_s": round(time.perf_counter() - started, 2),
-        "long_audio_s": round(len(audio) / 16000, 1),
-    }
-    transcribe(items[0][0])  # warm-up
+    result = {"system": name, "load_s": round(time.perf_counter() - started, 2)}
+    for task, items in tasks.items():
+        result[task + "_audio_s"] = round(sum(len(s) for s, _ in items) / 16000, 1)
+    transcribe(tasks["files"][0][0])  # warm-up
     conn.send("ready")
     while (task := conn.recv()) != "done":
         t0 = time.perf_counter()
-        if task == "long":
-            text = transcribe(audio)
-            result["long_wer"] = round(word_error_rate([reference], [text]), 4)
-            result["long_deleted"] = round(deleted_share([reference], [text]), 4)
-        else:
-            per_file = [transcribe(samples) for samples, _ in items]
-            result["files_wer"] = round(word_error_rate([t for _, t in items], per_file), 4)
-            result["files_deleted"] = round(deleted_share([t for _, t in items], per_file), 4)
+        references = [text for _, text in tasks[task]]
+        hypotheses = [transcribe(samples) for samples, _ in tasks[task]]
         conn.send(time.perf_counter() - t0)
+        result[task + "_wer"] = round(word_error_rate(references, hypotheses), 4)
+        result[task + "_deleted"] = round(deleted_share(references, hypotheses), 4)
+        if task == "heldout_long":  # file by file too: the targets hold for each
+            result["heldout_long_each_wer"] = [
+                round(word_error_rate([r], [h]), 4) for r, h in zip(references, hypotheses)
+            ]
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    result["files_audio_s"] = round(sum(len(s) for s, _ in items) / 16000, 1)
     conn.send(result)
 
 
@@ -199,7 +218,7 @@ def measure_all(names: list[str]) -> dict[str, dict]:
         for name in names:
             if round_ and name in SLOW:
                 continue
-            for task in ("long", "files"):
+            for task in TASKS if round_ < HELDOUT_ROUNDS else TASKS[:2]:
                 conns[name].send(task)
                 wall = conns[name].recv()
                 print(f"round {round_ + 1}: {name} {task} {wall:.2f} s", file=sys.stderr, flush=True)
@@ -208,9 +227,8 @@ def measure_all(names: list[str]) -> dict[str, dict]:
     for name, conn in conns.items():
         conn.send("done")
         r = conn.recv()
-        r["long_wall_s"], r["files_wall_s"] = round(best[name]["long"], 2), round(best[name]["files"], 2)
-        r["long_rtf"] = round(r["long_audio_s"] / best[name]["long"], 2)
-        r["files_rtf"] = round(r["files_audio_s"] / best[name]["files"], 2)
+        for task, wall in best[name].items():
+            r[task + "_wall_s"], r[task + "_rtf"] = round(wall, 2), round(r[task + "_audio_s"] / wall, 2)
         results[name] = r
     return results
 
@@ -292,16 +310,31 @@ def table(results: dict[str, dict], corpus: str) -> list[str]:
 
 
 def main(names: list[str]):
+    import heldout
+
+    seed = int(os.environ.get("BENCH_SEED") or random.SystemRandom().randrange(2**31))
+    held = ROOT / "build" / f"heldout-{seed}"
+    print(f"held-out corpus: seed {seed} ({held.relative_to(ROOT)})", file=sys.stderr, flush=True)
+    if not (held / "corpus.json").is_file():
+        heldout.make(held, seed)
+    os.environ["BENCH_HELDOUT"] = str(held)  # the systems' processes read it
     results = measure_all(names)
     cold = cold_start()
     first = next(iter(results.values()))
     print(
         f"bench/run.py, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs ({cpu()}), bundled:tiny.en, beam {BEAM}, "
-        f"batch {BATCH}, best of {ROUNDS} rounds; RTFx = audio seconds per wall second (higher is faster)"
+        f"batch {BATCH}, best of {ROUNDS} rounds (held-out corpus: {HELDOUT_ROUNDS}); RTFx = audio seconds per wall "
+        "second (higher is faster)"
     )
+    held_files = len(corpus_rows(held / "long"))
     for corpus, title in (
         ("long", f"long audio ({first['long_audio_s']} s: the dev corpus concatenated)"),
         ("files", f"dev corpus, file by file ({first['files_audio_s']} s in {len(corpus_rows())} files)"),
+        ("heldout_long", f"held-out long files, seed {seed} ({first['heldout_long_audio_s']} s in {held_files} files)"),
+        (
+            "heldout_files",
+            f"held-out short clips, seed {seed}, clean and at 10 dB ({first['heldout_files_audio_s']} s)",
+        ),
     ):
         print(f"\n{title}")
         print("\n".join(table(results, corpus)))
@@ -318,6 +351,7 @@ def main(names: list[str]):
             "python": platform.python_version(),
         },
         "corpus": str(CORPUS),
+        "heldout_seed": seed,
         "batch_size": BATCH,
         "beam_size": BEAM,
         "results": results,
@@ -330,44 +364,54 @@ def main(names: list[str]):
 
 
 def verdicts(results: dict[str, dict]) -> list[str]:
-    """Issue 14's targets, from this run: the fast path's WER and speed against faster-whisper, and the compute type
-    the rule picks (the fastest whose WER is within 0.5 point of float32's on both corpora)."""
+    """The targets, from this run, on every corpus: the fast path's WER and speed against faster-whisper (and, on
+    the held-out long files, file by file against both sequential decoders), the encoder against CTranslate2's,
+    and the compute type the rule picks: the fastest whose WER is within 0.5 point of float32's, on the held-out
+    corpus (the dev corpus's pick printed beside it)."""
     lines = []
+    pt = lambda a, b: f"{100 * (a - b):+.1f} pt"
     if {"asrflow-pyfunc", "fw-sequential", "fw-batched"} <= results.keys():
         ours, seq, batched = results["asrflow-pyfunc"], results["fw-sequential"], results["fw-batched"]
-        for corpus in ("long", "files"):
+        for c in TASKS:
             lines.append(
-                f"asrflow-pyfunc on {corpus}: WER {100 * (ours[corpus + '_wer'] - seq[corpus + '_wer']):+.1f} pt against "
-                f"fw-sequential (target <= +0.5), RTFx {ours[corpus + '_rtf'] / batched[corpus + '_rtf']:.2f}x fw-batched (target >= 1.1x), "
-                f"deleted words {100 * (ours[corpus + '_deleted'] - seq[corpus + '_deleted']):+.1f} pt (target <= +1)"
+                f"asrflow-pyfunc on {c}: WER {pt(ours[c + '_wer'], seq[c + '_wer'])} against fw-sequential (target <= "
+                f"+0.5), RTFx {ours[c + '_rtf'] / batched[c + '_rtf']:.2f}x fw-batched (target >= 1.1x), deleted words "
+                f"{pt(ours[c + '_deleted'], seq[c + '_deleted'])} (target <= +1)"
             )
+        for peer in ("fw-sequential", "asrflow-sequential"):
+            if peer in results:
+                each = zip(ours["heldout_long_each_wer"], results[peer]["heldout_long_each_wer"])
+                lines.append(
+                    f"asrflow-pyfunc on the held-out long files, file by file, against {peer}: "
+                    + ", ".join(pt(a, b) for a, b in each)
+                    + " (target <= +0.5 each)"
+                )
     if {"asrflow-int8", "asrflow-ct2-encoder"} <= results.keys():
         ov, ct2 = results["asrflow-int8"], results["asrflow-ct2-encoder"]
         lines.append(
             "OpenVINO's encoder against CTranslate2's (int8 decoder both): "
             + "; ".join(
-                f"{c} WER {100 * (ov[c + '_wer'] - ct2[c + '_wer']):+.1f} pt at {ov[c + '_rtf'] / ct2[c + '_rtf']:.2f}x its speed"
-                for c in ("long", "files")
+                f"{c} WER {pt(ov[c + '_wer'], ct2[c + '_wer'])} at {ov[c + '_rtf'] / ct2[c + '_rtf']:.2f}x its speed"
+                for c in TASKS
             )
         )
     typed = {t: results.get(f"asrflow-{t}") for t in COMPUTE_TYPES}
     if all(typed.values()):
-        close = [
-            t
-            for t, r in typed.items()
-            if all(r[c + "_wer"] <= typed["float32"][c + "_wer"] + 0.005 for c in ("long", "files"))
-        ]
-        fastest = max(close, key=lambda t: typed[t]["long_rtf"] * typed[t]["files_rtf"])
-        lines.append(
-            f"compute types within 0.5 pt of float32 on both corpora: {', '.join(close)}; fastest (both corpora): {fastest}"
-        )
+        for pair in (TASKS[2:], TASKS[:2]):  # held-out first: the default follows it
+            close = [
+                t for t, r in typed.items() if all(r[c + "_wer"] <= typed["float32"][c + "_wer"] + 0.005 for c in pair)
+            ]
+            fastest = max(close, key=lambda t: typed[t][pair[0] + "_rtf"] * typed[t][pair[1] + "_rtf"])
+            lines.append(
+                f"compute types within 0.5 pt of float32 on {' and '.join(pair)}: {', '.join(close)}; fastest: {fastest}"
+            )
         for t in COMPUTE_TYPES[:-1]:  # what each quantized type costs and buys against float32
             lines.append(
                 f"{t} against float32: "
                 + "; ".join(
-                    f"{c} WER {100 * (typed[t][c + '_wer'] - typed['float32'][c + '_wer']):+.1f} pt at "
+                    f"{c} WER {pt(typed[t][c + '_wer'], typed['float32'][c + '_wer'])} at "
                     f"{typed[t][c + '_rtf'] / typed['float32'][c + '_rtf']:.2f}x its speed"
-                    for c in ("long", "files")
+                    for c in TASKS
                 )
             )
     return lines
@@ -386,8 +430,8 @@ def cpu() -> str:
     )
 
 
-def corpus_rows() -> list[str]:
-    return [line for line in (CORPUS / "manifest.jsonl").read_text().splitlines() if line.strip()]
+def corpus_rows(folder: Path = CORPUS) -> list[str]:
+    return [line for line in (folder / "manifest.jsonl").read_text().splitlines() if line.strip()]
 
 
 if __name__ == "__main__":
