@@ -49,7 +49,7 @@ SLOW = {"tutorial-pipeline", "asrflow-transformers"}  # timed in the first round
 COMPUTE_TYPES = ["int8", "int8_float32", "float32"]
 LOG = ROOT / "build" / "bench.log"
 TASKS = ("long", "files", "heldout_long", "heldout_files")  # the corpora (corpora())
-HELDOUT_ROUNDS = int(os.environ.get("BENCH_HELDOUT_ROUNDS", "2"))  # 20 minutes of audio a round: timed twice
+HELDOUT_ROUNDS = max(1, int(os.environ.get("BENCH_HELDOUT_ROUNDS", "2")))  # 20 minutes of audio a round: twice
 
 
 def corpus(folder: Path = CORPUS):
@@ -211,6 +211,7 @@ def measure_all(names: list[str]) -> dict[str, dict]:
         print(f"loading {name} ...", file=sys.stderr, flush=True)
         parent, child = ctx.Pipe()
         ctx.Process(target=worker, args=(name, child), daemon=True).start()
+        child.close()  # the worker's end: if the worker dies, recv() raises instead of waiting for ever
         assert parent.recv() == "ready"
         conns[name] = parent
     best = {name: {} for name in names}
@@ -323,7 +324,7 @@ def main(names: list[str]):
     first = next(iter(results.values()))
     print(
         f"bench/run.py, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs ({cpu()}), bundled:tiny.en, beam {BEAM}, "
-        f"batch {BATCH}, best of {ROUNDS} rounds (held-out corpus: {HELDOUT_ROUNDS}); RTFx = audio seconds per wall "
+        f"batch {BATCH}, best of {ROUNDS} rounds (held-out corpus: {min(ROUNDS, HELDOUT_ROUNDS)}); RTFx = audio seconds per wall "
         "second (higher is faster)"
     )
     held_files = len(corpus_rows(held / "long"))

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -49,24 +50,31 @@ def asrflow_home(tmp_path_factory):
     return Path(home)
 
 
-@pytest.fixture(autouse=True)
-def alone_or_together(request, tmp_path_factory):
-    """Under pytest-xdist a test marked `alone` runs while no other worker runs a test: it holds a lock
-    exclusively that every other test holds shared. It waits at a turnstile the others pass through, so a
-    stream of shared holders cannot keep it waiting."""
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Under pytest-xdist a test marked `alone` runs, its fixtures' set-up and teardown included, while no other
+    worker runs a test: it holds a lock exclusively that every other test holds shared. It waits at a turnstile
+    the others pass through, so a stream of shared holders cannot keep it waiting."""
+    workerinput = getattr(item.config, "workerinput", None)
+    if workerinput is None:
         yield
         return
-    root = tmp_path_factory.getbasetemp().parent
-    alone = request.node.get_closest_marker("alone") is not None
+    # the workers' temporary folders are popen-gwN in the run's own: the locks go there
+    root = Path(item.config.option.basetemp).parent if item.config.option.basetemp else Path(tempfile.gettempdir())
+    root = root / f"asrflow-locks-{workerinput['testrunuid']}"
+    root.mkdir(exist_ok=True)
+    alone = item.get_closest_marker("alone") is not None
     with open(root / "turnstile.lock", "a") as turnstile, open(root / "alone.lock", "a") as lock:
-        fcntl.flock(turnstile, fcntl.LOCK_EX)
-        if not alone:
+        try:
+            fcntl.flock(turnstile, fcntl.LOCK_EX)
+            if not alone:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
+            fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
             fcntl.flock(turnstile, fcntl.LOCK_UN)
-        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
-        if alone:
+            yield
+        finally:  # unlocked here, not when closed: a forked child holding the file would keep the lock
+            fcntl.flock(lock, fcntl.LOCK_UN)
             fcntl.flock(turnstile, fcntl.LOCK_UN)
-        yield
 
 
 @pytest.fixture(scope="session")

@@ -120,10 +120,15 @@ def test_with_openvino_encoding_a_batch_is_decoded_in_parts_at_once_into_the_sam
 def test_the_cores_a_model_computes_on_are_omp_num_threads_or_the_processs_cpu_affinity(monkeypatch):
     """In a container limited to some CPUs, or under `taskset`, or with OMP_NUM_THREADS set (as PySpark sets it
     to a task's CPUs), a model takes that many threads, not every CPU of the machine."""
-    from asrflow.backends.workers import cores
+    from asrflow.backends.workers import cores, layout
 
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert cores() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "4,2")  # nested levels: the outer one's
+    assert cores() == 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # as on a 2-core machine (make test's workers have one thread)
+    assert layout("int8", encoder_is_ctranslate2=False) == (2, 1)  # a decoding worker per core, a thread each
+    assert layout("float32", encoder_is_ctranslate2=False) == layout("int8", encoder_is_ctranslate2=True) == (1, 2)
     for unusable in ("", "0", "many"):
         monkeypatch.setenv("OMP_NUM_THREADS", unusable)
         assert cores() == len(os.sched_getaffinity(0))

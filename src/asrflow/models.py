@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import os
@@ -113,23 +114,27 @@ def _join_parts(short: str, dirs: list[Path]) -> Path:
 
 
 def build_once(target: Path, build: Callable[[Path], object]) -> Path:
-    """Fill a cache directory once: built in a temp directory of this process, marked complete, renamed into
-    place. Concurrent processes never see a half-built one; a half-built one left by a crash is rebuilt."""
+    """Fill a cache directory once: one process at a time builds (the others wait on a lock beside it, then find
+    it built), in a temp directory, marked complete, renamed into place. Nothing sees a half-built one; a
+    half-built one left by a crash is rebuilt."""
     if (target / COMPLETE).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        build(tmp)
-        (tmp / COMPLETE).touch()
+    with open(target.parent / f".{target.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            tmp.rename(target)
-        except OSError:  # taken: by another process's complete build (use it), or by a stale one (replace it)
-            if not (target / COMPLETE).is_file():
-                shutil.rmtree(target, ignore_errors=True)
+            if (target / COMPLETE).is_file():  # built while this process waited
+                return target
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+            try:
+                build(tmp)
+                (tmp / COMPLETE).touch()
+                shutil.rmtree(target, ignore_errors=True)  # a crashed build's leftovers, if any
                 tmp.rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     return target
 
 

@@ -26,11 +26,11 @@ MOST_WORKERS = 8  # the default batch: more workers than items would idle
 def cores() -> int:
     """The cores this process should compute on: OMP_NUM_THREADS where it is set (as torch and OpenMP read it),
     else the CPUs its affinity allows (a container's cpuset, `taskset`), not all the machine has."""
-    try:
-        wanted = int(os.environ.get("OMP_NUM_THREADS", ""))
+    try:  # OpenMP's form for nested levels, "4,2": the outer level's
+        wanted = int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0])
     except ValueError:
         wanted = 0
-    return wanted if wanted > 0 else len(os.sched_getaffinity(0)) or 1
+    return min(wanted, 1024) if wanted > 0 else len(os.sched_getaffinity(0)) or 1
 
 
 def layout(compute_type: str, encoder_is_ctranslate2: bool) -> tuple[int, int]:
