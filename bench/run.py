@@ -25,6 +25,7 @@ Third-party output of the systems goes to build/bench.log; the terminal gets pro
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing as mp
 import os
 import platform
@@ -48,7 +49,7 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 SLOW = {"tutorial-pipeline", "asrflow-transformers"}  # timed in the first round only
 COMPUTE_TYPES = ["int8", "int8_float32", "float32"]
 LOG = ROOT / "build" / "bench.log"
-TASKS = ("long", "files", "heldout_long", "heldout_files")  # the corpora (corpora())
+TASKS = ("long", "files", "heldout_long", "heldout_clean", "heldout_noisy")  # the corpora (corpora())
 HELDOUT_ROUNDS = max(1, int(os.environ.get("BENCH_HELDOUT_ROUNDS", "2")))  # 20 minutes of audio a round: twice
 
 
@@ -66,15 +67,16 @@ def corpus(folder: Path = CORPUS):
 
 def corpora() -> dict[str, list]:
     """What each task transcribes: a list of (samples, reference) pairs. `long` is the dev corpus joined into one
-    file; `files` the dev clips; `heldout_long` the held-out long files, each whole; `heldout_files` its short
-    clips, clean and noisy."""
+    file; `files` the dev clips; `heldout_long` the held-out long files, each whole; `heldout_clean` and
+    `heldout_noisy` its short clips, clean and at 10 dB, apart."""
     items = corpus()
     held = Path(os.environ["BENCH_HELDOUT"])
     return {
         "long": [long_audio(items)],
         "files": items,
         "heldout_long": corpus(held / "long"),
-        "heldout_files": corpus(held / "short" / "clean") + corpus(held / "short" / "noisy"),
+        "heldout_clean": corpus(held / "short" / "clean"),
+        "heldout_noisy": corpus(held / "short" / "noisy"),
     }
 
 
@@ -332,10 +334,8 @@ def main(names: list[str]):
         ("long", f"long audio ({first['long_audio_s']} s: the dev corpus concatenated)"),
         ("files", f"dev corpus, file by file ({first['files_audio_s']} s in {len(corpus_rows())} files)"),
         ("heldout_long", f"held-out long files, seed {seed} ({first['heldout_long_audio_s']} s in {held_files} files)"),
-        (
-            "heldout_files",
-            f"held-out short clips, seed {seed}, clean and at 10 dB ({first['heldout_files_audio_s']} s)",
-        ),
+        ("heldout_clean", f"held-out short clips, seed {seed}, clean ({first['heldout_clean_audio_s']} s)"),
+        ("heldout_noisy", f"held-out short clips, seed {seed}, at 10 dB SNR ({first['heldout_noisy_audio_s']} s)"),
     ):
         print(f"\n{title}")
         print("\n".join(table(results, corpus)))
@@ -402,7 +402,7 @@ def verdicts(results: dict[str, dict]) -> list[str]:
             close = [
                 t for t, r in typed.items() if all(r[c + "_wer"] <= typed["float32"][c + "_wer"] + 0.005 for c in pair)
             ]
-            fastest = max(close, key=lambda t: typed[t][pair[0] + "_rtf"] * typed[t][pair[1] + "_rtf"])
+            fastest = max(close, key=lambda t: math.prod(typed[t][c + "_rtf"] for c in pair))
             lines.append(
                 f"compute types within 0.5 pt of float32 on {' and '.join(pair)}: {', '.join(close)}; fastest: {fastest}"
             )
