@@ -47,12 +47,11 @@ def systems() -> dict:
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     from asrflow import load_transcriber
+    from asrflow.backends.workers import cores
     from asrflow.models import ctranslate2_dir, resolve_model
 
     ours = load_transcriber("bundled:base")
-    model = WhisperModel(
-        ctranslate2_dir(resolve_model("bundled:base")), compute_type="int8", cpu_threads=os.cpu_count()
-    )
+    model = WhisperModel(ctranslate2_dir(resolve_model("bundled:base")), compute_type="int8", cpu_threads=cores())
     batched = BatchedInferencePipeline(model)
 
     def asrflow(**options):

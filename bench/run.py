@@ -116,10 +116,11 @@ def system(name: str):
     if name.startswith("fw-"):
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 
+        from asrflow.backends.workers import cores
         from asrflow.models import resolve_model
 
         model = WhisperModel(
-            resolve_model("bundled:tiny.en").location, device="cpu", compute_type="int8", cpu_threads=os.cpu_count()
+            resolve_model("bundled:tiny.en").location, device="cpu", compute_type="int8", cpu_threads=cores()
         )
         if name == "fw-batched":
             batched = BatchedInferencePipeline(model)

@@ -12,7 +12,6 @@ with timestamps on: without, a segment is a whole region). Writes bench/results/
 from __future__ import annotations
 
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -37,12 +36,11 @@ def systems():
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     from asrflow import load_transcriber
+    from asrflow.backends.workers import cores
     from asrflow.models import resolve_model
 
     ours = load_transcriber("bundled:tiny.en")
-    fw = WhisperModel(
-        resolve_model("bundled:tiny.en").location, device="cpu", compute_type="int8", cpu_threads=os.cpu_count()
-    )
+    fw = WhisperModel(resolve_model("bundled:tiny.en").location, device="cpu", compute_type="int8", cpu_threads=cores())
     batched = BatchedInferencePipeline(fw)
     fast = {"language": "en", "beam_size": BEAM, "vad_filter": True, "batch_size": BATCH}
     return {

@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -59,16 +58,11 @@ def pytest_runtest_protocol(item, nextitem):
     if workerinput is None:
         yield
         return
-    # the workers' temporary folders are popen-gwN in the run's own: the locks go there
-    root = Path(item.config.option.basetemp).parent if item.config.option.basetemp else Path(tempfile.gettempdir())
-    root = root / f"asrflow-locks-{workerinput['testrunuid']}"
-    root.mkdir(exist_ok=True)
+    root = Path(item.config.option.basetemp).parent  # xdist gives each worker popen-gwN in the run's folder
     alone = item.get_closest_marker("alone") is not None
     with open(root / "turnstile.lock", "a") as turnstile, open(root / "alone.lock", "a") as lock:
         try:
-            fcntl.flock(turnstile, fcntl.LOCK_EX)
-            if not alone:
-                fcntl.flock(turnstile, fcntl.LOCK_UN)
+            fcntl.flock(turnstile, fcntl.LOCK_EX)  # an alone test holds it while it waits: no test starts meanwhile
             fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
             fcntl.flock(turnstile, fcntl.LOCK_UN)
             yield

@@ -35,11 +35,11 @@ def cores() -> int:
 
 def layout(compute_type: str, encoder_is_ctranslate2: bool) -> tuple[int, int]:
     """(workers, threads per worker) for a CPU model."""
-    cores_ = cores()
+    n = cores()
     if encoder_is_ctranslate2 or not compute_type.startswith("int8"):
-        return 1, cores_
-    workers = min(cores_, MOST_WORKERS)
-    return workers, max(1, cores_ // workers)
+        return 1, n
+    workers = min(n, MOST_WORKERS)
+    return workers, max(1, n // workers)
 
 
 class StandIn:
