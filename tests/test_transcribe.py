@@ -112,6 +112,52 @@ def test_tutorial_chunking_params_on_the_transformers_backend(hf_transcriber):
     assert word_error_rate([JFK_TEXT], [result.text]) < 0.1
 
 
+def test_beam_search_copies_no_cross_attention_cache_where_the_copy_would_be_the_same(hf_transcriber, corpus):
+    """The transformers backend's beam search leaves the cross-attention cache in place between steps: at every
+    step, for a batch of two pieces of noisy speech (10 dB, where beams part most), the rows transformers would have
+    copied into place are the ones already there (each beam of a piece attends to the same encoder output)."""
+    import torch
+
+    from asrflow import decode_audio
+
+    speech = np.concatenate([np.concatenate([decode_audio(p), np.zeros(16000, np.float32)]) for p, _ in corpus[:2]])
+    noise = np.random.default_rng(7).standard_normal(len(speech)).astype(np.float32)
+    noisy = speech + noise * np.sqrt(np.mean(speech**2) / 10)
+    model, steps = hf_transcriber.backend.model, []
+
+    def checked(cache, beam_idx):
+        layers = cache.cross_attention_cache.layers
+        kept = all(torch.equal(t.index_select(0, beam_idx), t) for layer in layers for t in (layer.keys, layer.values))
+        steps.append((len(beam_idx), bool((beam_idx != torch.arange(len(beam_idx))).any()), kept))
+        return hook(cache, beam_idx)
+
+    hook, model._reorder_cache = model._reorder_cache, checked
+    try:
+        result = hf_transcriber.transcribe(noisy, vad_filter=True, chunk_length_s=8, temperature=0.0, batch_size=2)
+    finally:
+        model._reorder_cache = hook
+    assert len(result.segments) >= 2 and {n for n, _, _ in steps} == {10}  # 2 pieces a batch, 5 beams each
+    assert sum(moved for _, moved, _ in steps) >= 10 and all(kept for _, _, kept in steps)
+
+
+def test_pieces_whisper_skips_as_no_speech_give_no_words_not_an_error(hf_transcriber, corpus):
+    """transformers 5's pipeline fails asking for word timestamps where Whisper's fallback skips a piece as no
+    speech: alone (a 50 Hz hum: torch.cat of an empty list) or in a batch (a tone that Silero takes for speech:
+    IndexError). asrflow gives such a piece no segment, as without word timestamps, and the rest their words."""
+    seconds = np.arange(16000 * 5) / 16000
+    hum = (0.01 * np.sin(2 * np.pi * 50 * seconds)).astype(np.float32)
+    alone = hf_transcriber.transcribe(hum, word_timestamps=True)
+    assert alone.segments == [] and hf_transcriber.transcribe(hum).segments == []
+    from asrflow import decode_audio
+
+    tone = 0.3 * np.sin(2 * np.pi * 200 * seconds[:48000]) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * seconds[:48000]))
+    (path, text) = corpus[2]
+    audio = np.concatenate([decode_audio(path), np.zeros(16000, np.float32), tone.astype(np.float32)])
+    batch = dict(vad_filter=True, chunk_length_s=8, batch_size=2, temperature=(0.0, 1.0))
+    result = hf_transcriber.transcribe(audio, word_timestamps=True, **batch)
+    assert len(result.segments) == 1 and result.segments[0].words and word_error_rate([text], [result.text]) < 0.2
+
+
 def test_long_audio_timestamps_are_well_formed_on_both_backends(transcriber):
     """Ninety seconds with pauses, VAD and words: no overlaps, words inside their segment, bounds = words."""
     import numpy as np
