@@ -31,7 +31,8 @@ def two_turns(tmp_path_factory):
 def test_each_segment_in_its_own_language(ct2_base, languages):
     """Measured: 9 of the 10 turns unlisted, 10 of 10 listed (the detector alone: 8; held-out turns made the
     same way: 17 of 20 unlisted, 19 of 20 listed); without multilingual, one language for all and the
-    rest translated or garbled. Right-language segments are their own sentence."""
+    rest translated or garbled (test_without_multilingual_one_language_for_all). Right-language segments are
+    their own sentence."""
     result = ct2_base.transcribe(MIXED, multilingual=True, vad_filter=True, languages=languages)
     right = [s for s in result.segments if s.language == turn_of(s)["language"]]
     assert len(result.segments) >= len(TURNS) and len(right) >= 0.9 * len(result.segments), [
@@ -44,9 +45,12 @@ def test_each_segment_in_its_own_language(ct2_base, languages):
     # the odd synthetic turn in its own language, differently on different CPUs' int8 arithmetic)
     close = [s for s in right if jiwer.cer(turn_of(s)["text"].lower(), s.text.lower()) < 0.5]
     assert len(close) >= 0.8 * len(right), [s.text for s in right if s not in close]
-    if not languages:
-        single = ct2_base.transcribe(MIXED, vad_filter=True)
-        assert {s.language for s in single.segments} == {single.language}
+
+
+def test_without_multilingual_one_language_for_all(two_turns, ct2_base):
+    """An English turn, then a German one: one language, the file's, for every segment."""
+    single = ct2_base.transcribe(two_turns, vad_filter=True)
+    assert len(single.segments) >= 2 and {s.language for s in single.segments} == {single.language}
 
 
 def test_a_short_clip_is_not_translated_when_its_own_detection_misses_its_language(ct2_base):
