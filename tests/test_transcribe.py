@@ -151,10 +151,10 @@ def test_pieces_whisper_skips_as_no_speech_give_no_words_not_an_error(hf_transcr
     from asrflow import decode_audio
 
     tone = 0.3 * np.sin(2 * np.pi * 200 * seconds[:48000]) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * seconds[:48000]))
-    (path, text) = corpus[2]
+    path, text = corpus[2]
     audio = np.concatenate([decode_audio(path), np.zeros(16000, np.float32), tone.astype(np.float32)])
-    batch = dict(vad_filter=True, chunk_length_s=8, batch_size=2, temperature=(0.0, 1.0))
-    result = hf_transcriber.transcribe(audio, word_timestamps=True, **batch)
+    batched = {"vad_filter": True, "chunk_length_s": 8, "batch_size": 2, "temperature": (0.0, 1.0)}
+    result = hf_transcriber.transcribe(audio, word_timestamps=True, **batched)
     assert len(result.segments) == 1 and result.segments[0].words and word_error_rate([text], [result.text]) < 0.2
 
 
