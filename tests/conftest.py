@@ -49,12 +49,6 @@ def asrflow_home(tmp_path_factory):
     return Path(home)
 
 
-def pytest_collection_modifyitems(config, items):
-    """Tests marked `alone` first: run later, each waited for whatever test the other worker was in the middle of
-    (a 36 s fuzz, once), with a core idle meanwhile; at the start the others have barely begun."""
-    items.sort(key=lambda item: item.get_closest_marker("alone") is None)
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     """Under pytest-xdist a test marked `alone` runs, its fixtures' set-up and teardown included, while no other
