@@ -128,8 +128,11 @@ def test_beam_search_copies_no_cross_attention_cache_where_the_copy_would_be_the
     def checked(cache, beam_idx):
         layers = cache.cross_attention_cache.layers
         kept = all(torch.equal(t.index_select(0, beam_idx), t) for layer in layers for t in (layer.keys, layer.values))
+        own = [layer.keys.index_select(0, beam_idx) for layer in cache.self_attention_cache.layers]
+        cache = hook(cache, beam_idx)  # and the self-attention half is reordered, as transformers does
+        kept &= all(torch.equal(a, layer.keys) for a, layer in zip(own, cache.self_attention_cache.layers))
         steps.append((len(beam_idx), bool((beam_idx != torch.arange(len(beam_idx))).any()), kept))
-        return hook(cache, beam_idx)
+        return cache
 
     hook, model._reorder_cache = model._reorder_cache, checked
     try:
@@ -143,11 +146,14 @@ def test_beam_search_copies_no_cross_attention_cache_where_the_copy_would_be_the
 def test_pieces_whisper_skips_as_no_speech_give_no_words_not_an_error(hf_transcriber, corpus):
     """transformers 5's pipeline fails asking for word timestamps where Whisper's fallback skips a piece as no
     speech: alone (a 50 Hz hum: torch.cat of an empty list) or in a batch (a tone that Silero takes for speech:
-    IndexError). asrflow gives such a piece no segment, as without word timestamps, and the rest their words."""
+    IndexError). asrflow gives such a piece no segment, as without word timestamps, and the rest their words;
+    with the tutorial's chunking, where one skipped window fails the whole call, a clear error."""
     seconds = np.arange(16000 * 5) / 16000
     hum = (0.01 * np.sin(2 * np.pi * 50 * seconds)).astype(np.float32)
     alone = hf_transcriber.transcribe(hum, word_timestamps=True)
     assert alone.segments == [] and hf_transcriber.transcribe(hum).segments == []
+    with pytest.raises(InvalidOptionError, match="leave out stride_length_s"):  # the pipeline's own windows
+        hf_transcriber.transcribe(hum, word_timestamps=True, stride_length_s=(5, 3))
     from asrflow import decode_audio
 
     tone = 0.3 * np.sin(2 * np.pi * 200 * seconds[:48000]) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * seconds[:48000]))
