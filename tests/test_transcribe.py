@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import DATA, JFK_TEXT, SAMPLE
 
-from asrflow import InvalidOptionError, TranscribeOptions, Transcript
+from asrflow import InvalidOptionError, TranscribeOptions, Transcript, decode_audio
 from asrflow.metrics import word_error_rate
 
 
@@ -118,8 +118,6 @@ def test_beam_search_copies_no_cross_attention_cache_where_the_copy_would_be_the
     copied into place are the ones already there (each beam of a piece attends to the same encoder output)."""
     import torch
 
-    from asrflow import decode_audio
-
     speech = np.concatenate([np.concatenate([decode_audio(p), np.zeros(16000, np.float32)]) for p, _ in corpus[:2]])
     noise = np.random.default_rng(7).standard_normal(len(speech)).astype(np.float32)
     noisy = speech + noise * np.sqrt(np.mean(speech**2) / 10)
@@ -154,8 +152,6 @@ def test_pieces_whisper_skips_as_no_speech_give_no_words_not_an_error(hf_transcr
     assert alone.segments == [] and hf_transcriber.transcribe(hum).segments == []
     with pytest.raises(InvalidOptionError, match="leave out stride_length_s"):  # the pipeline's own windows
         hf_transcriber.transcribe(hum, word_timestamps=True, stride_length_s=(5, 3))
-    from asrflow import decode_audio
-
     tone = 0.3 * np.sin(2 * np.pi * 200 * seconds[:48000]) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * seconds[:48000]))
     path, text = corpus[2]
     audio = np.concatenate([decode_audio(path), np.zeros(16000, np.float32), tone.astype(np.float32)])

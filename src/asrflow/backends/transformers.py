@@ -121,7 +121,8 @@ class TransformersBackend:
     def _run_pipeline(self, pieces: list[np.ndarray], language, options) -> list[dict]:
         # num_beams always explicit: the pipeline's own default is 5, whatever the model's config says.
         generate_kwargs = {"num_beams": options.beam_size}
-        if options.temperature != (0.0,):
+        fallback = options.temperature != (0.0,)
+        if fallback:
             # Whisper's fallback: transformers retries hotter while the thresholds say the text is wrong
             generate_kwargs.update(
                 temperature=options.temperature,
@@ -152,7 +153,7 @@ class TransformersBackend:
             try:
                 return run(pieces)
             except (IndexError, ValueError) as e:
-                if not (options.word_timestamps and "temperature" in generate_kwargs and skipped_piece(e)):
+                if not (options.word_timestamps and fallback and skipped_piece(e)):
                     raise
                 if "chunk_length_s" in kwargs:  # the pipeline's own windows: one skipped fails the whole call
                     raise InvalidOptionError(
