@@ -8,7 +8,7 @@ import sys
 import ctranslate2
 import numpy as np
 import pytest
-from conftest import DATA, JFK_TEXT, SAMPLE
+from conftest import BIN, DATA, JFK_TEXT, SAMPLE
 
 from asrflow import InvalidOptionError, load_transcriber
 from asrflow.audio import decode_audio
@@ -63,21 +63,26 @@ def test_a_bad_encoder_setting_is_an_error_naming_the_choices(monkeypatch):
 
 
 def test_building_the_encoder_sends_no_telemetry_and_leaves_no_torch_behind(tmp_path):
-    """OpenVINO's converter writes a client id under ~/intel and reports to Google Analytics when it finds its
-    telemetry package and no consent file; asrflow's build leaves no trace there."""
+    """Importing openvino makes its telemetry package write a client id under ~/intel, and its converter reports
+    to Google Analytics, when that package is found and no consent file: a program that calls
+    `asrflow.configure_process()` (as asrflow's CLI, server and Spark worker do) and the encoder's build leave no
+    trace there."""
     env = {k: v for k, v in os.environ.items() if k != "CI"} | {
         "HOME": str(tmp_path / "home"),
         "ASRFLOW_HOME": str(tmp_path / "asrflow"),
     }
     (tmp_path / "home").mkdir()
     code = (
-        "import sys; from asrflow import load_transcriber; "
-        "print(type(load_transcriber('bundled:tiny.en').backend.encoder).__name__, 'torch' in sys.modules)"
+        "import sys, asrflow; asrflow.configure_process(); "
+        "print(type(asrflow.load_transcriber('bundled:tiny.en').backend.encoder).__name__, 'torch' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     # built apart: the transcribing process never imports torch (the trace's memory is not its own)
     assert result.stdout.strip() == "OpenVINOEncoder False", result.stderr[-2000:]
     assert any((tmp_path / "asrflow" / "models").glob("openvino-*"))  # built here, in this test
+    command = [BIN / "asrflow", "transcribe", SAMPLE]
+    cli = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0 and "country" in cli.stdout, cli.stderr[-2000:]
     assert not (tmp_path / "home" / "intel").exists()
 
 

@@ -48,6 +48,32 @@ SEAMS = {
         "the transformers backend's beam search skips the cross-attention copy through this hook, 1.75x "
         + "(backends/transformers.py)",
     ),
+    "mlflow models serve loads the model while its app module is imported": (
+        "mlflow.pyfunc.scoring_server.app",
+        "load_model_with_mlflow_config(",
+        "asrflow tells it is in the scoring server's process by that module being imported (flavor_serving.py)",
+    ),
+    "pyfunc checks params with _enforce_params_schema, looked up in its module": (
+        "mlflow.pyfunc:_validate_prediction_input",
+        "_enforce_params_schema(params, params_schema)",
+        "in the scoring server, unknown params of an asrflow model are a 400 through this name (flavor_serving.py)",
+    ),
+    "_enforce_params_schema lives in mlflow.models.utils": (
+        "mlflow.models.utils:_enforce_params_schema",
+        "def _enforce_params_schema(params",
+        "flavor_serving.py wraps it there and in mlflow.pyfunc, which imports it by name",
+    ),
+    "the scoring server calls invocations by its module's name": (
+        "mlflow.pyfunc.scoring_server:init",
+        "invocations, data, content_type, model, input_schema",
+        "in the scoring server, asrflow's errors come without the request's payload through this name "
+        + "(flavor_serving.py)",
+    ),
+    "invocations puts the request's data into prediction errors before 'Error:'": (
+        "mlflow.pyfunc.scoring_server:invocations",
+        "Failed to predict data '{data}'. \\nError: {e.message}",
+        "flavor_serving.py cuts the payload at that separator (ERROR_SEPARATOR)",
+    ),
     "Starlette's multipart parser says 'maximum size' when a part is over its limit": (
         "starlette.formparsers:MultiPartParser",
         "maximum size",
@@ -56,12 +82,17 @@ SEAMS = {
 }
 
 
+_LOADS_A_MODEL = {"mlflow.pyfunc.scoring_server.app"}
+
+
 def source_of(target: str) -> str:
-    import importlib
+    import importlib.util
 
     module, _, path = target.partition(":")
-    obj = importlib.import_module(module)
-    for name in path.split("."):
+    obj = importlib.import_module(module) if path or module not in _LOADS_A_MODEL else None
+    if obj is None:  # a module that runs on import (the scoring server's app): read, not imported
+        return importlib.util.find_spec(module).loader.get_source(module)
+    for name in filter(None, path.split(".")):
         obj = getattr(obj, name, None)
         assert obj is not None, f"{target} is gone"
     return inspect.getsource(obj)
@@ -80,3 +111,83 @@ def test_transformers_whisper_language_names_are_where_the_server_reads_them():
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
     assert LANGUAGES["en"] == "english" and LANGUAGES["de"] == "german"
+
+
+# Run in a fresh interpreter: every module it names is imported before asrflow, and its attributes' identities
+# (and sys.modules's entries, warnings' hooks and filters, the environment) recorded before and after asrflow is
+# imported, loads a model, transcribes, and MLflow loads and predicts a registered asrflow model.
+UNTOUCHED = r"""
+import json, os, sys, warnings
+import ctranslate2, faster_whisper, faster_whisper.transcribe, numpy, starlette, starlette.formparsers, transformers
+import mlflow, mlflow.models.utils, mlflow.pyfunc, mlflow.pyfunc.scoring_server
+names = [
+    "mlflow", "mlflow.pyfunc", "mlflow.models.utils", "mlflow.pyfunc.scoring_server", "faster_whisper",
+    "faster_whisper.transcribe", "ctranslate2", "numpy", "starlette", "starlette.formparsers", "transformers",
+    "warnings",
+]
+
+def state():
+    attributes = {n: {a: id(getattr(sys.modules[n], a)) for a in dir(sys.modules[n])} for n in names}
+    return attributes, dict(sys.modules), list(warnings.filters), dict(os.environ)
+
+before = state()
+import asrflow
+from asrflow import blocks, load_transcriber
+audio = open(sys.argv[1], "rb").read()
+text = load_transcriber("bundled:tiny.en").transcribe(audio).text
+predicted = mlflow.pyfunc.load_model("models:/untouched/1").predict([audio])[0]
+after = state()
+changed = [f"{n}.{a}" for n in names for a, i in before[0][n].items() if after[0][n].get(a) != i]
+# a package's own names loaded since (transformers loads its names lazily, a submodule imported) are no patch
+added = [f"{n}.{a}" for n in names for a in set(after[0][n]) - set(before[0][n])
+         if not getattr(getattr(sys.modules[n], a), "__name__" if a[0].islower() else "__module__", "")
+         .startswith(n.split(".")[0])]
+modules = [m for m, v in before[1].items() if after[1].get(m) is not v]
+placeholders = [m for m, v in after[1].items() if v is None and m not in before[1]]
+environment = sorted(k for k in set(before[3]) | set(after[3]) if before[3].get(k) != after[3].get(k))
+print(json.dumps({"changed": changed, "added": added, "modules": modules, "placeholders": placeholders,
+    "filters": before[2] != after[2], "environment": environment, "heap_setting": blocks._heap_kept,
+    "texts": [text, predicted]}))
+"""
+
+
+def test_asrflow_patches_nothing_and_leaks_no_process_setting(tmp_path):
+    """Importing asrflow, loading and transcribing, and MLflow loading a registered asrflow model and predicting:
+    no attribute of MLflow, faster-whisper, CTranslate2, numpy, Starlette, transformers or warnings is replaced,
+    nothing is hidden in sys.modules, no warning filter or environment variable is set, and the allocator is
+    left alone (asrflow's entry points set it: the CLI, the server, the Spark worker; flavor_serving's wrappers
+    only in `mlflow models serve`'s process)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import JFK_TEXT, SAMPLE
+    from mlflow import MlflowClient
+
+    from asrflow.flavor import save_model
+    from asrflow.metrics import word_error_rate
+
+    # registered from here, without setting this process's MLflow state: the child only loads it
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    save_model(tmp_path / "model", "bundled:tiny.en", reference_only=True)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model("untouched")
+    client.create_model_version("untouched", source=str(tmp_path / "model"))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    env.pop("MLFLOW_REGISTRY_URI", None)
+    result = subprocess.run(
+        [sys.executable, "-c", UNTOUCHED, str(SAMPLE)], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert all(word_error_rate([JFK_TEXT], [t]) < 0.15 for t in seen.pop("texts"))  # it did the work
+    assert seen == {
+        "changed": [],
+        "added": [],
+        "modules": [],
+        "placeholders": [],
+        "filters": False,
+        "environment": [],
+        "heap_setting": False,
+    }

@@ -3,6 +3,7 @@
 from asrflow.audio import decode_audio
 from asrflow.errors import AsrflowError, AudioDecodeError, InvalidOptionError, ModelNotFoundError
 from asrflow.options import TranscribeOptions
+from asrflow.process import configure_process
 from asrflow.transcriber import Transcriber, load_transcriber
 from asrflow.transcript import Segment, Transcript, Word
 
@@ -18,6 +19,7 @@ __all__ = [
     "Transcriber",
     "Transcript",
     "Word",
+    "configure_process",
     "decode_audio",
     "load_transcriber",
 ]

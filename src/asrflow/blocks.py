@@ -46,7 +46,9 @@ def keep_heap_flat() -> None:
     """Have glibc give every allocation of 4 MB or more its own mapping, returned when freed. By default the
     threshold rises to the largest block freed so far (up to 32 MB), after which the decoder's many-MB buffers
     come from the heap and fragment it: an hour of audio then peaked 60-90 MB above ten minutes (545-560 vs
-    470 MB); with this it is flat (430 vs 425) and no slower (1 MB was 40% slower). Process-wide, once."""
+    470 MB); with this it is flat (430 vs 425) and no slower (1 MB was 40% slower).
+
+    A setting of the whole process: asrflow's entry points make it, loading a model never does (process.py)."""
     global _heap_kept
     if not _heap_kept and _libc is not None:
         _libc.mallopt(M_MMAP_THRESHOLD, 4 * 2**20)

@@ -20,6 +20,7 @@ from typing import Any
 
 import asrflow
 from asrflow.errors import AsrflowError, ModelNotFoundError
+from asrflow.flavor_serving import strict_scoring_server
 from asrflow.models import (
     DEFAULT_MODEL,
     ModelSource,
@@ -31,7 +32,7 @@ from asrflow.models import (
     transformers_dir,
 )
 from asrflow.options import TranscribeOptions
-from asrflow.scoring import OUTPUT_PARAMS, audio_inputs, format_results, param_names, parse_params
+from asrflow.scoring import audio_inputs, format_results, parse_params
 from asrflow.transcriber import Transcriber, load_transcriber
 
 FLAVOR_NAME = "asrflow"
@@ -316,60 +317,10 @@ class WhisperPyfunc:
 
 
 def _load_pyfunc(path: str, model_config: dict | None = None) -> WhisperPyfunc:
-    """MLflow's pyfunc loader (loader_module asrflow.flavor); `path` is the MLmodel directory."""
-    reject_unknown_params()
-    no_payload_in_errors()
+    """MLflow's pyfunc loader (loader_module asrflow.flavor); `path` is the MLmodel directory. In `mlflow models
+    serve`'s process, and only there, unknown params are refused and errors come alone (flavor_serving)."""
+    strict_scoring_server(FLAVOR_NAME)
     return WhisperPyfunc(transcriber_from_model_dir(Path(path), "this model"))
-
-
-def reject_unknown_params() -> None:
-    """MLflow drops params missing from a model's signature with only a warning (none at log level ERROR),
-    before predict() sees them. For asrflow models they are an error naming them (400 when served)."""
-    import mlflow.pyfunc
-    from mlflow.exceptions import MlflowException
-    from mlflow.models import utils
-    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-    from mlflow.types import ParamSchema
-
-    enforce = utils._enforce_params_schema
-    if getattr(enforce, "asrflow", False):
-        return
-
-    def strict(params, schema):
-        names = {p.name for p in schema.params} if isinstance(schema, ParamSchema) else set()
-        if set(OUTPUT_PARAMS) | {"vad_filter"} <= names and isinstance(params, dict):  # an asrflow model's
-            unknown = sorted(set(map(str, params)) - names)
-            if unknown:
-                raise MlflowException(
-                    f"unknown param(s) {', '.join(unknown)}: an asrflow model takes {', '.join(param_names())}.",
-                    INVALID_PARAMETER_VALUE,
-                )
-        return enforce(params, schema)
-
-    strict.asrflow = True
-    utils._enforce_params_schema = mlflow.pyfunc._enforce_params_schema = strict
-
-
-def no_payload_in_errors() -> None:
-    """`mlflow models serve` puts the whole request data into every prediction error ("Failed to predict data
-    '<megabytes of base64>'. Error: ..."); for asrflow models the client gets the error alone."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.pyfunc import scoring_server
-
-    invocations = scoring_server.invocations
-    if getattr(invocations, "asrflow", False):
-        return
-
-    def quiet(data, content_type, model, input_schema):
-        try:
-            return invocations(data, content_type, model, input_schema)
-        except MlflowException as e:
-            if FLAVOR_NAME in getattr(model.metadata, "flavors", {}) and "'. \nError: " in e.message:
-                e.message = e.message.split("'. \nError: ", 1)[1]
-            raise
-
-    quiet.asrflow = True
-    scoring_server.invocations = quiet
 
 
 def compact_example(audio: bytes | None) -> bytes | None:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from asrflow.batch import ERRORS_FILE, BatchSummary, Job, transcribe_job
 from asrflow.errors import AsrflowError, InvalidOptionError
+from asrflow.process import configure_process
 
 RESULT_SCHEMA = "path string, text string, language string, duration double, segments string, error string"
 RESULT_COLUMNS = [column.split()[0] for column in RESULT_SCHEMA.split(", ")]
@@ -23,6 +24,7 @@ def _transcriber(model: str):
     from asrflow.transcriber import load_transcriber
 
     if model not in _LOADED:
+        configure_process()  # the executor's Python worker is asrflow's process (process.py)
         _LOADED[model] = load_transcriber(model)
     return _LOADED[model]
 

@@ -13,7 +13,7 @@ import numpy as np
 from asrflow import steps
 from asrflow.audio import SAMPLE_RATE, AudioInput, channel_count, decode_audio, stream_audio
 from asrflow.backends import Backend, load_backend
-from asrflow.blocks import keep_heap_flat, stream_blocks
+from asrflow.blocks import stream_blocks
 from asrflow.diarize import Diarizer
 from asrflow.errors import InvalidOptionError
 from asrflow.models import DEFAULT_MODEL, ModelSource, resolve_model
@@ -27,7 +27,6 @@ class Transcriber:
     """A loaded model: `transcribe(audio, **options) -> Transcript`, for any backend."""
 
     def __init__(self, backend: Backend, source: ModelSource, options: TranscribeOptions | None = None):
-        keep_heap_flat()  # long audio in flat memory (blocks.py)
         self.backend = backend
         self.source = source
         self.options = options or TranscribeOptions()

@@ -32,11 +32,6 @@ from asrflow.models import ModelSource, build_once, cache_path
 
 ENGINES = ("auto", "openvino", "ctranslate2")
 
-# OpenVINO's model converter (imported with openvino) reports usage to Google Analytics and writes a client id
-# under ~/intel unless it finds no telemetry package: asrflow hides that package from it, so the converter falls
-# back to its own no-op stub. (A process that imported openvino before asrflow keeps its own setting.)
-sys.modules.setdefault("openvino_telemetry", None)
-
 
 def encoder_engine() -> str:
     """The encoder engine `ASRFLOW_ENCODER` asks for (auto: OpenVINO on CPU, where its package is installed)."""
@@ -161,4 +156,8 @@ def _build_ir(model_dir: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":  # python -m asrflow.backends.openvino_encoder MODEL_DIR OUT_DIR (see _build_apart)
+    # OpenVINO's model converter reports usage to Google Analytics and writes a client id under ~/intel unless it
+    # finds no telemetry package: this builder process (asrflow's own, never the user's) hides that package, so
+    # the converter falls back to its own no-op stub.
+    sys.modules["openvino_telemetry"] = None
     _build_ir(Path(sys.argv[1]), Path(sys.argv[2]))

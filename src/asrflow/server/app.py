@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 
 from asrflow.limits import BodyLimit, SameOrigin
+from asrflow.process import configure_process
 from asrflow.server import health, mlflow_scoring, openai_audio, openai_models, pages, realtime
 from asrflow.server.errors import HTTPError, error_response, http_error
 from asrflow.server.holder import ModelHolder, ServerConfig
@@ -20,7 +21,9 @@ OPEN_PATHS = {"/health", "/ready", "/ping", "/", "/info"}
 
 
 def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
-    """The model loads in the background: /health answers at once, /ready once it serves."""
+    """The model loads in the background: /health answers at once, /ready once it serves. The server's process
+    is asrflow's: its settings are made (process.py)."""
+    configure_process()
     uvicorn_log = logging.getLogger("uvicorn.error")
     if not any(isinstance(f, ClientFaultsInOneLine) for f in uvicorn_log.filters):
         uvicorn_log.addFilter(ClientFaultsInOneLine())
