@@ -50,8 +50,18 @@ SEAMS = {
     ),
     "mlflow models serve loads the model while its app module is imported": (
         "mlflow.pyfunc.scoring_server.app",
-        "load_model_with_mlflow_config(",
+        "app = scoring_server.init(\n    scoring_server.load_model_with_mlflow_config(os.environ[scoring_server._SERVER_MODEL_PATH])",
         "asrflow tells it is in the scoring server's process by that module being imported (flavor_serving.py)",
+    ),
+    "mlflow models serve runs that app module, with the model's path in __pyfunc_model_path__": (
+        "mlflow.pyfunc.scoring_server",
+        '_SERVER_MODEL_PATH = "__pyfunc_model_path__"',
+        "flavor_serving.in_scoring_server reads that variable (MODEL_PATH_VARIABLE)",
+    ),
+    "the scoring server's command starts uvicorn on that app module": (
+        "mlflow.pyfunc.scoring_server:get_cmd",
+        "mlflow.pyfunc.scoring_server.app:app",
+        "flavor_serving.in_scoring_server looks for that module (SERVER_MODULE)",
     ),
     "pyfunc checks params with _enforce_params_schema, looked up in its module": (
         "mlflow.pyfunc:_validate_prediction_input",
@@ -91,7 +101,9 @@ def source_of(target: str) -> str:
     module, _, path = target.partition(":")
     obj = importlib.import_module(module) if path or module not in _LOADS_A_MODEL else None
     if obj is None:  # a module that runs on import (the scoring server's app): read, not imported
-        return importlib.util.find_spec(module).loader.get_source(module)
+        spec = importlib.util.find_spec(module)
+        assert spec is not None, f"{module} is gone"
+        return spec.loader.get_source(module)
     for name in filter(None, path.split(".")):
         obj = getattr(obj, name, None)
         assert obj is not None, f"{target} is gone"
@@ -117,19 +129,22 @@ def test_transformers_whisper_language_names_are_where_the_server_reads_them():
 # (and sys.modules's entries, warnings' hooks and filters, the environment) recorded before and after asrflow is
 # imported, loads a model, transcribes, and MLflow loads and predicts a registered asrflow model.
 UNTOUCHED = r"""
-import json, os, sys, warnings
+import json, logging, os, sys, warnings
 import ctranslate2, faster_whisper, faster_whisper.transcribe, numpy, starlette, starlette.formparsers, transformers
-import mlflow, mlflow.models.utils, mlflow.pyfunc, mlflow.pyfunc.scoring_server
+import mlflow, mlflow.models.utils, mlflow.pyfunc, mlflow.pyfunc.scoring_server, transformers.utils.logging
 names = [
+    "transformers.utils.logging", "logging",
     "mlflow", "mlflow.pyfunc", "mlflow.models.utils", "mlflow.pyfunc.scoring_server", "faster_whisper",
     "faster_whisper.transcribe", "ctranslate2", "numpy", "starlette", "starlette.formparsers", "transformers",
     "warnings",
 ]
 
-def state():
-    attributes = {n: {a: id(getattr(sys.modules[n], a)) for a in dir(sys.modules[n])} for n in names}
-    return attributes, dict(sys.modules), list(warnings.filters), dict(os.environ)
+def state():  # the objects themselves (vars: no lazy name of transformers is loaded by looking)
+    attributes = {n: dict(vars(sys.modules[n])) for n in names}
+    levels = {k: v.level for k, v in logging.root.manager.loggerDict.items() if isinstance(v, logging.Logger)}
+    return attributes, dict(sys.modules), list(warnings.filters), dict(os.environ), levels
 
+changed_marker = object()
 before = state()
 import asrflow
 from asrflow import blocks, load_transcriber
@@ -137,16 +152,20 @@ audio = open(sys.argv[1], "rb").read()
 text = load_transcriber("bundled:tiny.en").transcribe(audio).text
 predicted = mlflow.pyfunc.load_model("models:/untouched/1").predict([audio])[0]
 after = state()
-changed = [f"{n}.{a}" for n in names for a, i in before[0][n].items() if after[0][n].get(a) != i]
-# a package's own names loaded since (transformers loads its names lazily, a submodule imported) are no patch
-added = [f"{n}.{a}" for n in names for a in set(after[0][n]) - set(before[0][n])
-         if not getattr(getattr(sys.modules[n], a), "__name__" if a[0].islower() else "__module__", "")
-         .startswith(n.split(".")[0])]
+changed = [f"{n}.{a}" for n in names for a, v in before[0][n].items() if after[0][n].get(a, changed_marker) is not v]
+# a submodule imported since is no patch, nor a name the lazy transformers module loaded from itself
+def own(n, a, v):
+    return type(v).__name__ == "module" and v.__name__ == f"{n}.{a}" or (
+        n == "transformers" and getattr(v, "__module__", "").startswith("transformers."))
+added = [f"{n}.{a}" for n in names for a, v in after[0][n].items() if a not in before[0][n] and not own(n, a, v)
+         and a != "__warningregistry__"]
+levels = sorted(k for k, level in before[4].items() if after[4].get(k) != level)
 modules = [m for m, v in before[1].items() if after[1].get(m) is not v]
 placeholders = [m for m, v in after[1].items() if v is None and m not in before[1]]
 environment = sorted(k for k in set(before[3]) | set(after[3]) if before[3].get(k) != after[3].get(k))
 print(json.dumps({"changed": changed, "added": added, "modules": modules, "placeholders": placeholders,
     "filters": before[2] != after[2], "environment": environment, "heap_setting": blocks._heap_kept,
+    "levels": levels,
     "texts": [text, predicted]}))
 """
 
@@ -190,4 +209,5 @@ def test_asrflow_patches_nothing_and_leaks_no_process_setting(tmp_path):
         "filters": False,
         "environment": [],
         "heap_setting": False,
+        "levels": [],
     }

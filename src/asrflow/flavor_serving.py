@@ -11,17 +11,21 @@ canaries passed on.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from asrflow.scoring import OUTPUT_PARAMS, param_names
 
 SERVER_MODULE = "mlflow.pyfunc.scoring_server.app"  # what `mlflow models serve` runs; it loads the model on import
+MODEL_PATH_VARIABLE = "__pyfunc_model_path__"  # scoring_server._SERVER_MODEL_PATH, set by `mlflow models serve`
 ERROR_SEPARATOR = "'. \nError: "  # scoring_server.invocations: f"Failed to predict data '{data}'. \nError: {message}"
 
 
 def in_scoring_server() -> bool:
-    """Whether this process is `mlflow models serve`'s: the model is being loaded by its app module's import."""
-    return SERVER_MODULE in sys.modules
+    """Whether this is `mlflow models serve`'s process loading its model: its app module is being imported (in
+    sys.modules, its `app` not yet made) with the model's path in MLflow's variable."""
+    module = sys.modules.get(SERVER_MODULE)
+    return module is not None and not hasattr(module, "app") and bool(os.environ.get(MODEL_PATH_VARIABLE))
 
 
 def strict_scoring_server(flavor_name: str) -> None:

@@ -71,8 +71,7 @@ class OpenVINOEncoder:
     CTranslate2's `encode` does, into a StorageView its decoder reads."""
 
     def __init__(self, model_dir: str, precision: str | None = None):
-        import openvino as ov
-
+        ov = _import_openvino()
         config = {"INFERENCE_NUM_THREADS": cores()}
         if precision:
             config["INFERENCE_PRECISION_HINT"] = precision
@@ -85,6 +84,24 @@ class OpenVINOEncoder:
         with self.lock:
             encoded = self.request.infer({0: np.ascontiguousarray(features, dtype=np.float32)})[0]
         return ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded))
+
+
+def _import_openvino():
+    """openvino, imported with its telemetry package hidden when asrflow is the first to import it: at import,
+    openvino's converter writes a client id under ~/intel and reports to Google Analytics unless that package
+    cannot be imported, when it falls back to its own no-op stub. The hiding ends with the import: sys.modules
+    is as it was, and a later `import openvino_telemetry` of the program's own works."""
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    hide = "openvino_telemetry" not in sys.modules
+    if hide:
+        sys.modules["openvino_telemetry"] = None
+    try:
+        import openvino
+    finally:
+        if hide and sys.modules.get("openvino_telemetry", 0) is None:
+            del sys.modules["openvino_telemetry"]
+    return openvino
 
 
 def _ir_dir(model_dir: Path) -> Path:
@@ -108,7 +125,7 @@ def _build_apart(model_dir: Path, out: Path) -> None:
 
 
 def _build_ir(model_dir: Path, out: Path) -> None:
-    import openvino as ov
+    ov = _import_openvino()
     import torch
     from transformers import WhisperForConditionalGeneration
 
@@ -156,8 +173,4 @@ def _build_ir(model_dir: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":  # python -m asrflow.backends.openvino_encoder MODEL_DIR OUT_DIR (see _build_apart)
-    # OpenVINO's model converter reports usage to Google Analytics and writes a client id under ~/intel unless it
-    # finds no telemetry package: this builder process (asrflow's own, never the user's) hides that package, so
-    # the converter falls back to its own no-op stub.
-    sys.modules["openvino_telemetry"] = None
     _build_ir(Path(sys.argv[1]), Path(sys.argv[2]))

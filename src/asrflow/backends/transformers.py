@@ -24,8 +24,6 @@ def build_pipeline(model_dir: str, device: str = "cpu", dtype=None):
     import torch
     import transformers
 
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
     model = transformers.WhisperForConditionalGeneration.from_pretrained(
         model_dir, dtype=dtype or (torch.float32 if device == "cpu" else torch.float16), attn_implementation="sdpa"
     )
