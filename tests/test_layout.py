@@ -17,3 +17,62 @@ def test_every_module_is_in_the_readmes_layout_table():
     modules = {p.relative_to(package).with_suffix("").as_posix() for p in package.rglob("*.py")}
     missing = sorted(m for m in modules if not m.endswith("__init__") and m.rsplit("/", 1)[-1] not in named)
     assert not missing, f"modules missing from README.md's layout table: {missing}"
+
+
+def imports_of(module: str, path: Path, modules: set[str]) -> set[str]:
+    """The asrflow modules `module` imports, at its top or inside a function (a lazy import is an edge too)."""
+    import ast
+
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+        else:
+            continue
+        for target in targets:
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target not in (module, "asrflow"):
+                found.add(target)
+    return found
+
+
+@pytest.mark.check
+def test_no_module_imports_one_that_imports_it_back():
+    """Loading goes one way down (transcriber -> mlmodel -> registry -> models -> backends; the flavor calls the
+    library, the library never imports the flavor), and so does every other pair: no import cycle in src/."""
+    package = ROOT / "src" / "asrflow"
+    paths = {
+        ".".join(("asrflow", *p.relative_to(package).with_suffix("").parts)).removesuffix(".__init__"): p
+        for p in package.rglob("*.py")
+    }
+    graph = {m: imports_of(m, p, set(paths)) for m, p in paths.items()}
+
+    def cycle_from(start: str) -> list[str] | None:
+        path, seen = [start], set()
+
+        def walk(node: str) -> list[str] | None:
+            for nxt in sorted(graph[node]):
+                if nxt == start:
+                    return [*path, start]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    path.append(nxt)
+                    if found := walk(nxt):
+                        return found
+                    path.pop()
+            return None
+
+        return walk(start)
+
+    cycles = [c for m in sorted(graph) if (c := cycle_from(m))]
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+    assert "asrflow.flavor" not in graph["asrflow.transcriber"] and graph["asrflow.transcriber"]  # it saw imports

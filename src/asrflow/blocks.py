@@ -19,11 +19,10 @@ import numpy as np
 from asrflow.audio import SAMPLE_RATE
 from asrflow.options import TranscribeOptions
 from asrflow.transcript import Segment, SegmentStream
-from asrflow.vad import is_silent
+from asrflow.vad import is_silent, quiet_cut
 
 BLOCK_SECONDS = 600.0
 SEARCH_SECONDS = 30.0  # the cut is at the quietest half second of a block's last 30 s
-FRAME = SAMPLE_RATE // 20  # 50 ms
 M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 
 
@@ -84,14 +83,6 @@ def blocks(
                 offset, block = offset + cut, None
     if filled:
         yield offset, buffer[:filled]
-
-
-def quiet_cut(samples: np.ndarray, search: int) -> int:
-    """The sample at the centre of the quietest half second within the last `search` samples."""
-    tail = samples[len(samples) - search :]
-    energy = np.square(tail[: len(tail) // FRAME * FRAME].reshape(-1, FRAME)).mean(axis=1)
-    smoothed = np.convolve(energy, np.ones(10) / 10, mode="same")
-    return len(samples) - search + int(np.argmin(smoothed)) * FRAME + FRAME // 2
 
 
 def stream_blocks(

@@ -81,14 +81,3 @@ def friendly_errors(command):
             raise typer.Exit(70) from None  # EX_SOFTWARE
 
     return wrapper
-
-
-def main():
-    import asrflow.cli  # noqa: PLW0406 - as a script (spark-submit) this file is __main__, not the module
-    from asrflow import cli_audio, cli_models  # noqa: F401 - they add their commands to the app
-
-    asrflow.cli.app()  # the module's app, also when this file runs as a script (spark-submit)
-
-
-if __name__ == "__main__":
-    main()

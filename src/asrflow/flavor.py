@@ -1,15 +1,14 @@
-"""The `asrflow` MLflow flavor, and everything asrflow knows about MLflow's model files.
+"""The `asrflow` MLflow flavor: it writes MLflow's model files and calls the library (mlmodel.py reads them).
 
 MLflow's flavor conventions: `save_model`, `log_model`, `load_model`, `_load_pyfunc`,
 `get_default_pip_requirements`. The MLmodel file has an `asrflow` entry (backend, model files, options,
-versions) beside `python_function` (loader_module asrflow.flavor). `load_model` also reads the tutorial's
+versions) beside `python_function` (loader_module asrflow.flavor). `load_model` also loads the tutorial's
 transformers-flavor models. MLflow is imported only where a function needs it: reading a registered model
 in place (the fast path) needs none.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
@@ -19,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import asrflow
-from asrflow.errors import AsrflowError, ModelNotFoundError
+from asrflow.errors import AsrflowError
 from asrflow.flavor_serving import strict_scoring_server
+from asrflow.mlmodel import FLAVOR_NAME, REFERENCES
 from asrflow.models import (
     DEFAULT_MODEL,
     ModelSource,
-    build_once,
     ctranslate2_dir,
-    home_dir,
     model_info,
     resolve_model,
     transformers_dir,
@@ -35,9 +33,7 @@ from asrflow.options import TranscribeOptions
 from asrflow.scoring import audio_inputs, format_results, parse_params
 from asrflow.transcriber import Transcriber, load_transcriber
 
-FLAVOR_NAME = "asrflow"
 MODEL_DIR = "model"  # the weights, inside the MLmodel directory
-REFERENCES = ("bundled", "hub", "local")  # what a reference-only model may name, by default
 CODE_DIR = "code"  # asrflow's own code, so a served model needs only its pip requirements
 BACKEND_PACKAGES = {
     "ctranslate2": ["faster-whisper", "ctranslate2"],
@@ -188,114 +184,15 @@ def load_model(
     compute_type: str = "default",
     references: tuple[str, ...] = REFERENCES,
 ) -> Transcriber:
-    """A Transcriber from a logged or registered model (asrflow or transformers flavor).
-
-    A registered asrflow model in a SQLite registry on this machine is read in place: no MLflow import, no copy.
-    `references`: what a reference-only model may name ("bundled", "hub", "local"; a server allows fewer).
-    """
-    from asrflow.registry import download_model, is_model_uri, local_model_dir
-
-    how = {
-        "backend": backend,
-        "device": device,
-        "compute_type": compute_type,
-        "references": references,
-    }  # given ones override
-    if not is_model_uri(model_uri):
-        return transcriber_from_model_dir(Path(model_uri), model_uri, **how)
-    local = local_model_dir(model_uri)
-    if local is not None and FLAVOR_NAME in read_mlmodel(local).get("flavors", {}):
-        return transcriber_from_model_dir(local, model_uri, **how)
-    return transcriber_from_model_dir(download_model(model_uri), model_uri, **how)
+    """A Transcriber from a logged or registered model (asrflow or transformers flavor), as `load_transcriber`
+    loads any model (mlmodel.py reads MLflow's files). `references`: what a reference-only model may name
+    ("bundled", "hub", "local"; a server allows fewer)."""
+    return load_transcriber(model_uri, backend, device, compute_type, references=references)
 
 
-def read_mlmodel(path: Path) -> dict:
-    import yaml
-
-    try:
-        return yaml.safe_load((path / "MLmodel").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
-
-
-def transcriber_from_model_dir(
-    path: Path,
-    name: str,
-    backend: str | None = None,
-    device: str = "cpu",
-    compute_type: str = "default",
-    references: tuple[str, ...] = REFERENCES,
-) -> Transcriber:
-    """The asrflow flavor's model files, or MLflow's transformers flavor (the tutorial's)."""
-    flavors = read_mlmodel(path).get("flavors", {})
-    if FLAVOR_NAME in flavors:
-        conf = flavors[FLAVOR_NAME]
-        files = confined(path, conf, name, references)
-        return load_transcriber(
-            str(files) if files else conf["model"],
-            backend=backend or conf.get("backend", "ctranslate2"),
-            device=device,
-            compute_type=conf.get("compute_type", "default") if compute_type == "default" else compute_type,
-            options=TranscribeOptions.from_dict(conf.get("options")),
-            name=name,
-        )
-    if "transformers" in flavors:
-        return load_transcriber(
-            str(_transformers_files(path)),
-            backend=backend or "transformers",
-            device=device,
-            compute_type=compute_type,
-            name=name,
-        )
-    raise ModelNotFoundError(
-        f"{name} is not a Whisper model logged with asrflow's flavor or MLflow's transformers flavor: "
-        "log it with `asrflow log`."
-    )
-
-
-def confined(path: Path, conf: dict, name: str, references: tuple[str, ...]) -> Path | None:
-    """The weights a model's MLmodel names, inside its own directory (None: it references a model by name, which
-    must be of a kind in `references`): what an MLmodel says must not make a loader read anything else."""
-    if conf.get("model_files"):
-        files = (path / str(conf["model_files"])).resolve()
-        if not files.is_relative_to(path.resolve()):
-            raise ModelNotFoundError(f"{name}'s MLmodel names weights outside its own directory: log it again.")
-        return files
-    kind = reference_kind(str(conf.get("model") or ""))
-    if kind not in references:
-        raise ModelNotFoundError(
-            f"{name} references a {kind} model, which is not allowed here"
-            + (
-                " (start the server with --allow-hub to allow hub models)."
-                if kind == "hub"
-                else ": log it with its weights (not reference-only)."
-            )
-        )
-    return None
-
-
-def reference_kind(reference: str) -> str:
-    """What a reference-only model names: "bundled", "hub" or "local" (a directory, or nothing found)."""
-    if reference.startswith("bundled:"):
-        return "bundled"
-    try:
-        return "hub" if resolve_model(reference).format == "hub" else "local"
-    except ModelNotFoundError:
-        return "local"
-
-
-def _transformers_files(path: Path) -> Path:
-    """The transformers flavor splits model and components; link them into one directory, in asrflow's cache
-    (never inside the artifact store)."""
-
-    def link(tmp: Path) -> None:
-        for part in [path / "model", *sorted((path / "components").glob("*"))]:
-            for f in part.iterdir() if part.is_dir() else []:
-                if not (tmp / f.name).exists():
-                    (tmp / f.name).symlink_to(f.resolve())
-
-    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
-    return build_once(home_dir() / "models" / f"mlflow-transformers-{digest}", link)
+def transcriber_from_model_dir(path: Path, name: str, references: tuple[str, ...] = REFERENCES) -> Transcriber:
+    """The model in an MLmodel directory; `name` is how messages refer to it."""
+    return load_transcriber(str(path), name=name, references=references)
 
 
 class WhisperPyfunc:

@@ -6,7 +6,6 @@ import heapq
 import itertools
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
@@ -16,6 +15,7 @@ from asrflow.backends import Backend, load_backend
 from asrflow.blocks import stream_blocks
 from asrflow.diarize import Diarizer
 from asrflow.errors import InvalidOptionError
+from asrflow.mlmodel import REFERENCES, is_mlflow_model, saved_model
 from asrflow.models import DEFAULT_MODEL, ModelSource, resolve_model
 from asrflow.options import TranscribeOptions
 from asrflow.transcript import Segment, SegmentStream, Transcript
@@ -182,16 +182,21 @@ def load_transcriber(
     """Load `model` with `backend` (ctranslate2 unless the model says otherwise).
 
     `model` is a bundled name, a local model directory, a hub id, or an MLflow model (models:/NAME@alias,
-    models:/NAME/VERSION, runs:/RUN/PATH, or a local MLflow model directory), which the flavor reads.
+    models:/NAME/VERSION, runs:/RUN/PATH, or a local MLflow model directory: mlmodel.py reads it, and the
+    options, backend and compute type saved with it apply unless given here).
     `name` is how messages refer to the model (default: `model`). `references`: what a reference-only MLflow
-    model may name (flavor.REFERENCES by default; a server allows fewer).
+    model may name (mlmodel.REFERENCES by default; a server allows fewer).
     """
-    from asrflow.registry import is_model_uri
-
-    if is_model_uri(model) or (Path(model) / "MLmodel").is_file():
-        from asrflow.flavor import load_model
-
-        return load_model(model, backend, device, compute_type, **({"references": references} if references else {}))
+    if is_mlflow_model(model):
+        saved = saved_model(model, references or REFERENCES, name)
+        return load_transcriber(
+            saved.model,
+            backend or saved.backend,
+            device,
+            saved.compute_type if compute_type == "default" else compute_type,
+            options or saved.options,
+            name or model,
+        )
     source = resolve_model(model)
     backend_ = load_backend(backend or "ctranslate2", source, device, compute_type)
     return Transcriber(backend_, replace(source, name=name) if name else source, options)

@@ -17,6 +17,7 @@ from asrflow.options import TranscribeOptions
 from asrflow.transcript import Segment
 
 SLICE_SECONDS = 60  # Silero's cost grows with what it is given at once (180 MB for 10 minutes): a minute at a time
+FRAME = SAMPLE_RATE // 20  # 50 ms: the loudness of audio is measured a frame at a time (quiet_cut)
 SNAP_SECONDS = 1.0  # a segment bound this close to a pause (or to the first onset, the last offset) moves there
 
 
@@ -36,8 +37,6 @@ def speech_regions(audio: np.ndarray, options: TranscribeOptions) -> list[tuple[
     joins neighbours to keep context), as the options' VAD settings find them. Silero looks at a minute at a time,
     cut at the quietest moment near its end (audio up to a minute and a half is one slice); the slices are
     independent, so they are looked at on every core at once (Silero runs on one thread)."""
-    from asrflow.blocks import quiet_cut
-
     settings = vad_settings(options, options.chunk_length_s)
     cuts, size = [0], SLICE_SECONDS * SAMPLE_RATE
     while cuts[-1] < len(audio):
@@ -131,6 +130,14 @@ def _nearest_index(values: list[float], t: float, tolerance: float) -> int | Non
     k = bisect.bisect_left(values, t)
     near = min((i for i in (k - 1, k) if 0 <= i < len(values)), key=lambda i: abs(values[i] - t), default=None)
     return near if near is not None and abs(values[near] - t) <= tolerance else None
+
+
+def quiet_cut(samples: np.ndarray, search: int) -> int:
+    """The sample at the centre of the quietest half second within the last `search` samples."""
+    tail = samples[len(samples) - search :]
+    energy = np.square(tail[: len(tail) // FRAME * FRAME].reshape(-1, FRAME)).mean(axis=1)
+    smoothed = np.convolve(energy, np.ones(10) / 10, mode="same")
+    return len(samples) - search + int(np.argmin(smoothed)) * FRAME + FRAME // 2
 
 
 def is_silent(audio: np.ndarray, threshold: float = 0.002) -> bool:

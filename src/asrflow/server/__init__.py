@@ -9,6 +9,7 @@ seconds), `pool` (models per request: LRU, TTL, one load each), `uploads` (clips
 """
 
 from asrflow.server.app import create_app
-from asrflow.server.holder import ServerConfig, model_identity
+from asrflow.server.holder import ServerConfig
+from asrflow.server.pool import model_identity
 
 __all__ = ["ServerConfig", "create_app", "model_identity"]

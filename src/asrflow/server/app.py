@@ -67,7 +67,8 @@ class ClientFaultsInOneLine(logging.Filter):
 
 
 class Guard:
-    """The one guard of every HTTP request: the API key, any exception as its status (errors.http_error), metrics.
+    """The one guard of every HTTP request and WebSocket: the API key (a WebSocket without it is refused before
+    it opens), any exception of an HTTP request as its status (errors.http_error), metrics.
 
     Pure ASGI: Starlette's BaseHTTPMiddleware runs the route in a task group whose cancellation swallows the
     client's http.disconnect, so a departed client's request never saw it go and its work ran on to the end.
@@ -77,6 +78,11 @@ class Guard:
         self.app, self.config, self.metrics = app, config, metrics
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket":
+            try:
+                check_key(self.config.api_key, Request(scope))
+            except HTTPError as e:  # closed before it is accepted: the handshake gets a 403
+                return await send({"type": "websocket.close", "code": 1008, "reason": e.message[:120]})
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started, status = time.perf_counter(), None
@@ -104,5 +110,9 @@ def check_key(api_key: str | None, request: Request) -> None:
     if not api_key or path in OPEN_PATHS or path.startswith("/static"):
         return
     given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if not given and request.scope["type"] == "websocket":  # browsers cannot set headers on a WebSocket: OpenAI's
+        offered = request.headers.get("sec-websocket-protocol", "").split(",")  # subprotocol carries the key
+        prefix = "openai-insecure-api-key."
+        given = next((p.strip().removeprefix(prefix) for p in offered if p.strip().startswith(prefix)), "")
     if not hmac.compare_digest(given.encode(), api_key.encode()):
         raise HTTPError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'.")

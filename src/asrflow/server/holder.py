@@ -267,19 +267,3 @@ class ModelHolder:
 def holder(request: Request) -> ModelHolder:
     """FastAPI dependency: the app's model holder."""
     return request.app.state.holder
-
-
-def model_identity(model: str) -> dict:
-    """Registered name, version and alias behind a models:/ URI, for people to see what answered."""
-    from asrflow.registry import parse_model_uri, registered_version
-
-    identity = {"model": model}
-    if (parsed := parse_model_uri(model)) is None:
-        return identity
-    name, alias, number = parsed
-    if not alias:
-        return identity | {"name": name, "version": number}
-    try:
-        return identity | {"name": name, "alias": alias, "version": str(registered_version(model).version)}
-    except Exception:  # noqa: BLE001 - identity is informative only
-        return identity

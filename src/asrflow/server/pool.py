@@ -109,7 +109,6 @@ class ModelPool:
         return future
 
     def _load(self, name: str, future: Future) -> None:
-        from asrflow.server.holder import model_identity
         from asrflow.transcriber import load_transcriber
 
         try:
@@ -214,3 +213,19 @@ def registered_models() -> dict[str, tuple[str, int]]:
         for number, version in sorted(versions.items(), key=lambda item: int(item[0])):
             entries[f"models:/{model.name}/{number}"] = (model.name, (version.creation_timestamp or 0) // 1000)
     return entries
+
+
+def model_identity(model: str) -> dict:
+    """Registered name, version and alias behind a models:/ URI, for people to see what answered."""
+    from asrflow.registry import parse_model_uri, registered_version
+
+    identity = {"model": model}
+    if (parsed := parse_model_uri(model)) is None:
+        return identity
+    name, alias, number = parsed
+    if not alias:
+        return identity | {"name": name, "version": number}
+    try:
+        return identity | {"name": name, "alias": alias, "version": str(registered_version(model).version)}
+    except Exception:  # noqa: BLE001 - identity is informative only
+        return identity

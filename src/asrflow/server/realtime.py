@@ -16,7 +16,6 @@ event and the session goes on (realtime_events); a session that closes withdraws
 from __future__ import annotations
 
 import asyncio
-import hmac
 import itertools
 import json
 import logging
@@ -72,13 +71,6 @@ async def realtime(websocket: WebSocket):
 async def open_session(websocket: WebSocket):
     config, state = websocket.app.state.config, websocket.app.state
     offered = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
-    # browsers cannot set headers: OpenAI's subprotocol "openai-insecure-api-key.KEY" carries the key instead
-    key = websocket.headers.get("authorization", "").removeprefix("Bearer ").strip() or next(
-        (p.removeprefix("openai-insecure-api-key.") for p in offered if p.startswith("openai-insecure-api-key.")), ""
-    )
-    if config.api_key and not hmac.compare_digest(key.encode(), config.api_key.encode()):
-        await websocket.close(code=1008, reason="missing or wrong API key")
-        return
     await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
     if getattr(state, "realtime_sessions", 0) >= config.max_sessions:  # one event loop: a plain count
         await websocket.send_text(
