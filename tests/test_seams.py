@@ -211,3 +211,38 @@ def test_asrflow_patches_nothing_and_leaks_no_process_setting(tmp_path):
         "heap_setting": False,
         "levels": [],
     }
+
+
+@pytest.mark.check
+@pytest.mark.parametrize(
+    "target, parameters, need",
+    [
+        (
+            "mlflow.models.utils:_save_example",
+            ["mlflow_model", "input_example", "path"],
+            "flavor.save_model writes the model's input example with it, as MLflow's own flavors do",
+        ),
+        (
+            "mlflow.utils.environment:_mlflow_conda_env",
+            ["additional_pip_deps"],
+            "flavor.save_model writes conda.yaml with it",
+        ),
+        (
+            "mlflow.utils.environment:_PythonEnv.current",
+            [],
+            "flavor.save_model writes python_env.yaml with _PythonEnv.current().to_yaml(path)",
+        ),
+    ],
+)
+def test_the_private_mlflow_helpers_the_flavor_writes_with_take_what_it_passes(target, parameters, need):
+    import importlib
+
+    module, _, path = target.partition(":")
+    obj = importlib.import_module(module)
+    for name in path.split("."):
+        obj = getattr(obj, name, None)
+        assert obj is not None, f"{target} is gone: {need}"
+    taken = list(inspect.signature(obj).parameters)
+    assert all(p in taken for p in parameters), f"{target} takes {taken}, not {parameters}: {need}"
+    if path.startswith("_PythonEnv"):
+        assert callable(getattr(obj(), "to_yaml", None)), f"_PythonEnv has no to_yaml: {need}"

@@ -9,6 +9,7 @@ from importlib.metadata import version
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.requests import HTTPConnection
 
 from asrflow.limits import BodyLimit, SameOrigin
 from asrflow.process import configure_process
@@ -80,7 +81,7 @@ class Guard:
     async def __call__(self, scope, receive, send):
         if scope["type"] == "websocket":
             try:
-                check_key(self.config.api_key, Request(scope))
+                check_key(self.config.api_key, HTTPConnection(scope))
             except HTTPError as e:  # closed before it is accepted: the handshake gets a 403
                 return await send({"type": "websocket.close", "code": 1008, "reason": e.message[:120]})
         if scope["type"] != "http":
@@ -95,7 +96,7 @@ class Guard:
 
         path = scope["path"]
         try:
-            check_key(self.config.api_key, Request(scope))
+            check_key(self.config.api_key, HTTPConnection(scope))
             await self.app(scope, receive, sending)
         except Exception as e:  # noqa: BLE001 - the one place exceptions become statuses
             error = http_error(e, scope["method"], path)  # logs what is not the client's doing
@@ -105,7 +106,7 @@ class Guard:
         self.metrics.observe(endpoint, status or 499, time.perf_counter() - started)
 
 
-def check_key(api_key: str | None, request: Request) -> None:
+def check_key(api_key: str | None, request: HTTPConnection) -> None:
     path = request.url.path
     if not api_key or path in OPEN_PATHS or path.startswith("/static"):
         return
