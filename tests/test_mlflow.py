@@ -141,7 +141,9 @@ def test_register_alias_and_model_uris(asrflow_model, transformers_model):
         f"print(t.transcribe({str(SAMPLE)!r}).text); print('mlflow' in sys.modules); "
         "from asrflow.server import model_identity; print(model_identity('models:/whisper-test@champion'))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert child.returncode == 0, child.stderr[-3000:]
+    out = child.stdout.splitlines()
     assert_jfk(out[0])
     assert out[1] == "False"
     # and what the page shows still comes from the same store
