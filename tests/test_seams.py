@@ -144,12 +144,17 @@ def state():  # the objects themselves (vars: no lazy name of transformers is lo
     levels = {k: v.level for k, v in logging.root.manager.loggerDict.items() if isinstance(v, logging.Logger)}
     return attributes, dict(sys.modules), list(warnings.filters), dict(os.environ), levels
 
+# transformers' own first use replaces its lazy module in sys.modules, and the packages it then imports add warning
+# filters (numpy, scipy, sympy): the same with transformers alone, so it happens before the snapshot
+import transformers.pipelines
+transformers.WhisperForConditionalGeneration, transformers.AutoTokenizer, transformers.AutoFeatureExtractor
 changed_marker = object()
 before = state()
 import asrflow
 from asrflow import blocks, load_transcriber
 audio = open(sys.argv[1], "rb").read()
 text = load_transcriber("bundled:tiny.en").transcribe(audio).text
+load_transcriber("bundled:tiny.en", backend="transformers").transcribe(audio)
 predicted = mlflow.pyfunc.load_model("models:/untouched/1").predict([audio])[0]
 after = state()
 changed = [f"{n}.{a}" for n in names for a, v in before[0][n].items() if after[0][n].get(a, changed_marker) is not v]
@@ -171,10 +176,10 @@ print(json.dumps({"changed": changed, "added": added, "modules": modules, "place
 
 
 def test_asrflow_patches_nothing_and_leaks_no_process_setting(tmp_path):
-    """Importing asrflow, loading and transcribing, and MLflow loading a registered asrflow model and predicting:
-    no attribute of MLflow, faster-whisper, CTranslate2, numpy, Starlette, transformers or warnings is replaced,
-    nothing is hidden in sys.modules, no warning filter or environment variable is set, and the allocator is
-    left alone (asrflow's entry points set it: the CLI, the server, the Spark worker; flavor_serving's wrappers
+    """Importing asrflow, loading and transcribing (both backends), and MLflow loading a registered asrflow model and
+    predicting: no attribute of MLflow, faster-whisper, CTranslate2, numpy, Starlette, transformers (its logging
+    included), logging or warnings is replaced, no logger's level changed, nothing is hidden in sys.modules, no
+    warning filter or environment variable is set, and the allocator is left alone (asrflow's entry points set it: the CLI, the server, the Spark worker; flavor_serving's wrappers
     only in `mlflow models serve`'s process)."""
     import json
     import os
@@ -193,7 +198,9 @@ def test_asrflow_patches_nothing_and_leaks_no_process_setting(tmp_path):
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     client.create_registered_model("untouched")
     client.create_model_version("untouched", source=str(tmp_path / "model"))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    # transformers' pipeline sets TOKENIZERS_PARALLELISM when it runs, unless it is set: set here, as it would be
+    # for a pipeline of transformers' own
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TOKENIZERS_PARALLELISM": "false"}
     env.pop("MLFLOW_REGISTRY_URI", None)
     result = subprocess.run(
         [sys.executable, "-c", UNTOUCHED, str(SAMPLE)], env=env, cwd=tmp_path, capture_output=True, text=True

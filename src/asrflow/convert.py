@@ -186,14 +186,12 @@ def whisper_configs(variables: dict, ct2_config: dict, tokenizer_json: dict):
 def ct2_to_transformers(src: str | Path, dst: str | Path) -> Path:
     """Write a CTranslate2 Whisper model as a transformers directory, keeping fp16 weights."""
     import torch
-    import transformers
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizerFast
 
     src, dst = Path(src), Path(dst)
     for needed in ("model.bin", "config.json", "tokenizer.json"):
         if not (src / needed).is_file():
             raise ModelNotFoundError(f"{src} is not a CTranslate2 Whisper model: {needed} is missing.")
-    transformers.logging.disable_progress_bar()
     variables = read_ct2_model(src / "model.bin")
     ct2_config = json.loads((src / "config.json").read_text())
     tokenizer_json = json.loads((src / "tokenizer.json").read_text())
