@@ -141,7 +141,10 @@ def test_register_alias_and_model_uris(asrflow_model, transformers_model):
         f"print(t.transcribe({str(SAMPLE)!r}).text); print('mlflow' in sys.modules); "
         "from asrflow.server import model_identity; print(model_identity('models:/whisper-test@champion'))"
     )
-    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    # the store this process registered in, named to the child (in-process CLI runs restore the environment that
+    # MLflow's set_tracking_uri writes, so a child's default could be another store than this process's)
+    env = environment(MLFLOW_TRACKING_URI=mlflow.get_tracking_uri())
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert child.returncode == 0, child.stderr[-3000:]
     out = child.stdout.splitlines()
     assert_jfk(out[0])
