@@ -28,7 +28,7 @@ def quiet_libraries(
 
     from asrflow.process import configure_process
 
-    configure_process()  # this process's allocator and telemetry (process.py)
+    configure_process()  # this process's allocator (process.py)
     if debug:
         os.environ["ASRFLOW_DEBUG"] = "1"
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout is ours: results only

@@ -216,7 +216,7 @@ class WhisperPyfunc:
 def _load_pyfunc(path: str, model_config: dict | None = None) -> WhisperPyfunc:
     """MLflow's pyfunc loader (loader_module asrflow.flavor); `path` is the MLmodel directory. In `mlflow models
     serve`'s process, and only there, unknown params are refused and errors come alone (flavor_serving)."""
-    strict_scoring_server(FLAVOR_NAME)
+    strict_scoring_server()
     return WhisperPyfunc(transcriber_from_model_dir(Path(path), "this model"))
 
 

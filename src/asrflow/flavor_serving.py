@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
+from asrflow.mlmodel import FLAVOR_NAME
 from asrflow.scoring import OUTPUT_PARAMS, param_names
 
 SERVER_MODULE = "mlflow.pyfunc.scoring_server.app"  # what `mlflow models serve` runs; it loads the model on import
@@ -28,11 +29,11 @@ def in_scoring_server() -> bool:
     return module is not None and not hasattr(module, "app") and bool(os.environ.get(MODEL_PATH_VARIABLE))
 
 
-def strict_scoring_server(flavor_name: str) -> None:
+def strict_scoring_server() -> None:
     """In `mlflow models serve`'s process: unknown params are refused and errors come without the payload."""
     if in_scoring_server():
         reject_unknown_params()
-        no_payload_in_errors(flavor_name)
+        no_payload_in_errors()
 
 
 def reject_unknown_params() -> None:
@@ -63,7 +64,7 @@ def reject_unknown_params() -> None:
     utils._enforce_params_schema = mlflow.pyfunc._enforce_params_schema = strict
 
 
-def no_payload_in_errors(flavor_name: str) -> None:
+def no_payload_in_errors() -> None:
     """`mlflow models serve` puts the whole request data into every prediction error ("Failed to predict data
     '<megabytes of base64>'. Error: ..."); for asrflow models the client gets the error alone."""
     from mlflow.exceptions import MlflowException
@@ -77,7 +78,7 @@ def no_payload_in_errors(flavor_name: str) -> None:
         try:
             return invocations(data, content_type, model, input_schema)
         except MlflowException as e:
-            if flavor_name in getattr(model.metadata, "flavors", {}) and ERROR_SEPARATOR in e.message:
+            if FLAVOR_NAME in getattr(model.metadata, "flavors", {}) and ERROR_SEPARATOR in e.message:
                 e.message = e.message.split(ERROR_SEPARATOR, 1)[1]
             raise
 
