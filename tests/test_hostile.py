@@ -325,7 +325,6 @@ def spooled_files() -> int:
     return sum(1 for link in links if re.fullmatch(r".*/#\d+ \(deleted\)", link))
 
 
-@pytest.mark.alone  # how soon a departure is noticed, counted in turns: another worker's load made it 6 once
 def test_a_departed_or_timed_out_request_stops_at_its_next_window(ct2_transcriber):
     """... and its upload, spooled to disk, leaves the disk: the file is closed when the request is over."""
     from test_server import long_speech

@@ -84,11 +84,6 @@ SEAMS = {
         "Failed to predict data '{data}'. \\nError: {e.message}",
         "flavor_serving.py cuts the payload at that separator (ERROR_SEPARATOR)",
     ),
-    "Starlette's multipart parser says 'maximum size' when a part is over its limit": (
-        "starlette.formparsers:MultiPartParser",
-        "maximum size",
-        "the server tells the part limit (a 413) from a malformed form (a 400) by it (server/openai_audio.py)",
-    ),
 }
 
 

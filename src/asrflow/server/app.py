@@ -40,7 +40,7 @@ def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
 
     app.add_middleware(Guard, config=config, metrics=app.state.metrics)
     # counts body bytes on every route, chunked or not (base64 in /invocations is 4/3 of the audio)
-    app.add_middleware(BodyLimit, max_bytes=config.max_bytes * 4 // 3 + 64 * 1024)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     if config.cors_origins:  # answers the preflights of the allowed origins' pages
         origins = list(config.cors_origins)
         app.add_middleware(

@@ -24,7 +24,6 @@ class HTTPError(Exception):
 def http_error(error: BaseException, method: str = "", path: str = "") -> HTTPError:
     """Any exception as the HTTPError the client gets: asrflow's by their status, the body limit as 413,
     anything else as a 500 without internals (its traceback goes to the log)."""
-    error = root_cause(error)
     if isinstance(error, HTTPError):
         return error
     if isinstance(error, BodyTooLarge):
@@ -33,13 +32,6 @@ def http_error(error: BaseException, method: str = "", path: str = "") -> HTTPEr
         return HTTPError(error.http_status, str(error))
     LOG.error("internal error on %s %s", method, path, exc_info=error)
     return HTTPError(500, "internal error: the server logged the details.")
-
-
-def root_cause(error: BaseException) -> BaseException:
-    """The first real exception inside the ExceptionGroups that Starlette's task groups wrap around it."""
-    while isinstance(error, BaseExceptionGroup) and error.exceptions:
-        error = error.exceptions[0]
-    return error
 
 
 def error_response(e: HTTPError, path: str) -> JSONResponse:

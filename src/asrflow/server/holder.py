@@ -12,7 +12,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from asrflow.audio import declared_seconds, too_long
-from asrflow.errors import AsrflowError, AudioDecodeError
+from asrflow.errors import AudioDecodeError
 from asrflow.options import TranscribeOptions
 from asrflow.server.errors import HTTPError
 from asrflow.server.fetch import UrlPolicy, fetch_audio
@@ -52,6 +52,11 @@ class ServerConfig:
     @property
     def max_bytes(self) -> int:
         return int(self.max_upload_mb * 2**20)
+
+    @property
+    def max_body_bytes(self) -> int:
+        """A request's body: the upload, or its base64 in /invocations' JSON, and room for the other fields."""
+        return self.max_bytes * 4 // 3 + 64 * 1024
 
     @property
     def max_audio_seconds(self) -> float:
@@ -207,11 +212,12 @@ class ModelHolder:
         reservation: Reservation,
         options: TranscribeOptions,
         on_segment=None,
-        disconnected=None,
+        receive=None,
         speakers: dict | None = None,
     ) -> list[Transcript]:
         """Schedule the admitted clips on the `served` model and wait for them all; on any exit (timeout,
         disconnect, error) the work left is withdrawn, the decoders stopped and the reservation released.
+        `receive`: the request's ASGI receive, its body already read (it tells when the client leaves);
         `speakers`: known speakers (name -> samples)."""
         if options.batch_size > MAX_BATCH:  # a batch is one turn of the shared model
             reservation.release()
@@ -234,7 +240,7 @@ class ModelHolder:
             for ahead in reservation.clips_ahead
         ]
         try:
-            results = await self._wait([job.future for job in jobs], disconnected)
+            results = await self._wait([job.future for job in jobs], receive)
         finally:
             for job in jobs:
                 job.future.cancel()
@@ -248,20 +254,34 @@ class ModelHolder:
         """The decoded pieces; channels=split decodes each channel of the encoded bytes by itself instead."""
         return ahead.encoded() if options.channels == "split" else ahead.pieces()
 
-    async def _wait(self, futures, disconnected) -> list[Transcript]:
-        waiting = [asyncio.wrap_future(f) for f in futures]
-        deadline = time.monotonic() + self.config.timeout_s
-        while not all(w.done() for w in waiting):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise HTTPError(504, f"transcription took longer than {self.config.timeout_s:g} s.")
-            await asyncio.wait(waiting, timeout=min(left, 0.25))  # a departed client is noticed within a turn
-            if disconnected is not None and await disconnected():
-                raise HTTPError(499, "the client closed the connection.")
+    async def _wait(self, futures, receive) -> list[Transcript]:
+        """The answers, or a 504 past the timeout, or a 499 the moment the client leaves (its http.disconnect
+        arrives: nothing is polled, so a departure withdraws the work before the next turn)."""
+        answers = asyncio.ensure_future(all_of(futures))
+        departure = asyncio.ensure_future(departed(receive)) if receive is not None else asyncio.Future()
         try:
-            return [w.result() for w in waiting]
-        except AsrflowError as e:
-            raise HTTPError(e.http_status if e.http_status < 500 else 400, str(e)) from None
+            done, _ = await asyncio.wait(
+                {answers, departure}, timeout=self.config.timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            departure.cancel()
+            answers.cancel()  # nothing, once done
+        if answers not in done:
+            if departure in done:
+                raise HTTPError(499, "the client closed the connection.")
+            raise HTTPError(504, f"transcription took longer than {self.config.timeout_s:g} s.")
+        return answers.result()  # a failure: errors.http_error gives its status (a server's own fault: a 500)
+
+
+async def all_of(futures) -> list:
+    return [await asyncio.wrap_future(f) for f in futures]
+
+
+async def departed(receive) -> None:
+    """Returns when the client has gone: a request's body is read before its work is scheduled, so what its
+    receive gives from then on is the http.disconnect."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def holder(request: Request) -> ModelHolder:

@@ -40,7 +40,7 @@ async def invocations(request: Request, model: Holder):
     except AsrflowError as e:
         return mlflow_error(str(e))
     reservation = await model.admit(inputs)  # a request is admitted or refused whole
-    results = await model.run(served, reservation, options, disconnected=request.is_disconnected)
+    results = await model.run(served, reservation, options, receive=request.receive)
     return JSONResponse({"predictions": format_results(list(results), *response)}, headers=served.headers)
 
 

@@ -10,12 +10,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.formparsers import MultiPartException
 
 from asrflow.audio import decode_audio
 from asrflow.errors import AsrflowError
-from asrflow.limits import BodyTooLarge
 from asrflow.options import FALLBACK_TEMPERATURES, TranscribeOptions, flag
-from asrflow.server.errors import HTTPError, root_cause
+from asrflow.server.errors import HTTPError
 from asrflow.server.holder import ModelHolder, Reservation, holder
 from asrflow.server.pool import Served
 from asrflow.transcriber import REFERENCE_SECONDS
@@ -81,7 +81,7 @@ async def translations(request: Request, model: Holder):
 
 
 async def openai_audio(request: Request, model: ModelHolder, task: str):
-    form = await read_form(request, model.config.max_bytes)
+    form = await read_form(request, model.config.max_body_bytes)
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
         raise HTTPError(400, "no audio: send the file as multipart field 'file'.", "file")
@@ -120,7 +120,7 @@ async def openai_audio(request: Request, model: ModelHolder, task: str):
         raise
     if streaming:
         return stream_segments(model, served, reservation, options, speakers)
-    [result] = await model.run(served, reservation, options, disconnected=request.is_disconnected, speakers=speakers)
+    [result] = await model.run(served, reservation, options, receive=request.receive, speakers=speakers)
     response = openai_response(result, response_format, task, granularities)
     response.headers.update(served.headers)
     return response
@@ -220,15 +220,12 @@ def openai_temperature(changes: dict) -> dict:
     return rest | {"temperature": [start] + [t for t in FALLBACK_TEMPERATURES if t > start]}
 
 
-async def read_form(request: Request, max_bytes: int):
+async def read_form(request: Request, max_body_bytes: int):
+    """The form: any part (a file, or a text field such as a speaker's data URL) is bounded by the body's limit
+    (BodyLimit raises BodyTooLarge from receive), which Starlette's own part limit, set to it, never undercuts."""
     try:
-        form = await request.form(max_files=1, max_fields=32, max_part_size=max_bytes)
-    except Exception as e:
-        e = root_cause(e)
-        if isinstance(e, BodyTooLarge):
-            raise e from None
-        if "maximum size" in str(e):  # Starlette's part limit, reached while the part streams in
-            raise HTTPError(413, f"the file is larger than the {max_bytes / 2**20:g} MB limit.", "file") from None
+        form = await request.form(max_files=1, max_fields=32, max_part_size=max_body_bytes)
+    except MultiPartException as e:
         raise HTTPError(400, f"expected a multipart/form-data body with a 'file' field ({e}).") from None
     unknown = sorted(k for k in set(form.keys()) - FIELDS if not k.startswith("chunking_strategy["))  # its fields
     if unknown:
