@@ -585,3 +585,27 @@ def test_known_speaker_clips_are_decoded_after_the_upload_is_admitted(server):
     )
     message = answer.json()["error"]["message"]
     assert answer.status_code == 400 and NOT_AUDIO in message and "known speaker" not in message, message
+
+
+@pytest.mark.parametrize("fault", [RuntimeError, __import__("asrflow").AsrflowError])
+def test_a_fault_of_the_server_is_a_500_that_tells_no_internals(ct2_transcriber, fault):
+    """A failure that is not the client's doing (here the model breaks mid-request) is a 500 in each protocol's
+    format, its details in the log only; never a 400 that would tell the client to change its request."""
+    from fastapi.testclient import TestClient
+
+    from asrflow import Transcriber
+    from asrflow.server import ServerConfig, create_app
+
+    class Broken(Transcriber):
+        def stream(self, *args, **kwargs):
+            raise fault("/srv/models/secret.bin: the model's memory is corrupt")
+
+    broken = Broken(ct2_transcriber.backend, ct2_transcriber.source, ct2_transcriber.options)
+    clip = (DATA / "dev000.wav").read_bytes()
+    with TestClient(create_app(ServerConfig(), transcriber=broken), base_url="http://localhost") as client:
+        openai = client.post("/v1/audio/transcriptions", files={"file": ("a.wav", clip)})
+        mlflow = client.post("/invocations", json={"inputs": [base64.b64encode(clip).decode()]})
+        assert client.get("/health").status_code == 200  # and it serves on
+    assert openai.status_code == 500 and openai.json()["error"]["type"] == "server_error", openai.text
+    assert mlflow.status_code == 500 and mlflow.json()["error_code"] == "INTERNAL_ERROR", mlflow.text
+    assert "secret" not in openai.text + mlflow.text
