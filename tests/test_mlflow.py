@@ -135,10 +135,10 @@ def test_register_alias_and_model_uris(asrflow_model, transformers_model):
     hf = load_transcriber("models:/whisper-test-hf@champion")
     assert hf.backend.name == "transformers"
     assert_jfk(hf.transcribe(AUDIO).text)
-    # a fresh process loads a registered asrflow model from the SQLite store in place, without importing MLflow
+    # a fresh process loads a registered asrflow model in place, from the files the registry keeps: no copy
     code = (
-        "import sys; from asrflow import load_transcriber; t = load_transcriber('models:/whisper-test@champion'); "
-        f"print(t.transcribe({str(SAMPLE)!r}).text); print('mlflow' in sys.modules); "
+        "from asrflow import load_transcriber; t = load_transcriber('models:/whisper-test@champion'); "
+        f"print(t.transcribe({str(SAMPLE)!r}).text); print(t.source.location); "
         "from asrflow.server import model_identity; print(model_identity('models:/whisper-test@champion'))"
     )
     # the store this process registered in, named to the child (in-process CLI runs restore the environment that
@@ -148,7 +148,7 @@ def test_register_alias_and_model_uris(asrflow_model, transformers_model):
     assert child.returncode == 0, child.stderr[-3000:]
     out = child.stdout.splitlines()
     assert_jfk(out[0])
-    assert out[1] == "False"
+    assert Path(out[1]).parent == registry.local_model_dir("models:/whisper-test@champion"), out[1]
     # and what the page shows still comes from the same store
     assert out[2] == str(
         {
@@ -277,18 +277,31 @@ def test_only_asrflow_and_transformers_models_load(tmp_path):
         load_transcriber("models:/echo-model@live")
 
 
-def test_fast_path_stays_in_its_workspace_and_registry(asrflow_model, monkeypatch):
+def test_the_files_read_in_place_are_those_mlflow_would_load(asrflow_model, monkeypatch):
+    """In the same store, workspace and registry as MLflow itself: asrflow asks MLflow's client where they are."""
     registry.register(asrflow_model.model_uri, "whisper-workspace", alias="champion")
-    assert registry.local_model_dir("models:/whisper-workspace@champion") is not None
+    uri = "models:/whisper-workspace@champion"
+
+    def in_place() -> str | None:
+        found = registry.local_model_dir(uri)
+        return (found / "MLmodel").read_text() if found else None
+
+    def mlflows_own() -> str | None:
+        try:
+            return (Path(mlflow.artifacts.download_artifacts(uri)) / "MLmodel").read_text()
+        except MlflowException:
+            return None
+
+    assert in_place() is not None and in_place() == mlflows_own()
     monkeypatch.setenv("MLFLOW_WORKSPACE", "elsewhere")
-    assert registry.local_model_dir("models:/whisper-workspace@champion") is None
+    assert in_place() == mlflows_own()
     monkeypatch.delenv("MLFLOW_WORKSPACE")
     other = f"sqlite:///{Path(registry.tracking_uri().removeprefix('sqlite:///')).parent / 'other-registry.db'}"
     mlflow.set_registry_uri(other)
     try:
         registry.use_tracking()
         assert mlflow.get_registry_uri() == other  # the user's choice stands
-        assert registry.local_model_dir("models:/whisper-workspace@champion") is None
+        assert in_place() is None and mlflows_own() is None
     finally:
         monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
         registry.use_tracking()

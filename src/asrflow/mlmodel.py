@@ -35,8 +35,8 @@ def is_mlflow_model(model: str) -> bool:
 
 
 def saved_model(model_uri: str, references: tuple[str, ...] = REFERENCES, name: str | None = None) -> Saved:
-    """A models:/, runs:/ or local MLflow model. A registered asrflow model in a SQLite registry on this machine is
-    read in place: no MLflow import, no copy. `references`: what a reference-only model may name ("bundled", "hub",
+    """A models:/, runs:/ or local MLflow model. A registered asrflow model whose files the registry keeps on this
+    machine is read in place, not copied. `references`: what a reference-only model may name ("bundled", "hub",
     "local"; a server allows fewer). `name`: how messages refer to the model (default: `model_uri`)."""
     from asrflow.registry import download_model, is_model_uri, local_model_dir
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -116,37 +114,25 @@ def download_model(uri: str) -> Path:
 
 
 def local_model_dir(uri: str) -> Path | None:
-    """The files of models:/NAME@alias or models:/NAME/VERSION when the registry is a SQLite store on this machine.
-
-    Read in place, without importing MLflow (seconds of a cold start) or copying the weights. None when
-    that does not apply: the caller then goes through MLflow.
-    """
+    """The files of models:/NAME@alias or models:/NAME/VERSION where the registry keeps them on this machine, to be
+    read in place rather than copied (a model's weights are hundreds of MB); None where they are elsewhere or the
+    version is not found (the caller then downloads, or says what is missing). Asked of MLflow's client, in the
+    store and workspace MLflow itself would use."""
     parsed = parse_model_uri(uri)
-    store = tracking_uri()
-    if not parsed or not store.startswith("sqlite:///") or os.environ.get("MLFLOW_REGISTRY_URI", store) != store:
+    if not parsed:
         return None
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    use_tracking()
     name, alias, version = parsed
-    workspace = os.environ.get("MLFLOW_WORKSPACE") or "default"  # MLflow's registry is per workspace
+    client = MlflowClient()
     try:
-        with closing(sqlite3.connect(f"file:{store[len('sqlite:///') :]}?mode=ro", uri=True)) as db:
-            if alias:
-                row = db.execute(
-                    "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ? AND workspace = ?",
-                    (name, alias, workspace),
-                ).fetchone()
-                version = row[0] if row else None
-            row = (
-                db.execute(
-                    "SELECT storage_location FROM model_versions WHERE name = ? AND version = ? AND workspace = ?",
-                    (name, version, workspace),
-                ).fetchone()
-                if version
-                else None
-            )
-    except sqlite3.Error:  # another schema (an older MLflow): let MLflow itself answer
+        version = client.get_model_version_by_alias(name, alias).version if alias else version
+        location = urlparse(client.get_model_version_download_uri(name, version))
+    except MlflowException:
         return None
-    location = urlparse(row[0]) if row and row[0] else None
-    if location is None or location.scheme not in ("file", ""):
+    if location.scheme not in ("file", ""):
         return None
     path = Path(unquote(location.path))
     return path if (path / "MLmodel").is_file() else None
