@@ -10,6 +10,7 @@ find distinct voices).
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
@@ -25,6 +26,7 @@ SPEECH = 0.7  # windows at least this much covered by words are clustered
 SAME_VOICE = 0.8  # clusters whose centroids are this alike (cosine) are one voice (Resemblyzer's embeddings)
 KNOWN_VOICE = 0.7  # a cluster is named after a known speaker only if its voice is at least this alike (cosine)
 MAX_CLUSTERED = 2000  # embeddings clustered at most (the rest join the nearest cluster)
+_IMPORTING = threading.Lock()  # encoder(): two first uses must not interleave their catch_warnings
 MIN_SECONDS = 2.0  # a speaker found in less speech than this is taken for noise, when the count is estimated
 
 
@@ -248,11 +250,15 @@ def _split(segment: Segment, speaker) -> list[Segment]:
 
 @functools.cache
 def encoder():
-    """Resemblyzer's voice encoder, loaded once (its weights are in its wheel: nothing is downloaded)."""
+    """Resemblyzer's voice encoder, loaded once (its weights are in its wheel: nothing is downloaded).
+
+    Importing it imports webrtcvad, which imports setuptools' deprecated pkg_resources: a UserWarning that is no
+    user's concern. It is silenced for that import only, once (catch_warnings swaps the process's filters while it
+    lasts, and restores them after)."""
     import warnings
 
-    with warnings.catch_warnings():
+    with _IMPORTING, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from resemblyzer import VoiceEncoder
 
-        return VoiceEncoder("cpu", verbose=False)
+    return VoiceEncoder("cpu", verbose=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -146,21 +145,19 @@ class TransformersBackend:
         run = lambda batch: self.pipeline(
             [p.copy() for p in batch], return_timestamps=timestamps, generate_kwargs=generate_kwargs, **kwargs
         )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                return run(pieces)
-            except (IndexError, ValueError) as e:
-                if not (options.word_timestamps and fallback and skipped_piece(e)):
-                    raise
-                if "chunk_length_s" in kwargs:  # the pipeline's own windows: one skipped fails the whole call
-                    raise InvalidOptionError(
-                        "transformers' pipeline cannot give word timestamps with the tutorial's chunking "
-                        "(stride_length_s) where Whisper's fallback skips a window as no speech: leave out "
-                        "stride_length_s (asrflow decodes speech regions) or word_timestamps."
-                    ) from None
-            # a piece of the batch was skipped as no speech (transformers 5 fails the batch): each by itself
-            return [words_or_none(run, piece) for piece in pieces]
+        try:
+            return run(pieces)
+        except (IndexError, ValueError) as e:
+            if not (options.word_timestamps and fallback and skipped_piece(e)):
+                raise
+            if "chunk_length_s" in kwargs:  # the pipeline's own windows: one skipped fails the whole call
+                raise InvalidOptionError(
+                    "transformers' pipeline cannot give word timestamps with the tutorial's chunking "
+                    "(stride_length_s) where Whisper's fallback skips a window as no speech: leave out "
+                    "stride_length_s (asrflow decodes speech regions) or word_timestamps."
+                ) from None
+        # a piece of the batch was skipped as no speech (transformers 5 fails the batch): each by itself
+        return [words_or_none(run, piece) for piece in pieces]
 
     @staticmethod
     def _segments(out: dict, offset: float, limit: float, options) -> list[tuple]:
