@@ -84,6 +84,11 @@ SEAMS = {
         "Failed to predict data '{data}'. \\nError: {e.message}",
         "flavor_serving.py cuts the payload at that separator (ERROR_SEPARATOR)",
     ),
+    "the scoring server's invalid-JSON error puts the body after 'Input:'": (
+        "mlflow.pyfunc.scoring_server:_decode_json_input",
+        "\\nInput: \\n{json_input}",
+        "flavor_serving.py cuts the body off at that separator (INPUT_SEPARATOR)",
+    ),
 }
 
 
