@@ -37,6 +37,12 @@ SEAMS = {
         "self.encode(",
         "the sequential decoder's copy has TrimmedEncoder as its encode (backends/ctranslate2.py)",
     ),
+    "FeatureExtractor keeps its window as n_samples and nb_max_frames": (
+        "faster_whisper.feature_extractor:FeatureExtractor.__init__",
+        "self.nb_max_frames = self.n_samples // hop_length",
+        "WindowedExtractor sets both for a shorter chunk_length (backends/features.py) and the language detection "
+        + "reads them (backends/ctranslate2.py)",
+    ),
     "WhisperModel.transcribe computes features through self.feature_extractor": (
         "faster_whisper.transcribe:WhisperModel.transcribe",
         "self.feature_extractor(",
@@ -239,9 +245,15 @@ def test_asrflow_patches_nothing_and_leaks_no_process_setting(tmp_path):
             [],
             "flavor.save_model writes python_env.yaml with _PythonEnv.current().to_yaml(path)",
         ),
+        (
+            "transformers.models.whisper.modeling_whisper:WhisperEncoderLayer.forward",
+            ["hidden_states", "attention_mask"],
+            "the OpenVINO encoder traces Whisper's encoder calling each layer as layer(x, None) "
+            + "(backends/openvino_encoder.py)",
+        ),
     ],
 )
-def test_the_private_mlflow_helpers_the_flavor_writes_with_take_what_it_passes(target, parameters, need):
+def test_the_private_functions_asrflow_calls_take_what_it_passes(target, parameters, need):
     import importlib
 
     module, _, path = target.partition(":")
