@@ -9,7 +9,7 @@ TORCH := torch==2.13.0
 # that stock transformers code runs (MLflow's transformers flavor given audio bytes).
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup setup-test demo test check lint bench screenshot clean
+.PHONY: setup setup-test demo test check test-floors lint bench screenshot clean
 
 setup: $(VENV)/.installed
 setup-test: $(VENV)/.installed-test
@@ -37,6 +37,18 @@ demo: setup
 check: setup-test
 	ASRFLOW_TEST_HOME=$(CURDIR)/build/check-home python -m pytest -q -m check $(PYTEST_ARGS)
 
+# The quick tier on the oldest releases pyproject allows (floors.txt pins each floor), in a venv of its own, with
+# its own model conversions (build/floors-home): the floors are versions the code was run on, not guesses.
+FLOORS := .venv-floors
+test-floors:
+	test -x $(FLOORS)/bin/python || $(PY) -m venv $(FLOORS)
+	$(FLOORS)/bin/pip install -q --upgrade pip
+	$(FLOORS)/bin/pip install -q $(TORCH)
+	$(FLOORS)/bin/pip install -q -c floors.txt -e '.[test]' $(TORCH)
+	ln -sf "$$($(FLOORS)/bin/python -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')" $(FLOORS)/bin/ffmpeg
+	PATH="$(CURDIR)/$(FLOORS)/bin:$$PATH" ASRFLOW_TEST_HOME=$(CURDIR)/build/floors-home \
+		$(FLOORS)/bin/python -m pytest -q -m check -p no:cacheprovider $(PYTEST_ARGS)
+
 lint: setup-test
 	ruff check .
 	ruff format --check .
@@ -62,4 +74,4 @@ bench: setup-test
 	python bench/timestamps.py | tee bench/results/timestamps.txt
 
 clean:
-	rm -rf $(VENV) .pytest_cache build
+	rm -rf $(VENV) $(FLOORS) .pytest_cache build

@@ -76,3 +76,31 @@ def test_no_module_imports_one_that_imports_it_back():
     cycles = [c for m in sorted(graph) if (c := cycle_from(m))]
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
     assert "asrflow.flavor" not in graph["asrflow.transcriber"] and graph["asrflow.transcriber"]  # it saw imports
+
+
+@pytest.mark.check
+def test_the_floors_make_test_floors_installs_are_pyprojects():
+    """floors.txt pins each floor that pyproject.toml declares (dependencies and extras), and nothing else: the
+    versions `make test-floors` checks are the ones users are promised."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {}
+    extras = [line for lines in project["optional-dependencies"].values() for line in lines]
+    for line in project["dependencies"] + extras:
+        requirement = Requirement(line)
+        floors = [Version(s.version) for s in requirement.specifier if s.operator == ">="]
+        if canonicalize_name(requirement.name) != "asrflow":
+            assert floors or requirement.specifier, f"{line}: declare the version it needs (a floor)"
+        if floors:
+            declared[canonicalize_name(requirement.name)] = floors[0]
+    pinned = {}
+    for line in (ROOT / "floors.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pinned[canonicalize_name(name)] = Version(version)
+    assert pinned == declared
