@@ -95,3 +95,31 @@ def test_a_prompt_keeps_only_what_whisper_reads():
     options = TranscribeOptions().resolve({"initial_prompt": "x" * 2**20 + " the end", "hotwords": "y" * 2**20})
     assert len(options.initial_prompt) == len(options.hotwords) == PROMPT_CHARS
     assert options.initial_prompt.endswith("x the end")
+
+
+def test_each_option_is_declared_once_and_the_edges_are_derived_from_it():
+    """The CLI's flags, MLflow's params and the OpenAI fields come from each option's declaration (options.py):
+    nothing restates a name, a type, a default or a help text."""
+    import dataclasses
+
+    from asrflow.cli_audio import decoding_flags
+    from asrflow.flavor import model_signature
+    from asrflow.scoring import OUTPUT_PARAMS
+    from asrflow.server.openai_audio import FIELDS
+
+    declared = {f.name: f for f in dataclasses.fields(TranscribeOptions)}
+    assert all({"convert", "expected", "help", "cli", "openai"} <= set(f.metadata) for f in declared.values())
+    flags = decoding_flags()
+    assert sorted(option for option, _, _ in flags.values()) == sorted(
+        name for name, f in declared.items() if f.metadata["cli"] is not None
+    )
+    for option, kind, info in flags.values():
+        assert info.help.startswith(declared[option].metadata["help"]) and info.default is None
+        assert (kind == bool | None) == (declared[option].type == "bool")
+    assert flags["beam_size"][2].help.endswith("(default 5)") and flags["vad"][0] == "vad_filter"
+    params = {p.name: p for p in model_signature().params}
+    assert list(params) == [*declared, *OUTPUT_PARAMS]
+    assert params["temperature"].dtype.name == "double" and params["temperature"].shape == (-1,)
+    assert params["num_speakers"].dtype.name == "long" and params["diarize"].dtype.name == "boolean"
+    assert set(TranscribeOptions.openai_fields()) <= FIELDS
+    assert TranscribeOptions.openai_fields()["prompt"] == "initial_prompt"

@@ -6,12 +6,14 @@ import functools
 import inspect
 import json
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import typer
 
 from asrflow.cli import app, friendly_errors
 from asrflow.models import DEFAULT_MODEL
+from asrflow.options import TranscribeOptions
 
 
 def _progress_bar(total: float, enabled: bool, description: str):
@@ -20,111 +22,36 @@ def _progress_bar(total: float, enabled: bool, description: str):
     return tqdm(total=round(total, 1), unit="s", desc=description, disable=not enabled, leave=False, file=sys.stderr)
 
 
-# The decoding flags that transcribe and batch share, declared once: parameter -> (option, type, typer option).
-DECODING_FLAGS = {
-    "language": ("language", str | None, typer.Option(None, help="Language code, e.g. en; detected when omitted.")),
-    "task": ("task", str | None, typer.Option(None, help="transcribe, or translate (to English).")),
-    "word_timestamps": (
-        "word_timestamps",
-        bool | None,
-        typer.Option(None, "--word-timestamps/--no-word-timestamps", help="Add per-word timings."),
-    ),
-    "vad": (
-        "vad_filter",
-        bool | None,
-        typer.Option(None, "--vad/--no-vad", help="Skip non-speech with Silero VAD (and batch long audio)."),
-    ),
-    "vad_threshold": (
-        "vad_threshold",
-        str | None,
-        typer.Option(None, help="VAD: speech probability above which audio is speech (default 0.5)."),
-    ),
-    "vad_min_silence_duration_ms": (
-        "vad_min_silence_duration_ms",
-        str | None,
-        typer.Option(None, help="VAD: a pause this long (ms) ends a speech region (default 500)."),
-    ),
-    "vad_speech_pad_ms": (
-        "vad_speech_pad_ms",
-        str | None,
-        typer.Option(None, help="VAD: padding kept on each side of a speech region, ms (default 200)."),
-    ),
-    "multilingual": (
-        "multilingual",
-        bool | None,
-        typer.Option(
-            None,
-            "--multilingual/--no-multilingual",
-            help="Detect and keep each segment's language (multilingual models).",
-        ),
-    ),
-    "languages": (
-        "languages",
-        str | None,
-        typer.Option(
-            None, help="With --multilingual: the languages spoken, e.g. en,de (detection chooses among them)."
-        ),
-    ),
-    "beam_size": ("beam_size", str | None, typer.Option(None, help="Beam width (default 5).")),
-    "temperature": (
-        "temperature",
-        str | None,
-        typer.Option(None, help="Temperature, or a fallback list such as 0,0.2,0.4 (default 0,0.2,...,1)."),
-    ),
-    "initial_prompt": (
-        "initial_prompt",
-        str | None,
-        typer.Option(None, help="Text to condition the first window on (names, terms)."),
-    ),
-    "hotwords": (
-        "hotwords",
-        str | None,
-        typer.Option(None, help="Words or phrases to favour (names, jargon), in every window's prompt."),
-    ),
-    "condition_on_previous_text": (
-        "condition_on_previous_text",
-        bool | None,
-        typer.Option(
-            None,
-            "--condition-on-previous-text/--no-condition-on-previous-text",
-            help="Condition each window on the text before it (default on).",
-        ),
-    ),
-    "batch_size": (
-        "batch_size",
-        str | None,
-        typer.Option(None, help="Chunks decoded together for long audio with --vad (default 8)."),
-    ),
-    "diarize": (
-        "diarize",
-        bool | None,
-        typer.Option(
-            None, "--diarize/--no-diarize", help="Label each segment and word with its speaker (A, B, ...), offline."
-        ),
-    ),
-    "num_speakers": (
-        "num_speakers",
-        str | None,
-        typer.Option(None, help="With --diarize: how many speakers there are (estimated when omitted)."),
-    ),
-    "min_speakers": (
-        "min_speakers",
-        str | None,
-        typer.Option(None, help="With --diarize: at least this many speakers."),
-    ),
-    "max_speakers": (
-        "max_speakers",
-        str | None,
-        typer.Option(None, help="With --diarize: at most this many speakers."),
-    ),
-    "channels": (
-        "channels",
-        str | None,
-        typer.Option(
-            None, help="mix (default), or split: each channel by itself, its channel as speaker (stereo calls)."
-        ),
-    ),
-}
+def decoding_flags() -> dict[str, tuple[str, type, typer.models.OptionInfo]]:
+    """The decoding flags that transcribe and batch share: the flag of each option that declares one (options.py), with its help and default from the declaration:
+    parameter name -> (option, type, typer.Option). Each defaults to None: a flag not given leaves the model's
+    saved value standing."""
+    flags = {}
+    for declared in fields(TranscribeOptions):
+        flag = declared.metadata["cli"]
+        if flag is None:
+            continue
+        flag = flag or declared.name.replace("_", "-")
+        text = declared.metadata["help"] + shown_default(declared.default)
+        if declared.type == "bool":
+            kind, info = bool | None, typer.Option(None, f"--{flag}/--no-{flag}", help=text)
+        else:
+            kind, info = str | None, typer.Option(None, f"--{flag}", help=text)
+        flags[flag.replace("-", "_")] = (declared.name, kind, info)
+    return flags
+
+
+def shown_default(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return f" (default {'on' if value else 'off'})"
+    if isinstance(value, tuple):
+        return f" (default {','.join(f'{v:g}' for v in value)})"
+    return f" (default {value:g})" if isinstance(value, (int, float)) else f" (default {value})"
+
+
+DECODING_FLAGS = decoding_flags()
 
 
 def with_decoding_flags(command):
@@ -138,8 +65,6 @@ def with_decoding_flags(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from asrflow.options import TranscribeOptions
-
         given = {DECODING_FLAGS[name][0]: value for name in DECODING_FLAGS if (value := kwargs.pop(name)) is not None}
         TranscribeOptions().resolve(given)  # a bad value fails before any model loads
         return command(*args, changes=given, **kwargs)

@@ -13,6 +13,8 @@ import json
 import shutil
 import sys
 import tempfile
+import types
+import typing
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -91,14 +93,22 @@ def model_signature(options: TranscribeOptions | None = None):
 
     values = (options or TranscribeOptions()).to_dict()
     specs = []
-    for name in TranscribeOptions.names():
-        kind = str(TranscribeOptions.__dataclass_fields__[name].type)
-        dtype = "boolean" if "bool" in kind else "long" if "int" in kind else "double" if "float" in kind else "string"
-        shape = (-1,) if kind.startswith("tuple") else None
+    for name, hint in typing.get_type_hints(TranscribeOptions).items():
+        dtype, array = param_type(hint)
+        shape = (-1,) if array else None
         default = values[name] if values[name] is not None else [] if shape else "" if dtype == "string" else None
         specs.append(ParamSpec(name, dtype, default, shape))
     specs += [ParamSpec("return_timestamps", "boolean", False), ParamSpec("response_format", "string", "text")]
     return ModelSignature(Schema([ColSpec("binary")]), Schema([ColSpec(AnyType())]), ParamSchema(specs))
+
+
+def param_type(hint) -> tuple[str, bool]:
+    """An option's declared type as an MLflow param's dtype, and whether it is a list (a tuple option)."""
+    if isinstance(hint, types.UnionType):  # X | None: X
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    array = typing.get_origin(hint) is tuple
+    element = typing.get_args(hint)[0] if array else hint
+    return {bool: "boolean", int: "long", float: "double", str: "string"}[element], array
 
 
 def save_model(

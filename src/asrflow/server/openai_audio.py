@@ -39,14 +39,12 @@ AUDIO_EXTENSIONS = {
     "mkv",
     "w64",
 }  # OpenAI's, and the other containers audio.DEMUXERS opens
-# asrflow's own fields beyond OpenAI's (the openai client sends them with extra_body): the options of the same name
-EXTENSIONS = ("multilingual", "languages", "diarize", "num_speakers", "min_speakers", "max_speakers", "channels")
+# form field -> option, as each option declares (options.py): OpenAI's fields, and asrflow's own beyond them (the
+# openai client sends those with extra_body), named as the options are
+OPTIONS = TranscribeOptions.openai_fields()
 FIELDS = {
     "file",
     "model",
-    "language",
-    "prompt",
-    "temperature",
     "response_format",
     "timestamp_granularities[]",
     "timestamp_granularities",
@@ -54,11 +52,9 @@ FIELDS = {
     "chunking_strategy",
     "known_speaker_names[]",
     "known_speaker_references[]",
-    *EXTENSIONS,
+    *OPTIONS,
 }
 FORMATS = {"json", "text", "srt", "vtt", "verbose_json", "diarized_json"}
-OPTIONS = {"language": "language", "prompt": "initial_prompt", "temperature": "temperature"}  # form field -> option
-OPTIONS |= {name: name for name in EXTENSIONS}
 # chunking_strategy server_vad's fields -> the VAD options that do the same
 VAD_FIELDS = {
     "threshold": "vad_threshold",

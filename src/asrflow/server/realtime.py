@@ -30,6 +30,7 @@ from starlette.websockets import WebSocketDisconnected
 from asrflow.audio import SAMPLE_RATE
 from asrflow.errors import AsrflowError
 from asrflow.live import Agreement, TurnDetector, silero
+from asrflow.options import TranscribeOptions
 from asrflow.server.errors import HTTPError
 from asrflow.server.realtime_events import (
     SERVER_VAD,
@@ -209,9 +210,8 @@ class LiveSession:
         rate, transcription, detection = session_update(event, self.rate, self.transcription, self.turn_detection)
         model = transcription["model"]
         served = await self.holder.model(model) if model != self.transcription["model"] else self.served
-        options = served.transcriber.resolve(
-            {"language": transcription["language"] or None, "initial_prompt": transcription["prompt"] or None}
-        )
+        fields = TranscribeOptions.openai_fields()  # the session's language and prompt: the options OpenAI's set
+        options = served.transcriber.resolve({fields[k]: transcription[k] or None for k in ("language", "prompt")})
         self.rate, self.transcription, self.options, self.turn_detection = rate, transcription, options, detection
         self.served = served
         self._reset_audio()
