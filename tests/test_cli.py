@@ -314,3 +314,19 @@ def test_resuming_a_journal_of_another_model_starts_over_with_a_note(tmp_path, c
     assert result.stderr == f"note: the journal of {out / 'dev001.txt'} was made with another model: starting over\n"
     text = (out / "dev001.txt").read_text()
     assert "JOURNALED" not in text and "identification card" in text and not journal.exists()
+
+
+def test_a_flag_that_needs_an_option_the_model_saved_is_taken(tmp_path):
+    """--languages needs multilingual: a model saved with multilingual on takes --languages alone (the flags were
+    checked against the defaults before the model loaded, and refused). Without it, still one clear line."""
+    from asrflow import TranscribeOptions
+    from asrflow.flavor import save_model
+
+    save_model(tmp_path / "m", "bundled:base", reference_only=True, options=TranscribeOptions(multilingual=True))
+    german = str(DATA / "german.mp3")
+    taken = cli("transcribe", german, "-m", tmp_path / "m", "--languages", "de,en", "-f", "jsonl")
+    assert taken.returncode == 0, taken.stderr
+    assert {json.loads(line)["language"] for line in taken.stdout.splitlines()} == {"de"}
+    refused = cli("transcribe", german, "-m", "bundled:base", "--languages", "de,en")
+    assert refused.returncode == 2 and "turn multilingual on" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1

@@ -205,7 +205,7 @@ def run_batch(
     if engine not in ENGINES:
         raise InvalidOptionError(f"unknown engine {engine!r}: choose {' or '.join(ENGINES)}.")
     changes = dict(options or {})
-    TranscribeOptions().resolve(changes)  # bad options fail before anything runs
+    TranscribeOptions.check(changes)  # bad values fail before anything runs
     output_dir = output_folder(output_dir)
     remove_dead_temp_files(output_dir)  # left by a run that was killed mid-write
     jobs = find_jobs(source)

@@ -66,7 +66,7 @@ def with_decoding_flags(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         given = {DECODING_FLAGS[name][0]: value for name in DECODING_FLAGS if (value := kwargs.pop(name)) is not None}
-        TranscribeOptions().resolve(given)  # a bad value fails before any model loads
+        TranscribeOptions.check(given)  # a bad value fails before any model loads
         return command(*args, changes=given, **kwargs)
 
     kept = [p for p in signature.parameters.values() if p.name != "changes"]

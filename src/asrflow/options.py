@@ -390,12 +390,22 @@ class TranscribeOptions:
         """A copy with `changes` applied: unknown names, bad types and out-of-range values are errors
         naming the option; text such as "5", "true" or "0,0.2" is converted."""
         changes = {**(changes or {}), **more}
-        unknown = sorted(set(changes) - set(self.names()))
+        self.check(changes)
+        return replace(self, **changes) if changes else self
+
+    @classmethod
+    def check(cls, changes: Mapping[str, Any]) -> None:
+        """Each of `changes` on its own: a known name and a value its option takes. An edge checks what it was
+        given before any model loads; how the changes go together (languages needs multilingual...) is known only
+        once they are resolved against the model's saved options."""
+        unknown = sorted(set(changes) - set(cls.names()))
         if unknown:
             raise InvalidOptionError(
-                f"unknown option(s): {', '.join(map(str, unknown))}. Known options: {', '.join(self.names())}."
+                f"unknown option(s): {', '.join(map(str, unknown))}. Known options: {', '.join(cls.names())}."
             )
-        return replace(self, **changes) if changes else self
+        declared = {f.name: f for f in fields(cls)}
+        for name, value in changes.items():
+            _coerce(declared[name], value)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> TranscribeOptions:
