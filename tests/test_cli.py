@@ -326,7 +326,8 @@ def test_a_flag_that_needs_an_option_the_model_saved_is_taken(tmp_path):
     german = str(DATA / "german.mp3")
     taken = cli("transcribe", german, "-m", tmp_path / "m", "--languages", "de,en", "-f", "jsonl")
     assert taken.returncode == 0, taken.stderr
-    assert {json.loads(line)["language"] for line in taken.stdout.splitlines()} == {"de"}
+    found = {json.loads(line)["language"] for line in taken.stdout.splitlines()}
+    assert "de" in found and found <= {"de", "en"}, found  # each segment's language, among those listed
     refused = cli("transcribe", german, "-m", "bundled:base", "--languages", "de,en")
     assert refused.returncode == 2 and "turn multilingual on" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
