@@ -195,7 +195,7 @@ def chunking(form) -> dict:
         )
     changes = {"vad_filter": True} | {VAD_FIELDS[k]: v for k, v in fields.items() if k in VAD_FIELDS}
     try:
-        TranscribeOptions().resolve(changes)
+        TranscribeOptions.check(changes)  # its values, named as chunking_strategy; resolved with the rest
     except AsrflowError as e:
         raise HTTPError(400, f"chunking_strategy: {e}", "chunking_strategy") from None
     return changes
