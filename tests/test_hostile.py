@@ -609,3 +609,51 @@ def test_a_fault_of_the_server_is_a_500_that_tells_no_internals(ct2_transcriber,
     assert openai.status_code == 500 and openai.json()["error"]["type"] == "server_error", openai.text
     assert mlflow.status_code == 500 and mlflow.json()["error_code"] == "INTERNAL_ERROR", mlflow.text
     assert "secret" not in openai.text + mlflow.text
+
+
+def test_a_malformed_form_a_client_gone_mid_upload_and_a_fault_mid_stream_are_answered_in_openais_shape(
+    ct2_transcriber, caplog
+):
+    """Starlette's own 400 for a malformed form comes in OpenAI's error shape; a client that leaves halfway
+    through its upload is a 499, logged as nothing; a client's fault raised mid-stream keeps its message in the
+    stream's error event."""
+    import socket
+
+    from fastapi.testclient import TestClient
+
+    from asrflow import AudioDecodeError, Transcriber
+    from asrflow.server import ServerConfig, create_app
+
+    with TestClient(create_app(ServerConfig(), transcriber=ct2_transcriber), base_url="http://localhost") as client:
+        answer = client.post(
+            "/v1/audio/transcriptions", content=b"--x\r\n", headers={"Content-Type": "multipart/form-data"}
+        )
+    assert answer.status_code == 400 and "multipart/form-data" in answer.json()["error"]["message"], answer.text
+
+    with serve_in_process(ct2_transcriber) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(
+                f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100000\r\n"
+                "Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\n".encode()
+                + b'Content-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+                + bytes(20_000)
+            )
+            time.sleep(0.5)
+        time.sleep(1)
+        metrics = httpx.get(f"{url}/metrics").text
+    assert 'status="499"' in metrics and 'status="500"' not in metrics, metrics
+    assert not [r for r in caplog.records if "internal error" in r.getMessage()]
+
+    class Corrupt(Transcriber):
+        def stream(self, *args, **kwargs):
+            raise AudioDecodeError("the audio stops in the middle of a frame: send the whole file.")
+
+    corrupt = Corrupt(ct2_transcriber.backend, ct2_transcriber.source, ct2_transcriber.options)
+    with TestClient(create_app(ServerConfig(), transcriber=corrupt), base_url="http://localhost") as client:
+        streamed = client.post(
+            "/v1/audio/transcriptions",
+            files={"file": ("a.wav", (DATA / "dev000.wav").read_bytes())},
+            data={"stream": "true"},
+        )
+    assert "send the whole file" in streamed.text and '"type": "error"' in streamed.text, streamed.text

@@ -73,8 +73,15 @@ def test_bad_params_are_a_400_naming_them(server, params, names):
     assert len(response.content) < 2000, "the payload was echoed back"
 
 
-def test_a_body_that_is_not_json_is_a_400_that_does_not_echo_it(server):
-    body = '{"inputs": ["' + "A" * 200_000 + "SECRET"  # cut short: not JSON
+@pytest.mark.parametrize(
+    "body",
+    [
+        ('{"inputs": ["' + "A" * 200_000 + "SECRET").encode(),  # cut short: not JSON
+        ('{"inputs": ["' + "A" * 20_000 + 'SECRET"]}').encode() + b"\xff",  # not UTF-8
+    ],
+    ids=["not JSON", "not UTF-8"],
+)
+def test_a_body_that_is_not_json_is_a_400_that_does_not_echo_it(server, body):
     response = invoke(server[1], body)
     assert response.status_code == 400, (response.status_code, response.text[:300])
     assert "SECRET" not in response.text and len(response.content) < 2000, response.text[:300]

@@ -90,10 +90,15 @@ SEAMS = {
         "Failed to predict data '{data}'. \\nError: {e.message}",
         "flavor_serving.py cuts the payload at that separator (ERROR_SEPARATOR)",
     ),
-    "the scoring server's invalid-JSON error puts the body after 'Input:'": (
+    "the scoring server's invalid-JSON error quotes the parser's exception after ' Error: '": (
         "mlflow.pyfunc.scoring_server:_decode_json_input",
-        "\\nInput: \\n{json_input}",
-        "flavor_serving.py cuts the body off at that separator (INPUT_SEPARATOR)",
+        "Ensure that input is a valid JSON formatted string. \"\n            f\"Error: '{ex!r}'",
+        "flavor_serving.py cuts a parse error off there, before the quoted body (PARSE_ERROR)",
+    ),
+    "the scoring server's not-UTF-8 error quotes the decoder's exception after ' Error: '": (
+        "mlflow.pyfunc.scoring_server:invocations",
+        "Ensure that input is a valid UTF-8 encoded string. Error: '{ex!r}'",
+        "flavor_serving.py cuts a parse error off there, before the quoted body (PARSE_ERROR)",
     ),
 }
 

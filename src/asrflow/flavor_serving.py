@@ -20,7 +20,9 @@ from asrflow.scoring import OUTPUT_PARAMS, param_names
 SERVER_MODULE = "mlflow.pyfunc.scoring_server.app"  # what `mlflow models serve` runs; it loads the model on import
 MODEL_PATH_VARIABLE = "__pyfunc_model_path__"  # scoring_server._SERVER_MODEL_PATH, set by `mlflow models serve`
 ERROR_SEPARATOR = "'. \nError: "  # scoring_server.invocations: f"Failed to predict data '{data}'. \nError: {message}"
-INPUT_SEPARATOR = "\nInput: \n"  # scoring_server._decode_json_input: f"... Error: '{ex!r}'\nInput: \n{json_input}\n"
+# scoring_server's parse errors (JSON, UTF-8, CSV) quote the parser's exception, whose repr can hold the body:
+# f"Ensure that input is a valid JSON formatted string. Error: '{ex!r}'\nInput: \n{json_input}\n"
+PARSE_ERROR = " Error: '"
 
 
 def in_scoring_server() -> bool:
@@ -67,8 +69,9 @@ def reject_unknown_params() -> None:
 
 def no_payload_in_errors() -> None:
     """`mlflow models serve` puts the whole request data into every prediction error ("Failed to predict data
-    '<megabytes of base64>'. Error: ...") and the whole body into its invalid-JSON error ("... Input: <body>");
-    for asrflow models the client gets the error alone."""
+    '<megabytes of base64>'. Error: ...") and the body, or the parser's exception that quotes it, into its parse
+    errors ("... Error: 'UnicodeDecodeError(... b'<body>'...)' Input: <body>"); for asrflow models the client gets
+    the error alone."""
     from mlflow.exceptions import MlflowException
     from mlflow.pyfunc import scoring_server
 
@@ -81,7 +84,7 @@ def no_payload_in_errors() -> None:
             return invocations(data, content_type, model, input_schema)
         except MlflowException as e:
             if FLAVOR_NAME in getattr(model.metadata, "flavors", {}):
-                e.message = e.message.split(ERROR_SEPARATOR, 1)[-1].split(INPUT_SEPARATOR, 1)[0]
+                e.message = e.message.split(ERROR_SEPARATOR, 1)[-1].split(PARSE_ERROR, 1)[0]
             raise
 
     quiet.asrflow = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from asrflow.errors import AsrflowError
 from asrflow.limits import BodyTooLarge
@@ -22,10 +23,12 @@ class HTTPError(Exception):
 
 
 def http_error(error: BaseException, method: str = "", path: str = "") -> HTTPError:
-    """Any exception as the HTTPError the client gets: asrflow's by their status, the body limit as 413,
-    anything else as a 500 without internals (its traceback goes to the log)."""
+    """Any exception as the HTTPError the client gets: asrflow's by their status, the body limit as 413, a client
+    gone mid-body as 499, anything else as a 500 without internals (its traceback goes to the log)."""
     if isinstance(error, HTTPError):
         return error
+    if isinstance(error, ClientDisconnect):  # it left while its body was being read: nobody to answer, no fault
+        return HTTPError(499, "the client closed the connection.")
     if isinstance(error, BodyTooLarge):
         return HTTPError(413, str(error), headers={"Connection": "close"})
     if isinstance(error, AsrflowError) and error.http_status < 500:

@@ -10,12 +10,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from asrflow.audio import decode_audio
 from asrflow.errors import AsrflowError
 from asrflow.options import FALLBACK_TEMPERATURES, TranscribeOptions, flag
-from asrflow.server.errors import HTTPError
+from asrflow.server.errors import HTTPError, http_error
 from asrflow.server.holder import ModelHolder, Reservation, holder
 from asrflow.server.pool import Served
 from asrflow.transcriber import REFERENCE_SECONDS
@@ -221,8 +222,9 @@ async def read_form(request: Request, max_body_bytes: int):
     (BodyLimit raises BodyTooLarge from receive), which Starlette's own part limit, set to it, never undercuts."""
     try:
         form = await request.form(max_files=1, max_fields=32, max_part_size=max_body_bytes)
-    except MultiPartException as e:
-        raise HTTPError(400, f"expected a multipart/form-data body with a 'file' field ({e}).") from None
+    except (MultiPartException, StarletteHTTPException) as e:  # Starlette's own 400 for a malformed form, in an app
+        detail = getattr(e, "detail", None) or getattr(e, "message", None) or str(e)
+        raise HTTPError(400, f"expected a multipart/form-data body with a 'file' field ({detail}).") from None
     unknown = sorted(k for k in set(form.keys()) - FIELDS if not k.startswith("chunking_strategy["))  # its fields
     if unknown:
         raise HTTPError(400, f"unknown parameter(s): {', '.join(unknown)}.", unknown[0])
@@ -267,9 +269,9 @@ def stream_segments(
                     )
                     continue
                 getter.cancel()
-                if task.exception() is not None:
-                    error = task.exception()
-                    yield sse({"type": "error", "error": {"message": getattr(error, "message", "internal error")}})
+                if task.exception() is not None:  # its status and message as the one mapping gives them
+                    error = http_error(task.exception(), "POST", "/v1/audio/transcriptions")
+                    yield sse({"type": "error", "error": {"message": error.message, "code": error.code}})
                     return
                 [result] = task.result()
                 for segment in result.segments[sent:]:
