@@ -107,17 +107,22 @@ def download_model(uri: str) -> Path:
     try:
         return Path(mlflow.artifacts.download_artifacts(uri))
     except MlflowException as e:
-        raise ModelNotFoundError(
-            f"no model at {uri} in the tracking store {tracking_uri()} ({e.message.splitlines()[0]}): "
-            "check the name, version or alias with `mlflow ui`, or set MLFLOW_TRACKING_URI."
-        ) from None
+        raise not_found(uri, e) from None
+
+
+def not_found(uri: str, e) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"no model at {uri} in the tracking store {tracking_uri()} ({e.message.splitlines()[0]}): "
+        "check the name, version or alias with `mlflow ui`, or set MLFLOW_TRACKING_URI."
+    )
 
 
 def local_model_dir(uri: str) -> Path | None:
     """The files of models:/NAME@alias or models:/NAME/VERSION where the registry keeps them on this machine, to be
-    read in place rather than copied (a model's weights are hundreds of MB); None where they are elsewhere or the
-    version is not found (the caller then downloads, or says what is missing). Asked of MLflow's client, in the
-    store and workspace MLflow itself would use."""
+    read in place rather than copied (a model's weights are hundreds of MB); None for other names, and where the
+    files are elsewhere (the caller downloads them). Asked of MLflow's client, in the store and workspace MLflow
+    itself would use; a version it cannot find (or a store it cannot reach) is a ModelNotFoundError at once,
+    not asked again by a download."""
     parsed = parse_model_uri(uri)
     if not parsed:
         return None
@@ -130,8 +135,8 @@ def local_model_dir(uri: str) -> Path | None:
     try:
         version = client.get_model_version_by_alias(name, alias).version if alias else version
         location = urlparse(client.get_model_version_download_uri(name, version))
-    except MlflowException:
-        return None
+    except MlflowException as e:
+        raise not_found(uri, e) from None
     if location.scheme not in ("file", ""):
         return None
     path = Path(unquote(location.path))
