@@ -95,11 +95,6 @@ SEAMS = {
         "Ensure that input is a valid JSON formatted string. \"\n            f\"Error: '{ex!r}'",
         "flavor_serving.py cuts a parse error off there, before the quoted body (PARSE_ERROR)",
     ),
-    "the scoring server's not-UTF-8 error quotes the decoder's exception after ' Error: '": (
-        "mlflow.pyfunc.scoring_server:invocations",
-        "Ensure that input is a valid UTF-8 encoded string. Error: '{ex!r}'",
-        "flavor_serving.py cuts a parse error off there, before the quoted body (PARSE_ERROR)",
-    ),
 }
 
 
