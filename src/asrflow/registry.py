@@ -123,18 +123,14 @@ def local_model_dir(uri: str) -> Path | None:
     files are elsewhere (the caller downloads them). Asked of MLflow's client, in the store and workspace MLflow
     itself would use; a version it cannot find (or a store it cannot reach) is a ModelNotFoundError at once,
     not asked again by a download."""
-    parsed = parse_model_uri(uri)
-    if not parsed:
-        return None
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    use_tracking()
-    name, alias, version = parsed
-    client = MlflowClient()
     try:
-        version = client.get_model_version_by_alias(name, alias).version if alias else version
-        location = urlparse(client.get_model_version_download_uri(name, version))
+        version = registered_version(uri)
+        if version is None:
+            return None
+        location = urlparse(MlflowClient().get_model_version_download_uri(version.name, version.version))
     except MlflowException as e:
         raise not_found(uri, e) from None
     if location.scheme not in ("file", ""):
