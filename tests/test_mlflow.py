@@ -195,17 +195,22 @@ def tracking_server(tmp_path_factory):
 def test_cli_against_a_tracking_server(tracking_server):
     env = environment(MLFLOW_TRACKING_URI=tracking_server)
     run = lambda *a: subprocess.run([BIN / "asrflow", *a], env=env, capture_output=True, text=True, timeout=300)
-    logged = run("log", "--register", "whisper-remote", "--alias", "champion", "--json")
+    # decoding flags given to log are saved with the model: its defaults wherever it is loaded
+    logged = run("log", "--register", "whisper-remote", "--alias", "champion", "--json", "--word-timestamps")
     assert logged.returncode == 0, logged.stderr
     assert json.loads(logged.stdout)["registered"] == "models:/whisper-remote/1"
+    refused = run("log", "--flavor", "transformers", "--beam-size", "2")
+    assert refused.returncode == 2 and "keeps no decoding options" in refused.stderr, refused.stderr
     again = run("log", "--flavor", "transformers")
     assert again.returncode == 0, again.stderr
     registered = run("register", "whisper-remote", "--alias", "challenger")
     assert registered.stdout.strip() == "models:/whisper-remote/2"
     assert registered.stderr == "" and again.stderr == ""  # quiet by default: no MLflow warnings or chatter
-    out = run("transcribe", SAMPLE, "--model", "models:/whisper-remote@champion")
+    out = run("transcribe", SAMPLE, "--model", "models:/whisper-remote@champion", "-f", "json")
     assert out.returncode == 0, out.stderr
-    assert_jfk(out.stdout)
+    transcript = json.loads(out.stdout)
+    assert_jfk(transcript["text"])
+    assert transcript["segments"][0]["words"]  # the word_timestamps saved with the model
     versions = httpx.get(
         f"{tracking_server}/api/2.0/mlflow/registered-models/get", params={"name": "whisper-remote"}
     ).json()

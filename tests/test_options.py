@@ -33,6 +33,13 @@ pytestmark = pytest.mark.check  # the quick tier: make check
         ({"vad_min_silence_duration_ms": "long"}, "vad_min_silence_duration_ms cannot be 'long'"),
         ({"vad_speech_pad_ms": -1}, "vad_speech_pad_ms"),
         ({"colour": "blue"}, "unknown option"),
+        ({"known_speakers": {"ann": "ann.wav"}}, "turn diarize on"),
+        ({"diarize": True, "known_speakers": ["ann"]}, "NAME=CLIP"),
+        ({"diarize": True, "known_speakers": ["ann=a.wav", "ann=b.wav"]}, "distinct names"),
+        ({"diarize": True, "known_speakers": {f"s{k}": "a.wav" for k in range(9)}}, "at most 8"),
+        ({"diarize": True, "known_speakers": {"": "a.wav"}}, "1 to 64 printable"),
+        ({"diarize": True, "known_speakers": {"ann": 5}}, "known_speakers cannot be"),
+        ({"diarize": True, "known_speakers": "ann=a.wav"}, "known_speakers cannot be"),
     ],
 )
 def test_invalid_options_name_the_problem(changes, message):
@@ -118,8 +125,36 @@ def test_each_option_is_declared_once_and_the_edges_are_derived_from_it():
         assert (kind == bool | None) == (declared[option].type == "bool")
     assert flags["beam_size"][2].help.endswith("(default 5)") and flags["vad"][0] == "vad_filter"
     params = {p.name: p for p in model_signature().params}
-    assert list(params) == [*declared, *OUTPUT_PARAMS]
+    assert list(params) == [*(n for n, f in declared.items() if f.metadata["params"]), *OUTPUT_PARAMS]
+    assert "known_speakers" not in params and flags["speaker"][:2] == ("known_speakers", list[str] | None)
     assert params["temperature"].dtype.name == "double" and params["temperature"].shape == (-1,)
     assert params["num_speakers"].dtype.name == "long" and params["diarize"].dtype.name == "boolean"
     assert set(TranscribeOptions.openai_fields()) <= FIELDS
     assert TranscribeOptions.openai_fields()["prompt"] == "initial_prompt"
+
+
+def test_known_speakers_are_an_option_that_no_network_edge_can_point_at_a_file(tmp_path):
+    """Known speakers (name -> a clip of that voice) are an option like any other: the library, the CLI's
+    repeated --speaker NAME=CLIP, batch, and OpenAI's known_speaker_* fields (as decoded bytes). A clip may be a
+    path, so they are no MLflow param: /invocations and stock `mlflow models serve` refuse them by name rather
+    than read a file of the server's; and a model does not save them."""
+    import numpy as np
+
+    from asrflow.flavor import save_model
+    from asrflow.scoring import parse_params
+    from asrflow.transcriber import Transcriber
+
+    options = TranscribeOptions(diarize=True, known_speakers=["ann=ann.wav", "bo=/clips/bo.ogg"])
+    assert options.known_speakers == (("ann", "ann.wav"), ("bo", "/clips/bo.ogg"))
+    assert options.resolve(known_speakers={"ann": b"RIFF..."}).known_speakers == (("ann", b"RIFF..."),)
+    samples = options.resolve(known_speakers={"ann": np.zeros(16000, np.float32)})
+    assert samples == options  # compared without the clips (samples have no plain equality)
+    saved = samples.to_dict()["known_speakers"]
+    assert list(saved) == ["ann"] and saved["ann"].startswith("sha256:")  # identifies, as a journal needs
+    assert options.to_dict()["known_speakers"] == {"ann": "ann.wav", "bo": "/clips/bo.ogg"}
+    transcriber = Transcriber(backend=None, source=None)
+    with pytest.raises(InvalidOptionError, match="unknown param.*known_speakers"):
+        parse_params(transcriber, {"diarize": True, "known_speakers": {"ann": "/etc/passwd"}})
+    with pytest.raises(InvalidOptionError, match="a model does not carry them"):
+        save_model(tmp_path / "model", options=options)
+    assert not (tmp_path / "model").exists()

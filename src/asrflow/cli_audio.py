@@ -35,6 +35,8 @@ def decoding_flags() -> dict[str, tuple[str, type, typer.models.OptionInfo]]:
         text = declared.metadata["help"] + shown_default(declared.default)
         if declared.type == "bool":
             kind, info = bool | None, typer.Option(None, f"--{flag}/--no-{flag}", help=text)
+        elif declared.type.startswith("tuple[tuple["):  # pairs (known speakers): NAME=VALUE, repeated
+            kind, info = list[str] | None, typer.Option(None, f"--{flag}", help=text, metavar="NAME=CLIP")
         else:
             kind, info = str | None, typer.Option(None, f"--{flag}", help=text)
         flags[flag.replace("-", "_")] = (declared.name, kind, info)
@@ -52,6 +54,7 @@ def shown_default(value) -> str:
 
 
 DECODING_FLAGS = decoding_flags()
+NOT_GIVEN = (None, [], ())  # a repeated flag given no times is []
 
 
 def with_decoding_flags(command):
@@ -65,7 +68,9 @@ def with_decoding_flags(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        given = {DECODING_FLAGS[name][0]: value for name in DECODING_FLAGS if (value := kwargs.pop(name)) is not None}
+        given = {
+            DECODING_FLAGS[name][0]: value for name in DECODING_FLAGS if (value := kwargs.pop(name)) not in NOT_GIVEN
+        }
         TranscribeOptions.check(given)  # a bad value fails before any model loads
         return command(*args, changes=given, **kwargs)
 
@@ -100,11 +105,6 @@ def transcribe(
         help="With --output-dir: skip inputs whose output exists, and "
         "continue a killed run's file after its last complete segment.",
     ),
-    speaker: list[str] | None = typer.Option(
-        None,
-        "--speaker",
-        help="With --diarize: NAME=CLIP, a short clip of a known speaker's voice, to name them (repeat for each).",
-    ),
     changes: dict | None = None,
 ):
     """Transcribe audio files; print the result, or write one file per input with --output-dir.
@@ -131,7 +131,8 @@ def transcribe(
         output_folder(output_dir)
     # bad inputs fail before the model loads, from their headers: one file at a time is decoded, not all at once
     declared = {f: check_audio(f, allow_urls=allow_urls) for f in files}
-    known = _known_speakers(speaker or [])
+    for _, clip in TranscribeOptions.check(changes or {}).get("known_speakers") or ():
+        check_audio(clip)
     transcriber = load_transcriber(model, backend=backend, device=device, compute_type=compute_type)
     options = transcriber.resolve(changes)
     total = sum(seconds or 0.0 for seconds in declared.values())
@@ -144,9 +145,7 @@ def transcribe(
                 done += declared[name] or 0.0
                 continue
             if target is None:
-                stream = transcriber.stream(
-                    name, options, allow_urls=allow_urls, known_speakers=known
-                )  # decoded as it goes
+                stream = transcriber.stream(name, options, allow_urls=allow_urls)  # decoded as it goes
             else:
                 stream = transcribe_resumably(
                     transcriber,
@@ -156,7 +155,6 @@ def transcribe(
                     resume,
                     _note,
                     allow_urls=allow_urls,
-                    known_speakers=known,
                 )
             segments = _advancing(stream, bar, done)
             if output_dir is None and format in FORMATS:  # printed as decoded: a cut-short run leaves a valid prefix
@@ -180,21 +178,6 @@ def _output_stem(name: str) -> str:
 
 def _note(message: str) -> None:
     typer.echo(f"note: {message}", err=True)
-
-
-def _known_speakers(given: list[str]) -> dict[str, str] | None:
-    """--speaker NAME=CLIP ... -> {NAME: CLIP}, each clip checked now (before the model loads)."""
-    from asrflow.audio import check_audio
-    from asrflow.errors import InvalidOptionError
-
-    known = {}
-    for item in given:
-        name, _, clip = item.partition("=")
-        if not name or not clip:
-            raise InvalidOptionError(f"--speaker takes NAME=CLIP (a short clip of that voice), not {item!r}.")
-        check_audio(clip)
-        known[name] = clip
-    return known or None
 
 
 def _advancing(segments, bar, done: float):

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from asrflow.cli import app, friendly_errors
+from asrflow.cli_audio import with_decoding_flags
 from asrflow.models import DEFAULT_MODEL
 from asrflow.registry import DEFAULT_EXPERIMENT
 
@@ -51,6 +52,7 @@ def info(model: str = typer.Argument(DEFAULT_MODEL), as_json: bool = typer.Optio
 
 @app.command()
 @friendly_errors
+@with_decoding_flags
 def log(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"),
     flavor: str = typer.Option(
@@ -64,13 +66,19 @@ def log(
     register_as: str | None = typer.Option(None, "--register", help="Also register as this model name."),
     alias: str | None = typer.Option(None, help="Alias to point at the registered version."),
     as_json: bool = typer.Option(False, "--json"),
+    changes: dict | None = None,
 ):
-    """Log a Whisper model to MLflow (and optionally register it); prints its model URI."""
+    """Log a Whisper model to MLflow (and optionally register it); prints its model URI.
+
+    Decoding options given here are saved with the model (asrflow flavor): they become its defaults, which a
+    caller's own options override."""
     from dataclasses import asdict
 
     from asrflow.lifecycle import log as log_model
+    from asrflow.options import TranscribeOptions
 
-    logged = log_model(model, flavor, backend, reference_only, experiment, register_as, alias)
+    options = TranscribeOptions().resolve(changes) if changes else None
+    logged = log_model(model, flavor, backend, reference_only, experiment, register_as, alias, options)
     typer.echo(json.dumps(asdict(logged)) if as_json else logged.registered or logged.model_uri)
 
 

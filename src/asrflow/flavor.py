@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import asrflow
-from asrflow.errors import AsrflowError
+from asrflow.errors import AsrflowError, InvalidOptionError
 from asrflow.flavor_serving import strict_scoring_server
 from asrflow.mlmodel import FLAVOR_NAME, REFERENCES
 from asrflow.models import (
@@ -93,7 +93,9 @@ def model_signature(options: TranscribeOptions | None = None):
 
     values = (options or TranscribeOptions()).to_dict()
     specs = []
-    for name, hint in typing.get_type_hints(TranscribeOptions).items():
+    hints = typing.get_type_hints(TranscribeOptions)
+    for name in TranscribeOptions.param_names():
+        hint = hints[name]
         dtype, array = param_type(hint)
         shape = (-1,) if array else None
         default = values[name] if values[name] is not None else [] if shape else "" if dtype == "string" else None
@@ -131,6 +133,11 @@ def save_model(
     from mlflow.utils.environment import _mlflow_conda_env, _PythonEnv
 
     path = Path(path)
+    if options is not None and options.known_speakers:
+        raise InvalidOptionError(
+            "known speakers are recordings of people's voices, given with each transcription: a model does not "
+            "carry them. Leave known_speakers out of the options saved with it."
+        )
     if path.exists() and any(path.iterdir()):
         raise AsrflowError(f"{path} already holds files: save to a new directory.")
     path.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,11 @@ def log(
 
     if flavor not in FLAVORS:
         raise InvalidOptionError(f"unknown flavor {flavor!r}: choose {' or '.join(FLAVORS)}.")
+    if flavor == "transformers" and options is not None:
+        raise InvalidOptionError(
+            "the transformers flavor saves the tutorial's pipeline, which keeps no decoding options: log the "
+            "asrflow flavor to save them, or pass them as params with each prediction."
+        )
     set_experiment(experiment)
     audio = tutorial.sample_audio()
     with mlflow.start_run() as run:

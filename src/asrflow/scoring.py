@@ -23,7 +23,7 @@ AUDIO_MAGIC = (b"RIFF", b"fLaC", b"OggS", b"ID3\x03", b"ID3\x04", b"\x1aE\xdf\xa
 
 
 def param_names() -> list[str]:
-    return TranscribeOptions.names() + list(OUTPUT_PARAMS)
+    return TranscribeOptions.param_names() + list(OUTPUT_PARAMS)
 
 
 def parse_params(transcriber, params: dict[str, Any] | None) -> tuple[TranscribeOptions, tuple[str, bool]]:

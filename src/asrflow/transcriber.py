@@ -14,7 +14,7 @@ from asrflow.audio import SAMPLE_RATE, AudioInput, channel_count, decode_audio, 
 from asrflow.backends import Backend, load_backend
 from asrflow.blocks import stream_blocks
 from asrflow.diarize import Diarizer
-from asrflow.errors import InvalidOptionError
+from asrflow.errors import AudioDecodeError, InvalidOptionError
 from asrflow.mlmodel import REFERENCES, is_mlflow_model, saved_model
 from asrflow.models import DEFAULT_MODEL, ModelSource, resolve_model
 from asrflow.options import TranscribeOptions
@@ -54,18 +54,13 @@ class Transcriber:
         sample_rate: int = SAMPLE_RATE,
         allow_urls: bool = False,
         start: float = 0.0,
-        known_speakers: dict[str, AudioInput] | None = None,
         max_seconds: float | None = None,
         **changes,
     ) -> SegmentStream:
         """Segments as they are decoded (iterate it), with the language known up front. The audio is decoded
         as it is transcribed, a block at a time (blocks.py): memory does not grow with its length. `start`:
-        transcribe from there on (seconds; times stay the file's). `known_speakers`: with diarize, name -> a short
-        clip of that voice (any audio input): speakers who sound like one are named after it. `max_seconds`: longer
-        audio (each channel's, with channels=split) is refused (AudioTooLongError)."""
+        transcribe from there on (seconds; times stay the file's). `max_seconds`: longer audio (each channel's, with channels=split) is refused (AudioTooLongError)."""
         options = self.resolve(changes, options)
-        if known_speakers and not options.diarize:
-            raise InvalidOptionError("known speakers name the speakers diarization finds: turn diarize on too.")
         default_language = options.language or ("en" if not self.multilingual else None)
         if options.channels == "split":
             return self._by_channel(audio, options, sample_rate, allow_urls, default_language, start, max_seconds)
@@ -73,9 +68,7 @@ class Transcriber:
         if not options.diarize:
             return stream_blocks(self.backend.stream, pieces, options, default_language, start=start)
         # Speakers need the whole file's voices: the segments come, labelled, once the audio is decoded.
-        known = {
-            name: decode_audio(clip, max_seconds=REFERENCE_SECONDS) for name, clip in (known_speakers or {}).items()
-        }
+        known = {name: known_voice(name, clip) for name, clip in options.known_speakers or ()}
         diarizer = Diarizer(options.num_speakers, options.min_speakers, options.max_speakers, known)
         decoding = replace(options, word_timestamps=True)
         stream = stream_blocks(self.backend.stream, diarizer.hear(pieces), decoding, default_language, start=start)
@@ -164,6 +157,16 @@ class Transcriber:
             raise InvalidOptionError(
                 f"{self.source.name} is English-only and cannot translate: use a multilingual model such as bundled:base."
             )
+
+
+def known_voice(name: str, clip: AudioInput) -> np.ndarray:
+    """A known speaker's clip, decoded (at most REFERENCE_SECONDS of it); an error names the speaker."""
+    try:
+        return clip if isinstance(clip, np.ndarray) else decode_audio(clip, max_seconds=REFERENCE_SECONDS)
+    except AudioDecodeError as e:
+        raise AudioDecodeError(
+            f"known speaker {name!r}: its clip must be a short recording of that voice: {e}"
+        ) from None
 
 
 def labelled_segment(segment: Segment, speaker: str) -> Segment:

@@ -213,12 +213,10 @@ class ModelHolder:
         options: TranscribeOptions,
         on_segment=None,
         receive=None,
-        speakers: dict | None = None,
     ) -> list[Transcript]:
         """Schedule the admitted clips on the `served` model and wait for them all; on any exit (timeout,
         disconnect, error) the work left is withdrawn, the decoders stopped and the reservation released.
-        `receive`: the request's ASGI receive, its body already read (it tells when the client leaves);
-        `speakers`: known speakers (name -> samples)."""
+        `receive`: the request's ASGI receive, its body already read (it tells when the client leaves)."""
         if options.batch_size > MAX_BATCH:  # a batch is one turn of the shared model
             reservation.release()
             raise HTTPError(
@@ -234,7 +232,6 @@ class ModelHolder:
                 self._audio(ahead, options),
                 options,
                 on_segment=on_segment,
-                speakers=speakers,
                 max_seconds=limit,
             )
             for ahead in reservation.clips_ahead

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -104,42 +105,38 @@ async def openai_audio(request: Request, model: ModelHolder, task: str):
     except AsrflowError as e:
         raise HTTPError(400, str(e), "stream") from None
     served = await model.model(form.get("model"))
+    if references := known_speakers(form):  # checked now, decoded once the upload is admitted
+        changes["known_speakers"] = references
     try:
         options = served.transcriber.resolve(openai_temperature(changes))
     except AsrflowError as e:
         raise HTTPError(400, str(e)) from None
-    references = known_speakers(form, options)  # checked now, decoded once the upload is admitted
     reservation = await model.admit([upload.file])  # spooled to disk: never read whole into memory
     try:
-        speakers = await run_in_threadpool(decoded_speakers, references) if references else None
+        if references:
+            options = replace(options, known_speakers=await run_in_threadpool(decoded_speakers, references))
     except BaseException:
         reservation.release()
         raise
     if streaming:
-        return stream_segments(model, served, reservation, options, speakers)
-    [result] = await model.run(served, reservation, options, receive=request.receive, speakers=speakers)
+        return stream_segments(model, served, reservation, options)
+    [result] = await model.run(served, reservation, options, receive=request.receive)
     response = openai_response(result, response_format, task, granularities)
     response.headers.update(served.headers)
     return response
 
 
-def known_speakers(form, options: TranscribeOptions) -> dict | None:
-    """OpenAI's known_speaker_names[] with known_speaker_references[] (audio data URLs, 2-10 s each, at most 4):
-    name -> encoded clip, to name the speakers diarization finds (decoded_speakers decodes them)."""
+def known_speakers(form) -> dict | None:
+    """OpenAI's known_speaker_names[] with known_speaker_references[] (audio data URLs, 2-10 s each):
+    name -> encoded clip, the known_speakers option (decoded_speakers decodes them). Never a path: text
+    from a client is no file of this server's."""
     names, references = form.getlist("known_speaker_names[]"), form.getlist("known_speaker_references[]")
     if not names and not references:
         return None
-    if len(names) != len(references) or len(names) > 4 or len(set(names)) != len(names):
+    if len(names) != len(references):
         raise HTTPError(
             400,
-            "give known_speaker_names[] and known_speaker_references[] in pairs: at most 4 distinct "
-            "names, each with one clip.",
-            "known_speaker_names[]",
-        )
-    if not options.diarize:
-        raise HTTPError(
-            400,
-            "known speakers name the speakers that diarization finds: use response_format=diarized_json.",
+            "give known_speaker_names[] and known_speaker_references[] in pairs: each name with one clip.",
             "known_speaker_names[]",
         )
     speakers = {}
@@ -151,6 +148,8 @@ def known_speakers(form, options: TranscribeOptions) -> dict | None:
             speakers[name] = base64.b64decode(data, validate=True)
         except ValueError as e:
             raise reference_error(name, e) from None
+    if len(speakers) != len(names):
+        raise HTTPError(400, "known_speaker_names[] must be distinct: one clip a name.", "known_speaker_names[]")
     return speakers
 
 
@@ -236,7 +235,6 @@ def stream_segments(
     served: Served,
     reservation: Reservation,
     options: TranscribeOptions,
-    speakers: dict | None = None,
 ) -> StreamingResponse:
     """Server-sent events: a transcript.text.delta per segment as decoded, then transcript.text.done.
     Each delta also carries the segment and the progress (audio seconds done, of the total).
@@ -245,9 +243,7 @@ def stream_segments(
     loop = asyncio.get_running_loop()
     segments: asyncio.Queue = asyncio.Queue()
     task = asyncio.ensure_future(
-        model.run(
-            served, reservation, options, lambda s: loop.call_soon_threadsafe(segments.put_nowait, s), speakers=speakers
-        )
+        model.run(served, reservation, options, lambda s: loop.call_soon_threadsafe(segments.put_nowait, s))
     )
 
     async def events():

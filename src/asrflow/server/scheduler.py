@@ -36,22 +36,19 @@ class Job:
         samples: np.ndarray,
         options: TranscribeOptions,
         on_segment=None,
-        speakers=None,
         draft: bool = False,
         max_seconds: float | None = None,
     ):
         self.transcriber, self.samples, self.options, self.draft = transcriber, samples, options, draft
         self.max_seconds = max_seconds  # the request's limit, for audio decoded here (each channel of channels=split)
-        self.on_segment, self.speakers = on_segment, speakers
+        self.on_segment = on_segment
         self.future: Future = Future()
         self.stream, self.segments, self.stepper = None, [], None
         self.used = 0.0  # seconds of the model's time this job has had
 
     def _segments(self):
         """The transcription, from the stream's creation (which decodes its first block) on: run by a Stepper."""
-        self.stream = self.transcriber.stream(
-            self.samples, self.options, known_speakers=self.speakers, max_seconds=self.max_seconds
-        )
+        self.stream = self.transcriber.stream(self.samples, self.options, max_seconds=self.max_seconds)
         self.samples = None
         yield from self.stream.segments
 
@@ -87,7 +84,7 @@ class Scheduler:
         threading.Thread(target=self._run, name="asrflow-scheduler", daemon=True).start()
 
     def submit(self, transcriber, samples: np.ndarray, options: TranscribeOptions, **details) -> Job:
-        """A Job (its `details`: on_segment, speakers, draft, max_seconds), queued for its turns."""
+        """A Job (its `details`: on_segment, draft, max_seconds), queued for its turns."""
         job = Job(transcriber, samples, options, **details)
         with self.wakeup:
             self.jobs.append(job)
