@@ -1,5 +1,6 @@
 """Language per segment (multilingual=True) on a mixed en/de/fr/es/it file (tools/make_mixed_languages.py)."""
 
+import itertools
 import json
 import re
 
@@ -41,6 +42,9 @@ def test_each_segment_in_its_own_language(ct2_base, languages):
     assert {s.language for s in right} == {"en", "de", "fr", "es", "it"}
     assert all(s.language_probability and 0 < s.language_probability <= 1 for s in result.segments)
     assert not languages or {s.language for s in result.segments} <= set(languages.split(","))
+    # in time order, none overlapping: a run's last timestamp stays within the speech it was decoded from
+    bounds = [(s.start, s.end, s.language) for s in result.segments]
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(bounds)), bounds
     # transcribed in its language, not translated (a translation fails every turn not in English; base garbles
     # the odd synthetic turn in its own language, differently on different CPUs' int8 arithmetic)
     close = [s for s in right if jiwer.cer(turn_of(s)["text"].lower(), s.text.lower()) < 0.5]

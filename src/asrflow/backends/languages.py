@@ -24,6 +24,16 @@ def dominant(detected: list[tuple[str, float]], regions: list[tuple[int, int]]) 
     return code, round(float(sum(chances) / len(chances)), 4)
 
 
+def within(segment: Segment, low: float, high: float) -> Segment:
+    """The segment, and its words, inside [low, high] seconds."""
+
+    def inside(t: float) -> float:
+        return round(min(max(t, low), high), 3)
+
+    words = [replace(w, start=inside(w.start), end=inside(w.end)) for w in segment.words]
+    return replace(segment, start=inside(segment.start), end=inside(segment.end), words=words)
+
+
 def chance_at(seconds: float, run: list) -> float:
     """The detection probability of the region (of `run`: ((start, end), (language, probability))) at `seconds`."""
     at = seconds * SAMPLE_RATE
@@ -42,15 +52,19 @@ def by_language(
 ) -> Iterator[Segment]:
     """Runs of consecutive regions of one language, each decoded by `decode(language, spans)` (its regions joined
     up to chunk_length_s, pauses kept: sample ranges); its segments tagged with the language and their region's
-    probability, their bounds snapped to the regions' pauses (`length`: the audio's samples)."""
+    probability, their bounds snapped to the regions' pauses (`length`: the audio's samples). A segment stays
+    within its run's regions: Whisper's last timestamp can overshoot the speech it was given, into the next run's.
+    """
 
     def tagged() -> Iterator[Segment]:
         for code, run in itertools.groupby(zip(regions, detected), key=lambda pair: pair[1][0]):
             run = list(run)
+            low, high = run[0][0][0] / SAMPLE_RATE, run[-1][0][1] / SAMPLE_RATE
             for segment in decode(code, merged([region for region, _ in run], options.chunk_length_s)):
                 if segment is None:  # a step of work without a segment (SegmentStream)
                     yield segment
                     continue
+                segment = within(segment, low, high)
                 yield replace(segment, language=code, language_probability=chance_at(segment.start, run))
 
     return snapped(tagged(), speech_edges(regions, length, options.vad_speech_pad_ms))
