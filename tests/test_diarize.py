@@ -112,7 +112,7 @@ def test_each_channel_of_a_stereo_call_by_itself(ct2_transcriber, tmp_path):
     assert mono.returncode == 2 and "has 1 channel" in mono.stderr and "Traceback" not in mono.stderr
 
 
-def test_known_speakers_name_the_voices(ct2_transcriber):
+def test_known_speakers_name_the_voices(ct2_transcriber, tmp_path):
     """Short clips of the voices saying other sentences (tests/data/voices) name the speakers; a voice without
     a clip keeps its letter."""
     voices = DATA / "voices"
@@ -134,3 +134,6 @@ def test_known_speakers_name_the_voices(ct2_transcriber):
     assert by_name.returncode == 0 and by_name.stdout.startswith("[Chair] Let us start"), by_name.stderr
     wrong = cli("transcribe", str(audio), "--diarize", "--speaker", "Chair")
     assert wrong.returncode == 2 and "NAME=CLIP" in wrong.stderr
+    # batch takes them too, and checks each clip before the model loads (review)
+    missing = cli("batch", str(voices), "-o", str(tmp_path), "--diarize", "--speaker", "Chair=/none.wav")
+    assert missing.returncode == 2 and "--speaker Chair=/none.wav: no audio file" in missing.stderr, missing.stderr

@@ -201,6 +201,8 @@ def test_cli_against_a_tracking_server(tracking_server):
     assert json.loads(logged.stdout)["registered"] == "models:/whisper-remote/1"
     refused = run("log", "--flavor", "transformers", "--beam-size", "2")
     assert refused.returncode == 2 and "keeps no decoding options" in refused.stderr, refused.stderr
+    english = run("log", "--language", "de")  # checked against the model before any run starts
+    assert english.returncode == 2 and "English-only" in english.stderr, english.stderr
     again = run("log", "--flavor", "transformers")
     assert again.returncode == 0, again.stderr
     registered = run("register", "whisper-remote", "--alias", "challenger")

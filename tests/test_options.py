@@ -158,3 +158,24 @@ def test_known_speakers_are_an_option_that_no_network_edge_can_point_at_a_file(t
     with pytest.raises(InvalidOptionError, match="a model does not carry them"):
         save_model(tmp_path / "model", options=options)
     assert not (tmp_path / "model").exists()
+    # nor read from a model's files: a path there would have a server open it (review)
+    assert "known_speakers" not in TranscribeOptions().to_dict()  # what a model saves
+    with pytest.raises(InvalidOptionError, match="which a model does not carry"):
+        TranscribeOptions.from_dict({"diarize": True, "known_speakers": {"y": "/etc/hostname"}})
+
+
+def test_a_known_speakers_clip_is_decoded_as_any_audio_is():
+    """Samples too go through decode_audio: stereo or int16 arrays are downmixed and scaled (a stereo array
+    given as it was once had the voice encoder try to allocate gigabytes), and the 30 s bound holds (review)."""
+    import numpy as np
+
+    from asrflow.errors import AudioDecodeError
+    from asrflow.transcriber import known_voice
+
+    stereo = (np.random.default_rng(0).standard_normal((2, 16000)) * 3000).astype(np.int16)
+    voice = known_voice("ann", stereo)
+    assert voice.shape == (16000,) and voice.dtype == np.float32 and np.abs(voice).max() <= 1.0
+    with pytest.raises(AudioDecodeError, match="known speaker 'ann': the clip lasts longer than 30 s"):
+        known_voice("ann", np.zeros(31 * 16000, np.float32))
+    with pytest.raises(AudioDecodeError, match="known speaker 'ann': .*NaN"):
+        known_voice("ann", np.full(16000, np.nan, np.float32))

@@ -381,12 +381,12 @@ def _wav_declared_seconds(stream: BinaryIO, held: bool = False) -> float | None:
 def _from_samples(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     if samples.size == 0:
         raise AudioDecodeError("the sample array is empty: it holds no audio.")
+    if np.issubdtype(samples.dtype, np.integer):  # scaled before a downmix, whose mean is no longer integer
+        samples = samples.astype(np.float32) / float(np.iinfo(samples.dtype).max)
     if samples.ndim == 2:
         samples = samples.mean(axis=int(np.argmin(samples.shape)))
     if samples.ndim != 1:
         raise AudioDecodeError(f"expected a 1-D (or channels x samples) array, got shape {samples.shape}.")
-    if np.issubdtype(samples.dtype, np.integer):
-        samples = samples.astype(np.float32) / float(np.iinfo(samples.dtype).max)
     samples = samples.astype(np.float32, copy=False)
     if not np.isfinite(samples).all():
         raise AudioDecodeError("the sample array contains NaN or infinite values.")

@@ -6,6 +6,8 @@ import functools
 import inspect
 import json
 import sys
+import types
+import typing
 from dataclasses import fields
 from pathlib import Path
 
@@ -22,20 +24,22 @@ def _progress_bar(total: float, enabled: bool, description: str):
     return tqdm(total=round(total, 1), unit="s", desc=description, disable=not enabled, leave=False, file=sys.stderr)
 
 
-def decoding_flags() -> dict[str, tuple[str, type, typer.models.OptionInfo]]:
-    """The decoding flags that transcribe and batch share: the flag of each option that declares one (options.py), with its help and default from the declaration:
-    parameter name -> (option, type, typer.Option). Each defaults to None: a flag not given leaves the model's
-    saved value standing."""
+def decoding_flags(saved: bool = False) -> dict[str, tuple[str, type, typer.models.OptionInfo]]:
+    """The decoding flags that transcribe and batch share: the flag of each option that declares one (options.py),
+    with its help and default from the declaration: parameter name -> (option, type, typer.Option). Each defaults
+    to None: a flag not given leaves the model's saved value standing. `saved`: only those a model can save (its
+    params: not known speakers), for `asrflow log`."""
     flags = {}
+    hints = typing.get_type_hints(TranscribeOptions)
     for declared in fields(TranscribeOptions):
         flag = declared.metadata["cli"]
-        if flag is None:
+        if flag is None or (saved and not declared.metadata["params"]):
             continue
         flag = flag or declared.name.replace("_", "-")
         text = declared.metadata["help"] + shown_default(declared.default)
         if declared.type == "bool":
             kind, info = bool | None, typer.Option(None, f"--{flag}/--no-{flag}", help=text)
-        elif declared.type.startswith("tuple[tuple["):  # pairs (known speakers): NAME=VALUE, repeated
+        elif _pairs(hints[declared.name]):  # (name, value) pairs, known speakers': NAME=VALUE, repeated
             kind, info = list[str] | None, typer.Option(None, f"--{flag}", help=text, metavar="NAME=CLIP")
         else:
             kind, info = str | None, typer.Option(None, f"--{flag}", help=text)
@@ -53,30 +57,51 @@ def shown_default(value) -> str:
     return f" (default {value:g})" if isinstance(value, (int, float)) else f" (default {value})"
 
 
-DECODING_FLAGS = decoding_flags()
+def _pairs(hint) -> bool:
+    """Whether an option's type is a tuple of pairs, (X, Y) | None included."""
+    if isinstance(hint, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    element = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple and typing.get_args(hint) else None
+    return typing.get_origin(element) is tuple
+
+
 NOT_GIVEN = (None, [], ())  # a repeated flag given no times is []
 
 
-def with_decoding_flags(command):
-    """Adds the decoding flags to a command; it gets those given on the command line as `changes` (option ->
-    value), checked before any model loads. Not given (None): the model's saved value stands."""
+def with_decoding_flags(command=None, *, saved: bool = False):
+    """Adds the decoding flags to a command (`saved`: only those a model can save); it gets those given on the
+    command line as `changes` (option -> value), checked before any model loads, known speakers' clips included.
+    Not given (None): the model's saved value stands."""
+    if command is None:
+        return functools.partial(with_decoding_flags, saved=saved)
+    declared = decoding_flags(saved)
     signature = inspect.signature(command)
     flags = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
-        for name, (_, kind, option) in DECODING_FLAGS.items()
+        for name, (_, kind, option) in declared.items()
     ]
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        given = {
-            DECODING_FLAGS[name][0]: value for name in DECODING_FLAGS if (value := kwargs.pop(name)) not in NOT_GIVEN
-        }
-        TranscribeOptions.check(given)  # a bad value fails before any model loads
+        given = {declared[name][0]: value for name in declared if (value := kwargs.pop(name)) not in NOT_GIVEN}
+        checked = TranscribeOptions.check(given)  # a bad value fails before any model loads
+        for name, clip in checked.get("known_speakers") or ():
+            _check_clip(name, clip)
         return command(*args, changes=given, **kwargs)
 
     kept = [p for p in signature.parameters.values() if p.name != "changes"]
     wrapper.__signature__ = signature.replace(parameters=kept + flags)
     return wrapper
+
+
+def _check_clip(name: str, clip: str) -> None:
+    from asrflow.audio import check_audio
+    from asrflow.errors import AsrflowError
+
+    try:
+        check_audio(clip)
+    except AsrflowError as e:
+        raise type(e)(f"--speaker {name}={clip}: {e}") from None
 
 
 @app.command()
@@ -131,8 +156,6 @@ def transcribe(
         output_folder(output_dir)
     # bad inputs fail before the model loads, from their headers: one file at a time is decoded, not all at once
     declared = {f: check_audio(f, allow_urls=allow_urls) for f in files}
-    for _, clip in TranscribeOptions.check(changes or {}).get("known_speakers") or ():
-        check_audio(clip)
     transcriber = load_transcriber(model, backend=backend, device=device, compute_type=compute_type)
     options = transcriber.resolve(changes)
     total = sum(seconds or 0.0 for seconds in declared.values())

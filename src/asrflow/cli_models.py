@@ -52,7 +52,7 @@ def info(model: str = typer.Argument(DEFAULT_MODEL), as_json: bool = typer.Optio
 
 @app.command()
 @friendly_errors
-@with_decoding_flags
+@with_decoding_flags(saved=True)
 def log(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"),
     flavor: str = typer.Option(

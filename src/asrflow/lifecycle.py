@@ -43,6 +43,10 @@ def log(
             "the transformers flavor saves the tutorial's pipeline, which keeps no decoding options: log the "
             "asrflow flavor to save them, or pass them as params with each prediction."
         )
+    if options is not None:  # checked for this model before any run starts (language de on an English model...)
+        from asrflow.transcriber import load_transcriber
+
+        load_transcriber(model, backend).check(options)
     set_experiment(experiment)
     audio = tutorial.sample_audio()
     with mlflow.start_run() as run:

@@ -236,9 +236,11 @@ class TranscribeOptions:
         return [f.name for f in fields(cls)]
 
     def to_dict(self) -> dict:
-        """JSON-ready (tuples as lists), and back with TranscribeOptions.resolve(d); known speakers' clips given
-        as bytes or samples are their sha256 (what identifies them, e.g. in a journal; not what restores them)."""
+        """JSON-ready (tuples as lists), and back with TranscribeOptions.resolve(d). Known speakers only when
+        given, each clip's path, or the sha256 of its bytes or samples: that identifies them (a journal's header),
+        and restores nothing."""
         values = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        values.pop("known_speakers")
         if self.known_speakers:
             values["known_speakers"] = {name: identity(clip) for name, clip in self.known_speakers}
         return values
@@ -265,8 +267,14 @@ class TranscribeOptions:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> TranscribeOptions:
-        """Saved options (a model's config): the same checks as any other source."""
-        return cls().resolve(data)
+        """Saved options (a model's config): the same checks as any other source. No known speakers: a model
+        does not carry recordings of voices, and a path in its files must not make a server read a file."""
+        if (data or {}).get("known_speakers"):
+            raise InvalidOptionError(
+                "the options saved with this model name known speakers, which a model does not carry: give them "
+                "with each transcription, and remove known_speakers from the model's MLmodel."
+            )
+        return cls().resolve({k: v for k, v in (data or {}).items() if k != "known_speakers"})
 
     @classmethod
     def param_names(cls) -> list[str]:

@@ -14,7 +14,7 @@ from asrflow.audio import SAMPLE_RATE, AudioInput, channel_count, decode_audio, 
 from asrflow.backends import Backend, load_backend
 from asrflow.blocks import stream_blocks
 from asrflow.diarize import Diarizer
-from asrflow.errors import AudioDecodeError, InvalidOptionError
+from asrflow.errors import AudioDecodeError, AudioTooLongError, InvalidOptionError
 from asrflow.mlmodel import REFERENCES, is_mlflow_model, saved_model
 from asrflow.models import DEFAULT_MODEL, ModelSource, resolve_model
 from asrflow.options import TranscribeOptions
@@ -160,13 +160,17 @@ class Transcriber:
 
 
 def known_voice(name: str, clip: AudioInput) -> np.ndarray:
-    """A known speaker's clip, decoded (at most REFERENCE_SECONDS of it); an error names the speaker."""
+    """A known speaker's clip (a path, encoded bytes or samples), decoded as any audio is: at most
+    REFERENCE_SECONDS of it. An error names the speaker."""
     try:
-        return clip if isinstance(clip, np.ndarray) else decode_audio(clip, max_seconds=REFERENCE_SECONDS)
-    except AudioDecodeError as e:
+        return decode_audio(clip, max_seconds=REFERENCE_SECONDS)
+    except AudioTooLongError:
         raise AudioDecodeError(
-            f"known speaker {name!r}: its clip must be a short recording of that voice: {e}"
+            f"known speaker {name!r}: the clip lasts longer than {REFERENCE_SECONDS:g} s: give a short one of that "
+            "voice (a few seconds is enough)."
         ) from None
+    except AudioDecodeError as e:
+        raise AudioDecodeError(f"known speaker {name!r}: {e}") from None
 
 
 def labelled_segment(segment: Segment, speaker: str) -> Segment:

@@ -14,13 +14,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
-from asrflow.audio import decode_audio
 from asrflow.errors import AsrflowError
 from asrflow.options import FALLBACK_TEMPERATURES, TranscribeOptions, flag
 from asrflow.server.errors import HTTPError, http_error
 from asrflow.server.holder import ModelHolder, Reservation, holder
 from asrflow.server.pool import Served
-from asrflow.transcriber import REFERENCE_SECONDS
+from asrflow.transcriber import known_voice
 from asrflow.transcript import Segment, Transcript
 from asrflow.writers import WRITERS
 
@@ -127,7 +126,7 @@ async def openai_audio(request: Request, model: ModelHolder, task: str):
 
 
 def known_speakers(form) -> dict | None:
-    """OpenAI's known_speaker_names[] with known_speaker_references[] (audio data URLs, 2-10 s each):
+    """OpenAI's known_speaker_names[] with known_speaker_references[] (audio data URLs, up to 30 s each):
     name -> encoded clip, the known_speakers option (decoded_speakers decodes them). Never a path: text
     from a client is no file of this server's."""
     names, references = form.getlist("known_speaker_names[]"), form.getlist("known_speaker_references[]")
@@ -155,13 +154,10 @@ def known_speakers(form) -> dict | None:
 
 def decoded_speakers(references: dict[str, bytes]) -> dict:
     """name -> samples (in a worker thread: decoding is no work for the event loop)."""
-    speakers = {}
-    for name, clip in references.items():
-        try:
-            speakers[name] = decode_audio(clip, max_seconds=REFERENCE_SECONDS)
-        except AsrflowError as e:
-            raise reference_error(name, e) from None
-    return speakers
+    try:
+        return {name: known_voice(name, clip) for name, clip in references.items()}
+    except AsrflowError as e:
+        raise HTTPError(400, str(e), "known_speaker_references[]") from None
 
 
 def reference_error(name: str, e: Exception) -> HTTPError:
