@@ -1,8 +1,10 @@
-"""`make bench`: what diarization costs and how right it is, on the generated conversations (tests/data).
+"""`make bench`: what diarization costs and how right it is, on the repository's generated conversations
+(tests/data, whose voices were picked because they could be told apart) and on a held-out pair made at bench time.
 
 For each conversation: real-time factor of asrflow's default transcription with word timestamps (what diarize
 decodes) and with diarize=True, the speaker count found, and the DER against its RTTM (pyannote.metrics,
-0.25 s collar). Best of BENCH_ROUNDS rounds (default 3). Writes bench/results/speakers.json.
+0.25 s collar), with the count estimated and given. Best of BENCH_ROUNDS rounds (default 3). Writes
+bench/results/speakers.json.
 """
 
 from __future__ import annotations
@@ -27,6 +29,24 @@ def best(transcribe, samples) -> tuple[float, object]:
     return min(walls), result
 
 
+def conversations() -> list[tuple[str, Path]]:
+    """(corpus, audio) pairs: the repository's test conversations (voices picked because they could be told
+    apart) and a held-out pair made now (bench/heldout.py: voices neither those nor the dev corpus use, both sexes;
+    seed from BENCH_SEED or drawn now, printed)."""
+    import random
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import heldout
+
+    seed = int(os.environ.get("BENCH_SEED") or random.SystemRandom().randrange(2**31))
+    held = ROOT / "build" / f"heldout-{seed}"
+    if not (held / "corpus.json").is_file():
+        heldout.make(held, seed)
+    return [("tests", DATA / f"conversation-{n}.ogg") for n in (2, 3)] + [
+        (f"held-out {seed}", held / "conversations" / f"conversation-{n}.ogg") for n in (2, 3)
+    ]
+
+
 def main() -> None:
     import warnings
 
@@ -37,16 +57,19 @@ def main() -> None:
 
     transcriber = load_transcriber("bundled:tiny.en")
     rows = []
-    for n in (2, 3):
-        samples = decode_audio(DATA / f"conversation-{n}.ogg")
-        reference = read_rttm((DATA / f"conversation-{n}.rttm").read_text())
+    for corpus, audio in conversations():
+        samples = decode_audio(audio)
+        reference = read_rttm(audio.with_suffix(".rttm").read_text())
+        n = len({speaker for _, _, speaker in reference})
         seconds = len(samples) / SAMPLE_RATE
         transcriber.transcribe(samples[: 5 * SAMPLE_RATE], diarize=True)  # warm-up: the encoder loads once
         plain, _ = best(lambda s: transcriber.transcribe(s, word_timestamps=True), samples)
         diarized, result = best(lambda s: transcriber.transcribe(s, diarize=True), samples)
+        given = transcriber.transcribe(samples, diarize=True, num_speakers=n)
         rows.append(
             {
-                "audio": f"conversation-{n}.ogg",
+                "corpus": corpus,
+                "audio": audio.name,
                 "seconds": round(seconds, 1),
                 "speakers": n,
                 "found": len({s.speaker for s in result.segments}),
@@ -54,19 +77,21 @@ def main() -> None:
                 "rtfx_diarized": round(seconds / diarized, 2),
                 "cost": round(diarized / plain, 2),
                 "der": round(diarization_error_rate(reference, result.segments), 4),
+                "der_given": round(diarization_error_rate(reference, given.segments), 4),
             }
         )
     print(
         f"bench/speakers.py, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, bundled:tiny.en, best of {ROUNDS}; "
-        "speaker count estimated"
+        "DER (pyannote.metrics, 0.25 s collar) with the count estimated and given"
     )
     print(
-        f"{'audio':>20} {'seconds':>8} {'speakers':>9} {'found':>6} {'RTFx':>7} {'RTFx diarized':>14} {'time x':>7} {'DER':>7}"
+        f"{'corpus':>19} {'audio':>19} {'seconds':>8} {'speakers':>9} {'found':>6} {'RTFx':>7} {'RTFx diarized':>14}"
+        f" {'time x':>7} {'DER':>7} {'DER given':>10}"
     )
     for r in rows:
         print(
-            f"{r['audio']:>20} {r['seconds']:>8} {r['speakers']:>9} {r['found']:>6} {r['rtfx']:>7} {r['rtfx_diarized']:>14}"
-            f" {r['cost']:>6}x {r['der']:>7.4f}"
+            f"{r['corpus']:>19} {r['audio']:>19} {r['seconds']:>8} {r['speakers']:>9} {r['found']:>6} {r['rtfx']:>7}"
+            f" {r['rtfx_diarized']:>14} {r['cost']:>6}x {r['der']:>7.4f} {r['der_given']:>10.4f}"
         )
     (ROOT / "bench" / "results" / "speakers.json").write_text(
         json.dumps({"rows": rows, "date": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n"
