@@ -45,7 +45,7 @@ def test_speaker_counts_need_diarize_and_make_sense(ct2_transcriber):
 
 
 def test_diarize_from_the_cli_batch_and_mlflow_params(tmp_path):
-    from asrflow import flavor
+    from asrflow import flavor, registry
 
     audio, _ = conversation(2)
     vtt = cli("transcribe", str(audio), "--diarize", "-f", "vtt")
@@ -65,7 +65,7 @@ def test_diarize_from_the_cli_batch_and_mlflow_params(tmp_path):
     [written] = (tmp_path / "out").glob("*.json")
     assert {s["speaker"] for s in json.loads(written.read_text())["segments"]} == {"A", "B"}
 
-    mlflow.set_experiment("diarize")
+    registry.set_experiment("diarize")  # asrflow's store, not MLflow's default (./mlflow.db)
     with mlflow.start_run():
         info = flavor.log_model()
     model = mlflow.pyfunc.load_model(info.model_uri)

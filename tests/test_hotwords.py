@@ -17,7 +17,7 @@ def test_hotwords_on_both_backends(transcriber):
 
 
 def test_hotwords_from_the_cli_batch_and_mlflow_params(tmp_path):
-    from asrflow import flavor
+    from asrflow import flavor, registry
 
     printed = cli("transcribe", str(CLIP), "--hotwords", "bus")
     assert printed.returncode == 0, printed.stderr
@@ -30,7 +30,7 @@ def test_hotwords_from_the_cli_batch_and_mlflow_params(tmp_path):
     assert batch.returncode == 0, batch.stderr
     assert " bus," in json.loads((tmp_path / "out" / "a.mp3.json").read_text())["text"]
 
-    mlflow.set_experiment("hotwords")
+    registry.set_experiment("hotwords")  # asrflow's store, not MLflow's default (./mlflow.db)
     with mlflow.start_run():
         info = flavor.log_model()
     model = mlflow.pyfunc.load_model(info.model_uri)
