@@ -27,7 +27,6 @@ from asrflow.options import TranscribeOptions
 from asrflow.transcript import Segment, SegmentStream, Word, fit_segment
 from asrflow.vad import merged, snapped, speech_edges, speech_regions, vad_settings
 
-MIN_RUN = 1  # with condition_on_previous_text, regions a stream of the fast path decodes at least
 CANDIDATES = 3  # languages decoded per speech region to choose its language (multilingual)
 VNNI = {"avx512_vnni", "avx_vnni", "amx_int8"}  # x86 instructions whose 8-bit dot products do not saturate
 
@@ -254,8 +253,6 @@ class CTranslate2Backend:
         decoded as one long segment."""
         conditioned = kwargs.get("condition_on_previous_text", True)
         runs = max(1, -(-len(regions) // batch_size))  # batches needed; stream k is regions k*runs ... k*runs + runs - 1
-        if conditioned:  # a stream's first region follows no text: a few streams of several regions, not many of one
-            runs = max(runs, min(len(regions), MIN_RUN))
         queue = deque((i, region, retries) for i, region in enumerate(regions))
         decoded, unfinished, released = [[] for _ in regions], [1] * len(regions), 0
         contexts = [[] for _ in regions]  # each region's stream's tokens up to its end
