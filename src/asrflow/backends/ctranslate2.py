@@ -252,7 +252,7 @@ class CTranslate2Backend:
         sequential decoder's prompt has them (backends/prompts.py). Without the timestamps a prompted window is
         decoded as one long segment."""
         conditioned = kwargs.get("condition_on_previous_text", True)
-        runs = max(1, -(-len(regions) // batch_size))  # batches needed; stream k is regions k*runs ... k*runs + runs - 1
+        runs = max(1, -(-len(regions) // batch_size))  # batches needed: stream k is regions k*runs ... (k+1)*runs - 1
         queue = deque((i, region, retries) for i, region in enumerate(regions))
         decoded, unfinished, released = [[] for _ in regions], [1] * len(regions), 0
         contexts = [[] for _ in regions]  # each region's stream's tokens up to its end
