@@ -112,7 +112,7 @@ def test_each_option_is_declared_once_and_the_edges_are_derived_from_it():
     from asrflow.cli_audio import decoding_flags
     from asrflow.flavor import model_signature
     from asrflow.scoring import OUTPUT_PARAMS
-    from asrflow.server.openai_audio import FIELDS
+    from asrflow.server.openai_form import FIELDS
 
     declared = {f.name: f for f in dataclasses.fields(TranscribeOptions)}
     assert all({"convert", "expected", "help", "cli", "openai"} <= set(f.metadata) for f in declared.values())

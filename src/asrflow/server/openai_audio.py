@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from dataclasses import replace
 from typing import Annotated
@@ -11,15 +10,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.formparsers import MultiPartException
 
 from asrflow.errors import AsrflowError
-from asrflow.options import FALLBACK_TEMPERATURES, TranscribeOptions, flag
+from asrflow.options import TranscribeOptions, flag
 from asrflow.server.errors import HTTPError, http_error
 from asrflow.server.holder import ModelHolder, Reservation, holder
+from asrflow.server.openai_form import decoded_speakers, form_options, known_speakers, read_form
 from asrflow.server.pool import Served
-from asrflow.transcriber import known_voice
 from asrflow.transcript import Segment, Transcript
 from asrflow.writers import WRITERS
 
@@ -40,29 +37,7 @@ AUDIO_EXTENSIONS = {
     "mkv",
     "w64",
 }  # OpenAI's, and the other containers audio.DEMUXERS opens
-# form field -> option, as each option declares (options.py): OpenAI's fields, and asrflow's own beyond them (the
-# openai client sends those with extra_body), named as the options are
-OPTIONS = TranscribeOptions.openai_fields()
-FIELDS = {
-    "file",
-    "model",
-    "response_format",
-    "timestamp_granularities[]",
-    "timestamp_granularities",
-    "stream",
-    "chunking_strategy",
-    "known_speaker_names[]",
-    "known_speaker_references[]",
-    *OPTIONS,
-}
 FORMATS = {"json", "text", "srt", "vtt", "verbose_json", "diarized_json"}
-# chunking_strategy server_vad's fields -> the VAD options that do the same
-VAD_FIELDS = {
-    "threshold": "vad_threshold",
-    "silence_duration_ms": "vad_min_silence_duration_ms",
-    "prefix_padding_ms": "vad_speech_pad_ms",
-}
-
 router = APIRouter()
 Holder = Annotated[ModelHolder, Depends(holder)]
 
@@ -95,8 +70,7 @@ async def openai_audio(request: Request, model: ModelHolder, task: str):
     granularities = set(form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities"))
     if granularities - {"word", "segment"}:
         raise HTTPError(400, "timestamp_granularities[] takes 'word' and/or 'segment'.", "timestamp_granularities[]")
-    changes = {"task": task, "word_timestamps": "word" in granularities} | chunking(form)
-    changes |= {option: form.get(field) for field, option in OPTIONS.items() if form.get(field) not in (None, "")}
+    changes = {"task": task, "word_timestamps": "word" in granularities} | form_options(form)
     if response_format == "diarized_json":
         changes["diarize"] = True
     try:
@@ -107,7 +81,7 @@ async def openai_audio(request: Request, model: ModelHolder, task: str):
     if references := known_speakers(form):  # checked now, decoded once the upload is admitted
         changes["known_speakers"] = references
     try:
-        options = served.transcriber.resolve(openai_temperature(changes))
+        options = served.transcriber.resolve(changes)
     except AsrflowError as e:
         raise HTTPError(400, str(e)) from None
     reservation = await model.admit([upload.file])  # spooled to disk: never read whole into memory
@@ -123,107 +97,6 @@ async def openai_audio(request: Request, model: ModelHolder, task: str):
     response = openai_response(result, response_format, task, granularities)
     response.headers.update(served.headers)
     return response
-
-
-def known_speakers(form) -> dict | None:
-    """OpenAI's known_speaker_names[] with known_speaker_references[] (audio data URLs, up to 30 s each):
-    name -> encoded clip, the known_speakers option (decoded_speakers decodes them). Never a path: text
-    from a client is no file of this server's."""
-    names, references = form.getlist("known_speaker_names[]"), form.getlist("known_speaker_references[]")
-    if not names and not references:
-        return None
-    if len(names) != len(references):
-        raise HTTPError(
-            400,
-            "give known_speaker_names[] and known_speaker_references[] in pairs: each name with one clip.",
-            "known_speaker_names[]",
-        )
-    speakers = {}
-    for name, reference in zip(names, references):
-        head, _, data = str(reference).partition(",")
-        try:
-            if not (head.startswith("data:") and head.endswith(";base64")):
-                raise ValueError("not a data URL")
-            speakers[name] = base64.b64decode(data, validate=True)
-        except ValueError as e:
-            raise reference_error(name, e) from None
-    if len(speakers) != len(names):
-        raise HTTPError(400, "known_speaker_names[] must be distinct: one clip a name.", "known_speaker_names[]")
-    return speakers
-
-
-def decoded_speakers(references: dict[str, bytes]) -> dict:
-    """name -> samples (in a worker thread: decoding is no work for the event loop)."""
-    try:
-        return {name: known_voice(name, clip) for name, clip in references.items()}
-    except AsrflowError as e:
-        raise HTTPError(400, str(e), "known_speaker_references[]") from None
-
-
-def reference_error(name: str, e: Exception) -> HTTPError:
-    return HTTPError(
-        400,
-        f"known speaker {name!r}: its reference must be a short clip as a data URL (data:audio/wav;base64,...): {e}",
-        "known_speaker_references[]",
-    )
-
-
-def chunking(form) -> dict:
-    """OpenAI's chunking_strategy: "auto" or {"type": "server_vad", "threshold", "prefix_padding_ms",
-    "silence_duration_ms"} (sent as JSON, or as the openai client sends objects: chunking_strategy[type]=...) cut
-    the audio where speech pauses, which asrflow's VAD does, with server_vad's settings as its own."""
-    strategy = form.get("chunking_strategy")
-    fields = {k[len("chunking_strategy[") : -1]: v for k, v in form.items() if k.startswith("chunking_strategy[")}
-    if strategy in (None, "") and not fields:
-        return {}
-    try:
-        fields = fields or ({"type": "auto"} if strategy == "auto" else dict(json.loads(strategy)))
-    except (ValueError, TypeError, RecursionError):
-        fields = {}
-    if fields.get("type") not in ("auto", "server_vad") or (fields["type"] == "auto" and len(fields) > 1):
-        raise HTTPError(400, 'chunking_strategy must be "auto" or {"type": "server_vad", ...}.', "chunking_strategy")
-    unknown = sorted(set(fields) - {"type", *VAD_FIELDS})
-    if unknown:
-        raise HTTPError(
-            400,
-            f"chunking_strategy has no field {unknown[0]!r}: server_vad takes {', '.join(VAD_FIELDS)}.",
-            "chunking_strategy",
-        )
-    changes = {"vad_filter": True} | {VAD_FIELDS[k]: v for k, v in fields.items() if k in VAD_FIELDS}
-    try:
-        TranscribeOptions.check(changes)  # its values, named as chunking_strategy; resolved with the rest
-    except AsrflowError as e:
-        raise HTTPError(400, f"chunking_strategy: {e}", "chunking_strategy") from None
-    return changes
-
-
-def openai_temperature(changes: dict) -> dict:
-    """OpenAI's temperature: 0 means Whisper's fallback (start at 0, go hotter while the text looks wrong);
-    a higher value starts there and falls back from it."""
-    if "temperature" not in changes:
-        return changes
-    try:
-        start = float(changes["temperature"])
-    except (TypeError, ValueError):
-        return changes  # the resolver names the problem
-    rest = {k: v for k, v in changes.items() if k != "temperature"}
-    if start == 0:
-        return rest
-    return rest | {"temperature": [start] + [t for t in FALLBACK_TEMPERATURES if t > start]}
-
-
-async def read_form(request: Request, max_body_bytes: int):
-    """The form: any part (a file, or a text field such as a speaker's data URL) is bounded by the body's limit
-    (BodyLimit raises BodyTooLarge from receive), which Starlette's own part limit, set to it, never undercuts."""
-    try:
-        form = await request.form(max_files=1, max_fields=32, max_part_size=max_body_bytes)
-    except (MultiPartException, StarletteHTTPException) as e:  # Starlette's own 400 for a malformed form, in an app
-        detail = getattr(e, "detail", None) or getattr(e, "message", None) or str(e)
-        raise HTTPError(400, f"expected a multipart/form-data body with a 'file' field ({detail}).") from None
-    unknown = sorted(k for k in set(form.keys()) - FIELDS if not k.startswith("chunking_strategy["))  # its fields
-    if unknown:
-        raise HTTPError(400, f"unknown parameter(s): {', '.join(unknown)}.", unknown[0])
-    return form
 
 
 def stream_segments(
@@ -277,8 +150,9 @@ def stream_segments(
 
 
 def openai_response(result: Transcript, response_format: str, task: str, granularities: set[str]) -> Response:
+    usage = {"type": "duration", "seconds": result.duration}  # as OpenAI bills whisper-1: by the audio's length
     if response_format == "json":
-        return JSONResponse({"text": result.text})
+        return JSONResponse({"text": result.text, "usage": usage})
     if response_format == "text":
         return PlainTextResponse(result.text)
     if response_format in ("srt", "vtt"):
@@ -300,7 +174,7 @@ def openai_response(result: Transcript, response_format: str, task: str, granula
                     }
                     for i, s in enumerate(result.segments)
                 ],
-                "usage": {"type": "duration", "seconds": result.duration},
+                "usage": usage,
             }
         )
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
@@ -310,6 +184,7 @@ def openai_response(result: Transcript, response_format: str, task: str, granula
         "language": LANGUAGES.get(result.language or "", result.language),
         "duration": result.duration,
         "text": result.text,
+        "usage": usage,
     }
     if "segment" in granularities or not granularities:
         body["segments"] = [
