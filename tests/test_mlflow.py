@@ -272,7 +272,9 @@ def test_only_asrflow_and_transformers_models_load(tmp_path):
     mlflow.pyfunc.save_model(tmp_path / "echo", python_model=Echo())
     with pytest.raises(ModelNotFoundError, match="not a Whisper model logged with asrflow's flavor"):
         load_transcriber(str(tmp_path / "echo"))
-    registry.use_tracking()  # asrflow's store: MLflow's own default is another (./mlflow.db), which no test may write
+    # asrflow's store and an experiment of its own: MLflow's default store (./mlflow.db) and its Default
+    # experiment's artifacts (./mlruns) are in the working directory, where no test may write
+    registry.set_experiment("echo")
     with mlflow.start_run():
         info = mlflow.pyfunc.log_model(name="echo", python_model=Echo())
     registry.register(info.model_uri, "echo-model", alias="live")

@@ -63,6 +63,10 @@ def test_openai_client_newer_models_fields(client):
     assert english.text
     with pytest.raises(openai.BadRequestError, match="English-only, so it has no languages to tell apart"):
         client.audio.transcriptions.create(model="whisper-1", file=("a.mp3", clip), languages=["en", "de"])
+    with pytest.raises(openai.BadRequestError, match="languages\\[\\] and language both say"):
+        client.audio.transcriptions.create(model="whisper-1", file=("a.mp3", clip), languages=["en"], language="fr")
+    same = client.audio.transcriptions.create(model="whisper-1", file=("a.mp3", clip), languages=["en", " EN"])
+    assert same.text == english.text  # one language, however written
 
 
 def test_openai_client_subtitles(client):

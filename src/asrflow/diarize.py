@@ -125,7 +125,8 @@ class Diarizer:
     def _cluster(self, x: np.ndarray) -> np.ndarray:
         """Cluster numbers for the embeddings: `num` clusters if given; else the count within min..max with the
         best silhouette among those whose every cluster is a voice of its own (SAME_VOICE) heard for at least
-        MIN_SECONDS; one speaker when no count passes (unless min_speakers asks for more).
+        MIN_SECONDS, on average linkage's tree (its cuts); then k-means makes that many clusters, which are not
+        checked again. One speaker when no count passes (unless min_speakers asks for more).
 
         Average-linkage clustering needs every pair's distance: past MAX_CLUSTERED embeddings (about 8 minutes
         of speech) an evenly spaced sample of them is clustered and the rest join the nearest cluster, so that
@@ -135,6 +136,8 @@ class Diarizer:
             return _nearest(x, x[sample], self._cluster(x[sample]))
         if len(x) < 3:
             return np.zeros(len(x), int)
+        if self.num is not None:
+            return _kmeans(x, min(self.num, len(x)))
         from scipy.cluster.hierarchy import fcluster, linkage
         from scipy.spatial.distance import pdist, squareform
         from sklearn.metrics import silhouette_score
@@ -145,8 +148,6 @@ class Diarizer:
         def fit(k: int) -> np.ndarray:
             return fcluster(tree, k, "maxclust") - 1
 
-        if self.num is not None:
-            return _kmeans(x, min(self.num, len(x)))
         square, candidates = squareform(distances), []
         for k in range(max(2, self.low), min(self.high, len(x) - 1) + 1):
             labels = fit(k)

@@ -159,14 +159,14 @@ class Transcriber:
             )
 
 
-def known_voice(name: str, clip: AudioInput) -> np.ndarray:
+def known_voice(name: str, clip: AudioInput, max_seconds: float = REFERENCE_SECONDS) -> np.ndarray:
     """A known speaker's clip (a path, encoded bytes or samples), decoded as any audio is: at most
-    REFERENCE_SECONDS of it. An error names the speaker."""
+    `max_seconds` of it. An error names the speaker."""
     try:
-        return decode_audio(clip, max_seconds=REFERENCE_SECONDS)
+        return decode_audio(clip, max_seconds=max_seconds)
     except AudioTooLongError:
         raise AudioDecodeError(
-            f"known speaker {name!r}: the clip lasts longer than {REFERENCE_SECONDS:g} s: give a short one of that "
+            f"known speaker {name!r}: the clip lasts longer than {max_seconds:.0f} s: give a short one of that "
             "voice (a few seconds is enough)."
         ) from None
     except AudioDecodeError as e:

@@ -79,12 +79,12 @@ def known_speakers(form) -> dict | None:
 def decoded_speakers(references: dict[str, bytes]) -> dict:
     """name -> samples (in a worker thread: decoding is no work for the event loop)."""
     try:
-        voices = {name: known_voice(name, clip) for name, clip in references.items()}
+        voices = {name: known_voice(name, clip, OPENAI_CLIP[1] + 0.1) for name, clip in references.items()}
     except AsrflowError as e:
         raise HTTPError(400, str(e), "known_speaker_references[]") from None
     for name, samples in voices.items():
         seconds = len(samples) / SAMPLE_RATE
-        if not OPENAI_CLIP[0] <= seconds <= OPENAI_CLIP[1]:
+        if seconds < OPENAI_CLIP[0] - 0.1:  # a tenth of a second either way: an encoder's padding
             raise HTTPError(
                 400,
                 f"known speaker {name!r}: its clip lasts {seconds:.1f} s; OpenAI's API takes clips of "
@@ -140,16 +140,21 @@ def form_options(form) -> dict:
 def newer(form) -> dict:
     """The newer models' fields as the options that do the same: keywords[] are hotwords (words to favour);
     languages[], the languages the audio may be in, is `language` when it names one, else `multilingual` with
-    `languages` (each segment in its own language, chosen among them)."""
+    `languages` (each segment in its own language, chosen among them). Given with the fields it would set, it is
+    refused: which one was meant is not for the server to guess."""
     changes = {}
     if keywords := [k for k in form.getlist("keywords[]") if k.strip()]:
         changes["hotwords"] = " ".join(keywords)
-    languages = [code for code in form.getlist("languages[]") if code.strip()]
-    if len(set(languages)) == 1:
-        changes["language"] = languages[0]
-    elif languages:
-        changes |= {"multilingual": True, "languages": languages}
-    return changes
+    languages = list(dict.fromkeys(code.strip().lower() for code in form.getlist("languages[]") if code.strip()))
+    if not languages:
+        return changes
+    if given := [field for field in ("language", "multilingual", "languages") if form.get(field) not in (None, "")]:
+        raise HTTPError(
+            400, f"languages[] and {given[0]} both say which language is spoken: send one of them.", "languages[]"
+        )
+    if len(languages) == 1:
+        return changes | {"language": languages[0]}
+    return changes | {"multilingual": True, "languages": languages}
 
 
 def openai_temperature(changes: dict) -> dict:
