@@ -96,12 +96,15 @@ def test_precedence_saved_then_edge_then_call(ct2_transcriber):
 
 
 def test_a_prompt_keeps_only_what_whisper_reads():
-    """Whisper reads a prompt's last 223 tokens: a megabyte of prompt is cut to its end before it is tokenized."""
+    """Whisper reads a prompt's last 223 tokens, and faster-whisper hotwords' first 223: a megabyte of either is
+    cut to the end that is read before it is tokenized."""
     from asrflow.options import PROMPT_CHARS
 
-    options = TranscribeOptions().resolve({"initial_prompt": "x" * 2**20 + " the end", "hotwords": "y" * 2**20})
+    options = TranscribeOptions().resolve(
+        {"initial_prompt": "x" * 2**20 + " the end", "hotwords": "bus " + "y" * 2**20}
+    )
     assert len(options.initial_prompt) == len(options.hotwords) == PROMPT_CHARS
-    assert options.initial_prompt.endswith("x the end")
+    assert options.initial_prompt.endswith("x the end") and options.hotwords.startswith("bus y")
 
 
 def test_each_option_is_declared_once_and_the_edges_are_derived_from_it():

@@ -99,14 +99,19 @@ def plain_text(value: Any) -> str | None:
     return value or None
 
 
-# Whisper reads only a prompt's last 223 tokens (hotwords' too), never more than a few thousand characters: what
-# comes before cannot change a transcript, and tokenizing megabytes of it would hold the model.
+# Whisper reads only a prompt's last 223 tokens, and faster-whisper hotwords' first 223, never more than a few
+# thousand characters: the rest cannot change a transcript, and tokenizing megabytes of it would hold the model.
 PROMPT_CHARS = 8000
 
 
 def prompt(value: Any) -> str | None:
     text = plain_text(value)
     return text[-PROMPT_CHARS:] if text else text
+
+
+def hotwords(value: Any) -> str | None:
+    text = plain_text(value)
+    return text[:PROMPT_CHARS] if text else text
 
 
 def ranged(convert, low: float, high: float, name: str):

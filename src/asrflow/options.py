@@ -94,7 +94,7 @@ class TranscribeOptions:
     )
     hotwords: str | None = option(
         None,
-        v.prompt,
+        v.hotwords,
         "expected text (words or phrases, separated by spaces)",
         "Words or phrases to favour (names, jargon), in every window's prompt (faster-whisper's hotwords).",
     )
