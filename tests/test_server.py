@@ -102,6 +102,21 @@ def test_openai_client_diarized_json(client):
     assert [s.speaker for s in result.segments[:2]] == ["A", "B"] and {s.speaker for s in result.segments} == {"A", "B"}
     assert all(s.type == "transcript.text.segment" and s.end > s.start for s in result.segments)
     assert result.segments[0].text.startswith("Good morning") and result.text.startswith("Good morning")
+    # streamed: each delta names its segment, and a transcript.text.segment with its speaker follows (the SDK's types)
+    events = list(
+        client.audio.transcriptions.create(
+            model="whisper-1",
+            file=("call.ogg", audio),
+            response_format="diarized_json",
+            chunking_strategy="auto",
+            stream=True,
+        )
+    )
+    deltas = [e for e in events if e.type == "transcript.text.delta"]
+    labelled = [e for e in events if e.type == "transcript.text.segment"]
+    assert type(labelled[0]).__name__ == "TranscriptionTextSegmentEvent" and events[-1].type == "transcript.text.done"
+    assert [d.segment_id for d in deltas] == [e.id for e in labelled] == [s.id for s in result.segments]
+    assert [(e.speaker, e.text) for e in labelled] == [(s.speaker, s.text) for s in result.segments]
     # OpenAI's known speakers: short clips of their voices (other sentences) as data URLs name the speakers
     voices = {"agent": "en-us+klatt", "caller": "en-gb-x-rp+f4"}
     references = [
@@ -191,7 +206,8 @@ def test_openai_client_streaming(client, server):
     assert events[-1].type == "transcript.text.done"
     assert_jfk(events[-1].text)
     deltas = [e.to_dict() for e in events if e.type == "transcript.text.delta"]
-    assert deltas
+    assert deltas and not any("segment_id" in d for d in deltas)  # only when diarizing
+    assert {e.type for e in events} == {"transcript.text.delta", "transcript.text.done"}
     # long work shows progress: audio seconds done, of the whole, in each delta
     progress = [d["progress"] for d in deltas]
     assert all(abs(p["total_seconds"] - 11.0) < 0.1 for p in progress)

@@ -123,15 +123,9 @@ def stream_segments(
                 await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
                 if getter.done():
                     segment: Segment = getter.result()
+                    progress = {"seconds": min(segment.end, total or segment.end), "total_seconds": total}
+                    yield segment_events(segment, sent, options.diarize, progress)
                     sent += 1
-                    yield sse(
-                        {
-                            "type": "transcript.text.delta",
-                            "delta": (" " if sent > 1 else "") + segment.text,
-                            "segment": {"start": segment.start, "end": segment.end, "text": segment.text},
-                            "progress": {"seconds": min(segment.end, total or segment.end), "total_seconds": total},
-                        }
-                    )
                     continue
                 getter.cancel()
                 if task.exception() is not None:  # its status and message as the one mapping gives them
@@ -139,14 +133,32 @@ def stream_segments(
                     yield sse({"type": "error", "error": {"message": error.message, "code": error.code}})
                     return
                 [result] = task.result()
-                for segment in result.segments[sent:]:
-                    yield sse({"type": "transcript.text.delta", "delta": " " + segment.text})
+                for i, segment in enumerate(result.segments[sent:], sent):
+                    yield segment_events(segment, i, options.diarize)
                 yield sse({"type": "transcript.text.done", "text": result.text})
                 return
         finally:
             task.cancel()
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=served.headers)
+
+
+def segment_events(segment: Segment, i: int, diarized: bool, progress: dict | None = None) -> str:
+    """A segment's events: its transcript.text.delta (with the segment's times, and the progress); diarizing,
+    the delta names its segment (`segment_id`, as in diarized_json) and a transcript.text.segment follows with
+    its speaker, as OpenAI streams diarized_json."""
+    delta = {
+        "type": "transcript.text.delta",
+        "delta": (" " if i else "") + segment.text,
+        "segment": {"start": segment.start, "end": segment.end, "text": segment.text},
+    }
+    delta |= {"progress": progress} if progress else {}
+    if not diarized:
+        return sse(delta)
+    labelled = {"start": segment.start, "end": segment.end, "text": segment.text, "speaker": segment.speaker or ""}
+    return sse(delta | {"segment_id": f"seg_{i}"}) + sse(
+        {"type": "transcript.text.segment", "id": f"seg_{i}"} | labelled
+    )
 
 
 def openai_response(result: Transcript, response_format: str, task: str, granularities: set[str]) -> Response:
