@@ -59,7 +59,8 @@ class Transcriber:
     ) -> SegmentStream:
         """Segments as they are decoded (iterate it), with the language known up front. The audio is decoded
         as it is transcribed, a block at a time (blocks.py): memory does not grow with its length. `start`:
-        transcribe from there on (seconds; times stay the file's). `max_seconds`: longer audio (each channel's, with channels=split) is refused (AudioTooLongError)."""
+        transcribe from there on (seconds; times stay the file's). `max_seconds`: longer audio (each channel's,
+        with channels=split) is refused (AudioTooLongError)."""
         options = self.resolve(changes, options)
         default_language = options.language or ("en" if not self.multilingual else None)
         if options.channels == "split":

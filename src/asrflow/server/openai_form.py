@@ -10,6 +10,7 @@ from fastapi import Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
+from asrflow import option_values
 from asrflow.audio import SAMPLE_RATE
 from asrflow.errors import AsrflowError
 from asrflow.options import FALLBACK_TEMPERATURES, TranscribeOptions
@@ -43,10 +44,10 @@ VAD_FIELDS = {
 OPENAI_SPEAKERS, OPENAI_CLIP = 4, (2.0, 10.0)  # known speakers, and each clip's seconds, as OpenAI documents
 
 
-def known_speakers(form) -> dict | None:
+def known_speakers(form) -> list[tuple[str, bytes]] | None:
     """OpenAI's known_speaker_names[] with known_speaker_references[] (audio data URLs, 2-10 s each, at most 4):
-    name -> encoded clip, the known_speakers option (decoded_speakers decodes them). Never a path: text
-    from a client is no file of this server's."""
+    (name, encoded clip) pairs, the known_speakers option, which refuses a name given twice (decoded_speakers
+    decodes them). Never a path: text from a client is no file of this server's."""
     names, references = form.getlist("known_speaker_names[]"), form.getlist("known_speaker_references[]")
     if not names and not references:
         return None
@@ -62,27 +63,25 @@ def known_speakers(form) -> dict | None:
             f"at most {OPENAI_SPEAKERS} known speakers, as OpenAI's API takes, not {len(names)}.",
             "known_speaker_names[]",
         )
-    speakers = {}
+    speakers = []
     for name, reference in zip(names, references):
         head, _, data = str(reference).partition(",")
         try:
             if not (head.startswith("data:") and head.endswith(";base64")):
                 raise ValueError("not a data URL")
-            speakers[name] = base64.b64decode(data, validate=True)
+            speakers.append((name, base64.b64decode(data, validate=True)))
         except ValueError as e:
             raise reference_error(name, e) from None
-    if len(speakers) != len(names):
-        raise HTTPError(400, "known_speaker_names[] must be distinct: one clip a name.", "known_speaker_names[]")
     return speakers
 
 
-def decoded_speakers(references: dict[str, bytes]) -> dict:
-    """name -> samples (in a worker thread: decoding is no work for the event loop)."""
+def decoded_speakers(references: list[tuple[str, bytes]]) -> list[tuple[str, object]]:
+    """(name, samples) pairs (in a worker thread: decoding is no work for the event loop)."""
     try:
-        voices = {name: known_voice(name, clip, OPENAI_CLIP[1] + 0.1) for name, clip in references.items()}
+        voices = [(name, known_voice(name, clip, OPENAI_CLIP[1] + 0.1)) for name, clip in references]
     except AsrflowError as e:
         raise HTTPError(400, str(e), "known_speaker_references[]") from None
-    for name, samples in voices.items():
+    for name, samples in voices:
         seconds = len(samples) / SAMPLE_RATE
         if seconds < OPENAI_CLIP[0] - 0.1:  # a tenth of a second either way: an encoder's padding
             raise HTTPError(
@@ -145,7 +144,10 @@ def newer(form) -> dict:
     changes = {}
     if keywords := [k for k in form.getlist("keywords[]") if k.strip()]:
         changes["hotwords"] = " ".join(keywords)
-    languages = list(dict.fromkeys(code.strip().lower() for code in form.getlist("languages[]") if code.strip()))
+    try:  # normalised as the languages option does (" EN" and "en" are one)
+        languages = option_values.languages([code for code in form.getlist("languages[]") if code.strip()])
+    except AsrflowError as e:
+        raise HTTPError(400, str(e), "languages[]") from None
     if not languages:
         return changes
     if given := [field for field in ("language", "multilingual", "languages") if form.get(field) not in (None, "")]:
@@ -154,7 +156,7 @@ def newer(form) -> dict:
         )
     if len(languages) == 1:
         return changes | {"language": languages[0]}
-    return changes | {"multilingual": True, "languages": languages}
+    return changes | {"multilingual": True, "languages": list(languages)}
 
 
 def openai_temperature(changes: dict) -> dict:
