@@ -112,6 +112,19 @@ def transcriber(request):
     return loaded("bundled:tiny.en", request.param)
 
 
+@pytest.fixture(scope="session")
+def short_call(tmp_path_factory):
+    """conversation-2's first four turns (agent, caller, agent, caller: 22 s, cut in the pause before the fifth) as
+    Ogg Opus: for the tests of how speakers reach each edge. Diarization's error is measured on the whole
+    conversations (test_diarize)."""
+    from asrflow.audio import decode_audio
+    from asrflow.encoding import encode_audio
+
+    path = tmp_path_factory.mktemp("calls") / "call.ogg"
+    encode_audio(decode_audio(DATA / "conversation-2.ogg")[: int(22.25 * 16000)], file=path)
+    return path
+
+
 def cli(*args, env: dict | None = None) -> subprocess.CompletedProcess:
     """`asrflow ARGS` run in this process (Typer's runner): its exit status, stdout and stderr, as a run in a process
     of its own would give them, without starting Python and importing asrflow again. Tests of what only a process

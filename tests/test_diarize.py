@@ -44,10 +44,10 @@ def test_speaker_counts_need_diarize_and_make_sense(ct2_transcriber):
         ct2_transcriber.transcribe(SAMPLE, diarize=True, min_speakers=3, max_speakers=2)
 
 
-def test_diarize_from_the_cli_batch_and_mlflow_params(tmp_path):
+def test_diarize_from_the_cli_batch_and_mlflow_params(tmp_path, short_call):
     from asrflow import flavor, registry
 
-    audio, _ = conversation(2)
+    audio = short_call
     vtt = cli("transcribe", str(audio), "--diarize", "-f", "vtt")
     assert vtt.returncode == 0, vtt.stderr
     assert "<v A>Good morning" in vtt.stdout and "<v B>Hi, my laptop" in vtt.stdout  # WebVTT voice spans
@@ -113,7 +113,7 @@ def test_each_channel_of_a_stereo_call_by_itself(ct2_transcriber, tmp_path):
     assert mono.returncode == 2 and "has 1 channel" in mono.stderr and "Traceback" not in mono.stderr
 
 
-def test_known_speakers_name_the_voices(ct2_transcriber, tmp_path):
+def test_known_speakers_name_the_voices(ct2_transcriber, tmp_path, short_call):
     """Short clips of the voices saying other sentences (tests/data/voices) name the speakers; a voice without
     a clip keeps its letter."""
     voices = DATA / "voices"
@@ -128,7 +128,7 @@ def test_known_speakers_name_the_voices(ct2_transcriber, tmp_path):
     by_voice = {"en-us+klatt": "Chair", "en-gb-x-rp+f4": "Finance", "en-gb-scotland+m7": "Facilities"}
     named = [(start, end, by_voice[voice]) for start, end, voice in reference]
     assert diarization_error_rate(named, result.segments) <= 0.10  # named right, not only grouped right
-    two = ct2_transcriber.transcribe(conversation(2)[0], diarize=True, known_speakers={"Finance": known["Finance"]})
+    two = ct2_transcriber.transcribe(short_call, diarize=True, known_speakers={"Finance": known["Finance"]})
     assert [s.speaker for s in two.segments[:2]] == ["A", "Finance"]
 
     by_name = cli("transcribe", str(audio), "--diarize", "--speaker", f"Chair={known['Chair']}")

@@ -329,16 +329,16 @@ def test_a_departed_or_timed_out_request_stops_at_its_next_window(ct2_transcribe
     """... and its upload, spooled to disk, leaves the disk: the file is closed when the request is over."""
     from test_server import long_speech
 
-    minutes = long_speech(10)  # a minute of the model's work or more
+    minutes = long_speech(10, "flac")  # a minute of the model's work or more
     with serve_in_process(ct2_transcriber, timeout_s=3) as url:
-        answer = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("long.ogg", minutes)}, timeout=60)
+        answer = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("long.flac", minutes)}, timeout=60)
         assert answer.status_code == 504
         at_timeout = turns(url)
         assert settled_turns(url) - at_timeout <= 2  # the turn under way when the timeout struck, and at most one more
     with serve_in_process(ct2_transcriber) as url:
         before, spooled = turns(url), spooled_files()
         with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes the connection
-            httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("long.ogg", minutes)}, timeout=4)
+            httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("long.flac", minutes)}, timeout=4)
         at_departure = turns(url)
         settled = settled_turns(url)
         # the ten minutes are 20 windows: the file was not done when its client left, and its work stopped then
@@ -391,7 +391,7 @@ def test_a_short_clip_beside_diarized_multilingual_and_30_temperature_requests_w
     from test_server import long_speech
 
     clip = (DATA / "dev004.wav").read_bytes()
-    minutes = long_speech(10)
+    minutes = long_speech(10, "flac")
     with serve_in_process(ct2_transcriber) as url:
 
         def latency() -> float:
@@ -422,7 +422,7 @@ def test_a_short_clip_beside_diarized_multilingual_and_30_temperature_requests_w
             async with httpx.AsyncClient(timeout=120) as http:
                 long = [
                     asyncio.ensure_future(
-                        http.post(f"{url}/v1/audio/transcriptions", files={"file": ("long.ogg", minutes)}, data=data)
+                        http.post(f"{url}/v1/audio/transcriptions", files={"file": ("long.flac", minutes)}, data=data)
                     )
                     for data in (
                         {"response_format": "diarized_json"},
@@ -481,13 +481,13 @@ def test_windows_that_yield_no_segment_are_still_a_step_each(ct2_transcriber):
     from asrflow.steps import END, Stepper
 
     noise = (np.random.RandomState(35).randn(16000 * 120) * 0.3).astype(np.float32)  # 2 minutes: 4 windows or more
-    stepper = Stepper(ct2_transcriber.stream(noise, temperature=0.0).segments)
+    stepper = Stepper(ct2_transcriber.stream(noise, temperature=0.0, beam_size=1).segments)  # steps, not search
     results = []
     while (result := stepper.step()) is not END:
         results.append(result)
     ends = [r.end for r in results if r is not None]
     assert len(results) >= 4 and (not ends or max(ends) >= 90), results  # a step per window at least
-    closed = Stepper(ct2_transcriber.stream(noise, temperature=0.0).segments)
+    closed = Stepper(ct2_transcriber.stream(noise, temperature=0.0, beam_size=1).segments)
     closed.step()
     closed.close()
     closed.thread.join(30)

@@ -1,5 +1,6 @@
 """Language per segment (multilingual=True) on a mixed en/de/fr/es/it file (tools/make_mixed_languages.py)."""
 
+import functools
 import itertools
 import json
 import re
@@ -12,31 +13,38 @@ MIXED = DATA / "mixed-languages.ogg"
 TURNS = [json.loads(line) for line in (DATA / "mixed-languages.jsonl").read_text().splitlines()]
 
 
-def turn_of(segment):
+def turn_of(segment, turns=TURNS):
     middle = (segment.start + segment.end) / 2
-    return min(TURNS, key=lambda t: 0 if t["start"] - 0.5 <= middle <= t["end"] + 0.5 else abs(t["start"] - middle))
+    return min(turns, key=lambda t: 0 if t["start"] - 0.5 <= middle <= t["end"] + 0.5 else abs(t["start"] - middle))
+
+
+def cut(start: float, end: float, path):
+    """The file's audio from `start` to `end` seconds as a file of its own, and the turns within it, retimed."""
+    from asrflow.audio import decode_audio
+    from asrflow.encoding import encode_audio
+
+    encode_audio(decode_audio(MIXED)[int(start * 16000) : int(end * 16000)], "flac", file=path)
+    turns = [t | {"start": t["start"] - start, "end": t["end"] - start} for t in TURNS if start <= t["start"] < end]
+    return path, turns
 
 
 @pytest.fixture(scope="module")
 def two_turns(tmp_path_factory):
     """The first two turns (English, then German) as a file of their own."""
-    from asrflow.audio import decode_audio
-    from asrflow.encoding import encode_audio
-
-    path = tmp_path_factory.mktemp("turns") / "en-de.flac"
-    encode_audio(decode_audio(MIXED)[: int((TURNS[1]["end"] + 0.5) * 16000)], "flac", file=path)
-    return path
+    return cut(0, TURNS[1]["end"] + 0.5, tmp_path_factory.mktemp("turns") / "en-de.flac")[0]
 
 
 @pytest.mark.parametrize("languages", [None, "en,de,fr,es,it"])
-def test_each_segment_in_its_own_language(ct2_base, languages):
+def test_each_segment_in_its_own_language(ct2_base, languages, tmp_path):
     """Measured: 9 of the 10 turns unlisted, 10 of 10 listed (the detector alone: 8; held-out turns made the
     same way: 17 of 20 unlisted, 19 of 20 listed); without multilingual, one language for all and the
     rest translated or garbled (test_without_multilingual_one_language_for_all). Right-language segments are
-    their own sentence."""
-    result = ct2_base.transcribe(MIXED, multilingual=True, vad_filter=True, languages=languages)
-    right = [s for s in result.segments if s.language == turn_of(s)["language"]]
-    assert len(result.segments) >= len(TURNS) and len(right) >= 0.9 * len(result.segments), [
+    their own sentence. The languages listed: the file's second half (a turn in each language), all 5 right."""
+    audio, turns = (MIXED, TURNS) if languages is None else cut(TURNS[5]["start"] - 0.5, 60, tmp_path / "half.flac")
+    result = ct2_base.transcribe(audio, multilingual=True, vad_filter=True, languages=languages)
+    turn_of_ = functools.partial(turn_of, turns=turns)
+    right = [s for s in result.segments if s.language == turn_of_(s)["language"]]
+    assert len(result.segments) >= len(turns) and len(right) >= 0.9 * len(result.segments), [
         (s.language, s.text) for s in result.segments
     ]
     assert {s.language for s in right} == {"en", "de", "fr", "es", "it"}
@@ -47,7 +55,7 @@ def test_each_segment_in_its_own_language(ct2_base, languages):
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(bounds)), bounds
     # transcribed in its language, not translated (a translation fails every turn not in English; base garbles
     # the odd synthetic turn in its own language, differently on different CPUs' int8 arithmetic)
-    close = [s for s in right if jiwer.cer(turn_of(s)["text"].lower(), s.text.lower()) < 0.5]
+    close = [s for s in right if jiwer.cer(turn_of_(s)["text"].lower(), s.text.lower()) < 0.5]
     assert len(close) >= 0.8 * len(right), [s.text for s in right if s not in close]
 
 

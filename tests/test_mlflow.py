@@ -167,7 +167,9 @@ def test_missing_model_uri_is_a_clear_error():
 
 @pytest.fixture(scope="module")
 def tracking_server(tmp_path_factory):
-    """A real `mlflow server` process with a SQLite backend, on loopback."""
+    """A real `mlflow server` process with a SQLite backend, on loopback, without the job runner that MLflow starts
+    beside a SQL store (several more processes, importing mlflow each and restarted every second): a tracking
+    server, as the tests use it."""
     root = tmp_path_factory.mktemp("server")
     port = free_port()
     process = start(
@@ -186,7 +188,7 @@ def tracking_server(tmp_path_factory):
             str(root / "artifacts"),
         ],
         f"http://127.0.0.1:{port}/health",
-        environment(),
+        environment(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
     )
     yield f"http://127.0.0.1:{port}"
     stop(process)

@@ -172,14 +172,12 @@ def test_page_has_a_strict_content_security_policy(page_url):
         assert httpx.get(url + path).status_code == 404, path
 
 
-def test_speakers_coloured_and_filtered(browser, page_url, tmp_path):
-    from conftest import DATA
-
+def test_speakers_coloured_and_filtered(browser, page_url, tmp_path, short_call):
     url, _ = page_url
     page = browser.new_page(accept_downloads=True, viewport={"width": 1100, "height": 800})
     page.goto(url)
     page.check("#speakers")
-    page.set_input_files("#file", str(DATA / "conversation-2.ogg"))
+    page.set_input_files("#file", str(short_call))
     page.wait_for_selector("#segments li .speaker", timeout=120_000)
     badges = page.locator("#segments .speaker")
     assert badges.all_text_contents()[:2] == ["A", "B"]

@@ -389,6 +389,20 @@ def test_turns_are_admitted_like_file_requests(limited):
         assert "error" not in [e["type"] for e in until(connection, COMPLETED)]
 
 
+def test_a_session_waiting_for_its_turns_transcript_is_not_idle(ct2_transcriber):
+    """The idle timeout counts the client's silence while the server owes it nothing: a turn being transcribed
+    (longer than the timeout here; on a busy server, for as long as the queue) keeps its session open."""
+    speech = pcm(DATA / "dev004.wav", 16000)
+    with serve_in_process(ct2_transcriber, realtime_idle_s=0.2) as url, connect(url) as connection:
+        connection.send(json.dumps(NO_TURNS_16K))
+        until(connection, "session.updated")
+        append(connection, speech)
+        connection.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        seen = until(connection, COMPLETED)
+        assert "revenue" in seen[-1]["transcript"] and "error" not in [e["type"] for e in seen], seen
+        assert recv(connection, timeout=5)["error"]["code"] == "idle_timeout"  # then silence is idle
+
+
 def test_limits_hold_for_every_session(limited):
     """At most 15 s an append, --max-audio-minutes a session (then closed), --realtime-idle-seconds of silence from
     the client (then closed); from a browser the key comes in OpenAI's subprotocol."""

@@ -46,9 +46,12 @@ def server(request):
     return request.param, request.getfixturevalue("our_server" if request.param == "asrflow serve" else "stock_server")
 
 
+CLIENT = httpx.Client()  # one client, its connections kept alive: a client (and its TLS context) a request is slow
+
+
 def invoke(url: str, body, timeout: float = 120) -> httpx.Response:
     content = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    return httpx.post(
+    return CLIENT.post(
         f"{url}/invocations", content=content, headers={"Content-Type": "application/json"}, timeout=timeout
     )
 

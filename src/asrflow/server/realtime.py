@@ -167,6 +167,8 @@ class LiveSession:
                 try:
                     message = await asyncio.wait_for(self.websocket.receive(), self.idle)
                 except TimeoutError:
+                    if self.pending:  # a client waiting for its own turns' transcripts is not idle
+                        continue
                     await self.error(f"no event for {self.idle:g} s: the session is closed.", code="idle_timeout")
                     await self.websocket.close(code=1000)
                     return
