@@ -179,14 +179,14 @@ def test_long_audio_timestamps_are_well_formed_on_both_backends(transcriber):
         assert all(s.start <= w.start <= w.end <= s.end for w in s.words)
 
 
-def test_the_batched_path_drops_no_speech_the_sequential_path_keeps(corpus):
+def test_the_batched_path_drops_no_speech_the_sequential_path_keeps(ct2_transcriber, corpus):
     """faster-whisper's batched pipeline loses the words after a window's last complete timestamp pair;
     asrflow decodes such a rest again. On 4 minutes of speech: its deleted words are at most the sequential
     decoder's plus 1% of the reference."""
-    from asrflow import decode_audio, load_transcriber
+    from asrflow import decode_audio
     from asrflow.metrics import deleted_share
 
-    transcriber = load_transcriber("bundled:tiny.en")
+    transcriber = ct2_transcriber
     gap = np.zeros(int(0.6 * 16000), np.float32)
     audio = np.concatenate([piece for path, _ in corpus * 2 for piece in (decode_audio(path), gap)])
     reference = " ".join(text for _, text in corpus * 2)
