@@ -53,10 +53,10 @@ lint: setup-test
 	ruff check .
 	ruff format --check .
 
-# a worker per core and one more (pytest-xdist), each computing on one thread (tests/conftest.py): tests that wait
-# (on a server process starting, a browser, a socket) leave their core to the extra worker
+# a worker per core and one more, at most 8 (pytest-xdist; each loads the models), each computing on one thread
+# (tests/conftest.py): tests that wait (on a server process starting, a browser, a socket) leave their core to the extra
 test: setup-test
-	python -m pytest -q -n $$(( $$(nproc) + 1 )) --dist worksteal --durations=10 $(PYTEST_ARGS)
+	python -m pytest -q -n $$(( $$(nproc) < 8 ? $$(nproc) + 1 : 8 )) --dist worksteal --durations=10 $(PYTEST_ARGS)
 
 # Refreshes docs/page.png from the browser test (tests write their screenshots under build/, ignored).
 screenshot: setup-test

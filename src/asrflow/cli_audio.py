@@ -238,7 +238,7 @@ def serve(
     ),
     url_timeout: float = typer.Option(30.0, help="Seconds a URL input may take to download (then 400)."),
     realtime_idle_seconds: float = typer.Option(
-        60.0, help="A realtime session with no client event this long is closed."
+        60.0, help="A realtime session with no client event this long (while it awaits no transcript) is closed."
     ),
     max_sessions: int = typer.Option(8, min=1, help="Realtime sessions open at once; one more is refused."),
     allowed_host: list[str] = typer.Option(

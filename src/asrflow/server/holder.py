@@ -39,7 +39,7 @@ class ServerConfig:
     allow_private_urls: bool = False
     max_urls: int = 4  # per request
     url_timeout_s: float = 30.0
-    realtime_idle_s: float = 60.0  # a realtime session with no client event this long is closed
+    realtime_idle_s: float = 60.0  # a realtime session with no client event this long (owed no transcript) is closed
     max_sessions: int = 8  # realtime sessions open at once
     host: str = "127.0.0.1"  # the bound address: requests must name it (or an allowed host) in Host
     allowed_hosts: tuple[str, ...] = field(default_factory=tuple)  # more names clients may use in Host

@@ -124,6 +124,7 @@ class LiveSession:
         self.item, self.previous_item, self.received = None, None, 0
         self.tasks: set[asyncio.Task] = set()
         self.pending = 0  # turns committed and not yet completed
+        self.quiet_since = time.monotonic()  # the client's last event, or its last turn's completion if later
         self.pace, self.failed = Pace(), False  # failed: an event failed on a bug (logged with its traceback once)
 
     async def use_model(self, requested: str | None) -> None:
@@ -165,13 +166,14 @@ class LiveSession:
         try:
             while True:
                 try:
-                    message = await asyncio.wait_for(self.websocket.receive(), self.idle)
+                    message = await asyncio.wait_for(self.websocket.receive(), self._idle_left())
                 except TimeoutError:
-                    if self.pending:  # a client waiting for its own turns' transcripts is not idle
+                    if self.pending or self._idle_left() > 0:  # owed a transcript, or not yet quiet this long
                         continue
                     await self.error(f"no event for {self.idle:g} s: the session is closed.", code="idle_timeout")
                     await self.websocket.close(code=1000)
                     return
+                self.quiet_since = time.monotonic()
                 if message["type"] == "websocket.disconnect":
                     return
                 if not await self.handle(message):
@@ -340,6 +342,13 @@ class LiveSession:
     def _settled(self, reservation) -> None:
         self.pending -= 1
         reservation.release()
+        if not self.pending:
+            self.quiet_since = time.monotonic()
+
+    def _idle_left(self) -> float:
+        """Seconds until the session is idle: a client waiting for its own turns' transcripts is not idle, and its
+        silence counts from the later of its last event and its last turn's completion."""
+        return self.idle if self.pending else max(0.0, self.idle - (time.monotonic() - self.quiet_since))
 
     def maybe_hypothesis(self) -> None:
         """While a turn is spoken: a new hypothesis every PARTIAL_EVERY seconds, one at a time, and only while the
