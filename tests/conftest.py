@@ -117,11 +117,15 @@ def short_call(tmp_path_factory):
     """conversation-2's first four turns (agent, caller, agent, caller: 22 s, cut in the pause before the fifth) as
     Ogg Opus: for the tests of how speakers reach each edge. Diarization's error is measured on the whole
     conversations (test_diarize)."""
+    return excerpt(DATA / "conversation-2.ogg", 0, 22.25, tmp_path_factory.mktemp("calls") / "call.ogg")
+
+
+def excerpt(source: Path, start: float, end: float, path: Path) -> Path:
+    """`source` from `start` to `end` seconds, encoded as `path`'s extension names (flac, ogg...)."""
     from asrflow.audio import decode_audio
     from asrflow.encoding import encode_audio
 
-    path = tmp_path_factory.mktemp("calls") / "call.ogg"
-    encode_audio(decode_audio(DATA / "conversation-2.ogg")[: int(22.25 * 16000)], file=path)
+    encode_audio(decode_audio(source)[int(start * 16000) : int(end * 16000)], path.suffix[1:], file=path)
     return path
 
 

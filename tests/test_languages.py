@@ -7,7 +7,7 @@ import re
 
 import jiwer
 import pytest
-from conftest import DATA, cli
+from conftest import DATA, cli, excerpt
 
 MIXED = DATA / "mixed-languages.ogg"
 TURNS = [json.loads(line) for line in (DATA / "mixed-languages.jsonl").read_text().splitlines()]
@@ -20,10 +20,7 @@ def turn_of(segment, turns=TURNS):
 
 def cut(start: float, end: float, path):
     """The file's audio from `start` to `end` seconds as a file of its own, and the turns within it, retimed."""
-    from asrflow.audio import decode_audio
-    from asrflow.encoding import encode_audio
-
-    encode_audio(decode_audio(MIXED)[int(start * 16000) : int(end * 16000)], "flac", file=path)
+    excerpt(MIXED, start, end, path)
     turns = [t | {"start": t["start"] - start, "end": t["end"] - start} for t in TURNS if start <= t["start"] < end]
     return path, turns
 

@@ -152,7 +152,8 @@ def segment_events(segment: Segment, i: int, diarized: bool, progress: dict | No
         "delta": (" " if i else "") + segment.text,
         "segment": {"start": segment.start, "end": segment.end, "text": segment.text},
     }
-    delta |= {"progress": progress} if progress else {}
+    if progress:
+        delta["progress"] = progress
     if not diarized:
         return sse(delta)
     labelled = {"start": segment.start, "end": segment.end, "text": segment.text, "speaker": segment.speaker or ""}

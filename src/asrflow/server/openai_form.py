@@ -42,6 +42,7 @@ VAD_FIELDS = {
 }
 
 OPENAI_SPEAKERS, OPENAI_CLIP = 4, (2.0, 10.0)  # known speakers, and each clip's seconds, as OpenAI documents
+CLIP_SLACK = 0.1  # seconds either way of OPENAI_CLIP: an encoder's padding
 
 
 def known_speakers(form) -> list[tuple[str, bytes]] | None:
@@ -78,12 +79,12 @@ def known_speakers(form) -> list[tuple[str, bytes]] | None:
 def decoded_speakers(references: list[tuple[str, bytes]]) -> list[tuple[str, object]]:
     """(name, samples) pairs (in a worker thread: decoding is no work for the event loop)."""
     try:
-        voices = [(name, known_voice(name, clip, OPENAI_CLIP[1] + 0.1)) for name, clip in references]
+        voices = [(name, known_voice(name, clip, OPENAI_CLIP[1] + CLIP_SLACK)) for name, clip in references]
     except AsrflowError as e:
         raise HTTPError(400, str(e), "known_speaker_references[]") from None
     for name, samples in voices:
         seconds = len(samples) / SAMPLE_RATE
-        if seconds < OPENAI_CLIP[0] - 0.1:  # a tenth of a second either way: an encoder's padding
+        if seconds < OPENAI_CLIP[0] - CLIP_SLACK:
             raise HTTPError(
                 400,
                 f"known speaker {name!r}: its clip lasts {seconds:.1f} s; OpenAI's API takes clips of "
