@@ -54,9 +54,15 @@ lint: setup-test
 	ruff format --check .
 
 # a worker per core and one more, at most 8 (pytest-xdist; each loads the models), each computing on one thread
-# (tests/conftest.py): tests that wait (on a server process starting, a browser, a socket) leave their core to the extra
+# (tests/conftest.py): tests that wait (on a server process starting, a browser, a socket) leave their core to the
+# extra. Then the tests marked `alone` (wall-clock bounds that others' load would break), by themselves; both
+# runs use the same converted models (ASRFLOW_TEST_MODELS).
 test: setup-test
-	python -m pytest -q -n $$(( $$(nproc) < 8 ? $$(nproc) + 1 : 8 )) --dist worksteal --durations=10 $(PYTEST_ARGS)
+	status=0; export ASRFLOW_TEST_MODELS=$$(mktemp -d); \
+	python -m pytest -q -n $$(( $$(nproc) < 8 ? $$(nproc) + 1 : 8 )) --dist worksteal -m "not alone" --durations=10 \
+		$(PYTEST_ARGS) || status=$$?; \
+	python -m pytest -q -m alone $(PYTEST_ARGS) || status=$$?; \
+	rm -rf "$$ASRFLOW_TEST_MODELS"; exit $$status
 
 # Refreshes docs/page.png from the browser test (tests write their screenshots under build/, ignored).
 screenshot: setup-test

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import mlflow
 import pytest
-from conftest import BIN, JFK_TEXT, SAMPLE, environment, free_port, start, stop
+from conftest import BIN, JFK_TEXT, SAMPLE, cli, environment, free_port, start, stop
 from mlflow.exceptions import MlflowException
 
 from asrflow import ModelNotFoundError, flavor, load_transcriber, registry, tutorial
@@ -195,22 +195,32 @@ def tracking_server(tmp_path_factory):
 
 
 def test_cli_against_a_tracking_server(tracking_server):
-    env = environment(MLFLOW_TRACKING_URI=tracking_server)
-    run = lambda *a: subprocess.run([BIN / "asrflow", *a], env=env, capture_output=True, text=True, timeout=300)
+    remote = {"MLFLOW_TRACKING_URI": tracking_server, "MLFLOW_REGISTRY_URI": None}
+    # in this process, but for the runs whose stderr must be empty: MLflow's warnings and chatter go to the
+    # process's own stderr, which only a process of its own shows
+    run = lambda *a: subprocess.run(
+        [BIN / "asrflow", *a],
+        env=environment(MLFLOW_TRACKING_URI=tracking_server),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     # decoding flags given to log are saved with the model: its defaults wherever it is loaded
-    logged = run("log", "--register", "whisper-remote", "--alias", "champion", "--json", "--word-timestamps")
+    logged = cli(
+        "log", "--register", "whisper-remote", "--alias", "champion", "--json", "--word-timestamps", env=remote
+    )
     assert logged.returncode == 0, logged.stderr
     assert json.loads(logged.stdout)["registered"] == "models:/whisper-remote/1"
-    refused = run("log", "--flavor", "transformers", "--beam-size", "2")
+    refused = cli("log", "--flavor", "transformers", "--beam-size", "2", env=remote)
     assert refused.returncode == 2 and "keeps no decoding options" in refused.stderr, refused.stderr
-    english = run("log", "--language", "de")  # checked against the model before any run starts
+    english = cli("log", "--language", "de", env=remote)  # checked against the model before any run starts
     assert english.returncode == 2 and "English-only" in english.stderr, english.stderr
     again = run("log", "--flavor", "transformers")
     assert again.returncode == 0, again.stderr
     registered = run("register", "whisper-remote", "--alias", "challenger")
     assert registered.stdout.strip() == "models:/whisper-remote/2"
     assert registered.stderr == "" and again.stderr == ""  # quiet by default: no MLflow warnings or chatter
-    out = run("transcribe", SAMPLE, "--model", "models:/whisper-remote@champion", "-f", "json")
+    out = cli("transcribe", SAMPLE, "--model", "models:/whisper-remote@champion", "-f", "json", env=remote)
     assert out.returncode == 0, out.stderr
     transcript = json.loads(out.stdout)
     assert_jfk(transcript["text"])

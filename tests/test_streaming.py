@@ -52,20 +52,22 @@ def peak_rss_mb(audio_file, tmp_path) -> tuple[int, list[dict]]:
     return int(out.stdout.strip()), [json.loads(line) for line in lines]
 
 
-def test_an_hour_of_audio_takes_no_more_memory_than_ten_minutes(tmp_path):
+def test_half_an_hour_of_audio_takes_no_more_memory_than_ten_minutes(tmp_path):
+    """Three blocks (blocks.py: ten minutes each) in the memory of one: the mechanism, on the shortest audio that
+    holding it would show in. `make bench` measures up to ten hours (bench/memory.py)."""
     from asrflow.encoding import encode_audio
 
-    short, hour = tmp_path / "ten-minutes.flac", tmp_path / "hour.flac"
+    short, long = tmp_path / "ten-minutes.flac", tmp_path / "half-hour.flac"
     encode_audio(speech_every(10, 10), "flac", file=short)
-    encode_audio(speech_every(10, 60), "flac", file=hour)
+    encode_audio(speech_every(10, 30), "flac", file=long)
     short_mb, short_segments = peak_rss_mb(short, tmp_path)
-    hour_mb, hour_segments = peak_rss_mb(hour, tmp_path)
-    # the samples of an hour alone are 230 MB as float32: holding them would show
-    assert hour_mb < short_mb + 60, (short_mb, hour_mb)
-    assert hour_mb < 800
+    long_mb, long_segments = peak_rss_mb(long, tmp_path)
+    # the samples of half an hour alone are 115 MB as float32: holding them would show
+    assert long_mb < short_mb + 60, (short_mb, long_mb)
+    assert long_mb < 800
     # every clip was transcribed, at its time in the file
-    assert all(any(abs(s["start"] - 600 * k) < 5 for s in hour_segments) for k in range(6)), hour_segments
-    assert [s["text"] for s in hour_segments[: len(short_segments)]] == [s["text"] for s in short_segments]
+    assert all(any(abs(s["start"] - 600 * k) < 5 for s in long_segments) for k in range(3)), long_segments
+    assert [s["text"] for s in long_segments[: len(short_segments)]] == [s["text"] for s in short_segments]
 
 
 def test_streamed_transcripts_equal_the_whole_array_ones(transcriber, corpus):
