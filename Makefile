@@ -61,7 +61,7 @@ test: setup-test
 	status=0; export ASRFLOW_TEST_MODELS=$$(mktemp -d); \
 	python -m pytest -q -n $$(( $$(nproc) < 8 ? $$(nproc) + 1 : 8 )) --dist worksteal -m "not alone" --durations=10 \
 		$(PYTEST_ARGS) || status=$$?; \
-	python -m pytest -q -m alone $(PYTEST_ARGS) || status=$$?; \
+	python -m pytest -q -m alone $$(grep -l 'mark.alone' tests/test_*.py) $(PYTEST_ARGS) || status=$$?; \
 	rm -rf "$$ASRFLOW_TEST_MODELS"; exit $$status
 
 # Refreshes docs/page.png from the browser test (tests write their screenshots under build/, ignored).

@@ -118,6 +118,21 @@ def excerpt(source: Path, start: float, end: float, path: Path) -> Path:
     return path
 
 
+def made_once(name: str, make) -> bytes:
+    """`make()`'s bytes, kept under `name` for the rest of make test's run (its two pytest runs and their workers
+    share ASRFLOW_TEST_MODELS); made anew where there is no such folder."""
+    folder = os.environ.get("ASRFLOW_TEST_MODELS")
+    if not folder:
+        return make()
+    path = Path(folder) / "made" / name
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{name}.{os.getpid()}")
+        partial.write_bytes(make())
+        partial.replace(path)  # whole or not at all, whichever worker finishes first
+    return path.read_bytes()
+
+
 def cli(*args, env: dict | None = None) -> subprocess.CompletedProcess:
     """`asrflow ARGS` run in this process (Typer's runner): its exit status, stdout and stderr, as a run in a process
     of its own would give them, without starting Python and importing asrflow again. Tests of what only a process

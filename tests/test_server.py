@@ -11,7 +11,7 @@ from collections import Counter
 import httpx
 import openai
 import pytest
-from conftest import BIN, DATA, JFK_TEXT, SAMPLE, environment, free_port, serve_in_process, start
+from conftest import BIN, DATA, JFK_TEXT, SAMPLE, environment, free_port, made_once, serve_in_process, start
 
 from asrflow.audio import decode_audio
 from asrflow.encoding import encode_audio
@@ -256,15 +256,20 @@ def test_an_answer_does_not_depend_on_who_else_is_calling(server):
 @functools.lru_cache
 def long_speech(minutes: float, format: str = "ogg") -> bytes:
     """Minutes of real speech (the dev clips over and over), as Ogg Opus (small enough for the served process's
-    2 MB limit) or in another format (FLAC: about 1 MB a minute, encoded some 15 times faster)."""
-    import numpy as np
+    2 MB limit) or in another format (FLAC: about 1 MB a minute, encoded some 15 times faster). Encoded once for
+    make test's run (ten minutes of Opus take 7 s), whichever test asks first."""
 
-    from asrflow import decode_audio
-    from asrflow.encoding import encode_audio
+    def encoded() -> bytes:
+        import numpy as np
 
-    clips = [decode_audio(str(p)) for p in sorted(DATA.glob("dev00*"))]
-    audio = np.concatenate(clips * int(minutes * 60 / sum(len(c) / 16000 for c in clips) + 1))
-    return encode_audio(audio[: int(minutes * 60 * 16000)], format)
+        from asrflow import decode_audio
+        from asrflow.encoding import encode_audio
+
+        clips = [decode_audio(str(p)) for p in sorted(DATA.glob("dev00*"))]
+        audio = np.concatenate(clips * int(minutes * 60 / sum(len(c) / 16000 for c in clips) + 1))
+        return encode_audio(audio[: int(minutes * 60 * 16000)], format)
+
+    return made_once(f"speech-{minutes}-minutes.{format}", encoded)
 
 
 def test_a_short_request_is_not_stuck_behind_a_long_one(server):
