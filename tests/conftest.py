@@ -152,21 +152,27 @@ def cli(*args, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["asrflow", *args], result.exit_code, result.stdout, result.stderr)
 
 
-def mlflow_uris(restore: dict | None = None) -> dict:
-    """The tracking and registry URIs MLflow holds for this process (set_tracking_uri's), and asrflow's record
-    of the registry it set; with `restore`, set back to those. A run against another store (MLFLOW_TRACKING_URI
-    in `env`) would otherwise leave this process's later MLflow calls pointed at it."""
-    import importlib
+# MLflow's state of this process that a run sets (set_tracking_uri, set_registry_uri, set_experiment), and asrflow's
+# record of the registry it set: module -> name
+MLFLOW_STATE = {
+    "mlflow.tracking._tracking_service.utils": "_tracking_uri",
+    "mlflow.tracking._model_registry.utils": "_registry_uri",
+    "mlflow.tracking.fluent": "_active_experiment_id",
+    "asrflow.registry": "_REGISTRY_SET_HERE",
+}
 
-    holders = {
-        "mlflow.tracking._tracking_service.utils": "_tracking_uri",
-        "mlflow.tracking._model_registry.utils": "_registry_uri",
-        "asrflow.registry": "_REGISTRY_SET_HERE",
-    }
+
+def mlflow_uris(restore: dict | None = None) -> dict:
+    """MLflow's URIs and active experiment as this process holds them; with `restore`, set back to those (a
+    module not imported before the run goes back to holding none). A run against another store
+    (MLFLOW_TRACKING_URI in `env`) would otherwise leave this process's later MLflow calls pointed at it."""
     if restore is None:
-        return {m: getattr(importlib.import_module(m), name, None) for m, name in holders.items()}
-    for module, value in restore.items():
-        setattr(importlib.import_module(module), holders[module], value)
+        return {
+            m: getattr(sys.modules[m], name, None) if m in sys.modules else None for m, name in MLFLOW_STATE.items()
+        }
+    for module, name in MLFLOW_STATE.items():
+        if module in sys.modules:
+            setattr(sys.modules[module], name, restore[module])
     return restore
 
 

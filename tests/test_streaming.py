@@ -62,8 +62,9 @@ def test_half_an_hour_of_audio_takes_no_more_memory_than_ten_minutes(tmp_path):
     encode_audio(speech_every(10, 30), "flac", file=long)
     short_mb, short_segments = peak_rss_mb(short, tmp_path)
     long_mb, long_segments = peak_rss_mb(long, tmp_path)
-    # the samples of half an hour alone are 115 MB as float32: holding them would show
-    assert long_mb < short_mb + 60, (short_mb, long_mb)
+    # the samples of half an hour alone are 115 MB as float32: holding them would show; so would a fragmented heap
+    # (2026-12-07: 460 against 467 MB; with blocks.trim_heap or keep_heap_flat undone, 54 and 55 MB over)
+    assert long_mb < short_mb + 30, (short_mb, long_mb)
     assert long_mb < 800
     # every clip was transcribed, at its time in the file
     assert all(any(abs(s["start"] - 600 * k) < 5 for s in long_segments) for k in range(3)), long_segments
