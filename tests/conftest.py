@@ -142,13 +142,13 @@ def cli(*args, env: dict | None = None) -> subprocess.CompletedProcess:
     from asrflow import cli_audio, cli_models  # noqa: F401 - they add their commands to the app
     from asrflow.cli import app
 
-    args, environ, uris = [str(a) for a in args], dict(os.environ), mlflow_uris()
+    args, environ, saved = [str(a) for a in args], dict(os.environ), mlflow_state()
     try:
         result = CliRunner().invoke(app, args, env=env, catch_exceptions=False)
-    finally:  # what the run set (--debug sets ASRFLOW_DEBUG, MLflow its URIs) ends with it, as with a process
+    finally:  # what the run set (--debug sets ASRFLOW_DEBUG, MLflow its URIs and experiment) ends with it, as with a process
         os.environ.clear()
         os.environ.update(environ)
-        mlflow_uris(uris)
+        mlflow_state(saved)
     return subprocess.CompletedProcess(["asrflow", *args], result.exit_code, result.stdout, result.stderr)
 
 
@@ -162,7 +162,7 @@ MLFLOW_STATE = {
 }
 
 
-def mlflow_uris(restore: dict | None = None) -> dict:
+def mlflow_state(restore: dict | None = None) -> dict:
     """MLflow's URIs and active experiment as this process holds them; with `restore`, set back to those (a
     module not imported before the run goes back to holding none). A run against another store
     (MLFLOW_TRACKING_URI in `env`) would otherwise leave this process's later MLflow calls pointed at it."""
