@@ -81,6 +81,7 @@ bench: setup-test
 	python bench/languages.py | tee bench/results/languages.txt
 	python bench/realtime.py | tee bench/results/realtime.txt
 	python bench/timestamps.py | tee bench/results/timestamps.txt
+	python bench/schema.py | tee bench/results/schema.txt
 
 clean:
 	rm -rf $(VENV) $(FLOORS) .pytest_cache build

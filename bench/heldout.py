@@ -194,7 +194,10 @@ def make(out: Path, seed: int) -> dict:
     corpus["long"] = [round(r["duration"], 1) for r in long_rows]
 
     conversations = []
-    for n, voices in ((2, [females[12], males[12]]), (3, [females[13], males[13], males[14]])):
+    # voices that differ as people's do: both sexes, and no two of one conversation with the same pitch and
+    # formants (espeak-ng's variant: en-us+m3 and en-gb+m3 differ only in accent)
+    others = [m for m in males[14:] if m.split("+")[1] != males[13].split("+")[1]]
+    for n, voices in ((2, [females[12], males[12]]), (3, [females[13], males[13], others[0]])):
         rows = speak([say(voices[i % n]) for i in range(12)], out / "conversations" / f"turns{n}")
         samples, turns = joined(rows, out / "conversations" / f"turns{n}", rng)
         name = f"conversation-{n}"

@@ -1,5 +1,6 @@
 """`make bench`: what diarization costs and how right it is, on the repository's generated conversations
-(tests/data, whose voices were picked because they could be told apart) and on a held-out pair made at bench time.
+(tests/data, whose voices were picked because they could be told apart), on a held-out pair made at bench time, and
+on a real recording of two people (pyannote.audio's sample, from its wheel on PyPI).
 
 For each conversation: real-time factor of asrflow's default transcription with word timestamps (what diarize
 decodes) and with diarize=True, the speaker count found, and the DER against its RTTM (pyannote.metrics,
@@ -42,9 +43,29 @@ def conversations() -> list[tuple[str, Path]]:
     held = ROOT / "build" / f"heldout-{seed}"
     if not (held / "corpus.json").is_file():
         heldout.make(held, seed)
-    return [("tests", DATA / f"conversation-{n}.ogg") for n in (2, 3)] + [
-        (f"held-out {seed}", held / "conversations" / f"conversation-{n}.ogg") for n in (2, 3)
-    ]
+    return (
+        [("tests", DATA / f"conversation-{n}.ogg") for n in (2, 3)]
+        + [(f"held-out {seed}", held / "conversations" / f"conversation-{n}.ogg") for n in (2, 3)]
+        + [("real (pyannote)", real_conversation())]
+    )
+
+
+def real_conversation() -> Path:
+    """Real speech of two people: the sample recording (30 s, with its RTTM) that pyannote.audio's wheel on PyPI
+    ships, fetched once into build/ with pip (a package registry: no hub)."""
+    folder = ROOT / "build" / "pyannote-sample"
+    if not (folder / "sample.rttm").is_file():
+        import subprocess
+        import zipfile
+
+        wheels = ROOT / "build" / "wheels"
+        pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(wheels), "pyannote.audio==4.0.7"]
+        subprocess.run(pip, check=True)
+        with zipfile.ZipFile(next(wheels.glob("pyannote_audio-4.0.7-*.whl"))) as wheel:
+            for name in ("sample.wav", "sample.rttm"):
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / name).write_bytes(wheel.read(f"pyannote/audio/sample/{name}"))
+    return folder / "sample.wav"
 
 
 def main() -> None:
@@ -85,12 +106,12 @@ def main() -> None:
         "DER (pyannote.metrics, 0.25 s collar) with the count estimated and given"
     )
     print(
-        f"{'corpus':>19} {'audio':>19} {'seconds':>8} {'speakers':>9} {'found':>6} {'RTFx':>7} {'RTFx diarized':>14}"
+        f"{'corpus':>20} {'audio':>19} {'seconds':>8} {'speakers':>9} {'found':>6} {'RTFx':>7} {'RTFx diarized':>14}"
         f" {'time x':>7} {'DER':>7} {'DER given':>10}"
     )
     for r in rows:
         print(
-            f"{r['corpus']:>19} {r['audio']:>19} {r['seconds']:>8} {r['speakers']:>9} {r['found']:>6} {r['rtfx']:>7}"
+            f"{r['corpus']:>20} {r['audio']:>19} {r['seconds']:>8} {r['speakers']:>9} {r['found']:>6} {r['rtfx']:>7}"
             f" {r['rtfx_diarized']:>14} {r['cost']:>6}x {r['der']:>7.4f} {r['der_given']:>10.4f}"
         )
     (ROOT / "bench" / "results" / "speakers.json").write_text(

@@ -20,6 +20,7 @@ from conftest import DATA, serve_in_process
 from asrflow.metrics import normalize, word_error_rate
 
 COMPLETED = "conversation.item.input_audio_transcription.completed"
+LOGPROBS = "item.input_audio_transcription.logprobs"
 DELTA = "conversation.item.input_audio_transcription.delta"
 NO_TURNS_16K = {
     "type": "session.update",
@@ -190,6 +191,137 @@ def test_client_commits_when_turn_detection_is_off_at_16_khz(server):
     assert done.model_extra["asrflow"]["model"] == "bundled:base"
 
 
+def g711(path, codec: str) -> bytes:
+    """A clip as telephony sends it: G.711 (PyAV's pcm_mulaw or pcm_alaw encoder) at 8 kHz."""
+    import av
+
+    encoder = av.CodecContext.create(codec, "w")
+    encoder.sample_rate, encoder.format, encoder.layout = 8000, "s16", "mono"
+    frame = av.AudioFrame.from_ndarray(np.frombuffer(pcm(path, 8000), "<i2")[np.newaxis, :].copy(), "s16", "mono")
+    frame.sample_rate = 8000
+    return b"".join(bytes(packet) for packet in encoder.encode(frame) + encoder.encode(None))
+
+
+@pytest.mark.parametrize("kind,codec", [("audio/pcmu", "pcm_mulaw"), ("audio/pcma", "pcm_alaw")])
+def test_telephone_audio_in_g711_at_8_khz(server, kind, codec):
+    refs = references()
+    with client(server).realtime.connect(extra_query={"intent": "transcription"}) as connection:
+        given = {"format": {"type": kind}, "turn_detection": None}
+        connection.session.update(session={"type": "transcription", "audio": {"input": given}})
+        connection.input_audio_buffer.append(audio=base64.b64encode(g711(DATA / "dev001.mp3", codec)).decode())
+        connection.input_audio_buffer.commit()
+        seen = events_until(connection, lambda s: any(e.type == COMPLETED for e in s))
+    [updated] = [e for e in seen if e.type == "session.updated"]
+    assert updated.session.audio.input.format.type == kind and updated.session.audio.input.format.rate == 8000
+    [done] = [e for e in seen if e.type == COMPLETED]
+    assert word_error_rate([refs["dev001.mp3"]], [done.transcript]) < 0.3, done.transcript
+
+
+def test_semantic_vads_eagerness_is_the_silence_a_turn_ends_after(served, tmp_path):
+    """high ends a turn after 350 ms of silence, low after 1200 (a pause of 0.8 s: two turns, then one), and
+    session.updated says so, in the SDK's own type; noise_reduction is taken and reported as not applied (null)."""
+    from openai.types.realtime import SessionUpdatedEvent
+
+    from asrflow.audio import decode_audio
+    from asrflow.encoding import encode_audio
+
+    speech = decode_audio(DATA / "dev004.wav")[: 3 * 16000]
+    pause, end = np.zeros(int(0.8 * 16000), np.float32), np.zeros(2 * 16000, np.float32)
+    encode_audio(np.concatenate([speech, pause, speech, end]), "flac", file=tmp_path / "paused.flac")
+    audio = pcm(tmp_path / "paused.flac", 24000)  # OpenAI's rate: the SDK's type takes no other for audio/pcm
+    turns = {}
+    for eagerness in ("high", "low"):
+        with connect(served[0]) as connection:
+            detection = {"type": "semantic_vad", "eagerness": eagerness}
+            connection.send(
+                json.dumps(
+                    update(
+                        format={"type": "audio/pcm", "rate": 24000},
+                        turn_detection=detection,
+                        noise_reduction={"type": "near_field"},
+                    )
+                )
+            )
+            event = recv(connection)
+            session = SessionUpdatedEvent.model_validate(event).session.audio.input
+            assert session.turn_detection.type == "semantic_vad" and session.turn_detection.eagerness == eagerness
+            assert event["session"]["audio"]["input"]["noise_reduction"] is None
+            append(connection, audio)
+            seen = until(connection, "input_audio_buffer.speech_stopped")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # any later turn of the clip's 9 s
+                try:
+                    seen.append(recv(connection, timeout=2))
+                except TimeoutError:
+                    break
+        turns[eagerness] = sum(e["type"] == "input_audio_buffer.speech_stopped" for e in seen)
+    assert turns == {"high": 2, "low": 1}, turns
+
+
+@pytest.mark.parametrize("kind,code", [("asrflow", "transcription_failed"), ("model", "server_error")])
+def test_a_turn_that_cannot_be_transcribed_gets_a_failed_event(ct2_transcriber, monkeypatch, kind, code):
+    """An asrflow error (its message), or the model's own failure (a RuntimeError: logged, the client told)."""
+    from openai.types.realtime import ConversationItemInputAudioTranscriptionFailedEvent
+
+    from asrflow.errors import AsrflowError
+    from asrflow.server.realtime import LiveSession
+
+    async def failing(self, samples, *args, **kwargs):
+        raise (AsrflowError if kind == "asrflow" else RuntimeError)("the model could not decode this turn")
+
+    monkeypatch.setattr(LiveSession, "transcribe", failing)
+    with serve_in_process(ct2_transcriber) as url, connect(url) as connection:
+        connection.send(json.dumps(NO_TURNS_16K))
+        assert recv(connection)["type"] == "session.updated"
+        append(connection, bytes(16000 * 2))
+        connection.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        event = until(connection, "conversation.item.input_audio_transcription.failed")[-1]
+    failed = ConversationItemInputAudioTranscriptionFailedEvent.model_validate(event)
+    assert failed.error.code == code and "could not transcribe item_" in failed.error.message
+    assert kind != "asrflow" or "could not decode this turn" in failed.error.message  # a bug's words stay in the log
+
+
+def test_include_logprobs_gives_each_completed_turns_word_logprobs(served):
+    """The SDK's own completed type parses them; joined, they are the transcript. Deltas (drafts' words) carry
+    none."""
+    from openai.types.realtime import ConversationItemInputAudioTranscriptionCompletedEvent
+
+    with connect(served[0]) as connection:
+        connection.send(json.dumps(NO_TURNS_16K | {"session": NO_TURNS_16K["session"] | {"include": [LOGPROBS]}}))
+        assert recv(connection)["session"]["include"] == [LOGPROBS]
+        append(connection, pcm(DATA / "dev001.mp3", 16000))
+        connection.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        done = ConversationItemInputAudioTranscriptionCompletedEvent.model_validate(until(connection, COMPLETED)[-1])
+        connection.send(json.dumps(update(transcription={"prompt": "Hello."})))  # include left as it was
+        assert recv(connection)["session"]["include"] == [LOGPROBS]
+        connection.send(json.dumps({"type": "session.update", "session": {"include": []}}))
+        assert recv(connection)["session"]["include"] is None  # off
+    assert done.logprobs and "".join(p.token for p in done.logprobs) == done.transcript
+    assert all(p.logprob <= 0 for p in done.logprobs)
+
+
+def test_include_logprobs_needs_the_ctranslate2_backend(hf_transcriber):
+    with serve_in_process(hf_transcriber) as url, connect(url) as connection:
+        connection.send(json.dumps({"type": "session.update", "session": {"include": [LOGPROBS]}}))
+        event = recv(connection)
+    assert event["type"] == "error" and "--backend ctranslate2" in event["error"]["message"], event
+
+
+def test_pcm16_appends_of_odd_lengths_are_joined_at_the_byte(served):
+    """An append may end mid-sample: its last byte begins the next append's first sample (it was dropped, and
+    every sample after it misread)."""
+    refs = references()
+    audio = pcm(DATA / "dev001.mp3", 16000)
+    with connect(served[0]) as connection:
+        connection.send(json.dumps(NO_TURNS_16K))
+        assert recv(connection)["type"] == "session.updated"
+        for i in range(0, len(audio), 16001):
+            append(connection, audio[i : i + 16001])
+        connection.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        done = until(connection, COMPLETED)[-1]
+    assert word_error_rate([refs["dev001.mp3"]], [done["transcript"]]) < 0.3, done["transcript"]
+
+
 def test_bad_events_get_error_events_and_the_session_goes_on(server):
     with client(server).realtime.connect(extra_query={"intent": "transcription"}) as connection:
         connection.send({"type": "response.create"})
@@ -236,6 +368,8 @@ MALFORMED = [
     json.dumps({"type": "session.update", "session": {"type": "realtime"}}),
     json.dumps({"type": "session.update", "session": {"audio": []}}),
     json.dumps({"type": "session.update", "session": {"audio": {"input": 5}}}),
+    json.dumps({"type": "session.update", "session": {"include": ["logprobs"]}}),
+    json.dumps({"type": "session.update", "session": {"include": "item.input_audio_transcription.logprobs"}}),
 ]
 MALFORMED += [
     json.dumps(update(**given))
@@ -245,7 +379,21 @@ MALFORMED += [
         {"format": {"rate": "24000"}},
         {"format": {"rate": 24000.5}},
         {"format": {"rate": True}},
-        {"format": {"type": "audio/pcmu"}},
+        {"format": {"type": "audio/pcmu", "rate": 16000}},
+        {"format": {"type": "audio/g729"}},
+        {"noise_reduction": "near_field"},
+        {"noise_reduction": {"type": "studio"}},
+        {"turn_detection": {"type": "semantic_vad", "eagerness": "eager"}},
+        {"turn_detection": {"type": "server_vad", "idle_timeout_ms": 5000}},
+        {"turn_detection": {"type": "vad"}},
+        {"turn_detection": {"type": "semantic_vad", "eagerness": ["low"]}},  # these three were a server_error
+        {"turn_detection": {"type": ["server_vad"]}},
+        {"turn_detection": {"type": {}}},
+        {"transcription": {"keywords": ["bus"]}},  # taken silently, they would look applied
+        {"noise_reduction": {"type": "near_field", "level": 3}},
+        {"noise_reduction": {"type": "near_field", "strength": 2}},
+        {"format": {"type": "audio/pcm", "rate": 0}},
+        {"format": {"type": "audio/pcm", "rate": 24000, "bits": 16}},
         {"transcription": []},
         {"transcription": {"model": 5}},
         {"transcription": {"model": "gpt-9"}},
@@ -254,11 +402,9 @@ MALFORMED += [
         {"transcription": {"prompt": {}}},
         {"turn_detection": "x"},
         {"turn_detection": []},
-        {"turn_detection": {"type": "semantic_vad"}},
         {"turn_detection": {"threshold": "nan"}},
         {"turn_detection": {"threshold": 1}},
         {"turn_detection": {"threshold": True}},
-        {"turn_detection": {"threshold": None}},
         {"turn_detection": {"silence_duration_ms": -1}},
         {"turn_detection": {"silence_duration_ms": 10**400}},
         {"turn_detection": {"prefix_padding_ms": "300"}},
@@ -277,6 +423,9 @@ MALFORMED += [
 VALID = [
     json.dumps(update(format={"type": "audio/pcm", "rate": 16000}, turn_detection=None)),
     json.dumps(update(turn_detection={"type": "server_vad", "threshold": 0.3, "prefix_padding_ms": 0})),
+    json.dumps(update(format={"type": "audio/pcma"}, turn_detection={"type": "semantic_vad", "eagerness": "low"})),
+    json.dumps(update(noise_reduction={"type": "far_field", "strength": 0.5}, format={"type": "audio/pcm"})),
+    json.dumps(update(turn_detection={"type": "server_vad", "idle_timeout_ms": None, "eagerness": None})),  # nulls
     json.dumps({"type": "input_audio_buffer.clear"}),
     json.dumps({"type": "input_audio_buffer.append", "audio": ""}),
 ]

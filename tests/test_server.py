@@ -69,6 +69,38 @@ def test_openai_client_newer_models_fields(client):
     assert same.text == english.text  # one language, however written
 
 
+def test_openai_client_logprobs(client):
+    """include[]=logprobs: each word's log probability, in json and on every streamed delta and the done event,
+    parsed by the SDK's own types; with another response_format or another value, a 400 naming it."""
+    from openai.types.audio import Transcription, TranscriptionTextDeltaEvent, TranscriptionTextDoneEvent
+
+    result = client.audio.transcriptions.create(model="whisper-1", file=("jfk.flac", AUDIO), include=["logprobs"])
+    logprobs = Transcription.model_validate(result.to_dict()).logprobs
+    assert "".join(p.token for p in logprobs) == result.text, [p.token for p in logprobs]  # spaces included
+    assert all(p.logprob <= 0 and p.bytes == list(p.token.encode()) for p in logprobs)
+    assert sum(p.logprob > -0.7 for p in logprobs) >= 0.8 * len(logprobs)  # JFK, heard clearly: most words likely
+    stream = client.audio.transcriptions.create(
+        model="whisper-1", file=("jfk.flac", AUDIO), include=["logprobs"], stream=True
+    )
+    events = [e.to_dict() for e in stream]
+    deltas = [TranscriptionTextDeltaEvent.model_validate(e) for e in events[:-1]]
+    done = TranscriptionTextDoneEvent.model_validate(events[-1])
+    dumped = [p.model_dump() for p in logprobs]  # the types differ by event; their fields are the same
+    assert [p.model_dump() for d in deltas for p in d.logprobs] == [p.model_dump() for p in done.logprobs] == dumped
+    for refused, needle in (({"response_format": "text"}, "goes with response_format json"), ({}, "not 'tokens'")):
+        include = ["logprobs"] if refused else ["tokens"]
+        with pytest.raises(openai.BadRequestError, match=needle):
+            client.audio.transcriptions.create(model="whisper-1", file=("jfk.flac", AUDIO), include=include, **refused)
+
+
+def test_logprobs_need_the_ctranslate2_backend(hf_transcriber):
+    with serve_in_process(hf_transcriber) as url:
+        answer = httpx.post(
+            f"{url}/v1/audio/transcriptions", files={"file": ("jfk.flac", AUDIO)}, data={"include[]": "logprobs"}
+        )
+    assert answer.status_code == 400 and "--backend ctranslate2" in answer.json()["error"]["message"], answer.text
+
+
 def test_openai_client_subtitles(client):
     srt = client.audio.transcriptions.create(model="whisper-1", file=SAMPLE.open("rb"), response_format="srt")
     assert srt.startswith("1\n00:00:00,000 --> ") and "country" in srt

@@ -3,8 +3,8 @@ as it streams, scikit-learn clusters the embeddings of the moments someone speak
 gets the speaker of its moment; segments are split where the speaker changes.
 
 Speakers are named A, B, C ... in order of first appearance (as OpenAI's diarized_json does). The count is
-estimated unless it is given (on average linkage's tree: the count with the best silhouette among those that
-find distinct voices); the clusters, of that count, are k-means'.
+estimated unless it is given (the eigengap of the windows' nearest-neighbour graph; average linkage's tree for
+short recordings); the clusters, of that count, are k-means'.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from dataclasses import replace
 import numpy as np
 
 from asrflow.audio import SAMPLE_RATE
+from asrflow.clusters import EIGENGAP_MIN, eigengap_count, kmeans, linkage_count, nearest
 from asrflow.transcript import Segment, Word
 
 CHUNK = 30 * SAMPLE_RATE  # embedded at once (the window overlaps the chunk before)
 WINDOW = int(1.6 * SAMPLE_RATE)  # Resemblyzer's partial utterance
 RATE = 4  # windows a second
 SPEECH = 0.7  # windows at least this much covered by words are clustered
-SAME_VOICE = 0.8  # clusters whose centroids are this alike (cosine) are one voice (Resemblyzer's embeddings)
 KNOWN_VOICE = 0.7  # a cluster is named after a known speaker only if its voice is at least this alike (cosine)
 MAX_CLUSTERED = 2000  # embeddings clustered at most (the rest join the nearest cluster)
 _IMPORTING = threading.Lock()  # encoder(): two first uses must not interleave their catch_warnings
@@ -123,76 +123,27 @@ class Diarizer:
         return [part for s in segments for part in _split(s, speaker)]
 
     def _cluster(self, x: np.ndarray) -> np.ndarray:
-        """Cluster numbers for the embeddings: `num` clusters if given; else the count within min..max with the
-        best silhouette among those whose every cluster is a voice of its own (SAME_VOICE) heard for at least
-        MIN_SECONDS, on average linkage's tree (its cuts); then k-means makes that many clusters, which are not
-        checked again. One speaker when no count passes (unless min_speakers asks for more).
+        """Cluster numbers for the embeddings: k-means' `num` clusters if given, else as many as estimated
+        (clusters.py), each heard for at least MIN_SECONDS (fewer clusters otherwise, down to min_speakers).
 
-        Average-linkage clustering needs every pair's distance: past MAX_CLUSTERED embeddings (about 8 minutes
-        of speech) an evenly spaced sample of them is clustered and the rest join the nearest cluster, so that
-        memory and time stay bounded however long the audio (10 hours: 144,000 embeddings)."""
+        Past MAX_CLUSTERED embeddings (about 8 minutes of speech) an evenly spaced sample of them is clustered and
+        the rest join the nearest cluster, so that memory and time stay bounded however long the audio (10 hours:
+        144,000 embeddings)."""
         if len(x) > MAX_CLUSTERED:
             sample = np.linspace(0, len(x) - 1, MAX_CLUSTERED).astype(int)
-            return _nearest(x, x[sample], self._cluster(x[sample]))
+            return nearest(x, x[sample], self._cluster(x[sample]))
         if len(x) < 3:
             return np.zeros(len(x), int)
         if self.num is not None:
-            return _kmeans(x, min(self.num, len(x)))
-        from scipy.cluster.hierarchy import fcluster, linkage
-        from scipy.spatial.distance import pdist, squareform
-        from sklearn.metrics import silhouette_score
-
-        distances = pdist(x, "cosine")
-        tree = linkage(distances, "average")  # once: each count is a cut of the same tree
-
-        def fit(k: int) -> np.ndarray:
-            return fcluster(tree, k, "maxclust") - 1
-
-        square, candidates = squareform(distances), []
-        for k in range(max(2, self.low), min(self.high, len(x) - 1) + 1):
-            labels = fit(k)
-            if len(set(labels.tolist())) < 2:
-                continue
-            score = silhouette_score(square, labels, metric="precomputed")
-            candidates.append((_distinct(x, labels), score, labels))
-        passing = [c for c in candidates if c[0]] or ([] if self.low <= 1 else candidates)
-        if not passing:
-            return np.zeros(len(x), int)
-        return _kmeans(x, len(set(max(passing, key=lambda c: c[1])[2].tolist())))
-
-
-def _kmeans(x: np.ndarray, k: int) -> np.ndarray:
-    """k clusters of the embeddings, made unit length (k-means on them ranks by cosine). The count is estimated
-    on average linkage's tree, whose cuts leave a few odd windows (a breath, a window across a turn) in clusters
-    of their own, so that a count is refused rather than a voice split in two; but given a count, those cuts put
-    two voices in one cluster (held-out conversations: 3 windows against 215), and k-means does not."""
-    from sklearn.cluster import KMeans
-
-    x = x / np.linalg.norm(x, axis=1, keepdims=True)
-    return KMeans(k, n_init=10, random_state=0).fit_predict(x)
-
-
-def _nearest(x: np.ndarray, sample: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Each embedding's cluster: that of the nearest (cosine) centroid of the clustered sample's."""
-    clusters = sorted(set(labels.tolist()))
-    centroids = np.array([sample[labels == c].mean(axis=0) for c in clusters])
-    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-    nearest = np.concatenate(
-        [np.argmax(part @ centroids.T, axis=1) for part in np.array_split(x, max(1, len(x) // 10_000))]
-    )
-    return np.asarray(clusters)[nearest]
-
-
-def _distinct(x: np.ndarray, labels: np.ndarray) -> bool:
-    """Every cluster heard long enough, and no two of them as alike as one voice is to itself."""
-    counts = np.bincount(labels)
-    if counts.min() < MIN_SECONDS * RATE:
-        return False
-    centroids = np.array([x[labels == i].mean(axis=0) for i in range(len(counts))])
-    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-    similarity = centroids @ centroids.T
-    np.fill_diagonal(similarity, -1.0)
-    return bool(similarity.max() < SAME_VOICE)
+            return kmeans(x, min(self.num, len(x)))
+        least = int(MIN_SECONDS * RATE)
+        count = eigengap_count if len(x) >= EIGENGAP_MIN else linkage_count
+        k = count(x, self.low, self.high, least)
+        labels = kmeans(x, k)
+        while k > max(1, self.low) and np.bincount(labels).min() < least:
+            k -= 1
+            labels = kmeans(x, k)
+        return labels
 
 
 def _smoothed(labels: np.ndarray, times: np.ndarray, reach: int = 2) -> np.ndarray:

@@ -9,11 +9,12 @@ from importlib.metadata import version
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
 
 from asrflow.limits import BodyLimit, SameOrigin
 from asrflow.process import configure_process
-from asrflow.server import health, mlflow_scoring, openai_audio, openai_models, pages, realtime
+from asrflow.server import health, mlflow_scoring, openai_audio, openai_models, pages, realtime, schema
 from asrflow.server.errors import HTTPError, error_response, http_error
 from asrflow.server.holder import ModelHolder, ServerConfig
 from asrflow.server.metrics import ServerMetrics
@@ -28,7 +29,7 @@ def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
     uvicorn_log = logging.getLogger("uvicorn.error")
     if not any(isinstance(f, ClientFaultsInOneLine) for f in uvicorn_log.filters):
         uvicorn_log.addFilter(ClientFaultsInOneLine())
-    app = FastAPI(title="asrflow", version=version("asrflow"), docs_url="/docs")
+    app = FastAPI(title="asrflow", version=version("asrflow"), docs_url="/docs", responses=schema.errors())
     app.state.config, app.state.metrics = config, ServerMetrics()
     app.state.holder = ModelHolder(config, app.state.metrics, transcriber)
     for module in (openai_audio, openai_models, realtime, mlflow_scoring, pages, health):
@@ -37,6 +38,11 @@ def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
     @app.exception_handler(HTTPError)
     async def handled(request: Request, e: HTTPError):
         return error_response(e, request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)  # Starlette's own (no route: 404; a wrong method: 405)
+    async def routing(request: Request, e: StarletteHTTPException):
+        message = f"{request.method} {request.url.path[:200]!r}: {e.detail}."  # 405's Allow header kept
+        return error_response(HTTPError(e.status_code, message, headers=dict(e.headers or {})), request.url.path)
 
     app.add_middleware(Guard, config=config, metrics=app.state.metrics)
     # counts body bytes on every route, chunked or not (base64 in /invocations is 4/3 of the audio)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 
 from asrflow.audio import SAMPLE_RATE
 from asrflow.server.errors import HTTPError
@@ -38,6 +38,6 @@ async def ready(model: Annotated[ModelHolder, Depends(holder)]):
     return {"status": "ready", "model": model.config.model, "backend": model.default.transcriber.backend.name}
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def prometheus(request: Request):
     return Response(request.app.state.metrics.text(), media_type="text/plain; version=0.0.4")

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from asrflow.errors import AsrflowError
 from asrflow.scoring import format_results, parse_params, scoring_items, unwrap
+from asrflow.server import schema
 from asrflow.server.errors import mlflow_error
 from asrflow.server.holder import ModelHolder, holder
 
@@ -18,7 +19,7 @@ router = APIRouter()
 Holder = Annotated[ModelHolder, Depends(holder)]
 
 
-@router.post("/invocations")
+@router.post("/invocations", openapi_extra=schema.scoring(), responses=schema.scoring_responses())
 async def invocations(request: Request, model: Holder):
     """inputs / instances / dataframe_split / dataframe_records of base64 audio, plus params."""
     body = await request.body()  # its size is the body limit's to bound (413), as on every route
@@ -44,12 +45,12 @@ async def invocations(request: Request, model: Holder):
     return JSONResponse({"predictions": format_results(list(results), *response)}, headers=served.headers)
 
 
-@router.get("/ping")
+@router.get("/ping", response_class=PlainTextResponse)
 async def ping(model: Holder):
     model.ready()
     return PlainTextResponse("\n")
 
 
-@router.get("/version")
+@router.get("/version", response_class=PlainTextResponse)
 async def mlflow_version():
     return PlainTextResponse(version("mlflow"))

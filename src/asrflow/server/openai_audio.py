@@ -13,9 +13,11 @@ from starlette.concurrency import run_in_threadpool
 
 from asrflow.errors import AsrflowError
 from asrflow.options import TranscribeOptions, flag
+from asrflow.server import schema
 from asrflow.server.errors import HTTPError, http_error
 from asrflow.server.holder import ModelHolder, Reservation, holder
-from asrflow.server.openai_form import decoded_speakers, form_options, known_speakers, read_form
+from asrflow.server.logprobs import check_word_probabilities, logprobs_of
+from asrflow.server.openai_form import FORMATS, decoded_speakers, form_options, known_speakers, read_form
 from asrflow.server.pool import Served
 from asrflow.transcript import Segment, Transcript
 from asrflow.writers import WRITERS
@@ -37,17 +39,16 @@ AUDIO_EXTENSIONS = {
     "mkv",
     "w64",
 }  # OpenAI's, and the other containers audio.DEMUXERS opens
-FORMATS = {"json", "text", "srt", "vtt", "verbose_json", "diarized_json"}
 router = APIRouter()
 Holder = Annotated[ModelHolder, Depends(holder)]
 
 
-@router.post("/v1/audio/transcriptions")
+@router.post("/v1/audio/transcriptions", openapi_extra=schema.audio_form(), responses=schema.audio_responses())
 async def transcriptions(request: Request, model: Holder):
     return await openai_audio(request, model, "transcribe")
 
 
-@router.post("/v1/audio/translations")
+@router.post("/v1/audio/translations", openapi_extra=schema.audio_form(), responses=schema.audio_responses())
 async def translations(request: Request, model: Holder):
     return await openai_audio(request, model, "translate")
 
@@ -70,7 +71,8 @@ async def openai_audio(request: Request, model: ModelHolder, task: str):
     granularities = set(form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities"))
     if granularities - {"word", "segment"}:
         raise HTTPError(400, "timestamp_granularities[] takes 'word' and/or 'segment'.", "timestamp_granularities[]")
-    changes = {"task": task, "word_timestamps": "word" in granularities} | form_options(form)
+    logprobs = wants_logprobs(form.getlist("include[]"), response_format)
+    changes = {"task": task, "word_timestamps": "word" in granularities or logprobs} | form_options(form)
     if response_format == "diarized_json":
         changes["diarize"] = True
     try:
@@ -78,6 +80,8 @@ async def openai_audio(request: Request, model: ModelHolder, task: str):
     except AsrflowError as e:
         raise HTTPError(400, str(e), "stream") from None
     served = await model.model(form.get("model"))
+    if logprobs:
+        check_word_probabilities(served, "include[]")
     if references := known_speakers(form):  # checked now, decoded once the upload is admitted
         changes["known_speakers"] = references
     try:
@@ -92,11 +96,20 @@ async def openai_audio(request: Request, model: ModelHolder, task: str):
         reservation.release()
         raise
     if streaming:
-        return stream_segments(model, served, reservation, options)
+        return stream_segments(model, served, reservation, options, logprobs)
     [result] = await model.run(served, reservation, options, receive=request.receive)
-    response = openai_response(result, response_format, task, granularities)
+    response = openai_response(result, response_format, task, granularities, logprobs)
     response.headers.update(served.headers)
     return response
+
+
+def wants_logprobs(include: list[str], response_format: str) -> bool:
+    """OpenAI's include[]: "logprobs" is the one thing it takes, with response_format json (as OpenAI's API)."""
+    if unknown := sorted(set(include) - {"logprobs"}):
+        raise HTTPError(400, f"include[] takes 'logprobs', not {unknown[0][:60]!r}.", "include[]")
+    if include and response_format != "json":
+        raise HTTPError(400, "include[]=logprobs goes with response_format json, as in OpenAI's API.", "include[]")
+    return bool(include)
 
 
 def stream_segments(
@@ -104,9 +117,11 @@ def stream_segments(
     served: Served,
     reservation: Reservation,
     options: TranscribeOptions,
+    logprobs: bool = False,
 ) -> StreamingResponse:
     """Server-sent events: a transcript.text.delta per segment as decoded, then transcript.text.done.
-    Each delta also carries the segment and the progress (audio seconds done, of the total).
+    Each delta also carries the segment and the progress (audio seconds done, of the total), and with
+    include[]=logprobs its words' logprobs (all of them again on done).
     A client that goes away cancels the work at its next window."""
     total = None if reservation.declared is None else round(reservation.declared, 3)  # by the header
     loop = asyncio.get_running_loop()
@@ -124,7 +139,7 @@ def stream_segments(
                 if getter.done():
                     segment: Segment = getter.result()
                     progress = {"seconds": min(segment.end, total or segment.end), "total_seconds": total}
-                    yield segment_events(segment, sent, options.diarize, progress)
+                    yield segment_events(segment, sent, options.diarize, progress, logprobs)
                     sent += 1
                     continue
                 getter.cancel()
@@ -134,8 +149,9 @@ def stream_segments(
                     return
                 [result] = task.result()
                 for i, segment in enumerate(result.segments[sent:], sent):
-                    yield segment_events(segment, i, options.diarize)
-                yield sse({"type": "transcript.text.done", "text": result.text})
+                    yield segment_events(segment, i, options.diarize, logprobs=logprobs)
+                done = {"type": "transcript.text.done", "text": result.text}
+                yield sse(done | ({"logprobs": logprobs_of(result.segments)} if logprobs else {}))
                 return
         finally:
             task.cancel()
@@ -143,7 +159,9 @@ def stream_segments(
     return StreamingResponse(events(), media_type="text/event-stream", headers=served.headers)
 
 
-def segment_events(segment: Segment, i: int, diarized: bool, progress: dict | None = None) -> str:
+def segment_events(
+    segment: Segment, i: int, diarized: bool, progress: dict | None = None, logprobs: bool = False
+) -> str:
     """A segment's events: its transcript.text.delta (with the segment's times, and the progress); diarizing,
     the delta names its segment (`segment_id`, as in diarized_json) and a transcript.text.segment follows with
     its speaker, as OpenAI streams diarized_json."""
@@ -154,6 +172,8 @@ def segment_events(segment: Segment, i: int, diarized: bool, progress: dict | No
     }
     if progress:
         delta["progress"] = progress
+    if logprobs:
+        delta["logprobs"] = logprobs_of([segment], first=not i)
     if not diarized:
         return sse(delta)
     labelled = {"start": segment.start, "end": segment.end, "text": segment.text, "speaker": segment.speaker or ""}
@@ -162,10 +182,14 @@ def segment_events(segment: Segment, i: int, diarized: bool, progress: dict | No
     )
 
 
-def openai_response(result: Transcript, response_format: str, task: str, granularities: set[str]) -> Response:
+def openai_response(
+    result: Transcript, response_format: str, task: str, granularities: set[str], logprobs: bool = False
+) -> Response:
     usage = {"type": "duration", "seconds": result.duration}  # as OpenAI bills whisper-1: by the audio's length
     if response_format == "json":
-        return JSONResponse({"text": result.text, "usage": usage})
+        return JSONResponse(
+            {"text": result.text, "usage": usage} | ({"logprobs": logprobs_of(result.segments)} if logprobs else {})
+        )
     if response_format == "text":
         return PlainTextResponse(result.text)
     if response_format in ("srt", "vtt"):

@@ -20,6 +20,7 @@ from asrflow.transcriber import known_voice
 # form field -> option, as each option declares (options.py): OpenAI's fields, and asrflow's own beyond them (the
 # openai client sends those with extra_body), named as the options are
 OPTIONS = TranscribeOptions.openai_fields()
+FORMATS = {"json", "text", "srt", "vtt", "verbose_json", "diarized_json"}  # response_format
 NEWER = ("keywords[]", "languages[]")  # the newer models' fields: hotwords, and the languages spoken (newer())
 FIELDS = {
     "file",
@@ -28,6 +29,7 @@ FIELDS = {
     "timestamp_granularities[]",
     "timestamp_granularities",
     "stream",
+    "include[]",
     "chunking_strategy",
     "known_speaker_names[]",
     "known_speaker_references[]",

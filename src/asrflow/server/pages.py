@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
+from asrflow.server import schema
 from asrflow.server.errors import HTTPError
 from asrflow.server.holder import ModelHolder, holder
 from asrflow.transcript import Transcript
@@ -27,12 +28,12 @@ SECURITY_HEADERS = {
 router = APIRouter()
 
 
-@router.get("/")
+@router.get("/", response_class=HTMLResponse)
 async def page():
     return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
 
 
-@router.get("/static/{name}")
+@router.get("/static/{name}", responses={200: {"content": {t.split(";")[0]: {} for t in FILES.values()}}})
 async def static(name: str):
     """The page's script and style, by name from a fixed list: no path reaches another file."""
     if name not in FILES:
@@ -45,7 +46,7 @@ async def info(model: Annotated[ModelHolder, Depends(holder)]):
     return model.info
 
 
-@router.post("/render/{format}")
+@router.post("/render/{format}", openapi_extra=schema.render(), responses=schema.render_responses())
 async def render(format: str, request: Request):
     """A (possibly corrected) transcript as txt/srt/vtt/json, with the same writers as the CLI."""
     if format not in WRITERS:

@@ -1,11 +1,13 @@
 """OpenAI's Realtime API, transcription sessions: /v1/realtime?intent=transcription over WebSocket.
 
-Client events: session.update, input_audio_buffer.append (base64 PCM16 mono, 24 kHz as OpenAI sends or 16 kHz),
-input_audio_buffer.commit and .clear. Server events: session.created/.updated, input_audio_buffer.speech_started,
-.speech_stopped, .committed, .cleared, conversation.item.input_audio_transcription.delta (words settled while the
-turn is spoken, live.Agreement) and .completed (the turn's final text), error. Turns are found by server_vad
-(live.TurnDetector) or committed by the client (turn_detection null). Every transcription goes through the
-server's scheduler, in turns with the file requests.
+Client events: session.update, input_audio_buffer.append (base64 PCM16 mono, 24 kHz as OpenAI sends or 16 kHz;
+or G.711 at 8 kHz: audio/pcmu, audio/pcma), input_audio_buffer.commit and .clear. Server events:
+session.created/.updated, input_audio_buffer.speech_started, .speech_stopped, .committed, .cleared,
+conversation.item.input_audio_transcription.delta (words settled while the turn is spoken, live.Agreement),
+.completed (the turn's final text; its word logprobs with include) and .failed, error. Turns are found by
+server_vad or semantic_vad (its eagerness as the silence that ends a turn; live.TurnDetector) or committed by the
+client (turn_detection null). Every transcription goes through the server's scheduler, in turns with the file
+requests (realtime_turns).
 
 Bounds: at most --max-sessions sessions at once (one more gets an error and close code 1013); each committed turn
 is admitted like a file request (the server's queued-audio limit); audio faster than twice real time, after a burst,
@@ -24,14 +26,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import av
 import numpy as np
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from starlette.websockets import WebSocketDisconnected
+from fastapi import APIRouter, WebSocket
 
 from asrflow.audio import SAMPLE_RATE
 from asrflow.errors import AsrflowError
 from asrflow.live import Agreement, TurnDetector, silero
 from asrflow.options import TranscribeOptions
 from asrflow.server.errors import HTTPError
+from asrflow.server.logprobs import check_word_probabilities
 from asrflow.server.realtime_events import (
     SERVER_VAD,
     EventError,
@@ -41,17 +43,15 @@ from asrflow.server.realtime_events import (
     error_event,
     parse,
     session_update,
+    shown,
 )
+from asrflow.server.realtime_turns import GONE, PARTIAL_EVERY, Turns
 
 LOG = logging.getLogger("asrflow.server")
-GONE = (WebSocketDisconnect, WebSocketDisconnected)  # the client went away (or the session was closed)
 router = APIRouter()
-PARTIAL_EVERY = 0.2  # seconds of new speech between hypotheses of the turn being spoken
 FIRST_PARTIAL = 0.5  # seconds of turn (prefix padding included) before its first hypothesis
-PAUSING = 0.2  # seconds of silence after which no new hypothesis starts: the turn may be ending, its final comes first
 MAX_TURN = 30.0  # a turn longer than Whisper's window is committed as it stands
 MAX_BUFFER = 600.0  # audio held uncommitted with turn_detection null
-MAX_PENDING = 3  # turns of one session committed and not yet completed
 ids = itertools.count(1)
 # every session's resampling and Silero, off the event loop in one thread: a core stays free for the loop
 LISTENER = ThreadPoolExecutor(1, thread_name_prefix="asrflow-listen")
@@ -108,7 +108,7 @@ async def open_session(websocket: WebSocket):
         state.realtime_sessions -= 1
 
 
-class LiveSession:
+class LiveSession(Turns):
     def __init__(self, websocket: WebSocket, holder, max_seconds: float, idle: float = 60.0):
         self.websocket, self.holder, self.max_samples, self.idle = (
             websocket,
@@ -118,7 +118,8 @@ class LiveSession:
         )
         self.id, self.sending, self.order = new_id("sess"), asyncio.Lock(), asyncio.Lock()
         self.transcription = {"model": "whisper-1", "language": None, "prompt": ""}
-        self.rate, self.turn_detection = 24000, dict(SERVER_VAD)
+        self.format, self.turn_detection = {"type": "audio/pcm", "rate": 24000}, dict(SERVER_VAD)
+        self.include = None  # or [LOGPROBS]: each completed turn's logprobs
         self.served, self.options = None, None  # the session's model and options (use_model)
         self._reset_audio()
         self.item, self.previous_item, self.received = None, None, 0
@@ -137,6 +138,7 @@ class LiveSession:
         self.detector = None  # made by _listen, off the event loop (the first one loads Silero)
         self.buffer, self.offset, self.turn_start = np.zeros(0, np.float32), 0, None  # offset: buffer[0]'s sample
         self.agreement, self.hypothesis_at, self.partial = Agreement(), 0, None
+        self.odd = b""  # a PCM16 append's odd last byte: the first of the next append's first sample
 
     def describe(self) -> dict:
         return {
@@ -145,13 +147,13 @@ class LiveSession:
             "type": "transcription",
             "audio": {
                 "input": {
-                    "format": {"type": "audio/pcm", "rate": self.rate},
-                    "noise_reduction": None,
+                    "format": self.format,
+                    "noise_reduction": None,  # taken, not applied (realtime_events.session_update)
                     "transcription": self.transcription,
-                    "turn_detection": self.turn_detection,
+                    "turn_detection": shown(self.turn_detection),
                 }
             },
-            "include": None,
+            "include": self.include,
         }
 
     async def send(self, event: dict) -> None:
@@ -211,20 +213,31 @@ class LiveSession:
         return True
 
     async def update(self, event: dict) -> None:
-        rate, transcription, detection = session_update(event, self.rate, self.transcription, self.turn_detection)
+        audio_format, transcription, detection, include = session_update(
+            event, self.format, self.transcription, self.turn_detection, self.include
+        )
         model = transcription["model"]
         served = await self.holder.model(model) if model != self.transcription["model"] else self.served
+        if include:
+            check_word_probabilities(served, "session.include")
         fields = TranscribeOptions.openai_fields()  # the session's language and prompt: the options OpenAI's set
-        options = served.transcriber.resolve({fields[k]: transcription[k] or None for k in ("language", "prompt")})
-        self.rate, self.transcription, self.options, self.turn_detection = rate, transcription, options, detection
+        changes = {fields[k]: transcription[k] or None for k in ("language", "prompt")}
+        options = served.transcriber.resolve(changes | ({"word_timestamps": True} if include else {}))
+        self.include = include or None
+        self.format, self.transcription, self.options, self.turn_detection = (
+            audio_format,
+            transcription,
+            options,
+            detection,
+        )
         self.served = served
         self._reset_audio()
         await self.send({"type": "session.updated", "session": self.describe()})
 
     async def append(self, event: dict) -> bool:
-        self.pace.take(audio_seconds(event, self.rate))  # audio too fast is dropped before it costs any decoding
-        pcm = audio(event)
-        seconds = len(pcm) / 2 / self.rate
+        self.pace.take(audio_seconds(event, self.format))  # audio too fast is dropped before it costs any decoding
+        pcm, self.odd = audio(event, self.format, self.odd)
+        seconds = len(pcm) / self.format["rate"]
         if self.received + seconds * SAMPLE_RATE > self.max_samples:
             await self.error(
                 f"the session passed this server's limit of {self.max_samples / SAMPLE_RATE / 60:g} minutes "
@@ -254,9 +267,9 @@ class LiveSession:
             self.maybe_hypothesis()
         return True
 
-    def _listen(self, pcm: bytes) -> tuple[np.ndarray, list]:
+    def _listen(self, pcm: np.ndarray) -> tuple[np.ndarray, list]:
         """The append at 16 kHz, and the turns Silero finds in it (in a thread)."""
-        samples, detection = self._resample(np.frombuffer(pcm, "<i2")), self.turn_detection
+        samples, detection = self._resample(pcm), self.turn_detection
         if detection is None:
             return samples, []
         if self.detector is None:
@@ -268,10 +281,10 @@ class LiveSession:
     def _resample(self, pcm: np.ndarray) -> np.ndarray:
         if not len(pcm):
             return np.zeros(0, np.float32)
-        if self.rate == SAMPLE_RATE:
+        if self.format["rate"] == SAMPLE_RATE:
             return pcm.astype(np.float32) / 32768.0
         frame = av.AudioFrame.from_ndarray(pcm[np.newaxis, :].copy(), format="s16", layout="mono")
-        frame.sample_rate = self.rate
+        frame.sample_rate = self.format["rate"]
         return np.concatenate(
             [f.to_ndarray().reshape(-1) for f in self.resampler.resample(frame)] or [np.zeros(0, np.float32)]
         )
@@ -316,117 +329,3 @@ class LiveSession:
     async def clear(self, event: dict) -> None:
         self._reset_audio()
         await self.send({"type": "input_audio_buffer.cleared"})
-
-    async def committed(self, turn: np.ndarray) -> None:
-        """A turn is admitted like a file request (the server's queued-audio limit), then transcribed in order.
-        A session holds at most MAX_PENDING turns not yet completed: each costs a window, however short, so a
-        client committing bits of audio must not fill the server's queue (every file request would get a 503)."""
-        if self.pending >= MAX_PENDING:
-            return await self.error(
-                f"{self.item} was dropped: {MAX_PENDING} turns of this session are still being "
-                "transcribed; commit longer turns, or wait for their completed events.",
-                code="too_many_pending_turns",
-            )
-        try:
-            reservation = self.holder.admission.reserve(len(turn) / SAMPLE_RATE, 1)
-        except HTTPError as e:
-            return await self.error(f"{self.item} was dropped: {e.message}", code="server_at_capacity")
-        await self.send(
-            {"type": "input_audio_buffer.committed", "previous_item_id": self.previous_item, "item_id": self.item}
-        )
-        self.previous_item = self.item
-        self.pending += 1
-        task = self._spawn(self.complete(self.item, turn, self.agreement, self.partial))
-        task.add_done_callback(lambda _: self._settled(reservation))  # also when cancelled before it started
-
-    def _settled(self, reservation) -> None:
-        self.pending -= 1
-        reservation.release()
-        if not self.pending:
-            self.quiet_since = time.monotonic()
-
-    def _idle_left(self) -> float:
-        """Seconds until the session is idle: a client waiting for its own turns' transcripts is not idle, and its
-        silence counts from the later of its last event and its last turn's completion."""
-        return self.idle if self.pending else max(0.0, self.idle - (time.monotonic() - self.quiet_since))
-
-    def maybe_hypothesis(self) -> None:
-        """While a turn is spoken: a new hypothesis every PARTIAL_EVERY seconds, one at a time, and only while the
-        model has nothing else queued (hypotheses are a courtesy; completed turns and file requests come first)."""
-        end = self.offset + len(self.buffer)
-        idle = self.holder.ready().depth() == 0
-        pausing = self.turn_detection is not None and end - self.detector.last_speech > PAUSING * SAMPLE_RATE
-        if (
-            idle
-            and not pausing
-            and (self.partial is None or self.partial.done())
-            and end - self.hypothesis_at >= PARTIAL_EVERY * SAMPLE_RATE
-        ):
-            self.hypothesis_at = end
-            turn = self.buffer[self.turn_start - self.offset :].copy()
-            self.partial = self._spawn(self.hypothesise(self.item, turn, self.agreement))
-
-    async def hypothesise(self, item: str, turn: np.ndarray, agreement: Agreement) -> None:
-        try:
-            words = (await self.transcribe(turn, draft=True)).split()
-        except (HTTPError, AsrflowError):
-            return  # a courtesy: the turn's final text counts
-        if new := agreement.update(words):
-            await self.delta(item, agreement, new)
-
-    async def complete(self, item: str, turn: np.ndarray, agreement: Agreement, partial) -> None:
-        async with self.order:  # turns complete in the order they were committed
-            if partial is not None:
-                await asyncio.gather(partial, return_exceptions=True)
-            started = time.perf_counter()
-            try:
-                text = await self.transcribe(turn) if len(turn) else ""
-            except (HTTPError, AsrflowError) as e:
-                return await self.error(
-                    f"could not transcribe {item}: {getattr(e, 'message', None) or e}", code="transcription_failed"
-                )
-            if rest := agreement.rest(text.split()):
-                agreement.confirmed += rest
-                await self.delta(item, agreement, rest)
-            await self.send(
-                {
-                    "type": "conversation.item.input_audio_transcription.completed",
-                    "item_id": item,
-                    "content_index": 0,
-                    "transcript": text,
-                    "usage": {"type": "duration", "seconds": round(len(turn) / SAMPLE_RATE, 3)},
-                    "asrflow": {"seconds": round(time.perf_counter() - started, 3), "model": self.served.name},
-                }
-            )
-
-    async def delta(self, item: str, agreement: Agreement, words: list[str]) -> None:
-        first = len(agreement.confirmed) == len(words)
-        await self.send(
-            {
-                "type": "conversation.item.input_audio_transcription.delta",
-                "item_id": item,
-                "content_index": 0,
-                "delta": ("" if first else " ") + " ".join(words),
-            }
-        )
-
-    async def transcribe(self, samples: np.ndarray, draft: bool = False) -> str:
-        """Through the scheduler; hypotheses of a turn still spoken are drafts (Transcriber.draft: quick, greedy,
-        on the turn's length instead of a 30 s window), the final text is a full transcription."""
-        job = self.holder.ready().submit(self.served.transcriber, samples, self.options, draft=draft)
-        try:
-            result = await asyncio.wrap_future(job.future)
-        finally:
-            job.future.cancel()  # cancelled (the session closed): the scheduler drops it at its next turn
-        return result if draft else result.text
-
-    def _spawn(self, work) -> asyncio.Task:
-        task = asyncio.ensure_future(work)
-        self.tasks.add(task)
-        task.add_done_callback(self._done)
-        return task
-
-    def _done(self, task: asyncio.Task) -> None:
-        self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), GONE):
-            LOG.error("a realtime transcription failed", exc_info=task.exception())

@@ -9,12 +9,22 @@ import binascii
 import json
 import time
 
+import av
+import numpy as np
+
 MAX_FRAME = 1_500_000  # characters of a text frame: an append of 15 s of 24 kHz PCM16 in base64 is 960,000
-RATES = (24000, 16000)
+# audio formats and their rates: PCM16 at 24 kHz as OpenAI sends it (16 kHz too), G.711 at 8 kHz as telephony does
+FORMATS = {"audio/pcm": (24000, 16000), "audio/pcmu": (8000,), "audio/pcma": (8000,)}
+G711 = {"audio/pcmu": "pcm_mulaw", "audio/pcma": "pcm_alaw"}  # decoded by PyAV's (FFmpeg's) codecs
 SERVER_VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500}
+# semantic_vad's eagerness as the silence (ms) that ends a turn: Silero finds the pauses, no model reads the meaning
+EAGERNESS = {"low": 1200, "medium": 700, "auto": 700, "high": 350}
+RESPONSE_FIELDS = {"create_response", "interrupt_response"}  # a voice agent's: no responses in a transcription session
+NOISE_REDUCTION = ("near_field", "far_field")
+LOGPROBS = "item.input_audio_transcription.logprobs"  # include: each completed turn's word logprobs
 VAD_RANGES = {"threshold": (0, 1), "prefix_padding_ms": (0, 10_000), "silence_duration_ms": (0, 10_000)}
 MAX_TEXT = 2000  # characters of transcription's model, language and prompt (Whisper's prompt is 224 tokens at most)
-BAD_AUDIO = "audio must be base64-encoded PCM16 (little-endian, mono)."
+BAD_AUDIO = "audio must be base64-encoded in the session's format (PCM16 little-endian mono, or G.711 bytes)."
 TYPES = ("session.update", "input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear")
 
 
@@ -80,42 +90,58 @@ def parse(message: dict) -> dict:
     return event
 
 
-def audio_seconds(event: dict, rate: int) -> float:
+def audio_seconds(event: dict, audio_format: dict) -> float:
     """input_audio_buffer.append's seconds of audio by the length of its base64 (4 characters carry 3 bytes),
     before it is decoded: at most 15 s."""
-    given = event.get("audio", "")
+    given, width = event.get("audio", ""), 1 if audio_format["type"] in G711 else 2
     if not isinstance(given, str):
         raise EventError(BAD_AUDIO, "audio")
-    if len(given) > -(-15 * rate * 2 // 3) * 4:
+    if len(given) > -(-15 * audio_format["rate"] * width // 3) * 4:
         raise EventError("send at most 15 s of audio per input_audio_buffer.append.", "audio")
-    return len(given) * 3 / 4 / 2 / rate
+    return len(given) * 3 / 4 / width / audio_format["rate"]
 
 
-def audio(event: dict) -> bytes:
-    """input_audio_buffer.append's PCM16 (audio_seconds checked it first)."""
+def audio(event: dict, audio_format: dict, carried: bytes = b"") -> tuple[np.ndarray, bytes]:
+    """input_audio_buffer.append's samples as PCM16 (audio_seconds checked its length first), and the byte left
+    over: a PCM16 append of an odd length ends mid-sample, which the next append's first byte completes."""
     try:
-        pcm = base64.b64decode(event.get("audio", ""), validate=True)
+        data = base64.b64decode(event.get("audio", ""), validate=True)
     except (binascii.Error, ValueError):
         raise EventError(BAD_AUDIO, "audio") from None
-    return pcm[: len(pcm) // 2 * 2]
+    if audio_format["type"] not in G711:
+        data = carried + data
+        return np.frombuffer(data[: len(data) // 2 * 2], "<i2"), data[len(data) // 2 * 2 :]
+    codec = av.CodecContext.create(G711[audio_format["type"]], "r")
+    codec.sample_rate, codec.layout = audio_format["rate"], "mono"
+    frames = codec.decode(av.Packet(data)) if data else []
+    return np.concatenate([f.to_ndarray().reshape(-1) for f in frames] or [np.zeros(0, np.int16)]), b""
 
 
-def session_update(event: dict, rate: int, transcription: dict, turn_detection: dict | None) -> tuple:
-    """session.update's changes to the session's (rate, transcription, turn_detection), checked."""
+def session_update(
+    event: dict, audio_format: dict, transcription: dict, turn_detection: dict | None, include: list | None
+) -> tuple:
+    """session.update's changes to the session's (audio format, transcription, turn_detection, include), checked;
+    a null field is one not sent, and a field the session does not take is an error naming it. noise_reduction is
+    taken and not applied (session.updated says null)."""
     session = _object(event, "session")
     if session.get("type", "transcription") != "transcription":
         raise EventError(
             "asrflow serves transcription sessions only: session.type must be 'transcription'.", "session.type"
         )
+    _known(session, {"type", "audio", "include", "object", "id"}, "session")
+    if session.get("include") is not None:
+        include = session["include"]
+        if not isinstance(include, list) or not set(map(str, include)) <= {LOGPROBS}:
+            raise EventError(
+                f"include takes [{LOGPROBS!r}] (each completed turn's logprobs) or [], not {str(include)[:60]!r}.",
+                "session.include",
+            )
     given = _object(_object(session, "audio", "session."), "input", "session.audio.")
-    audio_format = _object(given, "format", "session.audio.input.")
-    rate = audio_format.get("rate", rate)
-    if audio_format.get("type", "audio/pcm") != "audio/pcm" or not isinstance(rate, int) or rate not in RATES:
-        raise EventError(
-            "audio.input.format must be {'type': 'audio/pcm', 'rate': 24000} (16000 is accepted too).",
-            "session.audio.input.format",
-        )
+    _known(given, {"format", "noise_reduction", "transcription", "turn_detection"}, "session.audio.input")
+    audio_format = _audio_format(_object(given, "format", "session.audio.input."), audio_format)
+    _noise_reduction(_object(given, "noise_reduction", "session.audio.input."))
     changes = _object(given, "transcription", "session.audio.input.")
+    _known(changes, {"model", "language", "prompt"}, "session.audio.input.transcription")
     for name in ("model", "language", "prompt"):
         if not isinstance(changes.get(name), (str, type(None))) or len(changes.get(name) or "") > MAX_TEXT:
             raise EventError(
@@ -124,8 +150,73 @@ def session_update(event: dict, rate: int, transcription: dict, turn_detection: 
             )
     transcription = {**transcription, **{k: v for k, v in changes.items() if k in ("model", "language", "prompt")}}
     if "turn_detection" in given:
-        turn_detection = None if given["turn_detection"] is None else _server_vad(given["turn_detection"])
-    return rate, transcription, turn_detection
+        turn_detection = None if given["turn_detection"] is None else _turn_detection(given["turn_detection"])
+    return audio_format, transcription, turn_detection, include
+
+
+def _known(given: dict, fields: set[str], where: str) -> None:
+    """A field (not null) outside `fields` is named: taken silently, it would look applied."""
+    if unknown := sorted(k for k, v in given.items() if k not in fields and v is not None):
+        raise EventError(
+            f"{where} has no field {unknown[0][:60]!r} here: it takes {', '.join(sorted(fields))}.",
+            f"{where}.{unknown[0][:60]}",
+        )
+
+
+def _noise_reduction(given: dict) -> None:
+    """OpenAI's noise_reduction (type near_field or far_field, a strength): taken, not applied."""
+    _known(given, {"type", "strength"}, "session.audio.input.noise_reduction")
+    kind, strength = given.get("type"), given.get("strength")
+    if not (kind is None or isinstance(kind, str) and kind in NOISE_REDUCTION) or not (
+        strength is None or _number(strength, 0, 1)
+    ):
+        raise EventError(
+            "noise_reduction must be null or {'type': 'near_field' or 'far_field', 'strength': 0 to 1}.",
+            "session.audio.input.noise_reduction",
+        )
+
+
+def _audio_format(given: dict, current: dict) -> dict:
+    _known(given, {"type", "rate"}, "session.audio.input.format")
+    kind = current["type"] if given.get("type") is None else given["type"]
+    rates = FORMATS.get(kind) if isinstance(kind, str) else None
+    rate = given.get("rate")
+    if rate is None:  # the session's, or the format's first
+        rate = current["rate"] if kind == current["type"] else rates[0] if rates else None
+    if rates is None or isinstance(rate, bool) or not isinstance(rate, int) or rate not in rates:
+        raise EventError(
+            "audio.input.format must be {'type': 'audio/pcm', 'rate': 24000} (16000 is accepted too), or "
+            "{'type': 'audio/pcmu'} or {'type': 'audio/pcma'} (G.711) at 8000.",
+            "session.audio.input.format",
+        )
+    return {"type": kind, "rate": rate}
+
+
+def _turn_detection(given) -> dict:
+    """server_vad with its settings, or semantic_vad with its eagerness as the silence that ends a turn; a field
+    neither takes (idle_timeout_ms among them: no turn is made of silence here) is named."""
+    given = {k: v for k, v in given.items() if v is not None} if isinstance(given, dict) else given
+    kind = given.get("type", "server_vad") if isinstance(given, dict) else None
+    if kind == "semantic_vad":
+        _known(given, {"type", "eagerness", *RESPONSE_FIELDS}, "session.audio.input.turn_detection")
+        eagerness = given.get("eagerness", "auto")
+        if not isinstance(eagerness, str) or eagerness not in EAGERNESS:
+            raise EventError(
+                "semantic_vad's eagerness must be low, medium, high or auto.",
+                "session.audio.input.turn_detection.eagerness",
+            )
+        return {**SERVER_VAD, "type": kind, "eagerness": eagerness, "silence_duration_ms": EAGERNESS[eagerness]}
+    if kind == "server_vad":
+        _known(given, {*SERVER_VAD, *RESPONSE_FIELDS}, "session.audio.input.turn_detection")
+    return _server_vad(given)
+
+
+def shown(detection: dict | None) -> dict | None:
+    """turn_detection as session.updated shows it: semantic_vad as OpenAI's (its silence is the README's to say),
+    so that a client may send it back as it is."""
+    if detection and detection["type"] == "semantic_vad":
+        return {"type": "semantic_vad", "eagerness": detection["eagerness"]}
+    return detection
 
 
 def _server_vad(given) -> dict:
@@ -136,8 +227,8 @@ def _server_vad(given) -> dict:
         or not all(_number(detection[k], lo, hi) for k, (lo, hi) in VAD_RANGES.items())
     ):
         raise EventError(
-            "turn_detection must be null or {'type': 'server_vad', 'threshold' between 0 and 1, "
-            "'prefix_padding_ms' and 'silence_duration_ms' between 0 and 10000}.",
+            "turn_detection must be null, {'type': 'semantic_vad', 'eagerness': ...} or {'type': 'server_vad', "
+            "'threshold' between 0 and 1, 'prefix_padding_ms' and 'silence_duration_ms' between 0 and 10000}.",
             "session.audio.input.turn_detection",
         )
     return detection
