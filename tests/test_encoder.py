@@ -35,8 +35,10 @@ def test_the_openvino_encoding_is_close_to_ctranslate2s_float32_encoding(ct2_tra
     ours = np.array(backend.encoder(features))
     assert ours.shape == reference.shape == (1, frames // 2, reference.shape[-1])
     assert np.linalg.norm(ours - reference) / np.linalg.norm(reference) < 0.05
-    # CTranslate2's own int8 encoding is further from float32 than OpenVINO's
-    int8 = np.array(backend.model.model.encode(ctranslate2.StorageView.from_array(features)))
+    # CTranslate2's own int8 encoding is further from float32 than OpenVINO's (int8 asked for by name: the backend's
+    # own type is float32 on x86 CPUs without VNNI)
+    quantized = ctranslate2.models.Whisper(_model_dir(), device="cpu", compute_type="int8")
+    int8 = np.array(quantized.encode(ctranslate2.StorageView.from_array(features)))
     assert np.linalg.norm(ours - reference) < np.linalg.norm(int8 - reference)
 
 
@@ -96,8 +98,8 @@ def test_with_openvino_encoding_a_batch_is_decoded_in_parts_at_once_into_the_sam
     assert layout("int8", encoder_is_ctranslate2=False) == (min(n, 8), max(1, n // min(n, 8)))
     assert layout("int8_float32", encoder_is_ctranslate2=False) == (min(n, 8), max(1, n // min(n, 8)))
     assert layout("int8", encoder_is_ctranslate2=True) == layout("float32", encoder_is_ctranslate2=False) == (1, n)
-    model = ct2_transcriber.backend.model.model
-    assert isinstance(model, Workers) and model._parts == min(n, 8)
+    model = ct2_transcriber.backend.model.model  # the default type is float32 on x86 CPUs without VNNI
+    assert isinstance(model, Workers) and model._parts == layout(ct2_transcriber.backend.compute_type, False)[0]
     whole = ctranslate2.models.Whisper(_model_dir(), device="cpu", compute_type=ct2_transcriber.backend.compute_type)
     features = np.concatenate([_window(path) for path, _ in corpus[:5]])
     encoded = np.array(ct2_transcriber.backend.encode(features))
