@@ -183,7 +183,7 @@ def test_long_audio_timestamps_are_well_formed_on_both_backends(transcriber):
 def test_the_batched_path_drops_no_speech_the_sequential_path_keeps(ct2_transcriber, corpus):
     """faster-whisper's batched pipeline loses the words after a window's last complete timestamp pair;
     asrflow decodes such a rest again. On 4 minutes of speech: its deleted words are at most the sequential
-    decoder's plus 1% of the reference."""
+    decoder's plus 1% of the reference, on either search (greedy here: the rests are the batching's)."""
     from asrflow import decode_audio
     from asrflow.metrics import deleted_share
 
@@ -193,7 +193,8 @@ def test_the_batched_path_drops_no_speech_the_sequential_path_keeps(ct2_transcri
     reference = " ".join(text for _, text in corpus * 2)
 
     def deleted(**options) -> float:  # the share of the reference's words missing, after Whisper's normalizer
-        return deleted_share([reference], [transcriber.transcribe(audio, language="en", **options).text])
+        text = transcriber.transcribe(audio, language="en", beam_size=1, **options).text
+        return deleted_share([reference], [text])
 
     sequential, batched = deleted(), deleted(vad_filter=True, batch_size=8)
     assert batched <= sequential + 0.01, (batched, sequential)
