@@ -258,6 +258,38 @@ def test_semantic_vads_eagerness_is_the_silence_a_turn_ends_after(served, tmp_pa
     assert turns == {"high": 2, "low": 1}, turns
 
 
+def test_server_vads_idle_timeout_commits_the_silence_after_a_turn(served):
+    """idle_timeout_ms as OpenAI's: that much audio with no speech after the last turn, and the silence is
+    committed as an item of its own (timeout_triggered, committed, completed), in the SDK's own types."""
+    from openai.types.realtime import (
+        ConversationItemInputAudioTranscriptionCompletedEvent,
+        InputAudioBufferTimeoutTriggered,
+    )
+
+    speech = pcm(DATA / "dev004.wav", 16000)[: 3 * 32000]
+    audio = speech + bytes(6 * 32000)  # 3 s of speech, then 6 s of silence
+    with connect(served[0]) as connection:
+        detection = {"type": "server_vad", "idle_timeout_ms": 2000}
+        connection.send(json.dumps(update(format={"type": "audio/pcm", "rate": 16000}, turn_detection=detection)))
+        assert recv(connection)["session"]["audio"]["input"]["turn_detection"]["idle_timeout_ms"] == 2000
+        for i in range(0, len(audio), 6400):  # 200 ms an append, at twice real time
+            append(connection, audio[i : i + 6400])
+            time.sleep(0.1)
+        seen = until(connection, "input_audio_buffer.timeout_triggered")
+        stopped = next(e for e in seen if e["type"] == "input_audio_buffer.speech_stopped")
+        timeout = InputAudioBufferTimeoutTriggered.model_validate(seen[-1])
+        assert stopped["audio_end_ms"] < timeout.audio_start_ms <= stopped["audio_end_ms"] + 300  # after the turn,
+        assert 2000 <= timeout.audio_end_ms - timeout.audio_start_ms <= 2200  # the silence the session allows
+        assert timeout.item_id != stopped["item_id"]
+        committed = until(connection, "input_audio_buffer.committed")[-1]
+        assert committed["item_id"] == timeout.item_id
+        done = [e for e in until(connection, "input_audio_buffer.timeout_triggered") if "completed" in e["type"]]
+        completed = ConversationItemInputAudioTranscriptionCompletedEvent.model_validate(
+            next(e for e in done if e["item_id"] == timeout.item_id)
+        )
+        assert completed.transcript.strip() == ""  # silence: no words made up
+
+
 @pytest.mark.parametrize("kind,code", [("asrflow", "transcription_failed"), ("model", "server_error")])
 def test_a_turn_that_cannot_be_transcribed_gets_a_failed_event(ct2_transcriber, monkeypatch, kind, code):
     """An asrflow error (its message), or the model's own failure (a RuntimeError: logged, the client told)."""
@@ -384,7 +416,12 @@ MALFORMED += [
         {"noise_reduction": "near_field"},
         {"noise_reduction": {"type": "studio"}},
         {"turn_detection": {"type": "semantic_vad", "eagerness": "eager"}},
-        {"turn_detection": {"type": "server_vad", "idle_timeout_ms": 5000}},
+        {"turn_detection": {"type": "server_vad", "idle_timeout_ms": 0}},
+        {"turn_detection": {"type": "server_vad", "idle_timeout_ms": 10**7}},
+        {"turn_detection": {"type": "server_vad", "idle_timeout_ms": "5000"}},
+        {"turn_detection": {"type": "server_vad", "idle_timeout_ms": 5000.5}},
+        {"turn_detection": {"type": "server_vad", "idle_timeout_ms": True}},
+        {"turn_detection": {"type": "semantic_vad", "idle_timeout_ms": 5000}},  # OpenAI's: server_vad only
         {"turn_detection": {"type": "vad"}},
         {"turn_detection": {"type": "semantic_vad", "eagerness": ["low"]}},  # these three were a server_error
         {"turn_detection": {"type": ["server_vad"]}},
@@ -426,6 +463,7 @@ VALID = [
     json.dumps(update(format={"type": "audio/pcma"}, turn_detection={"type": "semantic_vad", "eagerness": "low"})),
     json.dumps(update(noise_reduction={"type": "far_field", "strength": 0.5}, format={"type": "audio/pcm"})),
     json.dumps(update(turn_detection={"type": "server_vad", "idle_timeout_ms": None, "eagerness": None})),  # nulls
+    json.dumps(update(turn_detection={"type": "server_vad", "idle_timeout_ms": 30000})),
     json.dumps({"type": "input_audio_buffer.clear"}),
     json.dumps({"type": "input_audio_buffer.append", "audio": ""}),
 ]

@@ -137,6 +137,7 @@ class LiveSession(Turns):
         self.resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         self.detector = None  # made by _listen, off the event loop (the first one loads Silero)
         self.buffer, self.offset, self.turn_start = np.zeros(0, np.float32), 0, None  # offset: buffer[0]'s sample
+        self.quiet_from = 0  # the sample after the last turn (idle_timeout_ms counts from it)
         self.agreement, self.hypothesis_at, self.partial = Agreement(), 0, None
         self.odd = b""  # a PCM16 append's odd last byte: the first of the next append's first sample
 
@@ -256,8 +257,11 @@ class LiveSession(Turns):
             return True
         for kind, at in events:
             await (self.started(at) if kind == "started" else self.stopped(at))
-        if self.turn_start is None:  # between turns: keep what prefix padding may need
-            keep = min(len(self.buffer), SAMPLE_RATE)
+        if self.turn_start is None:  # between turns: keep what prefix padding (or an idle timeout) may need
+            idle = (self.turn_detection.get("idle_timeout_ms") or 0) * SAMPLE_RATE // 1000
+            if idle and self.offset + len(self.buffer) - self.quiet_from >= idle:
+                await self.timed_out()
+            keep = min(len(self.buffer), max(SAMPLE_RATE, idle))
             self.offset, self.buffer = self.offset + len(self.buffer) - keep, self.buffer[-keep:]
         elif (self.offset + len(self.buffer) - self.turn_start) / SAMPLE_RATE > MAX_TURN:
             end = self.offset + len(self.buffer)
@@ -313,9 +317,28 @@ class LiveSession(Turns):
         )
         end = min(at + SAMPLE_RATE // 5, self.offset + len(self.buffer))  # a little after the last speech
         turn = self.buffer[self.turn_start - self.offset : end - self.offset].copy()
-        self.offset, self.buffer = end, self.buffer[end - self.offset :]
+        self.offset, self.buffer, self.quiet_from = end, self.buffer[end - self.offset :], end
         await self.committed(turn)
         self.turn_start = None
+
+    async def timed_out(self) -> None:
+        """server_vad's idle_timeout_ms, as OpenAI's: that much audio without speech since the last turn, and the
+        silence is committed as a turn of its own (timeout_triggered, committed, then its transcript: most often
+        empty, or speech too quiet for the VAD). Counted in audio, not wall time: a client that sends nothing
+        meets the session's idle limit instead."""
+        end, self.item = self.offset + len(self.buffer), new_id("item")
+        await self.send(
+            {
+                "type": "input_audio_buffer.timeout_triggered",
+                "audio_start_ms": self.quiet_from * 1000 // SAMPLE_RATE,
+                "audio_end_ms": end * 1000 // SAMPLE_RATE,
+                "item_id": self.item,
+            }
+        )
+        turn = self.buffer[max(0, self.quiet_from - self.offset) :].copy()
+        self.offset, self.buffer, self.quiet_from = end, np.zeros(0, np.float32), end
+        self.agreement, self.partial = Agreement(), None
+        await self.committed(turn)
 
     async def commit(self, event: dict) -> None:
         if self.turn_detection is not None and self.turn_start is None or not len(self.buffer):

@@ -23,6 +23,7 @@ RESPONSE_FIELDS = {"create_response", "interrupt_response"}  # a voice agent's: 
 NOISE_REDUCTION = ("near_field", "far_field")
 LOGPROBS = "item.input_audio_transcription.logprobs"  # include: each completed turn's word logprobs
 VAD_RANGES = {"threshold": (0, 1), "prefix_padding_ms": (0, 10_000), "silence_duration_ms": (0, 10_000)}
+IDLE_TIMEOUT = (1_000, 600_000)  # ms of audio with no speech after which server_vad commits the silence as a turn
 MAX_TEXT = 2000  # characters of transcription's model, language and prompt (Whisper's prompt is 224 tokens at most)
 BAD_AUDIO = "audio must be base64-encoded in the session's format (PCM16 little-endian mono, or G.711 bytes)."
 TYPES = ("session.update", "input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear")
@@ -193,8 +194,8 @@ def _audio_format(given: dict, current: dict) -> dict:
 
 
 def _turn_detection(given) -> dict:
-    """server_vad with its settings, or semantic_vad with its eagerness as the silence that ends a turn; a field
-    neither takes (idle_timeout_ms among them: no turn is made of silence here) is named."""
+    """server_vad with its settings (idle_timeout_ms included: OpenAI's, for server_vad only), or semantic_vad with
+    its eagerness as the silence that ends a turn; a field neither takes is named."""
     given = {k: v for k, v in given.items() if v is not None} if isinstance(given, dict) else given
     kind = given.get("type", "server_vad") if isinstance(given, dict) else None
     if kind == "semantic_vad":
@@ -207,8 +208,16 @@ def _turn_detection(given) -> dict:
             )
         return {**SERVER_VAD, "type": kind, "eagerness": eagerness, "silence_duration_ms": EAGERNESS[eagerness]}
     if kind == "server_vad":
-        _known(given, {*SERVER_VAD, *RESPONSE_FIELDS}, "session.audio.input.turn_detection")
-    return _server_vad(given)
+        _known(given, {*SERVER_VAD, "idle_timeout_ms", *RESPONSE_FIELDS}, "session.audio.input.turn_detection")
+    detection = _server_vad(given)
+    if (idle := given.get("idle_timeout_ms")) is not None:
+        if not _number(idle, *IDLE_TIMEOUT) or idle != int(idle):
+            raise EventError(
+                f"idle_timeout_ms must be a whole number of milliseconds from {IDLE_TIMEOUT[0]} to {IDLE_TIMEOUT[1]}.",
+                "session.audio.input.turn_detection.idle_timeout_ms",
+            )
+        detection["idle_timeout_ms"] = int(idle)
+    return detection
 
 
 def shown(detection: dict | None) -> dict | None:
