@@ -34,6 +34,10 @@ def test_every_operation_answers_as_its_schema_says(app):
     # the form's fields are those the server reads (openai_form.FIELDS)
     form = app.openapi()["paths"]["/v1/audio/transcriptions"]["post"]["requestBody"]["content"]
     assert set(form["multipart/form-data"]["schema"]["properties"]) == FIELDS
+    document = app.openapi()
+    assert "422" not in str(document)  # FastAPI's validation answer: no route here gives it
+    render = document["paths"]["/render/{format}"]["post"]["parameters"][0]["schema"]
+    assert render["enum"] == ["txt", "json", "srt", "vtt", "tsv", "jsonl"]  # the CLI's writers
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {f"{o.method.upper()} {o.path}" for o in operations} >= {
         "POST /v1/audio/transcriptions",

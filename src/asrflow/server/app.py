@@ -44,6 +44,7 @@ def create_app(config: ServerConfig, transcriber=None) -> FastAPI:
         message = f"{request.method} {request.url.path[:200]!r}: {e.detail}."  # 405's Allow header kept
         return error_response(HTTPError(e.status_code, message, headers=dict(e.headers or {})), request.url.path)
 
+    app.openapi = lambda: schema.openapi(app)
     app.add_middleware(Guard, config=config, metrics=app.state.metrics)
     # counts body bytes on every route, chunked or not (base64 in /invocations is 4/3 of the audio)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
+from fastapi import Path as PathParameter
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from asrflow.server import schema
@@ -47,7 +48,7 @@ async def info(model: Annotated[ModelHolder, Depends(holder)]):
 
 
 @router.post("/render/{format}", openapi_extra=schema.render(), responses=schema.render_responses())
-async def render(format: str, request: Request):
+async def render(format: Annotated[str, PathParameter(json_schema_extra={"enum": list(WRITERS)})], request: Request):
     """A (possibly corrected) transcript as txt/srt/vtt/json, with the same writers as the CLI."""
     if format not in WRITERS:
         raise HTTPError(400, f"format must be one of {', '.join(WRITERS)}.", "format")
