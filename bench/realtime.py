@@ -1,10 +1,15 @@
-"""`make bench`: live transcription's latency and accuracy, with the openai client's realtime connection.
+"""`make bench`: live transcription's latency and accuracy, with the openai client's realtime connection, alone
+and beside file traffic (issue 39: live first).
 
 A real `asrflow serve bundled:tiny.en`; each session sends dev clips at real time (100 ms pieces of 24 kHz PCM16,
 1.5 s of silence between clips) with server_vad turn detection. Per turn: the first delta's delay after the
 clip's first audio was sent, and `completed`'s delay after its last audio was sent; the WER of the completed
-turns against the references and against offline transcription of the same clips by the same server. With 4
-sessions, a client sends file requests alongside. Writes bench/results/realtime.json.
+turns against the references and against offline transcription of the same clips by the same server.
+
+Runs, in one server: 1 session; 4 sessions; 4 sessions beside 8 file clients (each sending dev clips one after
+another with the openai client); the same 8 file clients alone for as long. The file clients' throughput (audio
+seconds answered per second) with the sessions is compared with theirs alone. Targets (issue 39): first delta
+p50 <= 1.0 s, completed p95 <= 1.5 s, file throughput >= 0.8x. Writes bench/results/realtime.json.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 DATA = ROOT / "tests" / "data"
 CLIPS = int(os.environ.get("BENCH_REALTIME_CLIPS", "5"))  # per session
-SESSIONS = [int(n) for n in os.environ.get("BENCH_REALTIME_SESSIONS", "1,4").split(",")]
+FILE_CLIENTS = int(os.environ.get("BENCH_FILE_CLIENTS", "8"))
+RUNS = [(1, 0), (4, 0), (4, FILE_CLIENTS)]  # (sessions, file clients); then the file clients alone
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 DELTA = "conversation.item.input_audio_transcription.delta"
 
@@ -88,19 +94,60 @@ def session(url: str, clips: list[Path], out: list, errors: list, number: int = 
 
 
 def files_alongside(url: str, stop: threading.Event, errors: list, answered: list) -> None:
+    """One file client: dev clips one after another until `stop`; each answer's (time, audio seconds)."""
     import openai
 
+    from asrflow import decode_audio
+
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
-    clips = sorted(DATA.glob("dev01*"))
+    clips = [(clip, len(decode_audio(clip)) / 16000) for clip in sorted(DATA.glob("dev01*"))]
     while not stop.is_set():
-        for clip in clips:
+        for clip, seconds in clips:
             try:
-                client.audio.transcriptions.create(model="whisper-1", file=clip.open("rb"))
-                answered.append(clip.name)
+                client.audio.transcriptions.create(model="whisper-1", file=clip.open("rb"), language="en")
+                answered.append((time.perf_counter(), seconds))
             except openai.OpenAIError as e:
                 errors.append(str(e))
             if stop.is_set():
                 return
+
+
+def throughput(answered: list, started: float, ended: float) -> float:
+    """Audio seconds answered per wall second, of the answers within [started, ended]."""
+    return round(sum(s for t, s in answered if started <= t <= ended) / (ended - started), 2)
+
+
+def run(url: str, clips: list, sessions: int, file_clients: int, seconds: float | None = None) -> dict:
+    """`sessions` realtime sessions (their clips), beside `file_clients` file clients; without sessions the file
+    clients run for `seconds`."""
+    turns, errors, answered, done = [], [], [], threading.Event()
+    mine = [clips[(i * CLIPS + k) % len(clips)] for i in range(sessions) for k in range(CLIPS)]
+    threads = [
+        threading.Thread(target=session, args=(url, mine[i * CLIPS : (i + 1) * CLIPS], turns, errors, i + 1))
+        for i in range(sessions)
+    ]
+    files = [threading.Thread(target=files_alongside, args=(url, done, errors, answered)) for _ in range(file_clients)]
+    started = time.perf_counter()
+    for t in files + threads:
+        t.start()
+    if threads:
+        for t in threads:
+            t.join()
+    else:
+        time.sleep(seconds)
+    ended = time.perf_counter()
+    done.set()
+    for t in files:
+        t.join()
+    return {
+        "sessions": sessions,
+        "file_clients": file_clients,
+        "seconds": round(ended - started, 1),
+        "file_throughput": throughput(answered, started, ended) if file_clients else None,
+        "errors": len(errors),
+        "error_messages": errors[:5],
+        "turns": turns,
+    }
 
 
 def figures(turns: list[dict], references: dict, offline: dict) -> dict:
@@ -145,56 +192,39 @@ def main() -> None:
             for c in clips
         }
         rows = []
-        for n in SESSIONS:
-            turns, errors, answered, done = [], [], [], threading.Event()
-            mine = [clips[(i * CLIPS + k) % len(clips)] for i in range(n) for k in range(CLIPS)]
-            threads = [
-                threading.Thread(target=session, args=(url, mine[i * CLIPS : (i + 1) * CLIPS], turns, errors, i + 1))
-                for i in range(n)
-            ]
-            files = threading.Thread(target=files_alongside, args=(url, done, errors, answered)) if n > 1 else None
-            for t in threads + ([files] if files else []):
-                t.start()
-            for t in threads:
-                t.join()
-            done.set()
-            if files:
-                files.join()
-            rows.append(
-                {"sessions": n}
-                | figures(turns, references, offline)
-                | {
-                    "files_answered": len(answered),
-                    "errors": len(errors),
-                    "error_messages": errors[:5],
-                    "turn_rows": turns,
-                    "per_session": [
-                        figures([t for t in turns if t["session"] == k], references, offline) for k in range(1, n + 1)
-                    ]
-                    if n > 1
-                    else [],
-                }
-            )
+        for sessions, file_clients in RUNS:
+            rows.append(run(url, clips, sessions, file_clients))
+        rows.append(run(url, clips, 0, FILE_CLIENTS, seconds=rows[-1]["seconds"]))  # the same file load alone
+        for r in rows:
+            turns = r.pop("turns")
+            r |= figures(turns, references, offline) if turns else {}
+            r["turn_rows"] = turns
     finally:
         stop(process)
     print(
         f"bench/realtime.py, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, bundled:tiny.en, {CLIPS} dev clips "
-        "a session sent at real time, server_vad (silence 500 ms)"
+        f"a session sent at real time, server_vad (silence 500 ms); file clients send dev clips one after another"
     )
     print(
-        f"{'sessions':>8} {'turns':>6} {'first delta p50':>16} {'completed p50':>14} {'completed p95':>14} {'WER live':>9} "
-        f"{'WER offline':>12} {'files':>6} {'errors':>7}"
+        f"{'sessions':>8} {'files':>6} {'turns':>6} {'first delta p50':>16} {'completed p95':>14} {'WER live':>9} "
+        f"{'WER offline':>12} {'file audio s/s':>15} {'errors':>7}"
     )
     for r in rows:
+        live = r["sessions"] > 0
         print(
-            f"{r['sessions']:>8} {r['turns']:>6} {str(r['first_delta_p50_s']) + ' s':>16} {r['completed_p50_s']:>12} s "
-            f"{r['completed_p95_s']:>12} s {r['wer_live']:>9.4f} {r['wer_offline']:>12.4f} {r['files_answered']:>6} {r['errors']:>7}"
+            f"{r['sessions']:>8} {r['file_clients']:>6} {r.get('turns', 0):>6} "
+            f"{(str(r['first_delta_p50_s']) + ' s') if live else '-':>16} "
+            f"{(str(r['completed_p95_s']) + ' s') if live else '-':>14} "
+            f"{r['wer_live'] if live else '-':>9} {r['wer_offline'] if live else '-':>12} "
+            f"{r['file_throughput'] if r['file_throughput'] is not None else '-':>15} {r['errors']:>7}"
         )
-        for k, s in enumerate(r["per_session"], 1):
-            print(
-                f"{'#' + str(k):>8} {s['turns']:>6} {str(s['first_delta_p50_s']) + ' s':>16} {s['completed_p50_s']:>12} s "
-                f"{s['completed_p95_s']:>12} s {s['wer_live']:>9.4f} {s['wer_offline']:>12.4f}"
-            )
+    both, alone = rows[2], rows[3]
+    ratio = both["file_throughput"] / alone["file_throughput"] if alone["file_throughput"] else float("nan")
+    print(
+        f"\nwith {both['sessions']} sessions beside {both['file_clients']} file clients: first delta p50 "
+        f"{both['first_delta_p50_s']} s (target <= 1.0), completed p95 {both['completed_p95_s']} s (target <= 1.5), "
+        f"file throughput {ratio:.2f}x of the same file load alone (target >= 0.8)"
+    )
     (ROOT / "bench" / "results" / "realtime.json").write_text(
         json.dumps({"rows": rows, "date": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n"
     )

@@ -326,6 +326,27 @@ def test_a_short_request_is_not_stuck_behind_a_long_one(server):
     assert wait_until(lambda: queue_is_empty(server), 30)  # the departed request's work is withdrawn
 
 
+def test_live_work_goes_ahead_of_file_windows(ct2_transcriber):
+    """A realtime session's draft and turn, queued behind file requests that came first and have had no more of
+    the model (least attained service alone would serve those first), are answered before any of them."""
+    from asrflow import decode_audio
+    from asrflow.server.scheduler import Scheduler
+
+    scheduler, order = Scheduler(), []
+    clip, options = decode_audio(DATA / "dev000.wav"), ct2_transcriber.resolve({"beam_size": 1})
+    with scheduler.wakeup:  # every job queued before the scheduler's thread picks one (the condition's RLock)
+        jobs = [scheduler.submit(ct2_transcriber, clip, options) for _ in range(3)]
+        jobs += [scheduler.submit(ct2_transcriber, clip[:32000], options, draft=True, live=True)]
+        jobs += [scheduler.submit(ct2_transcriber, clip, options, live=True)]
+        assert scheduler.live_waiting()  # a live turn (not only a draft) queued: sessions' next drafts wait
+        for name, job in zip(["file", "file", "file", "draft", "turn"], jobs):
+            job.future.add_done_callback(lambda _, name=name: order.append(name))
+    for job in jobs:
+        job.future.result(timeout=120)
+    assert order == ["draft", "turn", "file", "file", "file"], order
+    assert not scheduler.live_waiting()
+
+
 def queue_is_empty(url: str) -> bool:
     metrics = httpx.get(f"{url}/metrics").text
     return "asrflow_queue_depth 0.0" in metrics and "asrflow_admitted_audio_seconds 0.0" in metrics

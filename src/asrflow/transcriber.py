@@ -18,7 +18,7 @@ from asrflow.errors import AudioDecodeError, AudioTooLongError, InvalidOptionErr
 from asrflow.mlmodel import REFERENCES, is_mlflow_model, saved_model
 from asrflow.models import DEFAULT_MODEL, ModelSource, resolve_model
 from asrflow.options import TranscribeOptions
-from asrflow.transcript import Segment, SegmentStream, Transcript
+from asrflow.transcript import Draft, Segment, SegmentStream, Transcript
 
 REFERENCE_SECONDS = 30.0  # a known speaker's reference clip: a few seconds of their voice is enough
 
@@ -121,14 +121,15 @@ class Transcriber:
         merged.segments = segments()
         return merged
 
-    def draft(self, audio: np.ndarray, options: TranscribeOptions) -> str:
+    def draft(self, audio: np.ndarray, options: TranscribeOptions, probabilities: bool = False) -> Draft:
         """A quick guess at the words of a few seconds of 16 kHz samples (live captions' hypotheses), from the
-        backend's fast path when it has one and the language is known; otherwise a greedy transcription."""
+        backend's fast path when it has one and the language is known (its words' probabilities too, when asked
+        for); otherwise a greedy transcription (no probabilities)."""
         language = options.language or (None if self.multilingual else "en")
         if hasattr(self.backend, "draft") and language and not options.multilingual:
-            return self.backend.draft(audio, replace(options, language=language))
+            return self.backend.draft(audio, replace(options, language=language), probabilities)
         greedy = replace(options, beam_size=1, temperature=(0.0,))
-        return self.backend.stream(audio, greedy).collect().text
+        return Draft(self.backend.stream(audio, greedy).collect().text)
 
     def resolve(self, changes: dict | None = None, base: TranscribeOptions | None = None) -> TranscribeOptions:
         """This model's options (saved with it, unless `base`) with `changes` from any edge, checked for this model."""

@@ -6,6 +6,15 @@ import json
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
+from typing import NamedTuple
+
+
+class Draft(NamedTuple):
+    """A live hypothesis (Transcriber.draft): its text, and each of its words' probability (the text split at
+    spaces) when asked for and the backend gives them, else None."""
+
+    text: str
+    probabilities: list[float] | None = None
 
 
 @dataclass(frozen=True)

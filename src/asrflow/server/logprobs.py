@@ -26,8 +26,13 @@ def logprobs_of(segments: list[Segment], first: bool = True) -> list[dict]:
     probability (Whisper's, of its tokens: the mean of their probabilities, as word timestamps compute it, to 4
     decimals), and its UTF-8 bytes: joined, they are the text."""
     words = [w for s in segments for w in s.words if w.probability is not None]
-    tokens = [("" if first and i == 0 else " ") + w.word for i, w in enumerate(words)]
+    return word_logprobs([w.word for w in words], [w.probability for w in words], first)
+
+
+def word_logprobs(words: list[str], probabilities: list[float], first: bool = True) -> list[dict]:
+    """OpenAI's logprobs of `words` with their `probabilities` (see logprobs_of)."""
+    tokens = [("" if first and i == 0 else " ") + w for i, w in enumerate(words)]
     return [
-        {"token": t, "logprob": round(math.log(max(w.probability, 1e-4)), 6), "bytes": list(t.encode())}
-        for t, w in zip(tokens, words)
+        {"token": t, "logprob": round(math.log(max(p, 1e-4)), 6), "bytes": list(t.encode())}
+        for t, p in zip(tokens, probabilities)
     ]

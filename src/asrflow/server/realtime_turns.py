@@ -17,7 +17,7 @@ from asrflow.audio import SAMPLE_RATE
 from asrflow.errors import AsrflowError
 from asrflow.live import Agreement
 from asrflow.server.errors import HTTPError
-from asrflow.server.logprobs import logprobs_of
+from asrflow.server.logprobs import logprobs_of, word_logprobs
 from asrflow.server.realtime_events import error_event
 
 LOG = logging.getLogger("asrflow.server")
@@ -67,10 +67,11 @@ class Turns:
         return self.idle if self.pending else max(0.0, self.idle - (time.monotonic() - self.quiet_since))
 
     def maybe_hypothesis(self) -> None:
-        """While a turn is spoken: a new hypothesis every PARTIAL_EVERY seconds, one at a time, and only while the
-        model has nothing else queued (hypotheses are a courtesy; completed turns and file requests come first)."""
+        """While a turn is spoken: a new hypothesis every PARTIAL_EVERY seconds, one at a time, and only while no
+        live turn waits for the model (a completed turn comes before any draft; drafts and turns, live work, come
+        before file windows: scheduler.Scheduler._next)."""
         end = self.offset + len(self.buffer)
-        idle = self.holder.ready().depth() == 0
+        idle = not self.holder.ready().live_waiting()
         pausing = self.turn_detection is not None and end - self.detector.last_speech > PAUSING * SAMPLE_RATE
         if (
             idle
@@ -83,12 +84,16 @@ class Turns:
             self.partial = self._spawn(self.hypothesise(self.item, turn, self.agreement))
 
     async def hypothesise(self, item: str, turn: np.ndarray, agreement: Agreement) -> None:
+        """A draft of the turn so far; the words it newly agrees on are a delta (with their logprobs, from this
+        draft, when the session includes them)."""
         try:
-            words = (await self.transcribe(turn, draft=True)).split()
+            draft = await self.transcribe(turn, draft=True, probabilities=bool(self.include))
         except (HTTPError, AsrflowError):
             return  # a courtesy: the turn's final text counts
-        if new := agreement.update(words):
-            await self.delta(item, agreement, new)
+        if new := agreement.update(words := draft.text.split()):
+            at = len(agreement.confirmed) - len(new)  # the new words' place in this draft
+            known = draft.probabilities is not None and len(draft.probabilities) == len(words)
+            await self.delta(item, agreement, new, draft.probabilities[at : at + len(new)] if known else None)
 
     async def complete(self, item: str, turn: np.ndarray, agreement: Agreement, partial, settings: tuple) -> None:
         served, options, include = settings
@@ -104,16 +109,18 @@ class Turns:
                 LOG.error("a realtime transcription failed", exc_info=e)
                 return await self.fail_turn(item, "the server failed on this turn.", "server_error")
             text = result.text if result else ""
+            logprobs = logprobs_of(result.segments if result else []) if include else None
             if rest := agreement.rest(text.split()):
                 agreement.confirmed += rest
-                await self.delta(item, agreement, rest)
+                known = logprobs is not None and len(logprobs) == len(text.split())
+                await self.delta(item, agreement, rest, logprobs=logprobs[-len(rest) :] if known else None)
             await self.send(
                 {
                     "type": "conversation.item.input_audio_transcription.completed",
                     "item_id": item,
                     "content_index": 0,
                     "transcript": text,
-                    **({"logprobs": logprobs_of(result.segments if result else [])} if include else {}),
+                    **({"logprobs": logprobs} if include else {}),
                     "usage": {"type": "duration", "seconds": round(len(turn) / SAMPLE_RATE, 3)},
                     "asrflow": {"seconds": round(time.perf_counter() - started, 3), "model": served.name},
                 }
@@ -125,24 +132,33 @@ class Turns:
         event = {"type": "conversation.item.input_audio_transcription.failed", "item_id": item, "content_index": 0}
         await self.send(event | {"error": failure})
 
-    async def delta(self, item: str, agreement: Agreement, words: list[str]) -> None:
+    async def delta(self, item: str, agreement: Agreement, words: list[str], probabilities=None, logprobs=None) -> None:
+        """The newly agreed words; their logprobs (OpenAI's, a word at a time, joined the delta) from a draft's
+        word `probabilities` or the final's `logprobs`, when the session includes them and they are known."""
         first = len(agreement.confirmed) == len(words)
+        if probabilities is not None:
+            logprobs = word_logprobs(words, probabilities, first)
         await self.send(
             {
                 "type": "conversation.item.input_audio_transcription.delta",
                 "item_id": item,
                 "content_index": 0,
                 "delta": ("" if first else " ") + " ".join(words),
+                **({"logprobs": logprobs} if logprobs is not None else {}),
             }
         )
 
-    async def transcribe(self, samples: np.ndarray, draft: bool = False, settings: tuple | None = None):
+    async def transcribe(
+        self, samples: np.ndarray, draft: bool = False, settings: tuple | None = None, probabilities: bool = False
+    ):
         """Through the scheduler; hypotheses of a turn still spoken are drafts (Transcriber.draft: quick, on the
         turn's length instead of a 30 s window, without word timestamps: their text), the final one a full
         transcription with the (model, options) it was committed with (its Transcript)."""
         served, options = settings or (self.served, self.options)
         options = replace(options, word_timestamps=False) if draft else options
-        job = self.holder.ready().submit(served.transcriber, samples, options, draft=draft)
+        job = self.holder.ready().submit(
+            served.transcriber, samples, options, draft=draft, live=True, probabilities=probabilities
+        )
         try:
             result = await asyncio.wrap_future(job.future)
         finally:

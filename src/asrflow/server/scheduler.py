@@ -38,8 +38,12 @@ class Job:
         on_segment=None,
         draft: bool = False,
         max_seconds: float | None = None,
+        live: bool = False,
+        probabilities: bool = False,
     ):
         self.transcriber, self.samples, self.options, self.draft = transcriber, samples, options, draft
+        self.live = live  # a realtime session's turn or draft: served before file windows
+        self.probabilities = probabilities  # a draft's word probabilities too (realtime's include logprobs)
         self.max_seconds = max_seconds  # the request's limit, for audio decoded here (each channel of channels=split)
         self.on_segment = on_segment
         self.future: Future = Future()
@@ -60,7 +64,7 @@ class Job:
         """Decode a little more (at most one window or one batch); True when the job is answered. A draft (a
         live hypothesis: a few seconds, a quick guess) is answered in one step, with its text."""
         if self.draft:
-            self.future.set_result(self.transcriber.draft(self.samples, self.options))
+            self.future.set_result(self.transcriber.draft(self.samples, self.options, self.probabilities))
             return True
         if self.stepper is None:
             self.stepper = Stepper(self._segments())
@@ -84,7 +88,7 @@ class Scheduler:
         threading.Thread(target=self._run, name="asrflow-scheduler", daemon=True).start()
 
     def submit(self, transcriber, samples: np.ndarray, options: TranscribeOptions, **details) -> Job:
-        """A Job (its `details`: on_segment, draft, max_seconds), queued for its turns."""
+        """A Job (its `details`: on_segment, draft, max_seconds, live, probabilities), queued for its turns."""
         job = Job(transcriber, samples, options, **details)
         with self.wakeup:
             self.jobs.append(job)
@@ -93,6 +97,10 @@ class Scheduler:
 
     def depth(self) -> int:
         return len(self.jobs)
+
+    def live_waiting(self) -> bool:
+        """Whether a live turn (not a draft) waits for the model: a session's next draft waits behind it."""
+        return any(job.live and not job.draft for job in list(self.jobs))
 
     def _run(self) -> None:
         try:
@@ -103,13 +111,16 @@ class Scheduler:
             os._exit(70)
 
     def _next(self) -> Job:
-        """The job that has had the least of the model so far (least attained service): a short request, or a
-        live turn, goes ahead of long ones at once, and long ones share what is left in turns (ties: first come).
-        Jobs waiting for their audio to be decoded are passed over until it is (checked every 20 ms)."""
+        """Live work first: a realtime session's turns and drafts (bounded by the server's session cap, each
+        session's audio arriving at most at twice real time) go ahead of file windows, a live caption being late
+        as soon as it waits. Among the rest, the job that has had the least of the model so far (least attained
+        service): a short request goes ahead of long ones at once, and long ones share what is left in turns
+        (ties: first come). Jobs waiting for their audio to be decoded are passed over until it is (checked
+        every 20 ms)."""
         with self.wakeup:
             while not (ready := [job for job in self.jobs if job.ready()]):
                 self.wakeup.wait(0.02 if self.jobs else None)
-            job = min(ready, key=lambda j: j.used)
+            job = min(ready, key=lambda j: (not j.live, j.used))
             self.jobs.remove(job)
             return job
 
