@@ -347,7 +347,7 @@ def test_include_logprobs_gives_each_completed_turns_word_logprobs(served, ct2_t
                 seen.append(recv(connection, timeout=5))
             except TimeoutError:
                 break
-    # (how many deltas come depends on the drafts agreeing, and on the load: each turn has one at least)
+    # (how many deltas come depends on the drafts agreeing, and so on the load)
     assert COMPLETED in [e["type"] for e in seen], [(e["type"], e.get("error")) for e in seen]
     deltas = [ConversationItemInputAudioTranscriptionDeltaEvent.model_validate(e) for e in seen if "delta" in e]
     assert deltas and all(d.logprobs for d in deltas), seen  # drafts' words, or the final's rest

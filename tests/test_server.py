@@ -9,6 +9,7 @@ import time
 from collections import Counter
 
 import httpx
+import numpy as np
 import openai
 import pytest
 from conftest import BIN, DATA, JFK_TEXT, SAMPLE, environment, free_port, made_once, serve_in_process, start
@@ -328,7 +329,9 @@ def test_a_short_request_is_not_stuck_behind_a_long_one(server):
 
 def test_live_work_goes_ahead_of_file_windows(ct2_transcriber):
     """A realtime session's draft and turn, queued behind file requests that came first and have had no more of
-    the model (least attained service alone would serve those first), are answered before any of them."""
+    the model (least attained service alone would serve those first), are answered before any of them; until
+    live work has had three quarters of the model's last 10 s: then all take turns alike (a file request ahead
+    of a live turn that has had more of the model)."""
     from asrflow import decode_audio
     from asrflow.server.scheduler import Scheduler
 
@@ -345,6 +348,22 @@ def test_live_work_goes_ahead_of_file_windows(ct2_transcriber):
         job.future.result(timeout=120)
     assert order == ["draft", "turn", "file", "file", "file"], order
     assert not scheduler.live_waiting()
+    # live work beyond its share of the model (three quarters of the last 10 s) no longer goes first
+    from asrflow.server.scheduler import LIVE_SHARE
+
+    for _ in range(30):
+        scheduler.submit(ct2_transcriber, clip, options, live=True).future.result(timeout=120)
+        if scheduler.live_share() >= LIVE_SHARE:
+            break
+    assert scheduler.live_share() >= LIVE_SHARE and not scheduler.live_waiting()  # no file request waits
+    long = np.concatenate([clip] * 6)  # over 30 s: two windows, turns of its own
+    live = scheduler.submit(ct2_transcriber, long, options, live=True)
+    while not live.used:  # its first turn taken
+        time.sleep(0.01)
+    short = scheduler.submit(ct2_transcriber, clip, options)
+    assert scheduler.live_waiting()  # a file request waits: drafts wait too
+    assert short.future.result(timeout=120) is not None and not live.future.done()  # least attained service
+    live.future.result(timeout=120)
 
 
 def queue_is_empty(url: str) -> bool:

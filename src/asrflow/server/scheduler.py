@@ -25,6 +25,8 @@ from asrflow.steps import END, Stepper
 from asrflow.transcript import Segment
 
 LOG = logging.getLogger("asrflow.server")
+LIVE_SHARE = 0.75  # of the model's last WINDOW seconds, live work's most while file requests wait
+WINDOW = 10.0
 
 
 class Job:
@@ -85,6 +87,7 @@ class Scheduler:
         self.on_turn = on_turn  # hears the seconds each turn took (the model's busy time)
         self.jobs: deque[Job] = deque()
         self.wakeup = threading.Condition()
+        self.recent: deque[tuple[float, float, bool]] = deque()  # (ended, seconds, live) of the last WINDOW's turns
         threading.Thread(target=self._run, name="asrflow-scheduler", daemon=True).start()
 
     def submit(self, transcriber, samples: np.ndarray, options: TranscribeOptions, **details) -> Job:
@@ -99,8 +102,19 @@ class Scheduler:
         return len(self.jobs)
 
     def live_waiting(self) -> bool:
-        """Whether a live turn (not a draft) waits for the model: a session's next draft waits behind it."""
-        return any(job.live and not job.draft for job in list(self.jobs))
+        """Whether a live turn (not a draft) waits for the model, or a file request does while live work has had
+        its share of it: a session's next draft waits (drafts are a courtesy, dropped first when live work
+        outgrows the model)."""
+        jobs = list(self.jobs)
+        if any(job.live and not job.draft for job in jobs):
+            return True
+        return any(not job.live for job in jobs) and self.live_share() >= LIVE_SHARE
+
+    def live_share(self) -> float:
+        """The share of the model's time over the last WINDOW seconds that live work had."""
+        recent = list(self.recent)
+        busy = sum(seconds for _, seconds, _ in recent)
+        return sum(seconds for _, seconds, live in recent if live) / busy if busy else 0.0
 
     def _run(self) -> None:
         try:
@@ -111,16 +125,17 @@ class Scheduler:
             os._exit(70)
 
     def _next(self) -> Job:
-        """Live work first: a realtime session's turns and drafts (bounded by the server's session cap, each
-        session's audio arriving at most at twice real time) go ahead of file windows, a live caption being late
-        as soon as it waits. Among the rest, the job that has had the least of the model so far (least attained
-        service): a short request goes ahead of long ones at once, and long ones share what is left in turns
-        (ties: first come). Jobs waiting for their audio to be decoded are passed over until it is (checked
-        every 20 ms)."""
+        """Live work first: a realtime session's turns and drafts go ahead of file windows, a live caption being
+        late as soon as it waits, until live work has had LIVE_SHARE of the model's last WINDOW seconds (more
+        sessions than the model keeps up with must not starve file requests: then all take turns alike). Among
+        the rest, the job that has had the least of the model so far (least attained service): a short request
+        goes ahead of long ones at once, and long ones share what is left in turns (ties: first come). Jobs
+        waiting for their audio to be decoded are passed over until it is (checked every 20 ms)."""
         with self.wakeup:
             while not (ready := [job for job in self.jobs if job.ready()]):
                 self.wakeup.wait(0.02 if self.jobs else None)
-            job = min(ready, key=lambda j: (not j.live, j.used))
+            first = self.live_share() < LIVE_SHARE
+            job = min(ready, key=lambda j: (first and not j.live, j.used))
             self.jobs.remove(job)
             return job
 
@@ -144,8 +159,12 @@ class Scheduler:
                 pass
             return
         finally:
-            seconds = time.perf_counter() - started
+            ended = time.perf_counter()
+            seconds = ended - started
             job.used += seconds
+            self.recent.append((ended, seconds, job.live))
+            while self.recent and self.recent[0][0] < ended - WINDOW:
+                self.recent.popleft()
             if self.on_turn:
                 self.on_turn(seconds)
         if not finished:
