@@ -443,7 +443,7 @@ MALFORMED += [
         {"noise_reduction": {"type": "studio"}},
         {"turn_detection": {"type": "semantic_vad", "eagerness": "eager"}},
         {"turn_detection": {"type": "server_vad", "idle_timeout_ms": 0}},
-        {"turn_detection": {"type": "server_vad", "idle_timeout_ms": 10**7}},
+        {"turn_detection": {"type": "server_vad", "idle_timeout_ms": 30001}},
         {"turn_detection": {"type": "server_vad", "idle_timeout_ms": "5000"}},
         {"turn_detection": {"type": "server_vad", "idle_timeout_ms": 5000.5}},
         {"turn_detection": {"type": "server_vad", "idle_timeout_ms": True}},

@@ -35,7 +35,8 @@ def test_every_operation_answers_as_its_schema_says(app):
     form = app.openapi()["paths"]["/v1/audio/transcriptions"]["post"]["requestBody"]["content"]
     assert set(form["multipart/form-data"]["schema"]["properties"]) == FIELDS
     document = app.openapi()
-    assert "422" not in str(document)  # FastAPI's validation answer: no route here gives it
+    answers = {status for path in document["paths"].values() for op in path.values() for status in op["responses"]}
+    assert "422" not in answers  # FastAPI's validation answer: no route here gives it
     render = document["paths"]["/render/{format}"]["post"]["parameters"][0]["schema"]
     assert render["enum"] == ["txt", "json", "srt", "vtt", "tsv", "jsonl"]  # the CLI's writers
     operations = [result.ok() for result in schema.get_all_operations()]

@@ -329,9 +329,9 @@ def test_a_short_request_is_not_stuck_behind_a_long_one(server):
 
 def test_live_work_goes_ahead_of_file_windows(ct2_transcriber):
     """A realtime session's draft and turn, queued behind file requests that came first and have had no more of
-    the model (least attained service alone would serve those first), are answered before any of them; until
-    live work has had three quarters of the model's last 10 s: then all take turns alike (a file request ahead
-    of a live turn that has had more of the model)."""
+    the model (least attained service alone would serve those first), are answered before any of them (the turn
+    first); until live work has had three quarters of the model's last 10 s: then file requests go first (one
+    ahead of a live turn being decoded)."""
     from asrflow import decode_audio
     from asrflow.server.scheduler import Scheduler
 
@@ -346,7 +346,7 @@ def test_live_work_goes_ahead_of_file_windows(ct2_transcriber):
             job.future.add_done_callback(lambda _, name=name: order.append(name))
     for job in jobs:
         job.future.result(timeout=120)
-    assert order == ["draft", "turn", "file", "file", "file"], order
+    assert order == ["turn", "draft", "file", "file", "file"], order
     assert not scheduler.live_waiting()
     # live work beyond its share of the model (three quarters of the last 10 s) no longer goes first
     from asrflow.server.scheduler import LIVE_SHARE
@@ -360,8 +360,9 @@ def test_live_work_goes_ahead_of_file_windows(ct2_transcriber):
     live = scheduler.submit(ct2_transcriber, long, options, live=True)
     while not live.used:  # its first turn taken
         time.sleep(0.01)
-    short = scheduler.submit(ct2_transcriber, clip, options)
-    assert scheduler.live_waiting()  # a file request waits: drafts wait too
+    with scheduler.wakeup:  # held: the scheduler cannot take the request before it is seen waiting
+        short = scheduler.submit(ct2_transcriber, clip, options)
+        assert scheduler.live_waiting()  # a file request waits: drafts wait too
     assert short.future.result(timeout=120) is not None and not live.future.done()  # least attained service
     live.future.result(timeout=120)
 

@@ -336,7 +336,8 @@ class LiveSession(Turns):
             }
         )
         turn = self.buffer[max(0, self.quiet_from - self.offset) :].copy()
-        self.offset, self.buffer, self.quiet_from = end, np.zeros(0, np.float32), end
+        keep = min(len(self.buffer), SAMPLE_RATE)  # what prefix padding may need, should speech start now
+        self.offset, self.buffer, self.quiet_from = end - keep, self.buffer[len(self.buffer) - keep :], end
         self.agreement, self.partial = Agreement(), None
         await self.committed(turn)
 

@@ -105,16 +105,18 @@ class Scheduler:
         """Whether a live turn (not a draft) waits for the model, or a file request does while live work has had
         its share of it: a session's next draft waits (drafts are a courtesy, dropped first when live work
         outgrows the model)."""
-        jobs = list(self.jobs)
-        if any(job.live and not job.draft for job in jobs):
-            return True
-        return any(not job.live for job in jobs) and self.live_share() >= LIVE_SHARE
+        with self.wakeup:
+            if any(job.live and not job.draft for job in self.jobs):
+                return True
+            return any(not job.live for job in self.jobs) and self.live_share() >= LIVE_SHARE
 
     def live_share(self) -> float:
         """The share of the model's time over the last WINDOW seconds that live work had."""
-        recent = list(self.recent)
-        busy = sum(seconds for _, seconds, _ in recent)
-        return sum(seconds for _, seconds, live in recent if live) / busy if busy else 0.0
+        with self.wakeup:
+            while self.recent and self.recent[0][0] < time.perf_counter() - WINDOW:
+                self.recent.popleft()
+            busy = sum(seconds for _, seconds, _ in self.recent)
+            return sum(seconds for _, seconds, live in self.recent if live) / busy if busy else 0.0
 
     def _run(self) -> None:
         try:
@@ -125,17 +127,18 @@ class Scheduler:
             os._exit(70)
 
     def _next(self) -> Job:
-        """Live work first: a realtime session's turns and drafts go ahead of file windows, a live caption being
-        late as soon as it waits, until live work has had LIVE_SHARE of the model's last WINDOW seconds (more
-        sessions than the model keeps up with must not starve file requests: then all take turns alike). Among
-        the rest, the job that has had the least of the model so far (least attained service): a short request
-        goes ahead of long ones at once, and long ones share what is left in turns (ties: first come). Jobs
-        waiting for their audio to be decoded are passed over until it is (checked every 20 ms)."""
+        """Live work first: a realtime session's turns, then its drafts, go ahead of file windows, a live caption
+        being late as soon as it waits; once live work has had LIVE_SHARE of the model's last WINDOW seconds, file
+        windows go first until it has less (more sessions than the model keeps up with must not starve file
+        requests: every live job is new, so least attained service alone would always serve it first). Within
+        each, the job that has had the least of the model so far: a short request goes ahead of long ones at
+        once, and long ones share what is left in turns (ties: first come). Jobs waiting for their audio to be
+        decoded are passed over until it is (checked every 20 ms)."""
         with self.wakeup:
             while not (ready := [job for job in self.jobs if job.ready()]):
                 self.wakeup.wait(0.02 if self.jobs else None)
-            first = self.live_share() < LIVE_SHARE
-            job = min(ready, key=lambda j: (first and not j.live, j.used))
+            over = self.live_share() >= LIVE_SHARE
+            job = min(ready, key=lambda j: (j.live == over, j.draft, j.used))
             self.jobs.remove(job)
             return job
 
@@ -162,9 +165,8 @@ class Scheduler:
             ended = time.perf_counter()
             seconds = ended - started
             job.used += seconds
-            self.recent.append((ended, seconds, job.live))
-            while self.recent and self.recent[0][0] < ended - WINDOW:
-                self.recent.popleft()
+            with self.wakeup:
+                self.recent.append((ended, seconds, job.live))
             if self.on_turn:
                 self.on_turn(seconds)
         if not finished:
