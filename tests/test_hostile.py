@@ -300,6 +300,15 @@ def test_allowed_hosts_and_cors_origins_are_answered(ct2_transcriber):
         assert get_models(url, Origin="https://evil.example").status_code == 403
 
 
+def longest_turn(url: str) -> float:
+    """At least the longest turn the model thread has taken: the smallest bucket of /metrics' histogram that
+    holds them all (its largest, 10 s, when one took longer: a bound a clip's wait must still keep)."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    total = re.search(r"^asrflow_model_turn_seconds_count (\S+)$", text, re.MULTILINE).group(1)
+    buckets = re.findall(r'^asrflow_model_turn_seconds_bucket\{le="([^"]+)"\} (\S+)$', text, re.MULTILINE)
+    return min(10.0, min(float(le) for le, count in buckets if float(count) == float(total)))
+
+
 def turns(url: str) -> float:
     """How many turns (a window's work each) the model thread has taken."""
     text = httpx.get(f"{url}/metrics", timeout=30).text
@@ -383,9 +392,11 @@ def test_the_duration_limit_holds_for_each_channel_of_a_split_file(ct2_transcrib
 
 @pytest.mark.alone  # its idle latency and its latency beside the long requests are measured at different times
 def test_a_short_clip_beside_diarized_multilingual_and_30_temperature_requests_waits_little(ct2_transcriber):
-    """No request holds the model past one window's work, and the scheduler serves the request that has had the
+    """No request holds the model past one turn's work, and the scheduler serves the request that has had the
     least of the model first: a 6 s clip's latency stays within 3x its idle latency beside long requests of every
-    kind (diarization and multilingual detection advance one window or region a turn)."""
+    kind (diarization and multilingual detection advance one window or region a turn), plus at most the longest
+    turn, which it may arrive during (a multilingual batch of 8 regions of base: 5-10 s on a 2-core CPU without
+    VNNI, where float32 decodes)."""
     import asyncio
 
     from test_server import long_speech
@@ -434,13 +445,15 @@ def test_a_short_clip_beside_diarized_multilingual_and_30_temperature_requests_w
                     await asyncio.sleep(0.2)
                 await asyncio.sleep(3)
                 busy = sorted(latency() for _ in range(3))[1]
+                longest = longest_turn(url)
                 assert not any(request.done() for request in long), "a long request was over before the clip"
                 for request in long:
                     request.cancel()
-                return busy
+                return busy, longest
 
-        busy = asyncio.run(beside_long_requests())
-    assert busy < 3 * idle, (busy, idle)
+        busy, longest = asyncio.run(beside_long_requests())
+    print(f"clip: {idle:.2f} s idle, {busy:.2f} s beside long requests; longest turn at most {longest:g} s")
+    assert busy < 3 * idle + longest, (busy, idle, longest)
 
 
 def test_eight_channels_split_are_decoded_one_by_one_without_crashing(server, tmp_path):
