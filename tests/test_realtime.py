@@ -192,6 +192,56 @@ def test_client_commits_when_turn_detection_is_off_at_16_khz(server):
     assert done.model_extra["asrflow"]["model"] == "bundled:base"
 
 
+def test_a_session_update_keeps_the_audio_buffered_before_it(served):
+    """As OpenAI's: session.update changes how the session goes on, not what it holds. Half a clip appended,
+    the session updated (its language and turn detection), the other half appended: one commit gives it all."""
+    refs, audio = references(), pcm(DATA / "dev000.wav", 16000)
+    half = len(audio) // 4 * 2
+    with connect(served[0]) as connection:
+        connection.send(json.dumps(NO_TURNS_16K))
+        until(connection, "session.updated")
+        append(connection, audio[:half])
+        again = update(format={"type": "audio/pcm", "rate": 16000}, turn_detection=None)
+        again["session"]["audio"]["input"]["transcription"] = {"model": "whisper-1", "language": "en"}
+        connection.send(json.dumps(again))
+        until(connection, "session.updated")
+        append(connection, audio[half:])
+        connection.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        done = until(connection, COMPLETED)[-1]
+    assert word_error_rate([refs["dev000.wav"]], [done["transcript"]]) < 0.2, done["transcript"]
+
+
+def test_speech_going_on_past_a_manual_commit_under_server_vad_is_a_turn_of_its_own(served):
+    """A client may commit while server_vad hears speech: what it has is one turn, and the speech after the
+    commit is the next (started at the commit, ended by the VAD), not silence."""
+    refs, speech = references(), pcm(DATA / "dev000.wav", 16000)
+    cut = 3 * 32000  # 3 s in, mid-sentence
+    with connect(served[0]) as connection:
+        connection.send(json.dumps(update(format={"type": "audio/pcm", "rate": 16000})))
+        until(connection, "session.updated")
+        append(connection, bytes(16000) + speech[:cut])  # half a second of silence, then 3 s of speech
+        connection.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        append(connection, speech[cut:] + bytes(2 * 32000))
+        seen = until(connection, COMPLETED)
+        while sum(e["type"] == COMPLETED for e in seen) < 2:
+            seen.append(recv(connection, 60))
+    kinds = [(e["type"].rsplit(".", 1)[-1], e.get("item_id")) for e in seen if "input_audio_buffer" in e["type"]]
+    first, second = kinds[0][1], kinds[3][1]
+    assert kinds[:6] == [
+        ("speech_started", first),
+        ("speech_stopped", first),
+        ("committed", first),
+        ("speech_started", second),
+        ("speech_stopped", second),
+        ("committed", second),
+    ]
+    started = [e for e in seen if e["type"] == "input_audio_buffer.speech_started"]
+    assert started[1]["audio_start_ms"] == 500 + 3000  # the commit's point in the stream
+    texts = {e["item_id"]: e["transcript"] for e in seen if e["type"] == COMPLETED}
+    assert texts[first].strip() and texts[second].strip(), texts
+    assert word_error_rate([refs["dev000.wav"]], [f"{texts[first]} {texts[second]}"]) < 0.35, texts
+
+
 def g711(path, codec: str) -> bytes:
     """A clip as telephony sends it: G.711 (PyAV's pcm_mulaw or pcm_alaw encoder) at 8 kHz."""
     import av

@@ -25,15 +25,23 @@ def silero():
 class TurnDetector:
     """Feeds on 16 kHz samples; reports ("started", sample) and ("stopped", sample) in the stream's time."""
 
-    def __init__(self, threshold: float = 0.5, prefix_padding_ms: int = 300, silence_duration_ms: int = 500):
+    def __init__(
+        self,
+        threshold: float = 0.5,
+        prefix_padding_ms: int = 300,
+        silence_duration_ms: int = 500,
+        at: int = 0,
+        speaking: bool = False,
+    ):
+        """`at`: the stream's sample where it starts listening; `speaking`: a turn is already under way there."""
         self.model = silero()
         self.threshold, self.release = threshold, max(threshold - 0.15, 0.01)  # Silero's hysteresis
         self.padding = int(prefix_padding_ms * SAMPLE_RATE / 1000)
         self.silence = int(silence_duration_ms * SAMPLE_RATE / 1000)
         self.pending = np.zeros(0, np.float32)  # samples not yet a whole window
         self.context = np.zeros(0, np.float32)  # the last windows seen, fed again for Silero's state
-        self.seen = 0  # samples looked at (whole windows)
-        self.speaking, self.last_speech = False, 0
+        self.seen = at  # samples looked at (whole windows)
+        self.speaking, self.last_speech = speaking, at
 
     def feed(self, samples: np.ndarray) -> list[tuple[str, int]]:
         self.pending = np.concatenate([self.pending, samples])

@@ -18,22 +18,21 @@ event and the session goes on (realtime_events); a session that closes withdraws
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import av
 import numpy as np
 from fastapi import APIRouter, WebSocket
 
 from asrflow.audio import SAMPLE_RATE
 from asrflow.errors import AsrflowError
-from asrflow.live import Agreement, TurnDetector, silero
+from asrflow.live import silero
 from asrflow.options import TranscribeOptions
 from asrflow.server.errors import HTTPError
 from asrflow.server.logprobs import check_word_probabilities
+from asrflow.server.realtime_audio import Listening, new_id
 from asrflow.server.realtime_events import (
     SERVER_VAD,
     EventError,
@@ -45,20 +44,14 @@ from asrflow.server.realtime_events import (
     session_update,
     shown,
 )
-from asrflow.server.realtime_turns import GONE, PARTIAL_EVERY, Turns
+from asrflow.server.realtime_turns import GONE
 
 LOG = logging.getLogger("asrflow.server")
 router = APIRouter()
-FIRST_PARTIAL = 0.5  # seconds of turn (prefix padding included) before its first hypothesis
 MAX_TURN = 30.0  # a turn longer than Whisper's window is committed as it stands
 MAX_BUFFER = 600.0  # audio held uncommitted with turn_detection null
-ids = itertools.count(1)
 # every session's resampling and Silero, off the event loop in one thread: a core stays free for the loop
 LISTENER = ThreadPoolExecutor(1, thread_name_prefix="asrflow-listen")
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{next(ids):012d}"
 
 
 @router.websocket("/v1/realtime")
@@ -108,7 +101,7 @@ async def open_session(websocket: WebSocket):
         state.realtime_sessions -= 1
 
 
-class LiveSession(Turns):
+class LiveSession(Listening):
     def __init__(self, websocket: WebSocket, holder, max_seconds: float, idle: float = 60.0):
         self.websocket, self.holder, self.max_samples, self.idle = (
             websocket,
@@ -132,14 +125,6 @@ class LiveSession(Turns):
         """The model the session's transcription names (any the server serves; whisper-1: its default)."""
         self.served = await self.holder.model(requested)
         self.options = self.served.transcriber.resolve({})
-
-    def _reset_audio(self) -> None:
-        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-        self.detector = None  # made by _listen, off the event loop (the first one loads Silero)
-        self.buffer, self.offset, self.turn_start = np.zeros(0, np.float32), 0, None  # offset: buffer[0]'s sample
-        self.quiet_from = 0  # the sample after the last turn (idle_timeout_ms counts from it)
-        self.agreement, self.hypothesis_at, self.partial = Agreement(), 0, None
-        self.odd = b""  # a PCM16 append's odd last byte: the first of the next append's first sample
 
     def describe(self) -> dict:
         return {
@@ -224,6 +209,7 @@ class LiveSession(Turns):
         fields = TranscribeOptions.openai_fields()  # the session's language and prompt: the options OpenAI's set
         changes = {fields[k]: transcription[k] or None for k in ("language", "prompt")}
         options = served.transcriber.resolve(changes | ({"word_timestamps": True} if include else {}))
+        self._listen_anew(audio_format, detection)
         self.include = include or None
         self.format, self.transcription, self.options, self.turn_detection = (
             audio_format,
@@ -232,7 +218,6 @@ class LiveSession(Turns):
             detection,
         )
         self.served = served
-        self._reset_audio()
         await self.send({"type": "session.updated", "session": self.describe()})
 
     async def append(self, event: dict) -> bool:
@@ -271,83 +256,17 @@ class LiveSession(Turns):
             self.maybe_hypothesis()
         return True
 
-    def _listen(self, pcm: np.ndarray) -> tuple[np.ndarray, list]:
-        """The append at 16 kHz, and the turns Silero finds in it (in a thread)."""
-        samples, detection = self._resample(pcm), self.turn_detection
-        if detection is None:
-            return samples, []
-        if self.detector is None:
-            self.detector = TurnDetector(
-                detection["threshold"], detection["prefix_padding_ms"], detection["silence_duration_ms"]
-            )
-        return samples, self.detector.feed(samples)
-
-    def _resample(self, pcm: np.ndarray) -> np.ndarray:
-        if not len(pcm):
-            return np.zeros(0, np.float32)
-        if self.format["rate"] == SAMPLE_RATE:
-            return pcm.astype(np.float32) / 32768.0
-        frame = av.AudioFrame.from_ndarray(pcm[np.newaxis, :].copy(), format="s16", layout="mono")
-        frame.sample_rate = self.format["rate"]
-        return np.concatenate(
-            [f.to_ndarray().reshape(-1) for f in self.resampler.resample(frame)] or [np.zeros(0, np.float32)]
-        )
-
-    async def started(self, at: int) -> None:
-        self.turn_start, self.item = max(at, self.offset), new_id("item")
-        self.agreement = Agreement()
-        self.hypothesis_at = self.turn_start + int((FIRST_PARTIAL - PARTIAL_EVERY) * SAMPLE_RATE)
-        await self.send(
-            {
-                "type": "input_audio_buffer.speech_started",
-                "audio_start_ms": at * 1000 // SAMPLE_RATE,
-                "item_id": self.item,
-            }
-        )
-
-    async def stopped(self, at: int) -> None:
-        if self.turn_start is None:
-            return
-        await self.send(
-            {
-                "type": "input_audio_buffer.speech_stopped",
-                "audio_end_ms": at * 1000 // SAMPLE_RATE,
-                "item_id": self.item,
-            }
-        )
-        end = min(at + SAMPLE_RATE // 5, self.offset + len(self.buffer))  # a little after the last speech
-        turn = self.buffer[self.turn_start - self.offset : end - self.offset].copy()
-        self.offset, self.buffer, self.quiet_from = end, self.buffer[end - self.offset :], end
-        await self.committed(turn)
-        self.turn_start = None
-
-    async def timed_out(self) -> None:
-        """server_vad's idle_timeout_ms, as OpenAI's: that much audio without speech since the last turn, and the
-        silence is committed as a turn of its own (timeout_triggered, committed, then its transcript: most often
-        empty, or speech too quiet for the VAD). Counted in audio, not wall time: a client that sends nothing
-        meets the session's idle limit instead."""
-        end, self.item = self.offset + len(self.buffer), new_id("item")
-        await self.send(
-            {
-                "type": "input_audio_buffer.timeout_triggered",
-                "audio_start_ms": self.quiet_from * 1000 // SAMPLE_RATE,
-                "audio_end_ms": end * 1000 // SAMPLE_RATE,
-                "item_id": self.item,
-            }
-        )
-        turn = self.buffer[max(0, self.quiet_from - self.offset) :].copy()
-        keep = min(len(self.buffer), SAMPLE_RATE)  # what prefix padding may need, should speech start now
-        self.offset, self.buffer, self.quiet_from = end - keep, self.buffer[len(self.buffer) - keep :], end
-        self.agreement, self.partial = Agreement(), None
-        await self.committed(turn)
-
     async def commit(self, event: dict) -> None:
         if self.turn_detection is not None and self.turn_start is None or not len(self.buffer):
             raise EventError("the buffer holds no speech to commit.", code="input_audio_buffer_commit_empty")
         if self.turn_detection is not None:
-            return await self.stopped(self.offset + len(self.buffer))
+            end = self.offset + len(self.buffer)
+            await self.stopped(end)
+            if self.detector is not None and self.detector.speaking:  # speech goes on past the commit: a new turn
+                await self.started(end)
+            return
         self.item = new_id("item")
-        turn, self.buffer = self.buffer, np.zeros(0, np.float32)
+        turn, self.buffer, self.offset = self.buffer, np.zeros(0, np.float32), self.offset + len(self.buffer)
         await self.committed(turn)
 
     async def clear(self, event: dict) -> None:
