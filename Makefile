@@ -9,7 +9,7 @@ TORCH := torch==2.13.0
 # that stock transformers code runs (MLflow's transformers flavor given audio bytes).
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup setup-test demo test check test-floors lint bench screenshot clean
+.PHONY: setup setup-test setup-docs demo test check test-floors lint docs docs-build bench screenshot clean
 
 setup: $(VENV)/.installed
 setup-test: $(VENV)/.installed-test
@@ -31,6 +31,19 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 demo: setup
 	asrflow demo
+
+# The documentation site (mkdocs.yml, docs/): its CLI reference, error messages and performance tables are generated
+# when it is built (tools/mkdocs_hooks.py). `make docs-build` is CI's strict build; `make docs` builds, then serves.
+setup-docs: $(VENV)/.installed-docs
+$(VENV)/.installed-docs: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[docs]' $(TORCH)
+	touch $@
+
+docs-build: setup-docs
+	NO_MKDOCS_2_WARNING=1 mkdocs build --strict -q
+
+docs: docs-build
+	NO_MKDOCS_2_WARNING=1 mkdocs serve -a 127.0.0.1:8001 --no-livereload
 
 # the quick tier for the edit loop: options, writers, transcripts, audio, limits, scoring, one transcription per backend
 # its models' conversions are kept in build/check-home between runs (make test starts from nothing, as CI does)

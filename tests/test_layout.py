@@ -1,4 +1,5 @@
-"""The README's layout table names every module: the architecture a reader learns there is the one in src/."""
+"""The docs' layout table (docs/concepts.md) names every module: the architecture a reader learns there is the one
+in src/."""
 
 import re
 from pathlib import Path
@@ -9,14 +10,14 @@ ROOT = Path(__file__).parents[1]
 
 
 @pytest.mark.check
-def test_every_module_is_in_the_readmes_layout_table():
-    readme = (ROOT / "README.md").read_text()
-    table = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+def test_every_module_is_in_the_docs_layout_table():
+    concepts = (ROOT / "docs" / "concepts.md").read_text()
+    table = concepts.split("## Layout", 1)[1].split("\n## ", 1)[0]
     named = set(re.findall(r"`([\w/]+?)(?:\.py)?`", table))
     package = ROOT / "src" / "asrflow"
     modules = {p.relative_to(package).with_suffix("").as_posix() for p in package.rglob("*.py")}
     missing = sorted(m for m in modules if not m.endswith("__init__") and m.rsplit("/", 1)[-1] not in named)
-    assert not missing, f"modules missing from README.md's layout table: {missing}"
+    assert not missing, f"modules missing from docs/concepts.md's layout table: {missing}"
 
 
 def imports_of(module: str, path: Path, modules: set[str]) -> set[str]:
