@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -126,8 +127,7 @@ def main() -> None:
         f"RTFx {ours['rtfx'] / results['fw-batched']['rtfx']:.2f}x fw-batched (target >= 1.1x)"
     )
     print("\n".join(lines))
-    out = {"seconds": round(seconds, 1), "results": results, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    (ROOT / "bench" / "results" / "languages.json").write_text(json.dumps(out, indent=2) + "\n")
+    stamp.write("languages", {"seconds": round(seconds, 1), "results": results})
     print(f"written to bench/results/languages.json; third-party output in {LOG.relative_to(ROOT)}")
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import stamp
 
 from asrflow import decode_audio, load_transcriber
 from asrflow.encoding import encode_audio
@@ -290,7 +291,7 @@ def main():
     print(f"# python bench/load.py, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs; bundled:tiny.en")
     for key, value in result.items():
         print(f"{key:32} {value}")
-    (ROOT / "bench" / "results" / "load.json").write_text(json.dumps(result, indent=2) + "\n")
+    stamp.write("load", result)
 
 
 if __name__ == "__main__":

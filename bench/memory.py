@@ -135,15 +135,9 @@ def main():
 
 def write(rows: list[dict]) -> Path:
     """After every run: a bench stopped half-way keeps what it measured."""
-    path = ROOT / "bench" / "results" / f"{RESULTS}.json"
-    path.write_text(
-        json.dumps(
-            {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv), "hours": HOURS, "rows": rows},
-            indent=2,
-        )
-        + "\n"
-    )
-    return path
+    import stamp
+
+    return stamp.write(RESULTS, {"command": " ".join(sys.argv), "hours": HOURS, "rows": rows})
 
 
 if __name__ == "__main__":

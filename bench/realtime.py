@@ -225,9 +225,9 @@ def main() -> None:
         f"{both['first_delta_p50_s']} s (target <= 1.0), completed p95 {both['completed_p95_s']} s (target <= 1.5), "
         f"file throughput {ratio:.2f}x of the same file load alone (target >= 0.8)"
     )
-    (ROOT / "bench" / "results" / "realtime.json").write_text(
-        json.dumps({"rows": rows, "date": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n"
-    )
+    import stamp
+
+    stamp.write("realtime", rows)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("BENCH_CORPUS", ROOT.parent / "shared" / "data" / "dev"))
@@ -359,6 +360,7 @@ def main(names: list[str]):
         "results": results,
         "cold_start": cold,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "commit": stamp.commit(),
     }
     path = ROOT / "bench" / "results" / "bench.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
@@ -420,16 +422,7 @@ def verdicts(results: dict[str, dict]) -> list[str]:
 
 
 def cpu() -> str:
-    """The CPU's model and the vector instructions CTranslate2's int8 products use: they decide their rounding, so
-    int8 WER moves between machines (the default compute type follows them: backends/ctranslate2.py)."""
-    from asrflow.backends.ctranslate2 import VNNI, cpu_info
-
-    info = cpu_info()
-    flags = set(info.get("flags", "").split())
-    return ", ".join(
-        [info.get("model name") or platform.machine()]
-        + [f for f in ("avx2", "avx512f", "avx512_bf16", *sorted(VNNI)) if f in flags]
-    )
+    return stamp.cpu()
 
 
 def corpus_rows(folder: Path = CORPUS) -> list[str]:

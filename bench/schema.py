@@ -8,7 +8,6 @@ Writes bench/results/schema.json.
 from __future__ import annotations
 
 import collections
-import json
 import os
 import sys
 import time
@@ -17,6 +16,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+import stamp
+
 EXAMPLES = int(os.environ.get("BENCH_EXAMPLES", "200"))
 
 
@@ -59,7 +60,7 @@ def main() -> None:
     print(
         f"{total} requests in {time.perf_counter() - started:.0f} s; failures: {sum(len(r['failures']) for r in rows)}"
     )
-    (ROOT / "bench" / "results" / "schema.json").write_text(json.dumps(rows, indent=1) + "\n")
+    stamp.write("schema", rows)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ bench/results/speakers.json.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -114,9 +113,9 @@ def main() -> None:
             f"{r['corpus']:>20} {r['audio']:>19} {r['seconds']:>8} {r['speakers']:>9} {r['found']:>6} {r['rtfx']:>7}"
             f" {r['rtfx_diarized']:>14} {r['cost']:>6}x {r['der']:>7.4f} {r['der_given']:>10.4f}"
         )
-    (ROOT / "bench" / "results" / "speakers.json").write_text(
-        json.dumps({"rows": rows, "date": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n"
-    )
+    import stamp
+
+    stamp.write("speakers", rows)
     print("written to bench/results/speakers.json", file=sys.stderr)
 
 

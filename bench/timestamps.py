@@ -11,7 +11,6 @@ with timestamps on: without, a segment is a whole region). Writes bench/results/
 
 from __future__ import annotations
 
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -19,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import BATCH, BEAM, ROOT, corpus, long_audio
+import stamp
+from run import BATCH, BEAM, corpus, long_audio
 
 
 def errors(segments, sentences) -> tuple[np.ndarray, int]:
@@ -77,7 +77,7 @@ def main() -> None:
             f"{name:>20} {r['mean']:>6.3f} {r['median']:>7.3f} {r['p90']:>6.3f} {r['over_half_second']:>8.0%} {missing:>11}",
             flush=True,
         )
-    (ROOT / "bench" / "results" / "timestamps.json").write_text(json.dumps(results, indent=2) + "\n")
+    stamp.write("timestamps", {"results": results})
 
 
 if __name__ == "__main__":

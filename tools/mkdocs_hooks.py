@@ -112,7 +112,7 @@ def _tables(data) -> str:
     if isinstance(data, dict) and all(isinstance(v, dict) for v in data.values()):
         return _rows([{"system": k, **v} for k, v in data.items()])
     if isinstance(data, dict):
-        return _rows([{"measure": k, "value": v} for k, v in data.items() if k != "date"])
+        return _rows([{"measure": k, "value": v} for k, v in data.items() if k not in ("date", "cpu", "commit")])
     return ""
 
 
