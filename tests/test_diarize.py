@@ -184,3 +184,34 @@ def test_the_count_of_voices_never_heard_is_estimated():
         assert len(set(Diarizer()._cluster(x).tolist())) == 1
     turns = np.concatenate([one[:40], two[voice == 1][:40]])
     assert len(set(Diarizer()._cluster(turns).tolist())) == 2
+
+
+def test_a_model_needs_diarizations_packages_only_if_saved_with_it_and_without_them_speakers_are_refused(
+    ct2_transcriber, tmp_path, monkeypatch
+):
+    """A logged model's requirements carry Resemblyzer and scikit-learn when it was saved with diarize on; a model
+    served from an environment without them refuses a request for speakers with what to install (a 400 through
+    MLflow's scoring: INVALID_PARAMETER_VALUE), before any audio is decoded."""
+    import sys
+
+    from mlflow.exceptions import MlflowException
+
+    from asrflow import InvalidOptionError, TranscribeOptions, diarize, flavor
+
+    flavor.save_model(tmp_path / "plain", reference_only=True)
+    flavor.save_model(tmp_path / "speakers", reference_only=True, options=TranscribeOptions(diarize=True))
+    assert "resemblyzer" not in (tmp_path / "plain" / "requirements.txt").read_text()
+    with_speakers = (tmp_path / "speakers" / "requirements.txt").read_text()
+    assert "resemblyzer==" in with_speakers and "scikit-learn==" in with_speakers
+
+    monkeypatch.setitem(sys.modules, "resemblyzer", None)  # an environment without it
+    diarize.encoder.cache_clear()
+    try:
+        with pytest.raises(InvalidOptionError, match=r"diarize needs resemblyzer.*pip install resemblyzer"):
+            ct2_transcriber.transcribe(SAMPLE, diarize=True)
+        with pytest.raises(MlflowException, match="pip install resemblyzer") as refused:
+            flavor.WhisperPyfunc(ct2_transcriber).predict([SAMPLE.read_bytes()], params={"diarize": True})
+        assert refused.value.get_http_status_code() == 400
+        assert ct2_transcriber.transcribe(SAMPLE).text  # transcription alone needs none of it
+    finally:
+        diarize.encoder.cache_clear()  # the real encoder for the tests after this one

@@ -18,6 +18,7 @@ import numpy as np
 
 from asrflow.audio import SAMPLE_RATE
 from asrflow.clusters import EIGENGAP_MIN, eigengap_count, kmeans, linkage_count, nearest
+from asrflow.errors import InvalidOptionError
 from asrflow.transcript import Segment, Word
 
 CHUNK = 30 * SAMPLE_RATE  # embedded at once (the window overlaps the chunk before)
@@ -41,6 +42,7 @@ class Diarizer:
         known: dict[str, np.ndarray] | None = None,
     ):
         self.num, self.low, self.high = num_speakers, min_speakers or 1, max_speakers or max(8, min_speakers or 1)
+        encoder()  # loaded (or refused, naming what to install) before any audio is decoded
         # known speakers (OpenAI's known_speaker_names[] + references): a voice embedding each, to name the clusters
         self.known = {name: encoder().embed_utterance(samples) for name, samples in (known or {}).items()}
         self.times: list[float] = []
@@ -222,8 +224,16 @@ def encoder():
     lasts, and restores them after)."""
     import warnings
 
-    with _IMPORTING, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from resemblyzer import VoiceEncoder
+    try:
+        with _IMPORTING, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import sklearn  # noqa: F401 - clusters.py's, checked here: before any decoding
+            from resemblyzer import VoiceEncoder
+    except ImportError as e:
+        raise InvalidOptionError(
+            f"diarize needs {e.name or 'resemblyzer'}, which this environment lacks: pip install resemblyzer "
+            "scikit-learn 'setuptools<81' (a model logged with diarize among its options lists them in its "
+            "requirements)."
+        ) from None
 
     return VoiceEncoder("cpu", verbose=False)

