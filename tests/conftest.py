@@ -139,7 +139,7 @@ def cli(*args, env: dict | None = None) -> subprocess.CompletedProcess:
     shows (signals, a terminal, a closed pipe, the environment) run `asrflow` itself."""
     from typer.testing import CliRunner
 
-    from asrflow import cli_audio, cli_models  # noqa: F401 - they add their commands to the app
+    from asrflow import cli_audio, cli_models, cli_serve  # noqa: F401 - they add their commands to the app
     from asrflow.cli import app
 
     args, environ, saved = [str(a) for a in args], dict(os.environ), mlflow_state()

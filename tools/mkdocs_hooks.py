@@ -28,7 +28,7 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
 def cli_reference() -> str:
     import typer
 
-    from asrflow import cli_audio, cli_models  # noqa: F401 - they add their commands to the app
+    from asrflow import cli_audio, cli_models, cli_serve  # noqa: F401 - they add their commands to the app
     from asrflow.cli import app
 
     group = typer.main.get_command(app)

@@ -1,0 +1,85 @@
+"""`asrflow serve --ray`: the same server as Ray Serve deployments on a local Ray cluster, with the real `openai`
+client; without the extra, one line naming it."""
+
+import concurrent.futures
+import json
+import subprocess
+import sys
+import time
+
+import httpx
+import openai
+import pytest
+import websockets.sync.client as ws
+from conftest import BIN, SAMPLE, cli, environment, free_port, serve_in_process, start, stop
+
+
+def replicas_running() -> int:
+    found = subprocess.run(["pgrep", "-fc", "ServeReplica:asrflow"], capture_output=True, text=True, check=False)
+    return int(found.stdout.strip() or 0)
+
+
+def test_two_replicas_answer_as_the_standalone_server_does(ct2_transcriber):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = [
+        "serve",
+        "bundled:tiny.en",
+        "--ray",
+        "--replicas",
+        "2",
+        "--port",
+        str(port),
+        "--api-key",
+        "k",
+        "--grace",
+        "3",
+    ]
+    server = start([BIN / "asrflow", *args], f"{url}/ready", environment(), stderr=subprocess.DEVNULL)
+    try:
+        assert replicas_running() == 2
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0, timeout=120)
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            texts = list(
+                pool.map(lambda _: client.audio.transcriptions.create(model="whisper-1", file=SAMPLE).text, range(4))
+            )
+        with serve_in_process(ct2_transcriber) as standalone:
+            alone = openai.OpenAI(base_url=f"{standalone}/v1", api_key="unused", max_retries=0)
+            expected = alone.audio.transcriptions.create(model="whisper-1", file=SAMPLE).text
+        assert texts == [expected] * 4
+        # every protocol of the one server: the key, /v1/models, the page, /invocations, the realtime WebSocket
+        assert httpx.post(f"{url}/v1/audio/transcriptions", files={"file": SAMPLE.read_bytes()}).status_code == 401
+        assert "whisper-1" in {m.id for m in client.models.list().data}
+        assert httpx.get(f"{url}/").status_code == 200
+        scored = httpx.post(
+            f"{url}/invocations",
+            json={"inputs": [SAMPLE.read_bytes().hex()]},
+            headers={"Authorization": "Bearer k"},
+            timeout=120,
+        )
+        assert scored.status_code in (200, 400)  # answered by the app (hex is not its encoding: a 400 naming it)
+        with ws.connect(
+            f"ws://127.0.0.1:{port}/v1/realtime?intent=transcription", additional_headers={"Authorization": "Bearer k"}
+        ) as session:
+            assert json.loads(session.recv(timeout=30))["type"] == "session.created"
+    finally:
+        started = time.monotonic()
+        stop(server)
+        stopped = time.monotonic() - started
+    assert stopped < 30 and replicas_running() == 0  # --grace, then the local cluster goes with it
+
+
+def test_without_the_extra_ray_is_one_line_naming_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # an environment without asrflow[ray]
+    done = cli("serve", "bundled:tiny.en", "--ray")
+    assert done.returncode != 0 and "pip install 'asrflow[ray]'" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "flags,named",
+    [(["--replicas", "2"], "go with --ray"), (["--ray", "--replicas", "3", "--max-replicas", "2"], "--max-replicas")],
+)
+def test_replica_flags_that_make_no_sense_are_refused(flags, named):
+    done = cli("serve", "bundled:tiny.en", *flags)
+    assert done.returncode != 0 and named in done.stderr
