@@ -193,22 +193,62 @@ def test_client_commits_when_turn_detection_is_off_at_16_khz(server):
 
 
 def test_a_session_update_keeps_the_audio_buffered_before_it(served):
-    """As OpenAI's: session.update changes how the session goes on, not what it holds. Half a clip appended,
-    the session updated (its language and turn detection), the other half appended: one commit gives it all."""
-    refs, audio = references(), pcm(DATA / "dev000.wav", 16000)
-    half = len(audio) // 4 * 2
+    """As OpenAI's: session.update changes how the session goes on, not what it holds. Half a clip appended at
+    16 kHz, the session updated to 24 kHz and a language, the other half appended at 24 kHz: one commit gives it all."""
+    refs = references()
+    first, second = pcm(DATA / "dev000.wav", 16000), pcm(DATA / "dev000.wav", 24000)
+    half = len(first) // 4 * 2  # 16-bit samples: an even byte count
     with connect(served[0]) as connection:
         connection.send(json.dumps(NO_TURNS_16K))
         until(connection, "session.updated")
-        append(connection, audio[:half])
-        again = update(format={"type": "audio/pcm", "rate": 16000}, turn_detection=None)
+        append(connection, first[:half])
+        again = update(format={"type": "audio/pcm", "rate": 24000}, turn_detection=None)
         again["session"]["audio"]["input"]["transcription"] = {"model": "whisper-1", "language": "en"}
         connection.send(json.dumps(again))
         until(connection, "session.updated")
-        append(connection, audio[half:])
+        append(connection, second[half * 3 // 2 // 2 * 2 :])
         connection.send(json.dumps({"type": "input_audio_buffer.commit"}))
         done = until(connection, COMPLETED)[-1]
     assert word_error_rate([refs["dev000.wav"]], [done["transcript"]]) < 0.2, done["transcript"]
+
+
+def test_commits_and_changes_of_turn_detection_keep_each_item_whole_and_the_streams_time(served):
+    """server_vad, a commit in a pause (the VAD still counting it as speech), speech again, turn detection turned
+    off mid-turn (that turn committed as it stands), the rest committed by hand, then server_vad again with an idle
+    timeout: every committed item began with speech_started (but the hand-committed one) and ended with
+    speech_stopped, in the stream's order, and no timeout comes of audio sent before the switch."""
+    refs, speech, second = references(), pcm(DATA / "dev000.wav", 16000), 32000
+    with connect(served[0]) as connection:
+        connection.send(json.dumps(update(format={"type": "audio/pcm", "rate": 16000})))
+        until(connection, "session.updated")
+        append(connection, bytes(second // 2) + speech[: 2 * second] + bytes(second * 3 // 10))
+        connection.send(json.dumps({"type": "input_audio_buffer.commit"}))  # 300 ms into a pause
+        append(connection, bytes(second * 3 // 2) + speech[2 * second : 4 * second])
+        connection.send(json.dumps(NO_TURNS_16K))  # mid-turn
+        append(connection, speech[4 * second :])
+        connection.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        seen = until(connection, "session.updated") + until(connection, "input_audio_buffer.committed")
+        while sum(e["type"] == COMPLETED for e in seen) < 3:
+            seen.append(recv(connection, 60))
+        detection = {"type": "server_vad", "idle_timeout_ms": 2000}
+        connection.send(json.dumps(update(format={"type": "audio/pcm", "rate": 16000}, turn_detection=detection)))
+        append(connection, bytes(second // 2))
+        connection.send(json.dumps({"type": "input_audio_buffer.commit"}))  # nothing to commit: an error, in order
+        later = until(connection, "error")
+    assert not any(e["type"] == "input_audio_buffer.timeout_triggered" for e in later)
+    events = [e for e in seen if e["type"].startswith("input_audio_buffer.")]
+    committed = [e["item_id"] for e in events if e["type"].endswith("committed")]
+    assert len(committed) == 3
+    for item in committed[:2]:
+        [start] = [e["audio_start_ms"] for e in events if e["type"].endswith("speech_started") and e["item_id"] == item]
+        [end] = [e["audio_end_ms"] for e in events if e["type"].endswith("speech_stopped") and e["item_id"] == item]
+        assert start <= end, events
+    times = [e.get("audio_start_ms", e.get("audio_end_ms")) for e in events if "speech_" in e["type"]]
+    assert times == sorted(times), events
+    texts = {e["item_id"]: e["transcript"] for e in seen if e["type"] == COMPLETED}
+    assert all(texts[item].strip() for item in committed), texts
+    joined = " ".join(texts[item] for item in committed)
+    assert word_error_rate([refs["dev000.wav"]], [joined]) < 0.4, texts
 
 
 def test_speech_going_on_past_a_manual_commit_under_server_vad_is_a_turn_of_its_own(served):

@@ -31,9 +31,8 @@ class TurnDetector:
         prefix_padding_ms: int = 300,
         silence_duration_ms: int = 500,
         at: int = 0,
-        speaking: bool = False,
     ):
-        """`at`: the stream's sample where it starts listening; `speaking`: a turn is already under way there."""
+        """`at`: the stream's sample where it starts listening."""
         self.model = silero()
         self.threshold, self.release = threshold, max(threshold - 0.15, 0.01)  # Silero's hysteresis
         self.padding = int(prefix_padding_ms * SAMPLE_RATE / 1000)
@@ -41,7 +40,7 @@ class TurnDetector:
         self.pending = np.zeros(0, np.float32)  # samples not yet a whole window
         self.context = np.zeros(0, np.float32)  # the last windows seen, fed again for Silero's state
         self.seen = at  # samples looked at (whole windows)
-        self.speaking, self.last_speech = speaking, at
+        self.speaking, self.last_speech = False, at
 
     def feed(self, samples: np.ndarray) -> list[tuple[str, int]]:
         self.pending = np.concatenate([self.pending, samples])

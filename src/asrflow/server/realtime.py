@@ -28,7 +28,7 @@ from fastapi import APIRouter, WebSocket
 
 from asrflow.audio import SAMPLE_RATE
 from asrflow.errors import AsrflowError
-from asrflow.live import silero
+from asrflow.live import Agreement, silero
 from asrflow.options import TranscribeOptions
 from asrflow.server.errors import HTTPError
 from asrflow.server.logprobs import check_word_probabilities
@@ -209,7 +209,7 @@ class LiveSession(Listening):
         fields = TranscribeOptions.openai_fields()  # the session's language and prompt: the options OpenAI's set
         changes = {fields[k]: transcription[k] or None for k in ("language", "prompt")}
         options = served.transcriber.resolve(changes | ({"word_timestamps": True} if include else {}))
-        self._listen_anew(audio_format, detection)
+        await self._listen_anew(audio_format, detection)
         self.include = include or None
         self.format, self.transcription, self.options, self.turn_detection = (
             audio_format,
@@ -260,13 +260,12 @@ class LiveSession(Listening):
         if self.turn_detection is not None and self.turn_start is None or not len(self.buffer):
             raise EventError("the buffer holds no speech to commit.", code="input_audio_buffer_commit_empty")
         if self.turn_detection is not None:
-            end = self.offset + len(self.buffer)
-            await self.stopped(end)
-            if self.detector is not None and self.detector.speaking:  # speech goes on past the commit: a new turn
-                await self.started(end)
+            await self.stopped(self.offset + len(self.buffer))
+            self.detector = None  # listening afresh: speech going on past the commit is the next turn, from there
             return
-        self.item = new_id("item")
+        self.item, self.agreement, self.partial = new_id("item"), Agreement(), None
         turn, self.buffer, self.offset = self.buffer, np.zeros(0, np.float32), self.offset + len(self.buffer)
+        self.quiet_from = self.offset
         await self.committed(turn)
 
     async def clear(self, event: dict) -> None:

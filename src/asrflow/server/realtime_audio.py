@@ -32,18 +32,18 @@ class Listening(Turns):
         self.agreement, self.hypothesis_at, self.partial = Agreement(), 0, None
         self.odd = b""  # a PCM16 append's odd last byte: the first of the next append's first sample
 
-    def _listen_anew(self, audio_format: dict, detection: dict | None) -> None:
-        """A session.update keeps the buffer, as OpenAI's does: a new format resamples from the next append, and
-        new turn detection listens from there (a turn under way, or audio buffered for a manual commit, goes on
-        as the turn it hears end)."""
+    async def _listen_anew(self, audio_format: dict, detection: dict | None) -> None:
+        """A session.update keeps the buffer, as OpenAI's does: a new format resamples from the next append; new
+        turn detection commits a turn under way as it stands (its item ends as it began), then listens from the
+        buffer's end, audio buffered before it being what precedes speech (commit it first to have it
+        transcribed), and idle_timeout_ms counts from there."""
         if audio_format != self.format:
             self.resampler, self.odd = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE), b""
         if detection != self.turn_detection:
-            self.detector = None
-            if detection is None:
-                self.turn_start = None  # a manual commit takes the whole buffer
-            elif self.turn_detection is None and len(self.buffer):
-                self.turn_start, self.item = self.offset, new_id("item")
+            if self.turn_start is not None:
+                await self.stopped(self.offset + len(self.buffer))
+            self.detector, self.agreement, self.partial = None, Agreement(), None
+            self.quiet_from = self.offset + len(self.buffer)
 
     def _listen(self, pcm: np.ndarray) -> tuple[np.ndarray, list]:
         """The append at 16 kHz, and the turns Silero finds in it (in a thread)."""
@@ -56,7 +56,6 @@ class Listening(Turns):
                 detection["prefix_padding_ms"],
                 detection["silence_duration_ms"],
                 at=self.offset + len(self.buffer),
-                speaking=self.turn_start is not None,
             )
         return samples, self.detector.feed(samples)
 
@@ -72,13 +71,13 @@ class Listening(Turns):
         )
 
     async def started(self, at: int) -> None:
-        self.turn_start, self.item = max(at, self.offset), new_id("item")
-        self.agreement = Agreement()
+        self.turn_start, self.item = max(at, self.offset), new_id("item")  # never before the audio committed
+        self.agreement, self.partial = Agreement(), None
         self.hypothesis_at = self.turn_start + int((FIRST_PARTIAL - PARTIAL_EVERY) * SAMPLE_RATE)
         await self.send(
             {
                 "type": "input_audio_buffer.speech_started",
-                "audio_start_ms": at * 1000 // SAMPLE_RATE,
+                "audio_start_ms": self.turn_start * 1000 // SAMPLE_RATE,
                 "item_id": self.item,
             }
         )
@@ -86,6 +85,7 @@ class Listening(Turns):
     async def stopped(self, at: int) -> None:
         if self.turn_start is None:
             return
+        at = max(at, self.turn_start)  # a stop the VAD heard before a commit that cut the turn
         await self.send(
             {
                 "type": "input_audio_buffer.speech_stopped",
