@@ -3,6 +3,7 @@ client; without the extra, one line naming it."""
 
 import concurrent.futures
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -96,3 +97,12 @@ def test_without_the_extra_ray_is_one_line_naming_it(monkeypatch):
 def test_replica_flags_that_make_no_sense_are_refused(flags, named):
     done = cli("serve", "bundled:tiny.en", *flags)
     assert done.returncode != 0 and named in done.stderr
+
+
+def test_a_port_in_use_is_refused_before_any_cluster_starts():
+    """Ray Serve's proxy binds with SO_REUSEPORT: without the check, a second server would share the port."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        done = cli("serve", "bundled:tiny.en", "--ray", "--port", str(taken.getsockname()[1]))
+    assert done.returncode != 0 and "choose another --port" in done.stderr and replicas_running() == 0

@@ -101,6 +101,8 @@ def serve(
         from asrflow.server.ray import Replicas, serve_on_ray
 
         return serve_on_ray(config, port, Replicas(replicas, max_replicas, target_ongoing_requests), ray_address, grace)
-    if ray_address or max_replicas or replicas != 1:
-        raise InvalidOptionError("--ray-address, --replicas and --max-replicas go with --ray.")
+    if ray_address or max_replicas or replicas != 1 or target_ongoing_requests != 2.0:
+        raise InvalidOptionError(
+            "--ray-address, --replicas, --max-replicas and --target-ongoing-requests go with --ray."
+        )
     uvicorn.run(create_app(config), host=host, port=port, log_level="warning", timeout_graceful_shutdown=grace)
