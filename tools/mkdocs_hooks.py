@@ -47,7 +47,11 @@ def _table(params) -> str:
             names = ", ".join(f"`{o}`" for o in [*p.opts, *p.secondary_opts])
         else:
             names = f"`{p.name.upper()}`" + (" (required)" if p.required else "")
-        default = "" if p.default in (None, (), [], False) or callable(p.default) else f"`{p.default}`"
+        default = (
+            ""
+            if p.default is None or p.default is False or p.default in ((), []) or callable(p.default)
+            else f"`{p.default}`"
+        )
         rows.append(f"| {names} | {default} | {_clean(p.help or '').replace('|', '/').replace(chr(10), ' ')} |")
     return "\n".join(rows) + "\n"
 

@@ -229,7 +229,7 @@ def encoder():
             warnings.simplefilter("ignore")
             import sklearn  # noqa: F401 - clusters.py's, checked here: before any decoding
             from resemblyzer import VoiceEncoder
-    except ImportError as e:
+    except ModuleNotFoundError as e:  # a package missing; a broken one is the server's problem, raised as it is
         raise InvalidOptionError(
             f"diarize needs {e.name or 'resemblyzer'}, which this environment lacks: pip install resemblyzer "
             "scikit-learn 'setuptools<81' (a model logged with diarize among its options lists them in its "
