@@ -263,7 +263,7 @@ class LiveSession(Listening):
             await self.stopped(self.offset + len(self.buffer))
             self.detector = None  # listening afresh: speech going on past the commit is the next turn, from there
             return
-        self.item, self.agreement, self.partial = new_id("item"), Agreement(), None
+        self.item, self.agreement = new_id("item"), Agreement()
         turn, self.buffer, self.offset = self.buffer, np.zeros(0, np.float32), self.offset + len(self.buffer)
         self.quiet_from = self.offset
         await self.committed(turn)

@@ -42,7 +42,7 @@ class Listening(Turns):
         if detection != self.turn_detection:
             if self.turn_start is not None:
                 await self.stopped(self.offset + len(self.buffer))
-            self.detector, self.agreement, self.partial = None, Agreement(), None
+            self.detector, self.agreement = None, Agreement()
             self.quiet_from = self.offset + len(self.buffer)
 
     def _listen(self, pcm: np.ndarray) -> tuple[np.ndarray, list]:
@@ -72,7 +72,7 @@ class Listening(Turns):
 
     async def started(self, at: int) -> None:
         self.turn_start, self.item = max(at, self.offset), new_id("item")  # never before the audio committed
-        self.agreement, self.partial = Agreement(), None
+        self.agreement = Agreement()  # one draft at a time: one still running holds the next
         self.hypothesis_at = self.turn_start + int((FIRST_PARTIAL - PARTIAL_EVERY) * SAMPLE_RATE)
         await self.send(
             {
