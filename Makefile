@@ -68,15 +68,17 @@ lint: setup-test
 
 # a worker per core and one more, at most 8 (pytest-xdist; each loads the models), each computing on one thread
 # (tests/conftest.py): tests that wait (on a server process starting, a browser, a socket) leave their core to the
-# extra. Then the tests marked `alone` (wall-clock bounds that others' load would break), by themselves; both
+# extra. Then the tests marked `alone` (wall-clock bounds that others' load would break), by themselves, a file to a
+# process (an in-process server's work left by one must not load the next: the hostile test's long requests did); both
 # runs use the same converted models (ASRFLOW_TEST_MODELS). A PYTEST_ARGS that selects no `alone` test is no failure
 # (pytest's exit status 5: nothing collected).
 test: setup-test
 	status=0; export ASRFLOW_TEST_MODELS=$$(mktemp -d); trap 'rm -rf "$$ASRFLOW_TEST_MODELS"' EXIT; \
 	python -m pytest -q -n $$(( $$(nproc) < 8 ? $$(nproc) + 1 : 8 )) --dist worksteal -m "not alone" --durations=10 \
 		$(PYTEST_ARGS) || status=$$?; \
-	python -m pytest -q -m alone $$(grep -l 'mark.alone' tests/test_*.py) $(PYTEST_ARGS) || \
-		{ code=$$?; [ $$code -eq 5 ] || status=$$code; }; \
+	for file in $$(grep -l 'mark.alone' tests/test_*.py); do \
+		python -m pytest -q -m alone $$file $(PYTEST_ARGS) || { code=$$?; [ $$code -eq 5 ] || status=$$code; }; \
+	done; \
 	exit $$status
 
 # Refreshes docs/page.png from the browser test (tests write their screenshots under build/, ignored).
