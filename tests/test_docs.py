@@ -57,3 +57,16 @@ def test_the_readmes_tour_runs_as_written(monkeypatch):
     assert "models:/whisper/" in logged or "runs:/" in logged
     assert word_error_rate([JFK_TEXT], [registered]) < 0.1
     assert word_error_rate([JFK_TEXT], [served]) < 0.1
+
+
+def test_the_generated_pages_show_the_codes_text_as_text():
+    """The docs' generated tables (error messages, CLI help, bench values) carry text from the code: a message's
+    `<key>` was a tag to the browser, and vanished from the troubleshooting page."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mkdocs_hooks", ROOT / "tools" / "mkdocs_hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    errors = hooks.error_messages()
+    assert "send 'Authorization: Bearer &lt;key&gt;'" in errors and "<key>" not in errors
+    assert hooks._cell("<img src=x onerror=1> | *a*\nb") == "&lt;img src=x onerror=1&gt; \\| \\*a\\* b"

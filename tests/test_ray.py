@@ -92,7 +92,11 @@ def test_without_the_extra_ray_is_one_line_naming_it(monkeypatch):
 
 @pytest.mark.parametrize(
     "flags,named",
-    [(["--replicas", "2"], "go with --ray"), (["--ray", "--replicas", "3", "--max-replicas", "2"], "--max-replicas")],
+    [
+        (["--replicas", "2"], "go with --ray"),
+        (["--ray", "--replicas", "3", "--max-replicas", "2"], "--max-replicas"),
+        (["--port", "99999"], "65535"),  # a port no socket takes: refused as a flag, not an OverflowError
+    ],
 )
 def test_replica_flags_that_make_no_sense_are_refused(flags, named):
     done = cli("serve", "bundled:tiny.en", *flags)

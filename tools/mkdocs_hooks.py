@@ -8,6 +8,7 @@ becomes every error message in the source, by module.
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -52,12 +53,26 @@ def _table(params) -> str:
             if p.default is None or p.default is False or p.default in ((), []) or callable(p.default)
             else f"`{p.default}`"
         )
-        rows.append(f"| {names} | {default} | {_clean(p.help or '').replace('|', '/').replace(chr(10), ' ')} |")
+        rows.append(f"| {names} | {default} | {_cell(_clean(p.help or ''))} |")
     return "\n".join(rows) + "\n"
 
 
 def _clean(text: str) -> str:
     return text.replace("\b", "").strip()
+
+
+def _cell(value) -> str:
+    """A value as a table cell's text: HTML escaped (a message's `<key>` is a placeholder, not a tag), Markdown's
+    marks taken literally, on one line."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:g}"
+    text = value if isinstance(value, str) else json.dumps(value)
+    text = html.escape(" ".join(text.split()), quote=False)
+    for mark in "\\`*_[]|":
+        text = text.replace(mark, "\\" + mark)
+    return text
 
 
 def performance() -> str:
@@ -138,15 +153,6 @@ def _scalar(value) -> bool:
     )
 
 
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:g}"
-    text = value if isinstance(value, str) else json.dumps(value)
-    return text.replace("|", "\\|")
-
-
 def error_messages() -> str:
     """Every message asrflow raises with (read from the source: each names the problem and what to do), by module,
     with the exception it comes in: the hierarchy's status (errors.py, server/errors.py) says how each edge shows it."""
@@ -162,13 +168,9 @@ def error_messages() -> str:
                     found.append((node.lineno, ast.unparse(node.exc.func), message))
         if found:
             module = path.relative_to(ROOT / "src").with_suffix("").as_posix().replace("/", ".")
-            seen = set()
             rows = ["| exception | message (`{…}`: filled in when raised) |", "|---|---|"]
-            rows += [
-                f"| `{kind}` | {message.replace('|', '/')} |"
-                for _, kind, message in sorted(found)
-                if (kind, message) not in seen and not seen.add((kind, message))
-            ]
+            once = dict.fromkeys((kind, message) for _, kind, message in sorted(found))
+            rows += [f"| `{kind}` | {_cell(message)} |" for kind, message in once]
             out += [f"## {module}", "", "\n".join(rows), ""]
     return "\n".join(out)
 

@@ -13,7 +13,7 @@ from asrflow.models import DEFAULT_MODEL
 def serve(
     model_uri: str = typer.Argument(DEFAULT_MODEL, help="models:/NAME@alias, models:/NAME/VERSION, or any model name."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback by default)."),
-    port: int = typer.Option(8000),
+    port: int = typer.Option(8000, min=1, max=65535),
     backend: str | None = typer.Option(None, help="ctranslate2 or transformers (default: the model's own)."),
     api_key: str | None = typer.Option(None, envvar="ASRFLOW_API_KEY", help="Require 'Authorization: Bearer KEY'."),
     queue_size: int = typer.Option(
