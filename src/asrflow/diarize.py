@@ -42,9 +42,9 @@ class Diarizer:
         known: dict[str, np.ndarray] | None = None,
     ):
         self.num, self.low, self.high = num_speakers, min_speakers or 1, max_speakers or max(8, min_speakers or 1)
-        encoder()  # loaded (or refused, naming what to install) before any audio is decoded
+        model = encoder()  # loaded (or refused, naming what to install) before any audio is decoded
         # known speakers (OpenAI's known_speaker_names[] + references): a voice embedding each, to name the clusters
-        self.known = {name: encoder().embed_utterance(samples) for name, samples in (known or {}).items()}
+        self.known = {name: model.embed_utterance(samples) for name, samples in (known or {}).items()}
         self.times: list[float] = []
         self.embeddings: list[np.ndarray] = []
         self.pieces, self.held, self.offset = [], 0, 0  # audio not yet chunked (from sample `offset`)

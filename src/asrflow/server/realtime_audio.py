@@ -25,11 +25,15 @@ class Listening(Turns):
     """The listening half of a LiveSession, whose state (LiveSession.__init__) and send it shares."""
 
     def _reset_audio(self) -> None:
-        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        self._new_format()
         self.detector = None  # made by _listen, off the event loop (the first one loads Silero)
         self.buffer, self.offset, self.turn_start = np.zeros(0, np.float32), 0, None  # offset: buffer[0]'s sample
         self.quiet_from = 0  # the sample after the last turn (idle_timeout_ms counts from it)
         self.agreement, self.hypothesis_at, self.partial = Agreement(), 0, None
+
+    def _new_format(self) -> None:
+        """Appends resampled afresh, from the session's format as it is now."""
+        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         self.odd = b""  # a PCM16 append's odd last byte: the first of the next append's first sample
 
     async def _listen_anew(self, audio_format: dict, detection: dict | None) -> None:
@@ -38,7 +42,7 @@ class Listening(Turns):
         buffer's end, audio buffered before it being what precedes speech (commit it first to have it
         transcribed), and idle_timeout_ms counts from there."""
         if audio_format != self.format:
-            self.resampler, self.odd = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE), b""
+            self._new_format()
         if detection != self.turn_detection:
             if self.turn_start is not None:
                 await self.stopped(self.offset + len(self.buffer))
