@@ -309,6 +309,12 @@ def longest_turn(url: str) -> float:
     return min(10.0, min(float(le) for le, count in buckets if float(count) == float(total)))
 
 
+def admitted_audio(url: str) -> float:
+    """The seconds of audio admitted and not yet answered (withdrawn when a client leaves)."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    return float(re.search(r"^asrflow_admitted_audio_seconds (\S+)$", text, re.MULTILINE).group(1))
+
+
 def turns(url: str) -> float:
     """How many turns (a window's work each) the model thread has taken."""
     text = httpx.get(f"{url}/metrics", timeout=30).text
@@ -452,6 +458,12 @@ def test_a_short_clip_beside_diarized_multilingual_and_30_temperature_requests_w
                 return busy, longest
 
         busy, longest = asyncio.run(beside_long_requests())
+        # the long requests' clients are gone: their work is withdrawn, and nothing of it loads the tests after this
+        deadline = time.monotonic() + 30
+        while admitted_audio(url) > 0:
+            assert time.monotonic() < deadline, "a departed client's long request still held audio after 30 s"
+            time.sleep(0.5)
+        settled_turns(url)
     print(f"clip: {idle:.2f} s idle, {busy:.2f} s beside long requests; longest turn at most {longest:g} s")
     assert busy < 3 * idle + longest, (busy, idle, longest)
 
