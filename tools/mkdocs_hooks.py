@@ -3,7 +3,7 @@
 docs/cli.md's `{{ cli }}` becomes the CLI reference, read from the Typer app (every command, argument and option
 with its help and default); docs/performance.md's `{{ performance }}` becomes the bench's tables, read from
 bench/results/*.json, each with its date and CPU as the bench recorded them; docs/troubleshooting.md's `{{ errors }}`
-becomes every error message in the source, by module.
+becomes every error message in the source, by module, with what the realtime sessions send as `error` events.
 """
 
 from __future__ import annotations
@@ -166,13 +166,42 @@ def error_messages() -> str:
                 message = next((_text(a) for a in node.exc.args if _text(a)), None)
                 if message:
                     found.append((node.lineno, ast.unparse(node.exc.func), message))
+            elif isinstance(node, ast.Call) and path.name.startswith("realtime") and _sent(node):
+                found.append((node.lineno, *_sent(node)))
         if found:
             module = path.relative_to(ROOT / "src").with_suffix("").as_posix().replace("/", ".")
-            rows = ["| exception | message (`{…}`: filled in when raised) |", "|---|---|"]
+            first = "exception, or realtime event" if path.name.startswith("realtime") else "exception"
+            rows = [f"| {first} | message (`{{…}}`: filled in when raised) |", "|---|---|"]
             once = dict.fromkeys((kind, message) for _, kind, message in sorted(found))
             rows += [f"| `{kind}` | {_cell(message)} |" for kind, message in once]
             out += [f"## {module}", "", "\n".join(rows), ""]
     return "\n".join(out)
+
+
+# what a realtime session sends its client without raising: an `error` event (error, error_event: message, param,
+# code) or a turn's failed event (fail_turn: item, message, code), the session going on: name -> (kind, the
+# message's and the code's positions)
+SENDERS = {"error": ("error event", 0, 2), "error_event": ("error event", 0, 2), "fail_turn": ("failed event", 1, 2)}
+
+
+def _sent(node) -> tuple[str, str] | None:
+    """The event and message of a realtime send: (kind with its code, message), or None if `node` is none."""
+    import ast
+
+    func = node.func
+    if isinstance(func, ast.Attribute) and getattr(func.value, "id", None) in ("self", "session"):
+        name = func.attr  # a session's own error(), not a logger's
+    else:
+        name = getattr(func, "id", None)
+    if name not in SENDERS or len(node.args) <= SENDERS[name][1]:
+        return None
+    kind, at, code_at = SENDERS[name]
+    message = _text(node.args[at])
+    codes = [k.value for k in node.keywords if k.arg == "code"] + node.args[code_at : code_at + 1]
+    if not message or (codes and not isinstance(codes[0], ast.Constant)):
+        return None  # no text of its own, or a message its caller composes (listed at the caller)
+    code = codes[0].value if codes else None
+    return (f"{kind}: {code}" if code else kind), message
 
 
 def _text(node) -> str | None:
