@@ -5,7 +5,7 @@ neither uses, through ../shared/tools/make_tts_corpus.py (espeak-ng and sox from
 `make test` never does). It writes, under OUT:
   short/clean, short/noisy  24 clips each (the noisy ones at 10 dB SNR), manifest.jsonl as the tool writes it
   long/                     3 files of 4 minutes or more, 4 voices each, with a pause between sentences
-  conversations/            a 2-voice and a 3-voice conversation, voices of both sexes, with RTTM references
+  conversations/            3 conversations of 2 voices and 3 of 3, voices of both sexes, with RTTM references
 and OUT/corpus.json: the seed and what each part holds.
 
 usage: .venv/bin/python bench/heldout.py OUT [--seed N]
@@ -26,6 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT.parent / "shared" / "tools" / "make_tts_corpus.py"
 RATE = 16000
+CONVERSATIONS = 3  # of each size (2 and 3 voices)
 
 ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029", "en-us-nyc"]
 MALE, FEMALE = [f"m{k}" for k in range(1, 8)], [f"f{k}" for k in range(1, 6)]
@@ -174,18 +175,19 @@ def make(out: Path, seed: int) -> dict:
     rng.shuffle(pool)
     females = [v for v in pool if v.split("+")[1].startswith("f")]
     males = [v for v in pool if v.split("+")[1].startswith("m")]
-    say = lambda voice: (voice, rng.randrange(140, 191), sentence(rng))
     corpus = {"seed": seed, "voices_not_in_dev_or_tests": len(pool)}
 
-    short = [say(pool[i % 12]) for i in range(24)]
+    short = [say(pool[i % 12], rng) for i in range(24)]
     speak(short, out / "short" / "clean", formats="wav,mp3,flac,ogg")
-    speak([say(pool[12 + i % 12]) for i in range(24)], out / "short" / "noisy", noise=10, formats="wav,mp3,flac,ogg")
+    speak(
+        [say(pool[12 + i % 12], rng) for i in range(24)], out / "short" / "noisy", noise=10, formats="wav,mp3,flac,ogg"
+    )
     corpus["short"] = {"clean": 24, "noisy": 24, "snr_db": 10}
 
     long_rows = []
     for k in range(3):
         voices = [females[4 * k], males[4 * k], females[4 * k + 1], males[4 * k + 1]]
-        rows = speak([say(voices[i % 4]) for i in range(44)], out / "long" / f"parts{k}")
+        rows = speak([say(voices[i % 4], rng) for i in range(44)], out / "long" / f"parts{k}")
         samples, _ = joined(rows, out / "long" / f"parts{k}", rng)
         name = f"long{k}.flac"
         encode_audio(samples, "flac", file=str(out / "long" / name))
@@ -193,23 +195,49 @@ def make(out: Path, seed: int) -> dict:
     (out / "long" / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in long_rows))
     corpus["long"] = [round(r["duration"], 1) for r in long_rows]
 
-    conversations = []
-    # voices that differ as people's do: both sexes, and no two of one conversation with the same pitch and
-    # formants (espeak-ng's variant: en-us+m3 and en-gb+m3 differ only in accent)
-    others = [m for m in males[14:] if m.split("+")[1] != males[13].split("+")[1]]
-    for n, voices in ((2, [females[12], males[12]]), (3, [females[13], males[13], others[0]])):
-        rows = speak([say(voices[i % n]) for i in range(12)], out / "conversations" / f"turns{n}")
-        samples, turns = joined(rows, out / "conversations" / f"turns{n}", rng)
-        name = f"conversation-{n}"
-        encode_audio(samples, "ogg", bitrate=32000, file=str(out / "conversations" / f"{name}.ogg"))
-        (out / "conversations" / f"{name}.rttm").write_text(
-            "".join(f"SPEAKER {name} 1 {s:.3f} {e - s:.3f} <NA> <NA> {v} <NA> <NA>\n" for s, e, v in turns)
-        )
-        conversations.append({"audio": f"{name}.ogg", "speakers": n, "voices": voices, "duration": len(samples) / RATE})
-    (out / "conversations" / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in conversations))
-    corpus["conversations"] = [{"speakers": c["speakers"], "voices": c["voices"]} for c in conversations]
+    corpus["conversations"] = make_conversations(out / "conversations", rng, pool, CONVERSATIONS)
     (out / "corpus.json").write_text(json.dumps(corpus, indent=1) + "\n")
     return corpus
+
+
+def make_conversations(out: Path, rng: random.Random, pool: list[str], per_size: int) -> list[dict]:
+    """`per_size` conversations of 2 voices and as many of 3, 12 turns each, into `out` (conversation-N-K.ogg with
+    its .rttm): one conversation decides little about a diarizer, so a verdict pools several. Their voices differ as
+    people's do: both sexes, and no two of one conversation with the same pitch and formants (espeak-ng's variant:
+    en-us+m3 and en-gb+m3 differ only in accent)."""
+    from asrflow.encoding import encode_audio
+
+    rows = []
+    for n in (2, 3):
+        for k in range(per_size):
+            voices: list[str] = []
+            for sex in ("f", "m", rng.choice("fm"))[:n]:
+                voices.append(
+                    rng.choice(
+                        [
+                            v
+                            for v in pool
+                            if v.split("+")[1][0] == sex
+                            and v not in voices
+                            and v.split("+")[1] not in {u.split("+")[1] for u in voices}
+                        ]
+                    )
+                )
+            name = f"conversation-{n}-{k}"
+            turns_rows = speak([say(voices[i % n], rng) for i in range(12)], out / f"turns-{name}")
+            samples, turns = joined(turns_rows, out / f"turns-{name}", rng)
+            encode_audio(samples, "ogg", bitrate=32000, file=str(out / f"{name}.ogg"))
+            (out / f"{name}.rttm").write_text(
+                "".join(f"SPEAKER {name} 1 {s:.3f} {e - s:.3f} <NA> <NA> {v} <NA> <NA>\n" for s, e, v in turns)
+            )
+            rows.append({"audio": f"{name}.ogg", "speakers": n, "voices": voices, "duration": len(samples) / RATE})
+    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return [{"audio": r["audio"], "voices": r["voices"]} for r in rows]
+
+
+def say(voice: str, rng: random.Random) -> tuple[str, int, str]:
+    """A line of the corpus: the voice, a speaking rate (words per minute) and a new sentence."""
+    return voice, rng.randrange(140, 191), sentence(rng)
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ def best(transcribe, samples) -> tuple[float, object]:
 
 def conversations() -> list[tuple[str, Path]]:
     """(corpus, audio) pairs: the repository's test conversations (voices picked because they could be told
-    apart) and a held-out pair made now (bench/heldout.py: voices neither those nor the dev corpus use, both sexes;
+    apart) and held-out conversations made now (3 of 2 voices, 3 of 3) (bench/heldout.py: voices neither those nor the dev corpus use, both sexes;
     seed from BENCH_SEED or drawn now, printed)."""
     import random
 
@@ -44,7 +44,7 @@ def conversations() -> list[tuple[str, Path]]:
         heldout.make(held, seed)
     return (
         [("tests", DATA / f"conversation-{n}.ogg") for n in (2, 3)]
-        + [(f"held-out {seed}", held / "conversations" / f"conversation-{n}.ogg") for n in (2, 3)]
+        + [(f"held-out {seed}", audio) for audio in sorted((held / "conversations").glob("conversation-*.ogg"))]
         + [("real (pyannote)", real_conversation())]
     )
 
@@ -105,13 +105,21 @@ def main() -> None:
         "DER (pyannote.metrics, 0.25 s collar) with the count estimated and given"
     )
     print(
-        f"{'corpus':>20} {'audio':>19} {'seconds':>8} {'speakers':>9} {'found':>6} {'RTFx':>7} {'RTFx diarized':>14}"
+        f"{'corpus':>20} {'audio':>22} {'seconds':>8} {'speakers':>9} {'found':>6} {'RTFx':>7} {'RTFx diarized':>14}"
         f" {'time x':>7} {'DER':>7} {'DER given':>10}"
     )
     for r in rows:
         print(
-            f"{r['corpus']:>20} {r['audio']:>19} {r['seconds']:>8} {r['speakers']:>9} {r['found']:>6} {r['rtfx']:>7}"
+            f"{r['corpus']:>20} {r['audio']:>22} {r['seconds']:>8} {r['speakers']:>9} {r['found']:>6} {r['rtfx']:>7}"
             f" {r['rtfx_diarized']:>14} {r['cost']:>6}x {r['der']:>7.4f} {r['der_given']:>10.4f}"
+        )
+    for corpus in dict.fromkeys(r["corpus"] for r in rows):
+        mine = [r for r in rows if r["corpus"] == corpus]
+        right = sum(r["found"] == r["speakers"] for r in mine)
+        print(
+            f"{corpus}: count right {right} of {len(mine)}; DER mean {sum(r['der'] for r in mine) / len(mine):.4f}"
+            f" estimated, {sum(r['der_given'] for r in mine) / len(mine):.4f} given;"
+            f" worst {max(r['der'] for r in mine):.4f} / {max(r['der_given'] for r in mine):.4f}"
         )
     import stamp
 

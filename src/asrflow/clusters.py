@@ -2,7 +2,7 @@
 
 The count, when not given, is read from the eigengap of the windows' nearest-neighbour graph; a short recording,
 whose graph is too small for that, keeps average linkage's tree and a threshold on how alike voices are. The
-clusters, of that count, are k-means'.
+clusters, of that count, are the graph's (spectral clustering).
 """
 
 from __future__ import annotations
@@ -23,17 +23,11 @@ def eigengap_count(x: np.ndarray, low: int, high: int, least: int) -> int:
     smallest eigenvalues, if that gap is a clear one (below). Nothing in it is a threshold on how alike two voices
     are: held-out espeak voices of different sex have k-means centroids as alike (0.8-0.9) as one voice's two
     halves, and are still two groups of windows each likest to its own. Estimated on an evenly spaced sample of at most COUNTED windows."""
-    if len(x) > COUNTED:
-        x = x[np.linspace(0, len(x) - 1, COUNTED).astype(int)]
-    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
-    likest = np.argsort(-(unit @ unit.T), axis=1)
+    x = _sample(x)
     top = max(low, min(high, len(x) // least))  # every speaker in at least `least` windows
     best = (np.inf, max(1, low), None)
-    for p in sorted(set(np.linspace(2, max(2, len(x) // 4), 30).astype(int).tolist())):
-        graph = np.zeros((len(x), len(x)))
-        np.put_along_axis(graph, likest[:, :p], 1.0, axis=1)
-        graph = (graph + graph.T) / 2
-        values = np.linalg.eigvalsh(np.diag(graph.sum(axis=1)) - graph)
+    for p, laplacian in _laplacians(x):
+        values = np.linalg.eigvalsh(laplacian)
         gaps = np.diff(values[: top + 1])
         if not len(gaps) or gaps.max() <= 0:
             continue
@@ -76,25 +70,62 @@ def linkage_count(x: np.ndarray, low: int, high: int, least: int) -> int:
     return len(set(max(passing, key=lambda c: c[1])[2].tolist()))
 
 
-def kmeans(x: np.ndarray, k: int) -> np.ndarray:
-    """k clusters of the embeddings, made unit length (k-means on them ranks by cosine): given a count, average
-    linkage's cuts put a few odd windows (a breath, a window across a turn) in a cluster of their own and two
-    voices in one (held-out conversations: 3 windows against 215); k-means does not."""
+def spectral(x: np.ndarray, k: int) -> np.ndarray:
+    """k clusters of the windows: k-means on the eigenvectors of the nearest-neighbour graph's k smallest
+    eigenvalues (NME-SC's clustering, its p chosen as the gap at k is clearest). The graph follows each window's
+    likest: two voices as alike as held-out espeak voices of one sex (centroids 0.9-0.94 cosine) have windows that
+    are still each likest to their own (98%), where k-means on the embeddings themselves drew its border through
+    one of them (a fifth of its windows given to the other). Past COUNTED windows an evenly spaced sample is
+    clustered and every window takes the cluster most of its likest sampled windows have."""
+    if k <= 1:
+        return np.zeros(len(x), int)
+    sample = _sample(x)
+    best = (np.inf, None, None)
+    for p, laplacian in _laplacians(sample):
+        values = np.linalg.eigvalsh(laplacian)
+        gap = values[k] - values[k - 1] if k < len(values) else 0.0
+        if gap > 0 and (ratio := p / (gap / values[-1])) < best[0]:
+            best = (ratio, p, laplacian)
+    _, p, laplacian = best
+    if laplacian is None:  # no gap at k for any graph: the windows' own k-means
+        return kmeans(x, k)
     from sklearn.cluster import KMeans
 
-    x = x / np.linalg.norm(x, axis=1, keepdims=True)
-    return KMeans(k, n_init=10, random_state=0).fit_predict(x)
+    vectors = np.linalg.eigh(laplacian)[1][:, :k]
+    labels = KMeans(k, n_init=10, random_state=0).fit_predict(vectors)
+    if len(sample) == len(x):
+        return labels
+    unit, known = _unit(x), _unit(sample)
+    votes = [np.argsort(-(part @ known.T), axis=1)[:, :p] for part in np.array_split(unit, max(1, len(x) // 10_000))]
+    return np.array([np.bincount(labels[row], minlength=k).argmax() for row in np.concatenate(votes)])
 
 
-def nearest(x: np.ndarray, sample: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Each embedding's cluster: that of the nearest (cosine) centroid of the clustered sample's."""
-    clusters = sorted(set(labels.tolist()))
-    centroids = np.array([sample[labels == c].mean(axis=0) for c in clusters])
-    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-    closest = np.concatenate(
-        [np.argmax(part @ centroids.T, axis=1) for part in np.array_split(x, max(1, len(x) // 10_000))]
-    )
-    return np.asarray(clusters)[closest]
+def kmeans(x: np.ndarray, k: int) -> np.ndarray:
+    """k clusters of the embeddings, made unit length (k-means on them ranks by cosine)."""
+    from sklearn.cluster import KMeans
+
+    return KMeans(k, n_init=10, random_state=0).fit_predict(_unit(x))
+
+
+def _sample(x: np.ndarray) -> np.ndarray:
+    """At most COUNTED of the windows, evenly spaced."""
+    return x[np.linspace(0, len(x) - 1, COUNTED).astype(int)] if len(x) > COUNTED else x
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _laplacians(x: np.ndarray):
+    """(p, the Laplacian of the graph joining each window to its p likest, cosine) for 30 p's from 2 to a quarter
+    of the windows."""
+    unit = _unit(x)
+    likest = np.argsort(-(unit @ unit.T), axis=1)
+    for p in sorted(set(np.linspace(2, max(2, len(x) // 4), 30).astype(int).tolist())):
+        graph = np.zeros((len(x), len(x)))
+        np.put_along_axis(graph, likest[:, :p], 1.0, axis=1)
+        graph = (graph + graph.T) / 2
+        yield p, np.diag(graph.sum(axis=1)) - graph
 
 
 def distinct(x: np.ndarray, labels: np.ndarray, least: int) -> bool:

@@ -4,7 +4,7 @@ gets the speaker of its moment; segments are split where the speaker changes.
 
 Speakers are named A, B, C ... in order of first appearance (as OpenAI's diarized_json does). The count is
 estimated unless it is given (the eigengap of the windows' nearest-neighbour graph; average linkage's tree for
-short recordings); the clusters, of that count, are k-means'.
+short recordings); the clusters, of that count, are that graph's (spectral clustering).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import replace
 import numpy as np
 
 from asrflow.audio import SAMPLE_RATE
-from asrflow.clusters import EIGENGAP_MIN, eigengap_count, kmeans, linkage_count, nearest
+from asrflow.clusters import EIGENGAP_MIN, eigengap_count, linkage_count, spectral
 from asrflow.errors import InvalidOptionError
 from asrflow.transcript import Segment, Word
 
@@ -26,7 +26,6 @@ WINDOW = int(1.6 * SAMPLE_RATE)  # Resemblyzer's partial utterance
 RATE = 4  # windows a second
 SPEECH = 0.7  # windows at least this much covered by words are clustered
 KNOWN_VOICE = 0.7  # a cluster is named after a known speaker only if its voice is at least this alike (cosine)
-MAX_CLUSTERED = 2000  # embeddings clustered at most (the rest join the nearest cluster)
 _IMPORTING = threading.Lock()  # encoder(): two first uses must not interleave their catch_warnings
 MIN_SECONDS = 2.0  # a speaker found in less speech than this is taken for noise, when the count is estimated
 
@@ -125,26 +124,22 @@ class Diarizer:
         return [part for s in segments for part in _split(s, speaker)]
 
     def _cluster(self, x: np.ndarray) -> np.ndarray:
-        """Cluster numbers for the embeddings: k-means' `num` clusters if given, else as many as estimated
-        (clusters.py), each heard for at least MIN_SECONDS (fewer clusters otherwise, down to min_speakers).
-
-        Past MAX_CLUSTERED embeddings (about 8 minutes of speech) an evenly spaced sample of them is clustered and
-        the rest join the nearest cluster, so that memory and time stay bounded however long the audio (10 hours:
+        """Cluster numbers for the embeddings: `num` clusters if given, else as many as estimated (clusters.py),
+        each heard for at least MIN_SECONDS (fewer clusters otherwise, down to min_speakers); the clusters are
+        the nearest-neighbour graph's (`spectral`). However long the audio, at most clusters.COUNTED windows are
+        clustered and the rest join the cluster of their likest, so that memory and time stay bounded (10 hours:
         144,000 embeddings)."""
-        if len(x) > MAX_CLUSTERED:
-            sample = np.linspace(0, len(x) - 1, MAX_CLUSTERED).astype(int)
-            return nearest(x, x[sample], self._cluster(x[sample]))
         if len(x) < 3:
             return np.zeros(len(x), int)
         if self.num is not None:
-            return kmeans(x, min(self.num, len(x)))
+            return spectral(x, min(self.num, len(x)))
         least = int(MIN_SECONDS * RATE)
         count = eigengap_count if len(x) >= EIGENGAP_MIN else linkage_count
         k = count(x, self.low, self.high, least)
-        labels = kmeans(x, k)
+        labels = spectral(x, k)
         while k > max(1, self.low) and np.bincount(labels).min() < least:
             k -= 1
-            labels = kmeans(x, k)
+            labels = spectral(x, k)
         return labels
 
 
