@@ -151,12 +151,18 @@ def test_file_names_stay_text(browser, page_url, name, content):
     assert page.locator("img").count() == 0
 
 
-def test_page_has_a_strict_content_security_policy(page_url):
-    """Scripts only from the page's own files: no inline script or handler for injected markup to hide in."""
+def test_page_has_a_strict_content_security_policy(page_url, monkeypatch):
+    """Scripts only from the page's own files: no inline script or handler for injected markup to hide in. The page
+    links to the docs: where `make docs` serves them, or ASRFLOW_DOCS_URL (an http(s) URL, escaped)."""
     import httpx
 
     url = page_url[0]
     page = httpx.get(url)
+    assert '<a id="docs" href="http://127.0.0.1:8001/"' in page.text
+    monkeypatch.setenv("ASRFLOW_DOCS_URL", 'https://docs.example.com/asrflow/?a=1&b="2"')
+    assert '<a id="docs" href="https://docs.example.com/asrflow/?a=1&amp;b=&quot;2&quot;"' in httpx.get(url).text
+    monkeypatch.setenv("ASRFLOW_DOCS_URL", "javascript:alert(1)")
+    assert 'href="http://127.0.0.1:8001/"' in httpx.get(url).text
     policy = {d.split()[0]: d.split()[1:] for d in page.headers["content-security-policy"].split(";") if d.strip()}
     assert policy["script-src"] == ["'self'"] and policy["object-src"] == ["'none'"]
     assert policy["connect-src"] == ["'self'"]  # the live captions' WebSocket too (CSP 3: 'self' takes ws:)

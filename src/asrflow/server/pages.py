@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -26,12 +28,21 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+# The page links to the docs: where `make docs` serves them, unless ASRFLOW_DOCS_URL names a hosted copy
+DOCS_URL = "http://127.0.0.1:8001/"
 router = APIRouter()
 
 
 @router.get("/", response_class=HTMLResponse)
 async def page():
-    return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
+    return HTMLResponse(page_html(), headers=SECURITY_HEADERS)
+
+
+def page_html() -> str:
+    """index.html with its link to the docs: ASRFLOW_DOCS_URL when it is an http(s) URL, else DOCS_URL."""
+    url = os.environ.get("ASRFLOW_DOCS_URL", "")
+    url = url if url.startswith(("http://", "https://")) else DOCS_URL
+    return (STATIC / "index.html").read_text().replace("{{ docs_url }}", html.escape(url, quote=True))
 
 
 @router.get("/static/{name}", responses={200: {"content": {t.split(";")[0]: {} for t in FILES.values()}}})
