@@ -108,6 +108,10 @@ NOT_RUN = {
         "MLFLOW_TRACKING_URI=sqlite:///$HOME/.cache/asrflow/mlflow.db \\",
     ): "test_mlflow.py::test_mlflow_models_serve_accepts_the_logged_example",
     (
+        "mlflow.md",
+        "export MLFLOW_TRACKING_URI=sqlite:///$HOME/.cache/asrflow/mlflow.db",
+    ): "test_mlflow.py::test_a_registered_model_serves_from_an_environment_built_from_its_own_requirements",
+    (
         "batch.md",
         'asrflow batch tests/data/manifest.jsonl -m models:/whisper@champion -o out-spark/ --engine spark --master "local[2]"',
     ): "test_batch.py::test_spark_engine_matches_local",

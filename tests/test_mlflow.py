@@ -1,6 +1,7 @@
 """The MLflow lifecycle on the real bundled model: the tutorial's steps, both flavors, registry, serving."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import httpx
 import mlflow
 import pytest
-from conftest import BIN, JFK_TEXT, SAMPLE, cli, environment, free_port, start, stop
+from conftest import BIN, JFK_TEXT, SAMPLE, cli, environment, free_port, start, stop, wait_until_up
 from mlflow.exceptions import MlflowException
 
 from asrflow import ModelNotFoundError, flavor, load_transcriber, registry, tutorial
@@ -257,6 +258,57 @@ def test_mlflow_models_serve_accepts_the_logged_example(name, asrflow_model, tra
         assert_jfk(response.json()["predictions"][0], 0.15)
     finally:
         stop(process)
+
+
+def test_a_registered_model_serves_from_an_environment_built_from_its_own_requirements(asrflow_model, tmp_path):
+    """MLflow's container route: `mlflow models serve --env-manager uv` makes a new environment from nothing but
+    the model's python_env.yaml and requirements.txt (from the package registry), and answers the logged serving
+    example; a request for speakers, which a model logged without diarize does not carry the packages for, is a
+    400 naming what to install. `mlflow models generate-dockerfile` (no container runtime here to build it) copies
+    the model, installs its requirements in the image and serves it."""
+    if "whisper-uv" not in {m.name for m in mlflow.search_registered_models()}:
+        registry.register(asrflow_model.model_uri, "whisper-uv", alias="champion")
+    uri = "models:/whisper-uv@champion"
+    local = Path(mlflow.artifacts.download_artifacts(uri))
+    example = (local / "serving_input_example.json").read_bytes()
+    assert "resemblyzer" not in (local / "requirements.txt").read_text()
+    env = environment(
+        MLFLOW_TRACKING_URI=registry.tracking_uri(),
+        MLFLOW_ENV_ROOT=str(tmp_path / "envs"),
+        PATH=f"{BIN}:{os.environ['PATH']}",  # uv, a test dependency
+    )
+    port = free_port()
+    command = ["models", "serve", "-m", uri, "--env-manager", "uv", "-h", "127.0.0.1", "-p", str(port)]
+    process = subprocess.Popen(
+        [BIN / "mlflow", *command],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/ping", process, seconds=600)  # the environment is built first
+        url = f"http://127.0.0.1:{port}/invocations"
+        answer = httpx.post(url, content=example, headers={"Content-Type": "application/json"}, timeout=120)
+        assert answer.status_code == 200, answer.text
+        assert_jfk(answer.json()["predictions"][0], 0.15)
+        speakers = httpx.post(url, json={**json.loads(example), "params": {"diarize": True}}, timeout=120)
+        assert speakers.status_code == 400 and "pip install resemblyzer" in speakers.json()["message"], speakers.text
+    finally:
+        stop(process)
+    assert any((tmp_path / "envs").iterdir())  # the environment was built for this run, not found from an earlier one
+
+    docker = tmp_path / "docker"
+    done = subprocess.run(
+        [BIN / "mlflow", "models", "generate-dockerfile", "-m", uri, "-d", str(docker)], env=env, capture_output=True
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    dockerfile = (docker / "Dockerfile").read_text()
+    assert "COPY model_dir /opt/ml/model" in dockerfile and "_install_pyfunc_deps('/opt/ml/model'" in dockerfile
+    assert 'ENTRYPOINT ["python", "-c", "from mlflow.models import container as C; C._serve(' in dockerfile
+    copied = docker / "model_dir"
+    assert (copied / "requirements.txt").read_text() == (local / "requirements.txt").read_text()
+    assert (copied / "code" / "asrflow" / "flavor.py").is_file() and (copied / "model" / "model.bin").is_file()
 
 
 def test_the_flavor_is_a_real_mlflow_flavor(asrflow_model):
