@@ -165,17 +165,17 @@ def test_two_voices_of_one_sex_alike_as_one_are_still_two_clusters():
     en-gb-scotland+f2, en-gb-scotland+m4), each window with the voice that spoke it. The two male voices' centroids
     are 0.94 alike, more than either voice's windows are to each other (0.81), yet each window's likest other
     window is its own voice's 98% of the time. k-means on the embeddings drew its border through one of them (92% of
-    windows in their voice's cluster); the nearest-neighbour graph's clusters keep each voice whole, given the count
-    or estimating it."""
+    windows in their voice's cluster); given the count, the nearest-neighbour graph's clusters keep each voice
+    whole. (The count estimated on these windows is right, but not on nine tenths of them in four draws of ten: the
+    eigengap merges the two male voices, as it did in a fresh held-out conversation, docs/transcribing.md.)"""
     from asrflow.diarize import Diarizer
 
     data = np.load(DATA / "voices-alike.npz")
     x, voice = data["x"].astype(np.float32), data["voice"]
-    for diarizer in (Diarizer(num_speakers=3), Diarizer()):
-        labels = diarizer._cluster(x)
-        majority = {c: np.bincount(voice[labels == c]).argmax() for c in set(labels.tolist())}
-        assert len(majority) == 3 and len(set(majority.values())) == 3, np.bincount(labels)
-        assert np.mean([majority[c] == v for c, v in zip(labels, voice)]) >= 0.97
+    labels = Diarizer(num_speakers=3)._cluster(x)
+    majority = {c: np.bincount(voice[labels == c]).argmax() for c in set(labels.tolist())}
+    assert len(majority) == 3 and len(set(majority.values())) == 3, np.bincount(labels)
+    assert np.mean([majority[c] == v for c, v in zip(labels, voice)]) >= 0.97
 
 
 @pytest.mark.check
@@ -196,6 +196,17 @@ def test_hours_of_windows_are_clustered_from_a_sample_and_each_joins_its_likest(
         majority = {c: np.bincount(voice[labels == c]).argmax() for c in range(3)}
         assert len(set(majority.values())) == 3
         assert np.mean([majority[c] == v for c, v in zip(labels, voice)]) >= 0.99
+
+
+@pytest.mark.check
+def test_one_sound_repeated_is_one_speaker():
+    """Identical windows (a tone, a loop): their graph's ties and rounding-level eigengaps split 499 of them into 6
+    speakers; they are one, whatever the count asked for."""
+    from asrflow.diarize import Diarizer
+
+    x = np.tile(np.random.default_rng(1).standard_normal(256).astype(np.float32), (499, 1))
+    for diarizer in (Diarizer(), Diarizer(num_speakers=2)):
+        assert set(diarizer._cluster(x).tolist()) == {0}
 
 
 @pytest.mark.check

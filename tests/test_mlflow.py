@@ -279,15 +279,16 @@ def test_a_registered_model_serves_from_an_environment_built_from_its_own_requir
     )
     port = free_port()
     command = ["models", "serve", "-m", uri, "--env-manager", "uv", "-h", "127.0.0.1", "-p", str(port)]
-    process = subprocess.Popen(
-        [BIN / "mlflow", *command],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    log = tmp_path / "serve.log"  # what uv and MLflow said, shown if the environment cannot be built
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [BIN / "mlflow", *command], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
-        wait_until_up(f"http://127.0.0.1:{port}/ping", process, seconds=600)  # the environment is built first
+        try:
+            wait_until_up(f"http://127.0.0.1:{port}/ping", process, seconds=600)  # the environment is built first
+        except (RuntimeError, TimeoutError) as e:
+            raise AssertionError(log.read_text(errors="replace")[-3000:]) from e
         url = f"http://127.0.0.1:{port}/invocations"
         answer = httpx.post(url, content=example, headers={"Content-Type": "application/json"}, timeout=120)
         assert answer.status_code == 200, answer.text

@@ -29,7 +29,7 @@ def eigengap_count(x: np.ndarray, low: int, high: int, least: int) -> int:
     for p, laplacian in _laplacians(x):
         values = np.linalg.eigvalsh(laplacian)
         gaps = np.diff(values[: top + 1])
-        if not len(gaps) or gaps.max() <= 0:
+        if not len(gaps) or gaps.max() <= 1e-9 * values[-1]:  # none, or rounding's (identical windows)
             continue
         ratio = p / (gaps.max() / values[-1])  # p over the normalised largest gap: the smaller, the clearer
         if ratio < best[0]:
@@ -70,34 +70,47 @@ def linkage_count(x: np.ndarray, low: int, high: int, least: int) -> int:
     return len(set(max(passing, key=lambda c: c[1])[2].tolist()))
 
 
-def spectral(x: np.ndarray, k: int) -> np.ndarray:
-    """k clusters of the windows: k-means on the eigenvectors of the nearest-neighbour graph's k smallest
-    eigenvalues (NME-SC's clustering, its p chosen as the gap at k is clearest). The graph follows each window's
-    likest: two voices as alike as held-out espeak voices of one sex (centroids 0.9-0.94 cosine) have windows that
-    are still each likest to their own (98%), where k-means on the embeddings themselves drew its border through
-    one of them (a fifth of its windows given to the other). Past COUNTED windows an evenly spaced sample is
-    clustered and every window takes the cluster most of its likest sampled windows have."""
-    if k <= 1:
-        return np.zeros(len(x), int)
+def spectral(x: np.ndarray, k: int, least: int = 0, low: int = 1) -> np.ndarray:
+    """k clusters of the windows (fewer, down to `low`, while one would have fewer than `least` windows): k-means
+    on the eigenvectors of the nearest-neighbour graph's k smallest eigenvalues (NME-SC's clustering, its p chosen
+    as the gap at k is clearest). The graph follows each window's likest: two voices as alike as held-out espeak
+    voices of one sex (centroids 0.9-0.94 cosine) have windows that are still each likest to their own (98%), where
+    k-means on the embeddings themselves drew its border through one of them (a fifth of its windows given to the
+    other). Past COUNTED windows an evenly spaced sample is clustered (the graphs' spectra computed once, whatever
+    k) and every window takes the cluster of its likest sampled window, a chunk at a time: memory stays bounded."""
     sample = _sample(x)
-    best = (np.inf, None, None)
-    for p, laplacian in _laplacians(sample):
-        values = np.linalg.eigvalsh(laplacian)
-        gap = values[k] - values[k - 1] if k < len(values) else 0.0
-        if gap > 0 and (ratio := p / (gap / values[-1])) < best[0]:
-            best = (ratio, p, laplacian)
-    _, p, laplacian = best
-    if laplacian is None:  # no gap at k for any graph: the windows' own k-means
-        return kmeans(x, k)
-    from sklearn.cluster import KMeans
-
-    vectors = np.linalg.eigh(laplacian)[1][:, :k]
-    labels = KMeans(k, n_init=10, random_state=0).fit_predict(vectors)
+    spectra = [(p, np.linalg.eigvalsh(laplacian)) for p, laplacian in _laplacians(sample)]
+    share = len(sample) / len(x)
+    while True:
+        labels = _clustered(sample, spectra, k)
+        if k <= max(1, low) or np.bincount(labels).min() >= least * share:
+            break
+        k -= 1
     if len(sample) == len(x):
         return labels
-    unit, known = _unit(x), _unit(sample)
-    votes = [np.argsort(-(part @ known.T), axis=1)[:, :p] for part in np.array_split(unit, max(1, len(x) // 10_000))]
-    return np.array([np.bincount(labels[row], minlength=k).argmax() for row in np.concatenate(votes)])
+    known, found = _unit(sample), np.empty(len(x), int)
+    for start in range(0, len(x), 10_000):
+        found[start : start + 10_000] = labels[np.argmax(_unit(x[start : start + 10_000]) @ known.T, axis=1)]
+    return found
+
+
+def _clustered(sample: np.ndarray, spectra: list, k: int) -> np.ndarray:
+    """The sample's k clusters on the graph whose gap at k is clearest (p over the normalised gap); k-means on
+    the embeddings where no graph has a gap at k."""
+    if k <= 1:
+        return np.zeros(len(sample), int)
+    best = (np.inf, None)
+    for p, values in spectra:
+        gap = values[k] - values[k - 1] if k < len(values) else 0.0
+        if gap > 1e-9 * values[-1] and (ratio := p / (gap / values[-1])) < best[0]:
+            best = (ratio, p)
+    if best[1] is None:
+        return kmeans(sample, k)
+    from sklearn.cluster import KMeans
+
+    laplacian = dict(_laplacians(sample, only=best[1]))[best[1]]
+    vectors = np.linalg.eigh(laplacian)[1][:, :k]
+    return KMeans(k, n_init=10, random_state=0).fit_predict(vectors)
 
 
 def kmeans(x: np.ndarray, k: int) -> np.ndarray:
@@ -116,12 +129,12 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def _laplacians(x: np.ndarray):
+def _laplacians(x: np.ndarray, only: int | None = None):
     """(p, the Laplacian of the graph joining each window to its p likest, cosine) for 30 p's from 2 to a quarter
-    of the windows."""
+    of the windows (or for p = `only`)."""
     unit = _unit(x)
     likest = np.argsort(-(unit @ unit.T), axis=1)
-    for p in sorted(set(np.linspace(2, max(2, len(x) // 4), 30).astype(int).tolist())):
+    for p in [only] if only else sorted(set(np.linspace(2, max(2, len(x) // 4), 30).astype(int).tolist())):
         graph = np.zeros((len(x), len(x)))
         np.put_along_axis(graph, likest[:, :p], 1.0, axis=1)
         graph = (graph + graph.T) / 2

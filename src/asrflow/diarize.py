@@ -127,20 +127,15 @@ class Diarizer:
         """Cluster numbers for the embeddings: `num` clusters if given, else as many as estimated (clusters.py),
         each heard for at least MIN_SECONDS (fewer clusters otherwise, down to min_speakers); the clusters are
         the nearest-neighbour graph's (`spectral`). However long the audio, at most clusters.COUNTED windows are
-        clustered and the rest join the cluster of their likest, so that memory and time stay bounded (10 hours:
+        clustered and the rest join the cluster of their likest sampled window, so that memory and time stay bounded (10 hours:
         144,000 embeddings)."""
-        if len(x) < 3:
+        if len(x) < 3 or np.ptp(x, axis=0).max() <= 1e-6:  # a window or two, or one sound repeated: one speaker
             return np.zeros(len(x), int)
         if self.num is not None:
             return spectral(x, min(self.num, len(x)))
         least = int(MIN_SECONDS * RATE)
         count = eigengap_count if len(x) >= EIGENGAP_MIN else linkage_count
-        k = count(x, self.low, self.high, least)
-        labels = spectral(x, k)
-        while k > max(1, self.low) and np.bincount(labels).min() < least:
-            k -= 1
-            labels = spectral(x, k)
-        return labels
+        return spectral(x, count(x, self.low, self.high, least), least, self.low)
 
 
 def _smoothed(labels: np.ndarray, times: np.ndarray, reach: int = 2) -> np.ndarray:

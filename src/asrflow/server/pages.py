@@ -6,6 +6,7 @@ import html
 import os
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Request
 from fastapi import Path as PathParameter
@@ -40,9 +41,10 @@ async def page():
 
 def page_html() -> str:
     """index.html with its link to the docs: ASRFLOW_DOCS_URL when it is an http(s) URL, else DOCS_URL."""
-    url = os.environ.get("ASRFLOW_DOCS_URL", "")
-    url = url if url.startswith(("http://", "https://")) else DOCS_URL
-    return (STATIC / "index.html").read_text().replace("{{ docs_url }}", html.escape(url, quote=True))
+    url = os.environ.get("ASRFLOW_DOCS_URL", "").strip()
+    url = url if urlsplit(url).scheme.lower() in ("http", "https") and urlsplit(url).netloc else DOCS_URL
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
+    return page.replace("{{ docs_url }}", html.escape(url, quote=True))
 
 
 @router.get("/static/{name}", responses={200: {"content": {t.split(";")[0]: {} for t in FILES.values()}}})
