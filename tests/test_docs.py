@@ -9,6 +9,7 @@ import re
 import shlex
 from pathlib import Path
 
+import httpx
 from conftest import BIN, JFK_TEXT, cli, environment, free_port, mlflow_state, start, stop, wait_until_up
 
 from asrflow.metrics import word_error_rate
@@ -33,7 +34,7 @@ def test_the_readmes_tour_runs_as_written(monkeypatch):
     port, printed, server = free_port(), [], None
     try:
         for lang, code in blocks:
-            code = code.replace("8000", str(port))
+            code = re.sub(r"(?<=[ :])8000\b", str(port), code)
             if lang == "python":
                 with contextlib.redirect_stdout(io.StringIO()) as out:
                     exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - the README's code, as a reader runs it
@@ -119,22 +120,21 @@ NOT_RUN = {
         "server.md",
         "pip install 'asrflow[ray]'",
     ): "test_ray.py::test_replicas_scale_with_load_and_answer_as_the_standalone_server_does",
-    (
-        "security.md",
-        "asrflow serve models:/whisper@champion --host 0.0.0.0 --port 8000 \\",
-    ): "test_hostile.py::test_a_dns_rebinding_page_gets_no_answer",
 }
 # the order the pages run in: the MLflow page registers the models the others name
-PAGES = ["mlflow.md", "transcribing.md", "batch.md", "evaluation.md", "server.md"]
+PAGES = ["mlflow.md", "transcribing.md", "batch.md", "evaluation.md", "server.md", "security.md"]
 
 
 def docs_blocks() -> list[tuple[str, int, str, str]]:
-    """Every code block of docs/*.md but diagrams: (page, line, language, code)."""
+    """Every code block of docs/*.md but diagrams and programs' output: (page, line, language, code)."""
     found = []
     for path in sorted((ROOT / "docs").glob("*.md")):
         text = path.read_text()
-        for match in re.finditer(r"^```(\w+)\n(.*?)^```", text, re.MULTILINE | re.DOTALL):
-            if match[1] != "mermaid":
+        blocks = list(re.finditer(r"^```(\w+)\n(.*?)^```", text, re.MULTILINE | re.DOTALL))
+        # a fence this cannot read (indented, untagged, with a title) would be a block never run: none may be
+        assert text.count("```") == 2 * len(blocks), f"docs/{path.name}: a code fence without its language"
+        for match in blocks:
+            if match[1] not in ("mermaid", "text"):  # a diagram, a program's output
                 found.append((path.name, text[: match.start()].count("\n") + 1, match[1], match[2]))
     return found
 
@@ -190,7 +190,7 @@ def test_the_docs_examples_run_as_written(tmp_path, monkeypatch, ct2_transcriber
 
     monkeypatch.setattr(asrflow.transcriber, "load_backend", load_once)
     # `asrflow serve` runs its app on a real socket in this process, and returns once it is ready
-    port, servers = free_port(), []
+    servers = []
 
     def run_in_a_thread(app, host, port, **settings):
         import threading
@@ -207,12 +207,13 @@ def test_the_docs_examples_run_as_written(tmp_path, monkeypatch, ct2_transcriber
 
         mlflow.MlflowClient(tracking_uri()).delete_registered_model("whisper")
 
-    printed = {}
+    printed, ports = {}, {}
     try:
         for page in PAGES:
+            ports[page] = port = free_port()  # a page's server and its clients: the port the page says, 8000
             for _, line, lang, code in [b for b in to_run if b[0] == page]:
                 where = f"docs/{page}:{line}"
-                code = code.replace("8000", str(port))
+                code = re.sub(r"(?<=[ :])8000\b", str(port), code)
                 if lang == "python":
                     saved = mlflow_state()
                     try:
@@ -225,6 +226,11 @@ def test_the_docs_examples_run_as_written(tmp_path, monkeypatch, ct2_transcriber
                 assert lang == "bash", where
                 for command in shell_lines(code):
                     printed[f"{page}: {command}"] = shell(command, where)
+        # the exposed server of the security page: its allowed name answered with the key, a foreign one refused
+        exposed, key = f"http://127.0.0.1:{ports['security.md']}/v1/models", {"Authorization": "Bearer docs-key"}
+        assert httpx.get(exposed, headers={**key, "Host": "asr.example.com"}).status_code == 200
+        assert httpx.get(exposed, headers={**key, "Host": "rebinding.example"}).status_code == 421
+        assert httpx.get(exposed, headers={"Host": "asr.example.com"}).status_code == 401
     finally:
         for server in servers:
             server.should_exit = True
