@@ -16,7 +16,7 @@ EIGENGAP_MIN = 80
 COUNTED = 500  # windows the count is estimated on at most (an evenly spaced sample)
 
 
-def eigengap_count(x: np.ndarray, low: int, high: int, least: int) -> int:
+def eigengap_count(x: np.ndarray, low: int, high: int, least: int, spectra: list | None = None) -> int:
     """The speaker count by the eigengap of a graph that joins each window to its p likest (cosine), p chosen
     as the graph's clusters are clearest (NME-SC: Park et al., "Auto-tuning spectral clustering for speaker
     diarization using normalized maximum eigengap", 2019): the count at the largest gap between the Laplacian's
@@ -26,8 +26,7 @@ def eigengap_count(x: np.ndarray, low: int, high: int, least: int) -> int:
     x = _sample(x)
     top = max(low, min(high, len(x) // least))  # every speaker in at least `least` windows
     best = (np.inf, max(1, low), None)
-    for p, laplacian in _laplacians(x):
-        values = np.linalg.eigvalsh(laplacian)
+    for p, values in spectra if spectra is not None else graph_spectra(x):
         gaps = np.diff(values[: top + 1])
         if not len(gaps) or gaps.max() <= 1e-9 * values[-1]:  # none, or rounding's (identical windows)
             continue
@@ -70,7 +69,7 @@ def linkage_count(x: np.ndarray, low: int, high: int, least: int) -> int:
     return len(set(max(passing, key=lambda c: c[1])[2].tolist()))
 
 
-def spectral(x: np.ndarray, k: int, least: int = 0, low: int = 1) -> np.ndarray:
+def spectral(x: np.ndarray, k: int, least: int = 0, low: int = 1, spectra: list | None = None) -> np.ndarray:
     """k clusters of the windows (fewer, down to `low`, while one would have fewer than `least` windows): k-means
     on the eigenvectors of the nearest-neighbour graph's k smallest eigenvalues (NME-SC's clustering, its p chosen
     as the gap at k is clearest). The graph follows each window's likest: two voices as alike as held-out espeak
@@ -79,7 +78,7 @@ def spectral(x: np.ndarray, k: int, least: int = 0, low: int = 1) -> np.ndarray:
     other). Past COUNTED windows an evenly spaced sample is clustered (the graphs' spectra computed once, whatever
     k) and every window takes the cluster of its likest sampled window, a chunk at a time: memory stays bounded."""
     sample = _sample(x)
-    spectra = [(p, np.linalg.eigvalsh(laplacian)) for p, laplacian in _laplacians(sample)]
+    spectra = spectra if spectra is not None else graph_spectra(sample)
     share = len(sample) / len(x)
     while True:
         labels = _clustered(sample, spectra, k)
@@ -92,6 +91,12 @@ def spectral(x: np.ndarray, k: int, least: int = 0, low: int = 1) -> np.ndarray:
     for start in range(0, len(x), 10_000):
         found[start : start + 10_000] = labels[np.argmax(_unit(x[start : start + 10_000]) @ known.T, axis=1)]
     return found
+
+
+def graph_spectra(x: np.ndarray) -> list:
+    """(p, the eigenvalues of the p-neighbour graph's Laplacian) for the sample of `x` that the count and the
+    clusters are read from: computed once, for both."""
+    return [(p, np.linalg.eigvalsh(laplacian)) for p, laplacian in _laplacians(_sample(x))]
 
 
 def _clustered(sample: np.ndarray, spectra: list, k: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from dataclasses import replace
 import numpy as np
 
 from asrflow.audio import SAMPLE_RATE
-from asrflow.clusters import EIGENGAP_MIN, eigengap_count, linkage_count, spectral
+from asrflow.clusters import EIGENGAP_MIN, eigengap_count, graph_spectra, linkage_count, spectral
 from asrflow.errors import InvalidOptionError
 from asrflow.transcript import Segment, Word
 
@@ -133,9 +133,12 @@ class Diarizer:
             return np.zeros(len(x), int)
         if self.num is not None:
             return spectral(x, min(self.num, len(x)))
-        least = int(MIN_SECONDS * RATE)
-        count = eigengap_count if len(x) >= EIGENGAP_MIN else linkage_count
-        return spectral(x, count(x, self.low, self.high, least), least, self.low)
+        least, spectra = int(MIN_SECONDS * RATE), graph_spectra(x)
+        if len(x) >= EIGENGAP_MIN:
+            k = eigengap_count(x, self.low, self.high, least, spectra)
+        else:
+            k = linkage_count(x, self.low, self.high, least)
+        return spectral(x, k, least, self.low, spectra)
 
 
 def _smoothed(labels: np.ndarray, times: np.ndarray, reach: int = 2) -> np.ndarray:
