@@ -309,16 +309,20 @@ def longest_turn(url: str) -> float:
     return min(10.0, min(float(le) for le, count in buckets if float(count) == float(total)))
 
 
+def gauge(url: str, name: str) -> float:
+    """One unlabelled series of /metrics."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    return float(re.search(rf"^{name} (\S+)$", text, re.MULTILINE).group(1))
+
+
 def admitted_audio(url: str) -> float:
     """The seconds of audio admitted and not yet answered (withdrawn when a client leaves)."""
-    text = httpx.get(f"{url}/metrics", timeout=30).text
-    return float(re.search(r"^asrflow_admitted_audio_seconds (\S+)$", text, re.MULTILINE).group(1))
+    return gauge(url, "asrflow_admitted_audio_seconds")
 
 
 def turns(url: str) -> float:
     """How many turns (a window's work each) the model thread has taken."""
-    text = httpx.get(f"{url}/metrics", timeout=30).text
-    return float(re.search(r"^asrflow_model_turn_seconds_count (\S+)$", text, re.MULTILINE).group(1))
+    return gauge(url, "asrflow_model_turn_seconds_count")
 
 
 def settled_turns(url: str) -> float:
