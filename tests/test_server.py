@@ -367,6 +367,33 @@ def test_live_work_goes_ahead_of_file_windows(ct2_transcriber):
     live.future.result(timeout=120)
 
 
+def test_several_sessions_drafts_are_decoded_in_one_turn_each_with_its_own_words(ct2_transcriber):
+    """Live hypotheses waiting together (several sessions' drafts, one model and settings) are one turn of the
+    model, one batch: each answered with its own clip's words (as alone), its probabilities only where asked; a
+    draft of other settings is a turn of its own."""
+    from asrflow import decode_audio
+    from asrflow.server.scheduler import Scheduler
+
+    turns = []
+    scheduler = Scheduler(on_turn=turns.append)
+    options = ct2_transcriber.resolve({})
+    clips = [decode_audio(DATA / name)[:40000] for name in ("dev000.wav", "dev004.wav", "dev001.mp3")]
+    alone = [ct2_transcriber.draft(clip, options).text for clip in clips]
+    with scheduler.wakeup:  # all queued before the scheduler's thread takes one
+        jobs = [
+            scheduler.submit(ct2_transcriber, clip, options, draft=True, live=True, probabilities=i == 1)
+            for i, clip in enumerate(clips)
+        ]
+        other = scheduler.submit(ct2_transcriber, clips[0], options.resolve({"beam_size": 1}), draft=True, live=True)
+    drafts = [job.future.result(timeout=60) for job in jobs]
+    other.future.result(timeout=60)
+    assert len(turns) == 2  # the three drafts in one turn, the beam-1 draft in another
+    for draft, text in zip(drafts, alone):
+        assert word_error_rate([text], [draft.text]) <= 0.2, (text, draft.text)
+    assert drafts[0].probabilities is None and drafts[2].probabilities is None
+    assert len(drafts[1].probabilities) == len(drafts[1].text.split()) >= 4
+
+
 def queue_is_empty(url: str) -> bool:
     metrics = httpx.get(f"{url}/metrics").text
     return "asrflow_queue_depth 0.0" in metrics and "asrflow_admitted_audio_seconds 0.0" in metrics

@@ -122,14 +122,18 @@ class Transcriber:
         return merged
 
     def draft(self, audio: np.ndarray, options: TranscribeOptions, probabilities: bool = False) -> Draft:
-        """A quick guess at the words of a few seconds of 16 kHz samples (live captions' hypotheses), from the
-        backend's fast path when it has one and the language is known (its words' probabilities too, when asked
-        for); otherwise a greedy transcription (no probabilities)."""
+        """A quick guess at the words of a few seconds of 16 kHz samples (live captions' hypotheses)."""
+        return self.drafts([audio], options, probabilities)[0]
+
+    def drafts(self, clips: list[np.ndarray], options: TranscribeOptions, probabilities: bool = False) -> list[Draft]:
+        """Quick guesses at several clips' words, from the backend's fast path when it has one and the language is
+        known, all in one batch (their words' probabilities too, when asked for); otherwise a greedy transcription
+        of each (no probabilities)."""
         language = options.language or (None if self.multilingual else "en")
-        if hasattr(self.backend, "draft") and language and not options.multilingual:
-            return self.backend.draft(audio, replace(options, language=language), probabilities)
+        if hasattr(self.backend, "drafts") and language and not options.multilingual:
+            return self.backend.drafts(clips, replace(options, language=language), probabilities)
         greedy = replace(options, beam_size=1, temperature=(0.0,))
-        return Draft(self.backend.stream(audio, greedy).collect().text)
+        return [Draft(self.backend.stream(clip, greedy).collect().text) for clip in clips]
 
     def resolve(self, changes: dict | None = None, base: TranscribeOptions | None = None) -> TranscribeOptions:
         """This model's options (saved with it, unless `base`) with `changes` from any edge, checked for this model."""

@@ -121,39 +121,54 @@ class CTranslate2Backend:
         probability = round(float(info.language_probability), 4)
         return SegmentStream(_fitted(segments), info.language, probability, float(info.duration))
 
-    def draft(self, audio: np.ndarray, options: TranscribeOptions, probabilities: bool = False) -> Draft:
-        """A quick guess at a short clip's words, for live hypotheses (never a final transcript): the encoder takes
-        the clip and a second of silence, in whole seconds, instead of a 30 s window (CTranslate2 accepts shorter
-        input), and nothing falls back or seeks. With tiny.en on 2 cores: 0.18 s for 2 s of speech (beam 5)
-        against 0.44 s. Tokens are capped near speech rate, so a guess cannot loop long. The language is the
-        options' (English for English-only models): a few seconds are too few to tell it. With `probabilities`,
-        each word's (of the text split at spaces): the mean of its tokens', as word timestamps compute it, from
-        CTranslate2's alignment of the tokens to the same encoding."""
-        frames = min(3000, int(np.ceil(len(audio) / SAMPLE_RATE + 1.0)) * 100)
-        clip = np.pad(audio[: frames * 160], (0, max(0, frames * 160 - len(audio))))
-        features = self.model.feature_extractor(clip)[:, :frames]
-        encoded = self.encode(np.ascontiguousarray(features[None], dtype=np.float32))
+    def drafts(self, clips: list[np.ndarray], options: TranscribeOptions, probabilities: bool = False) -> list[Draft]:
+        """Quick guesses at short clips' words, for live hypotheses (never a final transcript), decoded as one batch
+        (several live sessions' drafts at once: scheduler.Scheduler): the encoder takes each clip and a second of
+        silence, in whole seconds (the longest clip's, the others padded with silence), instead of a 30 s window
+        (CTranslate2 accepts shorter input), and nothing falls back or seeks. With tiny.en on 2 cores: 0.18 s for
+        2 s of speech (beam 5) against 0.44 s. Tokens are capped near speech rate, so a guess cannot loop long. The
+        language is the options' (English for English-only models): a few seconds are too few to tell it. With
+        `probabilities`, each word's (of the text split at spaces): the mean of its tokens', as word timestamps
+        compute it, from CTranslate2's alignment of the tokens to the same encoding."""
+        frames = [min(3000, int(np.ceil(len(clip) / SAMPLE_RATE + 1.0)) * 100) for clip in clips]
+        most = max(frames)
+        features = np.stack(
+            [
+                self.model.feature_extractor(np.pad(clip[: most * 160], (0, max(0, most * 160 - len(clip)))))[:, :most]
+                for clip in clips
+            ]
+        )
+        encoded = self.encode(np.ascontiguousarray(features, dtype=np.float32))
         tokenizer = Tokenizer(
             self.model.hf_tokenizer, self.multilingual, task=options.task, language=options.language or "en"
         )
         prompt = list(tokenizer.sot_sequence) + [tokenizer.no_timestamps]
-        result = self.model.model.generate(
+        results = self.model.model.generate(
             encoded,
-            [prompt],
+            [prompt] * len(clips),
             beam_size=options.beam_size,
             suppress_blank=True,
-            max_length=len(prompt) + 10 + int(frames / 100 * 6),
+            max_length=len(prompt) + 10 + int(most / 100 * 6),
         )
-        tokens = [t for t in result[0].sequences_ids[0] if t < tokenizer.eot]
-        text = tokenizer.decode(tokens).strip()
-        if not probabilities or not tokens:
-            return Draft(text, [] if probabilities else None)
-        aligned = self.model.model.align(encoded, list(tokenizer.sot_sequence), [tokens], frames)[0]
-        words: list[list[float]] = [[] for _ in text.split()]
-        for i, p in enumerate(aligned.text_token_probs):  # a token's word: the last of the text decoded up to it
-            if at := len(tokenizer.decode(tokens[: i + 1]).split()):
-                words[min(at, len(words)) - 1].append(p)
-        return Draft(text, [float(np.mean(w)) if w else 0.0 for w in words])
+        tokens = [[t for t in result.sequences_ids[0] if t < tokenizer.eot] for result in results]
+        texts = [tokenizer.decode(found).strip() for found in tokens]
+        if not probabilities:
+            return [Draft(text) for text in texts]
+        which = [i for i, found in enumerate(tokens) if found]
+        aligned = {}
+        if which:
+            rows = encoded if len(which) == len(clips) else ctranslate2.StorageView.from_array(np.array(encoded)[which])
+            found = self.model.model.align(
+                rows, list(tokenizer.sot_sequence), [tokens[i] for i in which], [frames[i] for i in which]
+            )
+            aligned = dict(zip(which, found))
+        return [
+            Draft(
+                text,
+                _word_probabilities(tokenizer, tokens[i], text, aligned[i].text_token_probs) if i in aligned else [],
+            )
+            for i, text in enumerate(texts)
+        ]
 
     def _batched(self, audio: np.ndarray, options: TranscribeOptions, kwargs: dict) -> SegmentStream:
         """Speech regions (VAD, merged up to one window, pauses kept) decoded a batch at a time.
@@ -311,6 +326,15 @@ class CTranslate2Backend:
         if threshold is not None and text and get_compression_ratio(text) > threshold:
             return []
         return (before + [t for s in segments for t in s.tokens])[-MAX_PROMPT:]
+
+
+def _word_probabilities(tokenizer: Tokenizer, tokens: list[int], text: str, token_probs) -> list[float]:
+    """Each word's probability (of `text` split at spaces): the mean of its tokens'."""
+    words: list[list[float]] = [[] for _ in text.split()]
+    for i, p in enumerate(token_probs):  # a token's word: the last of the text decoded up to it
+        if at := len(tokenizer.decode(tokens[: i + 1]).split()):
+            words[min(at, len(words)) - 1].append(p)
+    return [float(np.mean(w)) if w else 0.0 for w in words]
 
 
 def _unfinished(region: dict, segments, at_least: float = 1.0) -> dict | None:

@@ -51,6 +51,7 @@ class Job:
         self.future: Future = Future()
         self.stream, self.segments, self.stepper = None, [], None
         self.used = 0.0  # seconds of the model's time this job has had
+        self.batch: list[Job] = [self]  # a draft: the drafts decoded with it in one turn
 
     def _segments(self):
         """The transcription, from the stream's creation (which decodes its first block) on: run by a Stepper."""
@@ -63,11 +64,7 @@ class Job:
         return self.future.done() or self.stepper is None or self.stepper.runnable()
 
     def step(self) -> bool:
-        """Decode a little more (at most one window or one batch); True when the job is answered. A draft (a
-        live hypothesis: a few seconds, a quick guess) is answered in one step, with its text."""
-        if self.draft:
-            self.future.set_result(self.transcriber.draft(self.samples, self.options, self.probabilities))
-            return True
+        """Decode a little more (at most one window or one batch); True when the job is answered."""
         if self.stepper is None:
             self.stepper = Stepper(self._segments())
         segment: Segment | None = self.stepper.step()  # up to the next segment, or the next window's encoding
@@ -80,6 +77,16 @@ class Job:
         if self.on_segment:
             self.on_segment(segment)
         return False
+
+
+def _batchable(draft: Job, other: Job) -> bool:
+    """Whether `other` is a draft that one batch can decode with `draft`: the same model, language, task, beam."""
+    same = ("language", "task", "beam_size", "multilingual")
+    return (
+        other.draft
+        and other.transcriber is draft.transcriber
+        and all(getattr(other.options, name) == getattr(draft.options, name) for name in same)
+    )
 
 
 class Scheduler:
@@ -121,7 +128,8 @@ class Scheduler:
     def _run(self) -> None:
         try:
             while True:
-                self._turn(self._next())
+                job = self._next()
+                self._drafts(job) if job.draft else self._turn(job)
         except BaseException:
             LOG.critical("the scheduler stopped: exiting for the supervisor to restart the server", exc_info=True)
             os._exit(70)
@@ -140,7 +148,42 @@ class Scheduler:
             over = self.live_share() >= LIVE_SHARE
             job = min(ready, key=lambda j: (j.live == over, j.draft, j.used))
             self.jobs.remove(job)
+            if job.draft:  # with every other draft for the same model and settings: one batch
+                job.batch = [job] + [other for other in ready if other is not job and _batchable(job, other)]
+                for other in job.batch[1:]:
+                    self.jobs.remove(other)
             return job
+
+    def _drafts(self, job: Job) -> None:
+        """Live hypotheses (a few seconds each, a quick guess), answered in one turn, decoded as one batch: several
+        sessions' drafts cost little more than one (bench/realtime.py). A failure fails those drafts only."""
+        batch = [j for j in job.batch if not j.future.done()]  # withdrawn ones dropped
+        if not batch:
+            return
+        started = time.perf_counter()
+        try:
+            drafts = job.transcriber.drafts(
+                [j.samples for j in batch], job.options, any(j.probabilities for j in batch)
+            )
+        except Exception as e:
+            if not isinstance(e, AsrflowError):
+                LOG.exception("a live hypothesis failed")
+            drafts = [e] * len(batch)
+        finally:
+            seconds = time.perf_counter() - started
+            with self.wakeup:
+                self.recent.append((time.perf_counter(), seconds, True))
+            if self.on_turn:
+                self.on_turn(seconds)
+        for j, draft in zip(batch, drafts):
+            j.used += seconds / len(batch)
+            try:
+                if isinstance(draft, Exception):
+                    j.future.set_exception(draft)
+                else:
+                    j.future.set_result(draft if j.probabilities else draft._replace(probabilities=None))
+            except InvalidStateError:  # cancelled meanwhile
+                pass
 
     def _turn(self, job: Job) -> None:
         """One step of one job; a failure fails that job only, and a cancelled job is dropped here."""
