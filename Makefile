@@ -90,6 +90,7 @@ bench: setup-test
 	@# the held-out corpus is spoken at bench time (bench/heldout.py) with Debian's espeak-ng and sox; apt needs root
 	command -v espeak-ng >/dev/null && command -v sox >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng sox)
 	python bench/run.py | tee bench/results/bench.txt
+	python bench/longform.py | tee bench/results/longform.txt
 	python bench/load.py | tee bench/results/load.txt
 	python bench/memory.py | tee bench/results/memory.txt
 	python bench/speakers.py | tee bench/results/speakers.txt
