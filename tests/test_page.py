@@ -182,6 +182,7 @@ def test_speakers_coloured_and_filtered(browser, page_url, tmp_path, short_call)
     url, _ = page_url
     page = browser.new_page(accept_downloads=True, viewport={"width": 1100, "height": 800})
     page.goto(url)
+    page.wait_for_selector("body[data-ready]", state="attached")  # the model list filled: the controls stop moving
     page.check("#speakers")
     page.set_input_files("#file", str(short_call))
     page.wait_for_selector("#segments li .speaker", timeout=120_000)

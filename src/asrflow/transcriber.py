@@ -129,11 +129,17 @@ class Transcriber:
         """Quick guesses at several clips' words, from the backend's fast path when it has one and the language is
         known, all in one batch (their words' probabilities too, when asked for); otherwise a greedy transcription
         of each (no probabilities)."""
-        language = options.language or (None if self.multilingual else "en")
-        if hasattr(self.backend, "drafts") and language and not options.multilingual:
+        if self.drafts_in_batches(options):
+            language = options.language or "en"  # English-only models: "en"
             return self.backend.drafts(clips, replace(options, language=language), probabilities)
         greedy = replace(options, beam_size=1, temperature=(0.0,))
         return [Draft(self.backend.stream(clip, greedy).collect().text) for clip in clips]
+
+    def drafts_in_batches(self, options: TranscribeOptions) -> bool:
+        """Whether drafts with these options take the backend's fast path, which decodes several clips as one
+        batch (and reads nothing of the options but language, task and beam)."""
+        language = options.language or (None if self.multilingual else "en")
+        return hasattr(self.backend, "drafts") and bool(language) and not options.multilingual
 
     def resolve(self, changes: dict | None = None, base: TranscribeOptions | None = None) -> TranscribeOptions:
         """This model's options (saved with it, unless `base`) with `changes` from any edge, checked for this model."""

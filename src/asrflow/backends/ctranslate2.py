@@ -157,7 +157,10 @@ class CTranslate2Backend:
         which = [i for i, found in enumerate(tokens) if found]
         aligned = {}
         if which:
-            rows = encoded if len(which) == len(clips) else ctranslate2.StorageView.from_array(np.array(encoded)[which])
+            # the rows that gave tokens: encoded again when some gave none (a StorageView on a GPU has no rows to take)
+            rows = (
+                encoded if len(which) == len(clips) else self.encode(np.ascontiguousarray(features[which], np.float32))
+            )
             found = self.model.model.align(
                 rows, list(tokenizer.sot_sequence), [tokens[i] for i in which], [frames[i] for i in which]
             )

@@ -27,6 +27,7 @@ from asrflow.transcript import Segment
 LOG = logging.getLogger("asrflow.server")
 LIVE_SHARE = 0.75  # of the model's last WINDOW seconds, live work's most while file requests wait
 WINDOW = 10.0
+MOST_DRAFTS = 8  # drafts decoded in one batch (padded to the longest: memory grows with the batch)
 
 
 class Job:
@@ -51,7 +52,7 @@ class Job:
         self.future: Future = Future()
         self.stream, self.segments, self.stepper = None, [], None
         self.used = 0.0  # seconds of the model's time this job has had
-        self.batch: list[Job] = [self]  # a draft: the drafts decoded with it in one turn
+        self.batch: list[Job] | None = None  # a draft, once taken: the drafts decoded with it in one turn
 
     def _segments(self):
         """The transcription, from the stream's creation (which decodes its first block) on: run by a Stepper."""
@@ -80,11 +81,13 @@ class Job:
 
 
 def _batchable(draft: Job, other: Job) -> bool:
-    """Whether `other` is a draft that one batch can decode with `draft`: the same model, language, task, beam."""
+    """Whether `other` is a draft that one batch can decode with `draft`: the same model, on its batched fast path
+    for both, with the same language, task and beam (all that path reads of the options)."""
     same = ("language", "task", "beam_size", "multilingual")
     return (
         other.draft
         and other.transcriber is draft.transcriber
+        and draft.transcriber.drafts_in_batches(draft.options)
         and all(getattr(other.options, name) == getattr(draft.options, name) for name in same)
     )
 
@@ -148,16 +151,18 @@ class Scheduler:
             over = self.live_share() >= LIVE_SHARE
             job = min(ready, key=lambda j: (j.live == over, j.draft, j.used))
             self.jobs.remove(job)
-            if job.draft:  # with every other draft for the same model and settings: one batch
-                job.batch = [job] + [other for other in ready if other is not job and _batchable(job, other)]
+            if job.draft:  # with other drafts for the same model and settings: one batch
+                others = [other for other in ready if other is not job and _batchable(job, other)]
+                job.batch = [job] + others[: MOST_DRAFTS - 1]
                 for other in job.batch[1:]:
                     self.jobs.remove(other)
             return job
 
     def _drafts(self, job: Job) -> None:
-        """Live hypotheses (a few seconds each, a quick guess), answered in one turn, decoded as one batch: several
-        sessions' drafts cost little more than one (bench/realtime.py). A failure fails those drafts only."""
-        batch = [j for j in job.batch if not j.future.done()]  # withdrawn ones dropped
+        """Live hypotheses (a few seconds each, a quick guess) answered in one turn, decoded as one batch (at most
+        MOST_DRAFTS): sessions' drafts waiting together share the encoder's and the decoder's calls. A failure
+        fails that batch's drafts (each session's turn still completes with its final text)."""
+        batch, job.batch = [j for j in job.batch if not j.future.done()], None  # withdrawn ones dropped
         if not batch:
             return
         started = time.perf_counter()

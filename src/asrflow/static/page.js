@@ -195,4 +195,4 @@ $("captions").onclick = async () => {
     socket.onclose = (e) => { if (live && live.socket === socket) { stopCaptions(); if (e.code !== 1000) status(`Live captions stopped (${e.reason || e.code}).`, "error"); } };
   } catch (e) { stopCaptions(); status(`Microphone unavailable: ${e.message}`, "error"); }
 };
-loadInfo();
+loadInfo().finally(() => { document.body.dataset.ready = "true"; });  // the controls laid out: the model list filled
