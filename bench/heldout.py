@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import subprocess
 import sys
@@ -165,6 +166,16 @@ def joined(rows: list[dict], folder: Path, rng: random.Random) -> tuple[np.ndarr
         pieces += [samples, pause]
         t += (len(samples) + len(pause)) / RATE
     return np.concatenate(pieces), turns
+
+
+def made() -> tuple[int, Path]:
+    """The bench's held-out corpus: its seed (BENCH_SEED, or drawn now) and its folder (build/heldout-SEED), made
+    there unless it already is."""
+    seed = int(os.environ.get("BENCH_SEED") or random.SystemRandom().randrange(2**31))
+    folder = ROOT / "build" / f"heldout-{seed}"
+    if not (folder / "corpus.json").is_file():
+        make(folder, seed)
+    return seed, folder
 
 
 def make(out: Path, seed: int) -> dict:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sys
 import time
 import warnings
@@ -44,10 +43,7 @@ def held_out() -> tuple[int, list[tuple[np.ndarray, str]]]:
 
     from asrflow.audio import decode_audio
 
-    seed = int(os.environ.get("BENCH_SEED") or random.SystemRandom().randrange(2**31))
-    held = ROOT / "build" / f"heldout-{seed}"
-    if not (held / "corpus.json").is_file():
-        heldout.make(held, seed)
+    seed, held = heldout.made()
     rows = [json.loads(line) for line in (held / "long" / "manifest.jsonl").read_text().splitlines()]
     return seed, [(decode_audio(held / "long" / r["audio"]), r["text"]) for r in rows]
 

@@ -29,7 +29,6 @@ import math
 import multiprocessing as mp
 import os
 import platform
-import random
 import resource
 import sys
 import tempfile
@@ -317,11 +316,8 @@ def table(results: dict[str, dict], corpus: str) -> list[str]:
 def main(names: list[str]):
     import heldout
 
-    seed = int(os.environ.get("BENCH_SEED") or random.SystemRandom().randrange(2**31))
-    held = ROOT / "build" / f"heldout-{seed}"
+    seed, held = heldout.made()
     print(f"held-out corpus: seed {seed} ({held.relative_to(ROOT)})", file=sys.stderr, flush=True)
-    if not (held / "corpus.json").is_file():
-        heldout.make(held, seed)
     os.environ["BENCH_HELDOUT"] = str(held)  # the systems' processes read it
     results = measure_all(names)
     cold = cold_start()

@@ -33,15 +33,10 @@ def conversations() -> list[tuple[str, Path]]:
     """(corpus, audio) pairs: the repository's test conversations (voices picked because they could be told
     apart) and held-out conversations made now (3 of 2 voices, 3 of 3) (bench/heldout.py: voices neither those nor the dev corpus use, both sexes;
     seed from BENCH_SEED or drawn now, printed)."""
-    import random
-
     sys.path.insert(0, str(ROOT / "bench"))
     import heldout
 
-    seed = int(os.environ.get("BENCH_SEED") or random.SystemRandom().randrange(2**31))
-    held = ROOT / "build" / f"heldout-{seed}"
-    if not (held / "corpus.json").is_file():
-        heldout.make(held, seed)
+    seed, held = heldout.made()
     return (
         [("tests", DATA / f"conversation-{n}.ogg") for n in (2, 3)]
         + [(f"held-out {seed}", audio) for audio in sorted((held / "conversations").glob("conversation-*.ogg"))]

@@ -129,8 +129,7 @@ class Transcriber:
         """Quick guesses at several clips' words, from the backend's fast path when it has one and the language is
         known, all in one batch (their words' probabilities too, when asked for); otherwise a greedy transcription
         of each (no probabilities)."""
-        if self.drafts_in_batches(options):
-            language = options.language or "en"  # English-only models: "en"
+        if language := self._draft_language(options):
             return self.backend.drafts(clips, replace(options, language=language), probabilities)
         greedy = replace(options, beam_size=1, temperature=(0.0,))
         return [Draft(self.backend.stream(clip, greedy).collect().text) for clip in clips]
@@ -138,8 +137,14 @@ class Transcriber:
     def drafts_in_batches(self, options: TranscribeOptions) -> bool:
         """Whether drafts with these options take the backend's fast path, which decodes several clips as one
         batch (and reads nothing of the options but language, task and beam)."""
-        language = options.language or (None if self.multilingual else "en")
-        return hasattr(self.backend, "drafts") and bool(language) and not options.multilingual
+        return self._draft_language(options) is not None
+
+    def _draft_language(self, options: TranscribeOptions) -> str | None:
+        """The language the backend's fast draft path decodes in (English-only models: en); None where that path
+        is not taken (no such path, a multilingual request, or no language to draft in)."""
+        if not hasattr(self.backend, "drafts") or options.multilingual:
+            return None
+        return options.language or (None if self.multilingual else "en")
 
     def resolve(self, changes: dict | None = None, base: TranscribeOptions | None = None) -> TranscribeOptions:
         """This model's options (saved with it, unless `base`) with `changes` from any edge, checked for this model."""
