@@ -48,6 +48,31 @@ def _model_dir() -> str:
     return ctranslate2_dir(resolve_model("bundled:tiny.en"))
 
 
+def test_silent_windows_are_encoded_once_and_read_back_by_later_loads(ct2_transcriber, tmp_path):
+    """A short clip's window is the clip's frames encoded, then an encoded silent window's rest: that window (a full
+    30 s, the costliest encoding) is kept beside the models, and a later load (another process) reads it back."""
+    from asrflow.backends.encoder import TrimmedEncoder
+
+    backend, calls = ct2_transcriber.backend, []
+    store = backend.sequential.encode.store  # the model's own, under ASRFLOW_HOME, named by its engine
+    assert store.parent.name == "models" and store.name.startswith("silence-openvino-f32-")
+
+    def encode(features):
+        calls.append(features.shape[-1])
+        return backend.encode(features)
+
+    features, kept = _window(SAMPLE), tmp_path / "silence"  # 11 s of speech: 15 s encoded, the rest silence
+    once = np.array(TrimmedEncoder(encode, kept)(features))
+    assert calls == [1500, 3000] and once.shape[1] == 1500
+    calls.clear()
+    assert np.array_equal(np.array(TrimmedEncoder(encode, kept)(features)), once) and calls == [1500]
+    (stored,) = kept.iterdir()  # one floor, one file: no partial file left
+    stored.write_bytes(b"damaged")  # encoded again, and replaced
+    calls.clear()
+    assert np.array_equal(np.array(TrimmedEncoder(encode, kept)(features)), once) and calls == [1500, 3000]
+    assert np.load(stored).shape == once.shape[1:] and [p.name for p in kept.iterdir()] == [stored.name]
+
+
 def test_either_encoder_gives_the_same_words(ct2_transcriber, monkeypatch):
     monkeypatch.setenv("ASRFLOW_ENCODER", "ctranslate2")
     theirs = load_transcriber("bundled:tiny.en")
