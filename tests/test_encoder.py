@@ -50,27 +50,47 @@ def _model_dir() -> str:
 
 def test_silent_windows_are_encoded_once_and_read_back_by_later_loads(ct2_transcriber, tmp_path):
     """A short clip's window is the clip's frames encoded, then an encoded silent window's rest: that window (a full
-    30 s, the costliest encoding) is kept beside the models, and a later load (another process) reads it back."""
+    30 s, the costliest encoding) is kept beside the models, and a later load (another process) reads it back. A
+    damaged or foreign file there is encoded again and replaced."""
     from asrflow.backends.encoder import TrimmedEncoder
 
     backend, calls = ct2_transcriber.backend, []
-    store = backend.sequential.encode.store  # the model's own, under ASRFLOW_HOME, named by its engine
+    store = backend.sequential.encode.store()  # the model's own, under ASRFLOW_HOME, named by its engine
     assert store.parent.name == "models" and store.name.startswith("silence-openvino-f32-")
 
     def encode(features):
         calls.append(features.shape[-1])
         return backend.encode(features)
 
+    def encoded(kept) -> np.ndarray:
+        calls.clear()
+        return np.array(TrimmedEncoder(encode, lambda: kept)(features))
+
     features, kept = _window(SAMPLE), tmp_path / "silence"  # 11 s of speech: 15 s encoded, the rest silence
-    once = np.array(TrimmedEncoder(encode, kept)(features))
+    once = encoded(kept)
     assert calls == [1500, 3000] and once.shape[1] == 1500
-    calls.clear()
-    assert np.array_equal(np.array(TrimmedEncoder(encode, kept)(features)), once) and calls == [1500]
+    assert np.array_equal(encoded(kept), once) and calls == [1500]
     (stored,) = kept.iterdir()  # one floor, one file: no partial file left
-    stored.write_bytes(b"damaged")  # encoded again, and replaced
-    calls.clear()
-    assert np.array_equal(np.array(TrimmedEncoder(encode, kept)(features)), once) and calls == [1500, 3000]
+    width = once.shape[-1]
+    for damaged in (b"", b"PK\x03\x04 a zip", b"\x93NUMPY nonsense"):
+        stored.write_bytes(damaged)
+        assert np.array_equal(encoded(kept), once) and calls == [1500, 3000]
+    np.save(stored, np.zeros((1500, width // 2), np.float32))  # another model's width
+    assert np.array_equal(encoded(kept), once) and calls == [1500, 3000]
     assert np.load(stored).shape == once.shape[1:] and [p.name for p in kept.iterdir()] == [stored.name]
+    (tmp_path / "file").write_text("")  # a store that cannot be written: the encoding only, nothing left behind
+    assert np.array_equal(encoded(tmp_path / "file" / "silence"), once) and calls == [1500, 3000]
+
+
+def test_a_home_that_cannot_be_written_still_loads_and_transcribes(monkeypatch, tmp_path):
+    """The kept silent windows are found when first needed, and a home that cannot be written costs their encoding
+    only: CTranslate2's own encoder, which never needed the home, loads and transcribes as before."""
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("ASRFLOW_HOME", str(tmp_path / "file" / "home"))
+    monkeypatch.setenv("ASRFLOW_ENCODER", "ctranslate2")
+    transcriber = load_transcriber("bundled:tiny.en")
+    assert word_error_rate([JFK_TEXT], [transcriber.transcribe(SAMPLE).text]) < 0.1
+    assert transcriber.backend.sequential.encode.silence  # encoded, in this process only
 
 
 def test_either_encoder_gives_the_same_words(ct2_transcriber, monkeypatch):

@@ -144,6 +144,11 @@ def cache_path(source: ModelSource, kind: str) -> Path:
     return home_dir() / "models" / f"{kind}-{content_digest(source)}"
 
 
+def local_cache(model_dir: Path, kind: str) -> Path:
+    """cache_path for a local CTranslate2 model folder (what its encoder's builds are kept under)."""
+    return cache_path(ModelSource(model_dir.name, "ctranslate2", str(model_dir)), kind)
+
+
 def content_digest(source: ModelSource) -> str:
     """A digest of a local model's files (names, sizes, bytes), read once per copy: what a copy's files hashed to is
     kept under a stamp of their place, sizes and times. A hub id is its own digest."""

@@ -22,7 +22,7 @@ from asrflow.backends.openvino_encoder import openvino_encoder
 from asrflow.backends.prompts import MAX_PROMPT, PerItemPrompts
 from asrflow.backends.workers import Workers, layout
 from asrflow.errors import ModelNotFoundError
-from asrflow.models import ModelSource, cache_path, ctranslate2_dir, hub_error
+from asrflow.models import ModelSource, ctranslate2_dir, hub_error, local_cache
 from asrflow.options import TranscribeOptions
 from asrflow.transcript import Draft, Segment, SegmentStream, Word, fit_segment
 from asrflow.vad import merged, snapped, speech_edges, speech_regions, vad_settings
@@ -84,7 +84,9 @@ class CTranslate2Backend:
         # the batched pipeline (speech regions shorter than a window), with each region padded with silence
         padded = copy.copy(self.model)
         padded.feature_extractor = SilencePaddedExtractor(self.model.feature_extractor)
-        padded.encode = TrimmedEncoder(self.encode, _silence_store(model_dir, self.encoder, compute_type))
+        engine = self.encoder.engine if self.encoder else f"ctranslate2-{self.model.model.compute_type}"
+        store = (lambda: _silence_store(model_dir, engine)) if device == "cpu" else None  # a GPU's take ms
+        padded.encode = TrimmedEncoder(self.encode, store)
         tokens = self.model.hf_tokenizer
         padded.model = self.prompts = PerItemPrompts(
             self.model.model, tokens.token_to_id("<|startofprev|>"), tokens.token_to_id("<|startoftranscript|>")
@@ -331,13 +333,10 @@ class CTranslate2Backend:
         return (before + [t for s in segments for t in s.tokens])[-MAX_PROMPT:]
 
 
-def _silence_store(model_dir: str, encoder, compute_type: str) -> Path | None:
+def _silence_store(model_dir: str, engine: str) -> Path | None:
     """Where the encoded silent windows of this model's encoder are kept (TrimmedEncoder): named by the model's
     files and the encoder's engine and precision, whose numbers they are; None for a model that is no local folder."""
-    if not (Path(model_dir) / "model.bin").is_file():
-        return None
-    engine = "openvino-f32" if encoder is not None else f"ctranslate2-{compute_type}"
-    return cache_path(ModelSource(Path(model_dir).name, "ctranslate2", str(model_dir)), f"silence-{engine}")
+    return local_cache(Path(model_dir), f"silence-{engine}") if (Path(model_dir) / "model.bin").is_file() else None
 
 
 def _word_probabilities(tokenizer: Tokenizer, tokens: list[int], text: str, token_probs) -> list[float]:

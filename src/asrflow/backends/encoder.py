@@ -12,8 +12,8 @@ alone, without the silent rest, costs accuracy (dev WER 0.086 against 0.066 at 1
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,10 +32,13 @@ class TrimmedEncoder:
     """Stands in for faster-whisper's `WhisperModel.encode(features)` on silence-padded windows (the floor,
     each window's minimum, is the value its padding repeats)."""
 
-    def __init__(self, encode: Callable[[np.ndarray], ctranslate2.StorageView], store: Path | None = None):
+    def __init__(
+        self, encode: Callable[[np.ndarray], ctranslate2.StorageView], store: Callable[[], Path | None] | None = None
+    ):
         self.encode = encode  # (batch, n_mels, frames) float32 -> encoded StorageView (CTranslate2's or OpenVINO's)
         self.silence: dict[float, np.ndarray] = {}  # floor (to a quarter) -> encoded silent window
-        self.store = store  # where this model's encoder's silent windows are kept (None: in this process only)
+        self.store = store  # where this model's encoder's silent windows are kept, found when first needed (None:
+        # in this process only); a home that cannot be written costs the encoding only, never the model's load
 
     def __call__(self, features: np.ndarray) -> ctranslate2.StorageView:
         checkpoint()  # a window's work (or a batch's) from here: where a server's scheduler may end a turn
@@ -54,7 +57,7 @@ class TrimmedEncoder:
                 encoded[i] = (
                     row
                     if length == WINDOW
-                    else np.concatenate([row, self._silence(floors[i], features.shape[1])[length // 2 :]])
+                    else np.concatenate([row, self._silence(floors[i], features.shape[1], row.shape[1])[length // 2 :]])
                 )
         return ctranslate2.StorageView.from_array(np.stack(encoded))
 
@@ -63,33 +66,35 @@ class TrimmedEncoder:
         last = int(loud[-1]) + 1 if len(loud) else 0
         return min(WINDOW, max(SHORTEST, -(-(last + MARGIN) // STEP) * STEP))
 
-    def _silence(self, floor: float, rows: int) -> np.ndarray:
-        key = round(float(floor) * 4) / 4
+    def _silence(self, floor: float, mels: int, width: int) -> np.ndarray:
+        key = round(float(floor) * 4) / 4 + 0.0  # (never -0.0)
         if key not in self.silence:
-            self.silence[key] = self._kept(key, rows)
+            self.silence[key] = self._kept(key, mels, width)
         return self.silence[key]
 
-    def _kept(self, key: float, rows: int) -> np.ndarray:
-        """The encoded silent window at `key`, from the store when it holds it, else encoded (a full window: the
-        costliest call a short clip makes) and stored, whole or not at all. A store that cannot be read or written
-        (a read-only home, a damaged file) costs the encoding only."""
-        path = self.store / f"{key:+.2f}x{rows}.npy" if self.store else None
-        if path is not None and path.is_file():
-            try:
-                kept = np.load(path, allow_pickle=False)
-                if kept.dtype == np.float32 and kept.ndim == 2 and kept.shape[0] == WINDOW // 2:
-                    return kept
-            except (OSError, ValueError):
-                pass
-        encoded = np.array(self._encode(np.full((1, rows, WINDOW), key, np.float32)))[0]
+    def _kept(self, key: float, mels: int, width: int) -> np.ndarray:
+        """The encoded silent window at `key` (of `mels` bins, encoded `width` wide), from the store when it holds
+        one of that shape, else encoded (a full window: the costliest call a short clip makes) and stored, whole or
+        not at all. A store that cannot be found, read or written (a read-only home, a damaged or foreign file)
+        costs the encoding only."""
+        path = None
+        with contextlib.suppress(Exception):
+            folder = self.store() if self.store else None
+            path = folder / f"{key:+.2f}x{mels}.npy" if folder else None
+            kept = np.load(path, mmap_mode="r", allow_pickle=False)  # the header read; the rest if it fits
+            if kept.shape == (WINDOW // 2, width) and kept.dtype == np.float32 and np.isfinite(kept).all():
+                return np.array(kept)
+        encoded = np.array(self._encode(np.full((1, mels, WINDOW), key, np.float32)))[0]
         if path is not None:
+            partial = path.with_name(f".{path.name}.{os.getpid()}")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".", delete=False) as partial:
-                    np.save(partial, encoded)
-                os.replace(partial.name, path)
+                with open(partial, "wb") as out:
+                    np.save(out, encoded)
+                os.replace(partial, path)
             except OSError:
-                pass
+                with contextlib.suppress(OSError):
+                    partial.unlink(missing_ok=True)
         return encoded
 
     def _encode(self, features: np.ndarray) -> ctranslate2.StorageView:

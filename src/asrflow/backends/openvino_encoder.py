@@ -28,7 +28,7 @@ import numpy as np
 
 from asrflow.backends.workers import cores
 from asrflow.errors import AsrflowError, InvalidOptionError
-from asrflow.models import ModelSource, build_once, cache_path
+from asrflow.models import build_once, local_cache
 
 ENGINES = ("auto", "openvino", "ctranslate2")
 
@@ -72,6 +72,7 @@ class OpenVINOEncoder:
 
     def __init__(self, model_dir: str, precision: str | None = None):
         ov = _import_openvino()
+        self.engine = f"openvino-{precision or 'default'}"  # whose numbers its encodings are (kept silences: encoder)
         config = {"INFERENCE_NUM_THREADS": cores()}
         if precision:
             config["INFERENCE_PRECISION_HINT"] = precision
@@ -106,8 +107,7 @@ def _import_openvino():
 
 def _ir_dir(model_dir: Path) -> Path:
     """The cached IR of the model's encoder, built once (a few seconds) from its model.bin."""
-    source = ModelSource(model_dir.name, "ctranslate2", str(model_dir))
-    return build_once(cache_path(source, "openvino"), lambda tmp: _build_apart(model_dir, tmp))
+    return build_once(local_cache(model_dir, "openvino"), lambda tmp: _build_apart(model_dir, tmp))
 
 
 def _build_apart(model_dir: Path, out: Path) -> None:
