@@ -180,6 +180,22 @@ def test_long_audio_timestamps_are_well_formed_on_both_backends(transcriber):
         assert all(s.start <= w.start <= w.end <= s.end for w in s.words)
 
 
+def test_a_region_the_batched_decoder_loops_on_falls_back_as_the_sequential_decoder_does():
+    """tests/data/loops.flac (a held-out espeak clip, 6.8 s): in float32 on an AVX2 CPU the batched pipeline, which has
+    no temperature fallback, decoded it as "No, no, no, ..." a hundred times (WER 5.9). A region whose text repeats
+    itself past the compression ratio threshold is decoded again by the sequential decoder, which falls back to
+    sampling as Whisper does."""
+    from faster_whisper.transcribe import get_compression_ratio
+
+    from asrflow import load_transcriber
+
+    reference = "Our neighbour carried the striped umbrella in the crowded market after the heavy rain as the bells were ringing."
+    float32 = load_transcriber("bundled:tiny.en", compute_type="float32")
+    fast = float32.transcribe(DATA / "loops.flac", vad_filter=True, batch_size=8)
+    assert get_compression_ratio(fast.text) <= 2.4 and word_error_rate([reference], [fast.text]) < 0.7, fast.text
+    assert fast.segments and all(0 <= s.start <= s.end <= fast.duration + 0.01 for s in fast.segments)
+
+
 def test_the_batched_path_drops_no_speech_the_sequential_path_keeps(ct2_transcriber, corpus):
     """faster-whisper's batched pipeline loses the words after a window's last complete timestamp pair;
     asrflow decodes such a rest again. On 4 minutes of speech: its deleted words are at most the sequential

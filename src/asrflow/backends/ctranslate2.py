@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 from collections import deque
 from collections.abc import Iterator
@@ -311,6 +312,8 @@ class CTranslate2Backend:
             segments = list(segments)
             for i, region, left in reversed(batch):
                 ours = [s for s in segments if region["start"] - 0.01 <= s.start < region["end"]]
+                if (again := self._fallen_back(audio, region, ours, kwargs)) is not None:
+                    ours, left = again, 0  # decoded whole: no rest
                 decoded[i] += ours
                 contexts[i] = self._context(before(i, region), ours, kwargs)
                 if left and (rest := _unfinished(region, ours)):
@@ -322,6 +325,23 @@ class CTranslate2Backend:
                 ready += sorted(decoded[released], key=lambda s: s.start)
                 decoded[released], released = [], released + 1
             yield ready, info
+
+    def _fallen_back(self, audio: np.ndarray, region: dict, segments: list, kwargs: dict) -> list | None:
+        """A region whose text repeats itself (its compression ratio over the threshold: Whisper looping, "No, no,
+        no, ..." for a whole held-out clip) decoded again by the sequential decoder, which falls back to sampling
+        at higher temperatures as Whisper does (the batched pipeline has no fallback); None when its text does not
+        repeat, or no temperature is left to fall back to."""
+        threshold, text = kwargs.get("compression_ratio_threshold"), "".join(s.text for s in segments)
+        if threshold is None or len(kwargs.get("temperature", ())) < 2 or not text:
+            return None
+        if get_compression_ratio(text) <= threshold:
+            return None
+        start, end = (int(region[edge] * SAMPLE_RATE) for edge in ("start", "end"))
+        again, _ = self.sequential.transcribe(audio[start:end], **kwargs)
+        shift = lambda item, **more: dataclasses.replace(
+            item, start=item.start + region["start"], end=item.end + region["start"], **more
+        )
+        return [shift(s, words=[shift(w) for w in s.words] if s.words else s.words) for s in again]
 
     def _context(self, before: list[int], segments, kwargs: dict) -> list[int]:
         """A stream's tokens after `segments`: none after a repetitive text (where the sequential decoder would
