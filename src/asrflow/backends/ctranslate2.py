@@ -338,17 +338,19 @@ class CTranslate2Backend:
             return None
         start, end = (int(region[edge] * SAMPLE_RATE) for edge in ("start", "end"))
         again, _ = self.sequential.transcribe(audio[start:end], **kwargs)
-        shift = lambda item, **more: dataclasses.replace(
-            item, start=item.start + region["start"], end=item.end + region["start"], **more
-        )
+        at = lambda t: min(t + region["start"], region["end"])  # within the region (sampled timestamps stray)
+        shift = lambda item, **more: dataclasses.replace(item, start=at(item.start), end=at(item.end), **more)
         return [shift(s, words=[shift(w) for w in s.words] if s.words else s.words) for s in again]
 
     def _context(self, before: list[int], segments, kwargs: dict) -> list[int]:
         """A stream's tokens after `segments`: none after a repetitive text (where the sequential decoder would
-        fall back to sampling, and so drop its prompt)."""
+        fall back to sampling, and so drop its prompt), nor after text sampled above 0.5 (faster-whisper's
+        prompt_reset_on_temperature)."""
         threshold = kwargs.get("compression_ratio_threshold")
         text = "".join(s.text for s in segments)
         if threshold is not None and text and get_compression_ratio(text) > threshold:
+            return []
+        if any((s.temperature or 0.0) > 0.5 for s in segments):  # sampled hot (a fallback): no prompt, as Whisper's
             return []
         return (before + [t for s in segments for t in s.tokens])[-MAX_PROMPT:]
 
