@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import itertools
 from collections import deque
 from collections.abc import Iterator
@@ -86,7 +87,8 @@ class CTranslate2Backend:
         padded = copy.copy(self.model)
         padded.feature_extractor = SilencePaddedExtractor(self.model.feature_extractor)
         engine = self.encoder.engine if self.encoder else f"ctranslate2-{self.model.model.compute_type}"
-        store = (lambda: _silence_store(model_dir, engine)) if device == "cpu" else None  # a GPU's take ms
+        # found once, when first needed (a home that cannot be written costs the encoding only); a GPU's take ms
+        store = functools.cache(functools.partial(_silence_store, model_dir, engine)) if device == "cpu" else None
         padded.encode = TrimmedEncoder(self.encode, store)
         tokens = self.model.hf_tokenizer
         padded.model = self.prompts = PerItemPrompts(
@@ -331,10 +333,7 @@ class CTranslate2Backend:
         no, ..." for a whole held-out clip) decoded again by the sequential decoder, which falls back to sampling
         at higher temperatures as Whisper does (the batched pipeline has no fallback); None when its text does not
         repeat, or no temperature is left to fall back to."""
-        threshold, text = kwargs.get("compression_ratio_threshold"), "".join(s.text for s in segments)
-        if threshold is None or len(kwargs.get("temperature", ())) < 2 or not text:
-            return None
-        if get_compression_ratio(text) <= threshold:
+        if len(kwargs.get("temperature", ())) < 2 or not _repeats(segments, kwargs):
             return None
         start, end = (int(region[edge] * SAMPLE_RATE) for edge in ("start", "end"))
         again, _ = self.sequential.transcribe(audio[start:end], **kwargs)
@@ -346,13 +345,16 @@ class CTranslate2Backend:
         """A stream's tokens after `segments`: none after a repetitive text (where the sequential decoder would
         fall back to sampling, and so drop its prompt), nor after text sampled above 0.5 (faster-whisper's
         prompt_reset_on_temperature)."""
-        threshold = kwargs.get("compression_ratio_threshold")
-        text = "".join(s.text for s in segments)
-        if threshold is not None and text and get_compression_ratio(text) > threshold:
-            return []
-        if any((s.temperature or 0.0) > 0.5 for s in segments):  # sampled hot (a fallback): no prompt, as Whisper's
-            return []
+        if _repeats(segments, kwargs) or any((s.temperature or 0.0) > 0.5 for s in segments):
+            return []  # a loop, or text sampled hot (a fallback): no prompt, as Whisper's
         return (before + [t for s in segments for t in s.tokens])[-MAX_PROMPT:]
+
+
+def _repeats(segments, kwargs: dict) -> bool:
+    """Whether the segments' text repeats itself past the compression ratio threshold (Whisper looping: where its
+    sequential decoder falls back to sampling)."""
+    threshold, text = kwargs.get("compression_ratio_threshold"), "".join(s.text for s in segments)
+    return threshold is not None and bool(text) and get_compression_ratio(text) > threshold
 
 
 def _silence_store(model_dir: str, engine: str) -> Path | None:

@@ -81,9 +81,11 @@ class TrimmedEncoder:
         with contextlib.suppress(Exception):
             folder = self.store() if self.store else None
             path = folder / f"{key:+.2f}x{mels}.npy" if folder else None
-            kept = np.load(path, mmap_mode="r", allow_pickle=False)  # the header read; the rest if it fits
-            if kept.shape == (WINDOW // 2, width) and kept.dtype == np.float32 and np.isfinite(kept).all():
-                return np.array(kept)
+        if path is not None:
+            with contextlib.suppress(Exception):
+                kept = np.load(path, mmap_mode="r", allow_pickle=False)  # the header read; the rest if it fits
+                if kept.shape == (WINDOW // 2, width) and kept.dtype == np.float32 and np.isfinite(kept).all():
+                    return np.array(kept)
         encoded = np.array(self._encode(np.full((1, mels, WINDOW), key, np.float32)))[0]
         if path is not None:
             partial = path.with_name(f".{path.name}.{os.getpid()}")
